@@ -1,0 +1,41 @@
+// Gpu: the datasheet of one accelerator and the efficiency parameters of the cost model. Loaded from
+// topologies/gpus/*.yaml (`schema: parasol.gpu/1`); every number there carries its public source in a comment.
+// Thread behaviour: plain value.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "core/common/dtype.hpp"
+
+namespace parasol::spec {
+
+// How far a real kernel gets from the datasheet. compute_efficiency(m) = max_compute_efficiency * m / (m + m_half):
+// small-M GEMMs (decode) cannot fill the machine; memory_efficiency is the fraction of HBM bandwidth a streaming kernel
+// reaches.
+struct Efficiency {
+  double max_compute = 0.8;
+  double m_half = 64.0;  // tokens at which GEMM efficiency is half of max_compute
+  double memory = 0.85;
+  double attention_compute = 0.6;  // flash attention vs dense GEMM peak
+  double launch_overhead_s = 4e-6;
+  double comm_efficiency = 0.8;  // achieved / nominal scale-up bandwidth for collectives (bus bandwidth)
+};
+
+struct Gpu {
+  std::string name;
+  std::string vendor;
+  std::map<DType, double> peak_flops;  // dense FLOP/s per dtype (no sparsity)
+  double hbm_bytes = 0;
+  double hbm_bw_Bps = 0;
+  double scaleup_bw_Bps = 0;  // per direction, per GPU (NVLink / Infinity Fabric)
+  double l2_bytes = 0;
+  double tdp_W = 0;
+  double idle_W = 0;
+  Efficiency eff;
+
+  // Peak for a dtype; falls back to the nearest wider dtype the GPU supports (fp8 on A100 runs as bf16).
+  double peak(DType t) const;
+};
+
+}  // namespace parasol::spec

@@ -1,0 +1,43 @@
+// The CLI's plumbing: every command registers itself here (PARASOL_COMMAND in its own cmd_<name>.cpp), gets the common
+// options (--json, --out, --seed, -q/-v) and returns an exit code. Exit codes: 0 ok, 2 bad input or usage (ConfigError,
+// CLI11 parse errors), 1 internal failure. main() maps exceptions to these codes; commands just throw.
+// Thread behaviour: registration happens during static initialization, before main; nothing here is thread-safe.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace parasol::tools {
+
+struct CommonOptions {
+  bool json = false;        // machine-readable result on stdout
+  std::string out_dir;      // where files go (none written when empty, unless the command says otherwise)
+  uint64_t seed = 1;
+  int verbosity = 1;        // 0 quiet, 1 normal, 2+ verbose
+};
+
+// A command adds its subcommand to `app`, its options bound to storage it owns, and returns the function that runs it.
+using CommandSetup = std::function<std::function<int()>(CLI::App& app, CommonOptions& common)>;
+
+struct CommandRegistration {
+  CommandRegistration(const char* name, int order, CommandSetup setup);
+};
+
+// Adds --json, --out, --seed, -q, -v to a subcommand.
+void add_common_options(CLI::App* sub, CommonOptions& common);
+
+// Writes `text` to `dir/name` atomically (temp file + rename), creating `dir`. Nothing half-written on failure.
+void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text);
+
+// Path of a shipped data file: as given when it exists, else relative to the source tree (PARASOL_DATA_DIR).
+std::string resolve_data_path(const std::string& path);
+
+}  // namespace parasol::tools
+
+#define PARASOL_CONCAT_INNER(a, b) a##b
+#define PARASOL_CONCAT(a, b) PARASOL_CONCAT_INNER(a, b)
+// PARASOL_COMMAND("describe", 10, [](CLI::App& app, CommonOptions& c) { ...; return [&]{ return 0; }; });
+#define PARASOL_COMMAND(name, order, ...) \
+  static ::parasol::tools::CommandRegistration PARASOL_CONCAT(parasol_command_, __LINE__)(name, order, __VA_ARGS__)

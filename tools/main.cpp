@@ -1,0 +1,108 @@
+// parasol: plan, simulate and run distributed LLM inference. main() only parses and maps outcomes to exit codes.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <vector>
+
+#include "core/common/error.hpp"
+#include "tools/cli.hpp"
+
+namespace parasol::tools {
+namespace {
+
+struct Entry {
+  std::string name;
+  int order;
+  CommandSetup setup;
+};
+
+std::vector<Entry>& registry() {
+  static std::vector<Entry> r;
+  return r;
+}
+
+}  // namespace
+
+CommandRegistration::CommandRegistration(const char* name, int order, CommandSetup setup) {
+  registry().push_back({name, order, std::move(setup)});
+}
+
+void add_common_options(CLI::App* sub, CommonOptions& common) {
+  sub->add_flag("--json", common.json, "Print a machine-readable JSON result on stdout");
+  sub->add_option("--out", common.out_dir, "Directory for output files");
+  sub->add_option("--seed", common.seed, "Random seed (same inputs + seed = identical outputs)");
+  sub->add_flag("-q,--quiet", [&common](int64_t) { common.verbosity = 0; }, "Print only errors");
+  sub->add_flag("-v,--verbose", [&common](int64_t n) { common.verbosity = 1 + static_cast<int>(n); },
+                "More detail (repeat for more)");
+}
+
+void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw ConfigError(dir, 0, 0, "--out", "a directory that can be created", ec.message());
+  fs::path final_path = fs::path(dir) / name;
+  fs::path tmp = final_path;
+  tmp += ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) throw ConfigError(tmp.string(), 0, 0, "--out", "a writable file", "it cannot be opened");
+    out << text;
+    if (!out) throw RuntimeFailure("writing " + tmp.string() + " failed");
+  }
+  fs::rename(tmp, final_path, ec);
+  if (ec) throw RuntimeFailure("renaming " + tmp.string() + " failed: " + ec.message());
+}
+
+std::string resolve_data_path(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (fs::exists(path)) return path;
+  fs::path p = fs::path(PARASOL_DATA_DIR) / path;
+  if (fs::exists(p)) return p.string();
+  return path;
+}
+
+}  // namespace parasol::tools
+
+int main(int argc, char** argv) {
+  using namespace parasol::tools;
+  CLI::App app{"parasol: plan, simulate and run distributed LLM inference"};
+  app.require_subcommand(0, 1);
+  app.set_version_flag("--version", "parasol 0.1.0");
+  app.footer("Run 'parasol COMMAND --help' for a command's options and examples.");
+  auto& reg = registry();
+  std::stable_sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
+  std::vector<std::unique_ptr<CommonOptions>> commons;
+  std::vector<std::pair<CLI::App*, std::function<int()>>> runs;
+  for (auto& e : reg) {
+    commons.push_back(std::make_unique<CommonOptions>());
+    auto run = e.setup(app, *commons.back());
+    runs.emplace_back(app.get_subcommand(e.name), std::move(run));
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
+  try {
+    for (auto& [sub, run] : runs)
+      if (sub->parsed()) return run();
+    std::cout << app.help();
+    return 0;
+  } catch (const parasol::ConfigError& e) {
+    std::cerr << "parasol: error: " << e.what() << "\n";
+    return 2;
+  } catch (const parasol::Error& e) {
+    std::cerr << "parasol: failed: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "parasol: internal error: " << e.what() << "\n";
+    return 1;
+  }
+}
