@@ -6,6 +6,10 @@
 // Thread behaviour: immutable after construction; const methods are safe from many threads.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/common/yaml_node.hpp"
+
 #include <boost/graph/adjacency_list.hpp>
 #include <map>
 #include <string>
@@ -72,6 +76,12 @@ ClusterSummary summarize(const Cluster& c);
 int hops(const Cluster& c, int gpu_a, int gpu_b);
 // Max-flow (per direction) between two disjoint GPU sets, as a super-source/super-sink problem.
 double max_flow_Bps(const Cluster& c, const std::vector<int>& from, const std::vector<int>& to);
+
+// `schema: parasol.cluster/1`. GPU types referenced by name are loaded from topologies/gpus/<name>.yaml (relative to
+// the cluster file's directory, then to PARASOL_DATA_DIR), or defined inline. A disconnected cluster is a ConfigError.
+Cluster load_cluster(const yaml::Node& node);
+Cluster load_cluster_file(const std::string& path);
+nlohmann::json to_json(const Cluster& c, const ClusterSummary& s);
 
 std::string to_string(VertexKind k);
 std::string to_string(LinkKind k);

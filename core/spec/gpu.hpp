@@ -3,6 +3,10 @@
 // Thread behaviour: plain value.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/common/yaml_node.hpp"
+
 #include <map>
 #include <string>
 
@@ -37,5 +41,9 @@ struct Gpu {
   // Peak for a dtype; falls back to the nearest wider dtype the GPU supports (fp8 on A100 runs as bf16).
   double peak(DType t) const;
 };
+
+Gpu load_gpu(const yaml::Node& node);  // `schema: parasol.gpu/1`
+Gpu load_gpu_file(const std::string& path);
+nlohmann::json to_json(const Gpu& g);
 
 }  // namespace parasol::spec

@@ -4,6 +4,10 @@
 // Thread behaviour: plain value; the derived functions are pure.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/common/yaml_node.hpp"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -100,6 +104,13 @@ double kv_bytes_per_token(const Model& m);
 double flops_per_token(const Model& m, int64_t context);
 // FLOPs of a prefill of `tokens` tokens from empty context (causal attention).
 double prefill_flops(const Model& m, int64_t tokens);
+
+// Loading. `load_model` reads our schema (`schema: parasol.model/1`) or, when the map has `architectures` /
+// `model_type`, a Hugging Face config.json. Errors are ConfigError with file:line:col and key path.
+Model load_model(const yaml::Node& node);
+Model load_model_file(const std::string& path);
+// Machine-readable description (parameters, KV bytes, FLOPs included), for `describe --json`.
+nlohmann::json to_json(const Model& m);
 
 std::string to_string(AttentionKind k);
 
