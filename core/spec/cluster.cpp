@@ -27,8 +27,13 @@ using FlowGraph = boost::adjacency_list<
                     boost::property<boost::edge_residual_capacity_t, int64_t,
                                     boost::property<boost::edge_reverse_t, FlowTraits::edge_descriptor>>>>;
 
-// Capacities in whole bytes/s: integer arithmetic keeps push-relabel exact and free of epsilon stalls.
-int64_t to_capacity(double bw_Bps) { return static_cast<int64_t>(std::llround(std::max(0.0, bw_Bps))); }
+// Capacities are integers (whole bytes/s, or coarser units when a link is faster than 2^40 B/s so that sums stay far
+// inside int64): integer arithmetic keeps push-relabel exact and free of epsilon stalls.
+constexpr double kMaxCapacity = 1099511627776.0;  // 2^40
+
+int64_t to_capacity(double bw_Bps, double unit_Bps) {
+  return static_cast<int64_t>(std::llround(std::max(0.0, bw_Bps) / unit_Bps));
+}
 
 void add_arc(FlowGraph& g, size_t u, size_t v, int64_t cap) {
   auto cap_map = boost::get(boost::edge_capacity, g);
@@ -182,23 +187,26 @@ double max_flow_Bps(const Cluster& c, const std::vector<int>& from, const std::v
   const Graph& g = c.graph;
   const size_t n = boost::num_vertices(g);
   const size_t source = n, sink = n + 1;
+  double max_bw_Bps = 0;
+  for (auto [e, end] = boost::edges(g); e != end; ++e) max_bw_Bps = std::max(max_bw_Bps, g[*e].bw_Bps);
+  const double unit_Bps = std::max(1.0, max_bw_Bps / kMaxCapacity);
   FlowGraph fg(n + 2);
   for (auto [e, end] = boost::edges(g); e != end; ++e) {
     const size_t u = boost::source(*e, g), v = boost::target(*e, g);
-    const int64_t cap = to_capacity(g[*e].bw_Bps);
+    const int64_t cap = to_capacity(g[*e].bw_Bps, unit_Bps);
     add_arc(fg, u, v, cap);
     add_arc(fg, v, u, cap);
   }
   // A GPU can never send or receive more than its links carry, so that bound is as good as infinity (and exact).
   auto gpu_cap = [&](VertexId v) {
     int64_t sum = 1;
-    for (auto [e, end] = boost::out_edges(v, g); e != end; ++e) sum += to_capacity(g[*e].bw_Bps);
+    for (auto [e, end] = boost::out_edges(v, g); e != end; ++e) sum += to_capacity(g[*e].bw_Bps, unit_Bps);
     return sum;
   };
   for (int x : from) add_arc(fg, source, c.gpus[x], gpu_cap(c.gpus[x]));
   for (int y : to) add_arc(fg, c.gpus[y], sink, gpu_cap(c.gpus[y]));
   const int64_t flow = boost::push_relabel_max_flow(fg, source, sink);
-  return static_cast<double>(flow);
+  return static_cast<double>(flow) * unit_Bps;
 }
 
 ClusterSummary summarize(const Cluster& c) {

@@ -79,7 +79,7 @@ struct ClusterSummary {
 };
 
 ClusterSummary summarize(const Cluster& c);
-// Hop count between two GPUs (BFS in the graph).
+// Hop count between two GPUs (BFS in the graph); -1 when they are not connected.
 int hops(const Cluster& c, int gpu_a, int gpu_b);
 // Max-flow (per direction) between two disjoint GPU sets, as a super-source/super-sink problem.
 double max_flow_Bps(const Cluster& c, const std::vector<int>& from, const std::vector<int>& to);

@@ -18,15 +18,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Guards against inputs that would exhaust memory (a fuzzed count); not a hardware number.
+// Guards against inputs that would exhaust memory or time (a fuzzed count); not hardware numbers.
 constexpr int64_t kMaxGpus = 65536;
+constexpr int64_t kMaxUplinks = 1 << 20;  // leaf-spine links
+constexpr double kMaxBw_Bps = 1e15;       // per link; keeps max-flow capacities well inside int64
 
 LinkSpec read_link(const yaml::Node& n, std::initializer_list<std::string_view> extra_keys = {}) {
   std::vector<std::string> keys{"bw", "latency", "duplex"};
   keys.insert(keys.end(), extra_keys.begin(), extra_keys.end());
   n.allow_keys(keys);
   LinkSpec s;
-  s.bw_Bps = n.quantity("bw", Dimension::kBandwidth, 1.0);
+  s.bw_Bps = n.quantity("bw", Dimension::kBandwidth, 1.0, kMaxBw_Bps);
   s.latency_s = n.quantity_or("latency", Dimension::kTime, 0.0, 0.0, 1.0);
   if (auto d = n.get("duplex")) s.full_duplex = d->as_enum({"full", "half"}) == "full";
   return s;
@@ -98,7 +100,7 @@ NodeType read_node_type(const std::string& name, const yaml::Node& n, const fs::
     t.nics = static_cast<int>(count.as_int(0, 1024));
     t.attach = nics->str_or("attach", "rail") == "rail" ? NicAttach::kRail : NicAttach::kShared;
     if (auto a = nics->get("attach")) a->as_enum({"rail", "shared"});
-    t.nic_bw_Bps = nics->quantity("bw", Dimension::kBandwidth, 1.0);
+    t.nic_bw_Bps = nics->quantity("bw", Dimension::kBandwidth, 1.0, kMaxBw_Bps);
     if (t.attach == NicAttach::kRail && t.nics != t.gpus && t.nics != 0)
       count.fail("one NIC per GPU (" + std::to_string(t.gpus) + ") with attach: rail", std::to_string(t.nics));
     if (t.nics > 0 && t.gpus % t.nics != 0)
@@ -191,6 +193,21 @@ Cluster load_cluster(const yaml::Node& root) {
     if (nic_counts.size() != 1 || *nic_counts.begin() == 0 || !all_rail)
       fabric->at("kind").fail("leaf_spine or none: rail_optimized needs every node type to have one NIC per GPU and "
                               "the same NIC count");
+  }
+
+  if (spec.fabric.kind != FabricKind::kNone && spec.fabric.spines > 0) {
+    int64_t nics = 0, nodes = 0;
+    for (const Pool& p : spec.pools) {
+      nics += int64_t(p.count) * spec.node_types[p.node_type].nics;
+      nodes += p.count;
+    }
+    const int64_t per_leaf = spec.fabric.nics_per_leaf;
+    const int64_t leaves = spec.fabric.kind == FabricKind::kLeafSpine
+                               ? (nics + per_leaf - 1) / per_leaf
+                               : (nodes + per_leaf - 1) / per_leaf * (nodes ? nics / nodes : 0);
+    if (leaves * spec.fabric.spines > kMaxUplinks)
+      fabric->at("spines").fail("at most " + std::to_string(kMaxUplinks) + " leaf-spine links (" +
+                                std::to_string(leaves) + " leaves x spines)");
   }
 
   Cluster c = generate_cluster(spec);

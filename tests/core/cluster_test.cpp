@@ -276,6 +276,9 @@ TEST(ClusterBadInput, StructuralMistakesAreReportedAtTheirKey) {
   t = mutate("nics: {count: 2", "nics: {attach: shared, count: 1");
   t.replace(t.find("kind: leaf_spine"), 16, "kind: rail_optimized");
   expect_error(t, line_of(t, "rail_optimized"), "rail_optimized");
+  // A fabric too large to build is refused at its key, not built (512 leaves x 4096 spines).
+  std::string big = head() + leaf_spine(64, 8, 1, 4096, 1.0);
+  expect_error(big, line_of(big, "spines: 4096"), "leaf-spine links");
   // A missing required key.
   t = mutate("    pcie: {bw: 64 GB/s}\n", "");
   expect_error(t, line_of(t, "gpu: tiny"), "pcie");
