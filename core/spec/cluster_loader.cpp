@@ -23,12 +23,15 @@ constexpr int64_t kMaxGpus = 65536;
 constexpr int64_t kMaxUplinks = 1 << 20;  // leaf-spine links
 constexpr double kMaxBw_Bps = 1e15;       // per link; keeps max-flow capacities well inside int64
 
-LinkSpec read_link(const yaml::Node& n, std::initializer_list<std::string_view> extra_keys = {}) {
+// `default_bw_Bps` > 0 makes `bw` optional.
+LinkSpec read_link(const yaml::Node& n, std::initializer_list<std::string_view> extra_keys = {},
+                   double default_bw_Bps = 0) {
   std::vector<std::string> keys{"bw", "latency", "duplex"};
   keys.insert(keys.end(), extra_keys.begin(), extra_keys.end());
   n.allow_keys(keys);
   LinkSpec s;
-  s.bw_Bps = n.quantity("bw", Dimension::kBandwidth, 1.0, kMaxBw_Bps);
+  s.bw_Bps = default_bw_Bps > 0 && !n.has("bw") ? default_bw_Bps
+                                                : n.quantity("bw", Dimension::kBandwidth, 1.0, kMaxBw_Bps);
   s.latency_s = n.quantity_or("latency", Dimension::kTime, 0.0, 0.0, 1.0);
   if (auto d = n.get("duplex")) s.full_duplex = d->as_enum({"full", "half"}) == "full";
   return s;
@@ -90,7 +93,8 @@ NodeType read_node_type(const std::string& name, const yaml::Node& n, const fs::
   t.gpus = static_cast<int>(n.integer("gpus", 1, 1024));
 
   const yaml::Node up = n.at("scaleup");
-  t.scaleup = read_link(up, {"in_network_reduce", "nodes_per_domain"});
+  // The per-GPU scale-up bandwidth defaults to the GPU's own scaleup_bw.
+  t.scaleup = read_link(up, {"in_network_reduce", "nodes_per_domain"}, spec.gpu_types.at(t.gpu_type).scaleup_bw_Bps);
   t.in_network_reduce = up.bool_or("in_network_reduce", false);
   t.nodes_per_domain = static_cast<int>(up.integer_or("nodes_per_domain", 1, 1, 1024));
 

@@ -26,7 +26,7 @@ gpu_types:
     peak_flops: {bf16: 100 TFLOP/s, fp32: 10 TFLOP/s}
     hbm: 16 GiB
     hbm_bw: 1 TB/s
-    scaleup_bw: 100 GB/s
+    scaleup_bw: 120 GB/s
     tdp: 300 W
     idle_power: 30 W
 )";
@@ -108,6 +108,26 @@ TEST(Cluster, ShippedClustersHaveTheirGpuCountsAndAreConnected) {
     EXPECT_TRUE(nlohmann::json(to_json(c, s)).contains("bisection_bw_Bps"));
     for (int g = 0; g < c.gpu_count(); ++g) EXPECT_NO_THROW(c.gpu_spec(g)) << name;
   }
+}
+
+TEST(Cluster, ShippedScaleUpLinksMatchTheirGpuFiles) {
+  for (const char* name : {"dgx-h100.yaml", "h100-32node-rail.yaml", "gb200-nvl72.yaml", "h200-2node.yaml",
+                           "h100-h200-hetero.yaml"}) {
+    const Cluster c = load_cluster_file(shipped(name));
+    for (int g = 0; g < c.gpu_count(); ++g) {
+      double up = 0;
+      for (auto [e, end] = boost::out_edges(c.gpus[g], c.graph); e != end; ++e)
+        if (c.graph[*e].kind == LinkKind::kScaleUp) up += c.graph[*e].bw_Bps;
+      EXPECT_DOUBLE_EQ(up, c.gpu_spec(g).scaleup_bw_Bps) << name << " GPU " << g;
+    }
+  }
+}
+
+TEST(Cluster, ScaleUpBandwidthDefaultsToTheGpuFile) {
+  std::string body = leaf_spine(2, 2, 4, 1, 1.0);
+  body.replace(body.find("{bw: 100 GB/s}"), 14, "{latency: 1 us}");
+  const Cluster c = from_yaml(body);
+  EXPECT_DOUBLE_EQ(summarize(c).scaleup_bw_per_gpu_Bps, c.gpu_spec(0).scaleup_bw_Bps);
 }
 
 TEST(Cluster, DgxNodeIsOneNvlsDomainAndGpuPairFlowIsNvlinkPlusNicPath) {
