@@ -1,0 +1,86 @@
+// Scenario: one question put to parasol — a model on a cluster under a workload, with latency SLOs, the space of
+// parallel layouts to search (or a fixed plan) and the simulator's options. Loaded from `schema: parasol.scenario/1`
+// YAML (scenarios/*.yaml; the schema is documented in docs/scenario.md). The model and the cluster are either paths
+// (resolved relative to the scenario file, then to the data directory) or inline maps; they are loaded here, so a
+// Scenario is ready to plan. The `workload:` section is kept as a checked YAML node and parsed by core/serve
+// (load_workload), so this header does not depend on serve. Owned by the CLI helper; read by planner, sim and exec.
+// Thread behaviour: plain value; loading is reentrant.
+#pragma once
+
+#include <nlohmann/json_fwd.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/common/dtype.hpp"
+#include "core/common/yaml_node.hpp"
+#include "core/spec/cluster.hpp"
+#include "core/spec/model.hpp"
+
+namespace parasol::spec {
+
+// Latency targets at the 99th percentile; absent = no target.
+struct Slo {
+  std::optional<double> ttft_p99_s;  // time to first token
+  std::optional<double> tpot_p99_s;  // time per output token (after the first)
+  std::optional<double> e2e_p99_s;   // end-to-end request latency
+};
+
+enum class Disaggregation { kOff, kOn, kBoth };  // kBoth: search colocated and disaggregated layouts
+
+// The layouts the planner may consider. An empty list means "planner's default" (every power of two that fits).
+struct SearchSpace {
+  std::vector<int> tp;
+  std::vector<int> pp;
+  std::vector<int> ep;
+  std::vector<int> attn_dp;
+  bool allow_cross_domain_tp = false;  // tensor parallelism across scale-up domains (usually a bad idea)
+  Disaggregation disaggregation = Disaggregation::kOff;
+  int top_n = 5;                        // how many ranked plans to report
+  DType weight_dtype = DType::kBf16;    // defaults to the model's weight dtype
+  DType kv_dtype = DType::kBf16;        // defaults to the model's KV dtype
+};
+
+enum class Fidelity { kAnalytic, kNetwork };
+
+struct SimOptions {
+  Fidelity fidelity = Fidelity::kAnalytic;
+  std::optional<double> duration_s;    // stop admitting arrivals after this simulated time
+  std::optional<int64_t> max_requests;  // stop after this many requests
+};
+
+struct Scenario {
+  std::string file;         // the scenario file ("" when parsed from a string with no file)
+  std::string name;
+  std::string description;
+  Model model;
+  std::string model_source;    // resolved path of the model file, or "inline"
+  Cluster cluster;
+  std::string cluster_source;  // resolved path of the cluster file, or "inline"
+  std::string gpu_type;        // a key of cluster.gpu_types (defaulted when the cluster has one type)
+  std::optional<yaml::Node> workload;  // the `workload:` map, for serve's load_workload
+  Slo slo;
+  SearchSpace search;
+  std::optional<std::string> plan_path;  // resolved path of a fixed plan (`parasol.plan/1`), if given
+  SimOptions sim;
+};
+
+// `schema: parasol.scenario/1`. Every problem is a ConfigError with file:line:col and key path.
+Scenario load_scenario(const yaml::Node& root);
+Scenario load_scenario_file(const std::string& path);
+nlohmann::json to_json(const Scenario& s);
+
+std::string to_string(Disaggregation d);
+std::string to_string(Fidelity f);
+
+// The data directory: $PARASOL_DATA_DIR when set, else the source tree the binary was built from.
+std::string data_dir();
+// Finds a file referenced from `from_file` (a scenario, a cluster): `ref` as is when absolute, else relative to the
+// directory of `from_file`, then relative to data_dir(). Returns nullopt when none exists.
+std::optional<std::string> find_referenced_file(const std::string& ref, const std::string& from_file);
+// Same, but a missing file is a ConfigError at `at` (the node that named it), listing where it looked.
+std::string resolve_referenced_file(const yaml::Node& at);
+
+}  // namespace parasol::spec
