@@ -3,7 +3,6 @@
 #include "core/spec/gpu.hpp"
 
 #include <nlohmann/json.hpp>
-
 #include <vector>
 
 #include "core/common/error.hpp"

@@ -57,11 +57,14 @@ Gpu load_gpu(const yaml::Node& root) {
   g.l2_bytes = root.quantity_or("l2", Dimension::kBytes, 0.0, 0.0, 1e11);
   g.tdp_W = root.quantity("tdp", Dimension::kPower, 1.0, 1e5);
   g.idle_W = root.quantity("idle_power", Dimension::kPower, 0.0, 1e5);
-  if (g.idle_W > g.tdp_W) root.at("idle_power").fail("an idle power at most the TDP (" + std::to_string(g.tdp_W) + " W)");
+  if (g.idle_W > g.tdp_W)
+    root.at("idle_power").fail("an idle power at most the TDP (" + std::to_string(g.tdp_W) + " W)");
   if (auto e = root.get("efficiency")) g.eff = load_efficiency(*e);
   return g;
 }
 
-Gpu load_gpu_file(const std::string& path) { return load_gpu(yaml::load_file(path)); }
+Gpu load_gpu_file(const std::string& path) {
+  return load_gpu(yaml::load_file(path));
+}
 
 }  // namespace parasol::spec

@@ -31,10 +31,10 @@ AttentionParams attention_params(const Model& m) {
       a.matrices += h * heads * qk_dim;  // q_proj
     }
     const double kv_r = static_cast<double>(s.kv_lora_rank);
-    a.matrices += h * (kv_r + static_cast<double>(s.qk_rope_head_dim));               // kv_a_proj_with_mqa
-    a.norms += kv_r;                                                                  // kv_a_layernorm
+    a.matrices += h * (kv_r + static_cast<double>(s.qk_rope_head_dim));                   // kv_a_proj_with_mqa
+    a.norms += kv_r;                                                                      // kv_a_layernorm
     a.matrices += kv_r * heads * static_cast<double>(s.qk_nope_head_dim + s.v_head_dim);  // kv_b_proj
-    a.matrices += heads * static_cast<double>(s.v_head_dim) * h;                         // o_proj
+    a.matrices += heads * static_cast<double>(s.v_head_dim) * h;                          // o_proj
     return a;
   }
   const double hd = static_cast<double>(m.head_dim);
@@ -45,7 +45,9 @@ AttentionParams attention_params(const Model& m) {
   return a;
 }
 
-double mlp_params(const Model& m, int64_t inter) { return 3.0 * static_cast<double>(m.hidden) * inter; }
+double mlp_params(const Model& m, int64_t inter) {
+  return 3.0 * static_cast<double>(m.hidden) * inter;
+}
 
 // Router weights plus, for sigmoid scoring (DeepSeek-V3), the per-expert score-correction bias.
 double router_params_per_layer(const Model& m) {
@@ -58,16 +60,16 @@ double qk_dim(const Model& m) {
   return m.mla ? static_cast<double>(m.mla->qk_nope_head_dim + m.mla->qk_rope_head_dim)
                : static_cast<double>(m.head_dim);
 }
-double v_dim(const Model& m) { return m.mla ? static_cast<double>(m.mla->v_head_dim) : static_cast<double>(m.head_dim); }
+double v_dim(const Model& m) {
+  return m.mla ? static_cast<double>(m.mla->v_head_dim) : static_cast<double>(m.head_dim);
+}
 
 // Parameters a token multiplies against (matmuls incl. LM head and router; excludes the embedding lookup and norms).
 double matmul_params_per_token(const Model& m) {
   const ParamCounts p = count_params(m);
   const double attn_norms = attention_params(m).norms * static_cast<double>(m.layers);
-  const double router_bias =
-      m.moe.scoring == "sigmoid" ? static_cast<double>(m.moe.num_experts * m.moe_layers()) : 0.0;
-  return p.active_per_token - p.embedding - p.norms - attn_norms - router_bias +
-         (m.tie_embeddings ? p.embedding : 0.0);
+  const double router_bias = m.moe.scoring == "sigmoid" ? static_cast<double>(m.moe.num_experts * m.moe_layers()) : 0.0;
+  return p.active_per_token - p.embedding - p.norms - attn_norms - router_bias + (m.tie_embeddings ? p.embedding : 0.0);
 }
 
 double attention_flops_per_key(const Model& m) {
@@ -99,8 +101,8 @@ ParamCounts count_params(const Model& m) {
   p.shared_experts = moe_layers * static_cast<double>(m.moe.num_shared_experts) * expert;
   p.router = m.is_moe() ? moe_layers * router_params_per_layer(m) : 0.0;
   p.norms = (2.0 * layers + 1.0) * static_cast<double>(m.hidden);
-  p.total = p.embedding + p.lm_head + p.attention + p.dense_mlp + p.routed_experts + p.shared_experts + p.router +
-            p.norms;
+  p.total =
+      p.embedding + p.lm_head + p.attention + p.dense_mlp + p.routed_experts + p.shared_experts + p.router + p.norms;
   const double unvisited = moe_layers * static_cast<double>(m.moe.num_experts - m.moe.top_k) * expert;
   p.active_per_token = p.total - (m.is_moe() ? unvisited : 0.0);
   return p;
@@ -162,8 +164,11 @@ nlohmann::json to_json(const Model& m) {
   j["rms_eps"] = m.rms_eps;
   j["rope_theta"] = m.rope_theta;
   const RopeScaling& r = m.rope_scaling;
-  j["rope_scaling"] = {{"type", r.type}, {"factor", r.factor}, {"low_freq_factor", r.low_freq_factor},
-                       {"high_freq_factor", r.high_freq_factor}, {"original_max_position", r.original_max_position}};
+  j["rope_scaling"] = {{"type", r.type},
+                       {"factor", r.factor},
+                       {"low_freq_factor", r.low_freq_factor},
+                       {"high_freq_factor", r.high_freq_factor},
+                       {"original_max_position", r.original_max_position}};
   if (r.type == "yarn") {
     j["rope_scaling"]["mscale"] = r.mscale;
     j["rope_scaling"]["mscale_all_dim"] = r.mscale_all_dim;
@@ -171,8 +176,10 @@ nlohmann::json to_json(const Model& m) {
     j["rope_scaling"]["beta_slow"] = r.beta_slow;
   }
   if (m.mla)
-    j["mla"] = {{"q_lora_rank", m.mla->q_lora_rank},           {"kv_lora_rank", m.mla->kv_lora_rank},
-                {"qk_nope_head_dim", m.mla->qk_nope_head_dim}, {"qk_rope_head_dim", m.mla->qk_rope_head_dim},
+    j["mla"] = {{"q_lora_rank", m.mla->q_lora_rank},
+                {"kv_lora_rank", m.mla->kv_lora_rank},
+                {"qk_nope_head_dim", m.mla->qk_nope_head_dim},
+                {"qk_rope_head_dim", m.mla->qk_rope_head_dim},
                 {"v_head_dim", m.mla->v_head_dim}};
   if (m.is_moe()) {
     const MoeSpec& e = m.moe;
@@ -194,11 +201,16 @@ nlohmann::json to_json(const Model& m) {
   j["act_dtype"] = std::string(to_string(m.act_dtype));
 
   const ParamCounts p = count_params(m);
-  j["params"] = {{"embedding", p.embedding},       {"lm_head", p.lm_head},
-                 {"attention", p.attention},       {"dense_mlp", p.dense_mlp},
-                 {"routed_experts", p.routed_experts}, {"shared_experts", p.shared_experts},
-                 {"router", p.router},             {"norms", p.norms},
-                 {"total", p.total},               {"active_per_token", p.active_per_token}};
+  j["params"] = {{"embedding", p.embedding},
+                 {"lm_head", p.lm_head},
+                 {"attention", p.attention},
+                 {"dense_mlp", p.dense_mlp},
+                 {"routed_experts", p.routed_experts},
+                 {"shared_experts", p.shared_experts},
+                 {"router", p.router},
+                 {"norms", p.norms},
+                 {"total", p.total},
+                 {"active_per_token", p.active_per_token}};
   j["weight_bytes"] = {{"bf16", weight_bytes(m, DType::kBf16)},
                        {"fp8", weight_bytes(m, DType::kFp8)},
                        {"int4", weight_bytes(m, DType::kInt4)},

@@ -22,8 +22,9 @@ constexpr int64_t kBig = int64_t{1} << 24;
 
 std::string architecture_of(const Node& root) {
   static const std::map<std::string, std::string> kByModelType{
-      {"llama", "LlamaForCausalLM"},     {"mistral", "MistralForCausalLM"},     {"qwen2", "Qwen2ForCausalLM"},
-      {"mixtral", "MixtralForCausalLM"}, {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"deepseek_v3", "DeepseekV3ForCausalLM"}};
+      {"llama", "LlamaForCausalLM"},        {"mistral", "MistralForCausalLM"},
+      {"qwen2", "Qwen2ForCausalLM"},        {"mixtral", "MixtralForCausalLM"},
+      {"qwen3_moe", "Qwen3MoeForCausalLM"}, {"deepseek_v3", "DeepseekV3ForCausalLM"}};
   const auto& archs = supported_architectures();
   if (auto a = root.get("architectures")) {
     auto items = a->items();
@@ -38,8 +39,9 @@ std::string architecture_of(const Node& root) {
   Node t = root.at("model_type");
   auto it = kByModelType.find(t.as_string());
   if (it == kByModelType.end())
-    t.fail("a model_type of one of the supported architectures (llama, mistral, qwen2, mixtral, qwen3_moe, "
-           "deepseek_v3)");
+    t.fail(
+        "a model_type of one of the supported architectures (llama, mistral, qwen2, mixtral, qwen3_moe, "
+        "deepseek_v3)");
   return it->second;
 }
 
@@ -117,8 +119,10 @@ void load_moe(const Node& root, const std::string& arch, Model& m) {
     // HF: MoE when l >= first_k_dense_replace and l % moe_layer_freq == 0; ours counts from first_k_dense.
     if (e.first_k_dense % e.layer_freq != 0)
       root.at("moe_layer_freq").fail("a moe_layer_freq dividing first_k_dense_replace");
-    if (auto s = root.get("scoring_func")) e.scoring = s->as_enum({"softmax", "sigmoid"});
-    else e.scoring = "sigmoid";
+    if (auto s = root.get("scoring_func"))
+      e.scoring = s->as_enum({"softmax", "sigmoid"});
+    else
+      e.scoring = "sigmoid";
     e.norm_topk_prob = root.bool_or("norm_topk_prob", true);
     e.n_group = root.integer_or("n_group", 8, 1, 1 << 20);
     e.topk_group = root.integer_or("topk_group", 4, 1, 1 << 20);

@@ -11,8 +11,8 @@ namespace parasol::spec {
 namespace detail {
 
 const std::vector<std::string>& supported_architectures() {
-  static const std::vector<std::string> kArchitectures{"LlamaForCausalLM",   "MistralForCausalLM",
-                                                       "Qwen2ForCausalLM",   "MixtralForCausalLM",
+  static const std::vector<std::string> kArchitectures{"LlamaForCausalLM",    "MistralForCausalLM",
+                                                       "Qwen2ForCausalLM",    "MixtralForCausalLM",
                                                        "Qwen3MoeForCausalLM", "DeepseekV3ForCausalLM"};
   return kArchitectures;
 }
@@ -41,8 +41,7 @@ void validate_model(const Model& m, const std::function<yaml::Node(std::string_v
   if (m.mla) {
     if (m.mla->qk_rope_head_dim % 2 != 0) fail("mla.qk_rope_head_dim", "an even number (rotary pairs)");
   }
-  if (m.layers - m.moe_layers() > 0 && m.ffn < 1)
-    fail("ffn", "a dense MLP size >= 1 (the model has dense layers)");
+  if (m.layers - m.moe_layers() > 0 && m.ffn < 1) fail("ffn", "a dense MLP size >= 1 (the model has dense layers)");
   if (m.is_moe()) {
     const MoeSpec& e = m.moe;
     if (e.top_k < 1 || e.top_k > e.num_experts)
@@ -53,8 +52,8 @@ void validate_model(const Model& m, const std::function<yaml::Node(std::string_v
     if (e.topk_group < 1 || e.topk_group > e.n_group)
       fail("moe.topk_group", "an integer in [1, n_group = " + std::to_string(e.n_group) + "]");
     if (e.top_k > e.topk_group * (e.num_experts / e.n_group))
-      fail("moe.top_k", "at most topk_group x experts per group = " +
-                            std::to_string(e.topk_group * (e.num_experts / e.n_group)));
+      fail("moe.top_k",
+           "at most topk_group x experts per group = " + std::to_string(e.topk_group * (e.num_experts / e.n_group)));
     if (e.first_k_dense > m.layers)
       fail("moe.first_k_dense", "an integer in [0, layers = " + std::to_string(m.layers) + "]");
   }
@@ -118,9 +117,10 @@ MoeSpec load_moe(const Node& n) {
 }
 
 Model load_parasol_model(const Node& root) {
-  root.allow_keys({"schema", "name", "architecture", "hidden", "layers", "heads", "kv_heads", "head_dim", "ffn",
-                   "vocab", "max_position", "tie_embeddings", "qkv_bias", "qk_norm", "rms_eps", "rope_theta",
-                   "rope_scaling", "attention", "mla", "moe", "weight_dtype", "kv_dtype", "act_dtype"});
+  root.allow_keys({"schema",   "name",     "architecture", "hidden",     "layers",       "heads",
+                   "kv_heads", "head_dim", "ffn",          "vocab",      "max_position", "tie_embeddings",
+                   "qkv_bias", "qk_norm",  "rms_eps",      "rope_theta", "rope_scaling", "attention",
+                   "mla",      "moe",      "weight_dtype", "kv_dtype",   "act_dtype"});
   root.at("schema").as_enum({"parasol.model/1"});
   constexpr int64_t kBig = int64_t{1} << 24;
   Model m;
@@ -188,6 +188,8 @@ Model load_model(const yaml::Node& node) {
   return load_parasol_model(node);
 }
 
-Model load_model_file(const std::string& path) { return load_model(yaml::load_file(path)); }
+Model load_model_file(const std::string& path) {
+  return load_model(yaml::load_file(path));
+}
 
 }  // namespace parasol::spec

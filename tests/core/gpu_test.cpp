@@ -1,17 +1,17 @@
 // Gpu: every shipped file loads and obeys the datasheet relations it encodes; peak() falls back to wider dtypes;
 // one test per class of bad input.
-#include <gtest/gtest.h>
+#include "core/spec/gpu.hpp"
 
-#include <nlohmann/json.hpp>
+#include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/common/error.hpp"
-#include "core/spec/gpu.hpp"
 
 namespace parasol::spec {
 namespace {
@@ -19,7 +19,9 @@ namespace {
 const std::string kGpus = std::string(PARASOL_DATA_DIR) + "/topologies/gpus/";
 const std::vector<std::string> kShipped{"a100-sxm-80gb", "h100-sxm", "h200-sxm", "b200", "gb200", "mi300x"};
 
-Gpu load(const std::string& name) { return load_gpu_file(kGpus + name + ".yaml"); }
+Gpu load(const std::string& name) {
+  return load_gpu_file(kGpus + name + ".yaml");
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);

@@ -1,27 +1,29 @@
 // Model: parameter counts against the published ones, KV bytes and FLOPs against closed forms, HF config.json import
 // against our YAML, and one test per class of bad input.
-#include <gtest/gtest.h>
+#include "core/spec/model.hpp"
 
-#include <nlohmann/json.hpp>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "core/common/error.hpp"
-#include "core/spec/model.hpp"
 
 namespace parasol::spec {
 namespace {
 
 const std::string kModels = std::string(PARASOL_DATA_DIR) + "/scenarios/models/";
-const std::vector<std::string> kPublished{"llama-3.1-8b", "llama-3.1-70b",   "llama-3.1-405b", "mixtral-8x7b",
-                                          "qwen3-235b-a22b", "deepseek-v3", "llama-2-7b"};
+const std::vector<std::string> kPublished{"llama-3.1-8b",    "llama-3.1-70b", "llama-3.1-405b", "mixtral-8x7b",
+                                          "qwen3-235b-a22b", "deepseek-v3",   "llama-2-7b"};
 const std::vector<std::string> kTiny{"tiny-llama", "tiny-mixtral", "tiny-deepseek"};
 
-Model load(const std::string& name) { return load_model_file(kModels + name + ".yaml"); }
+Model load(const std::string& name) {
+  return load_model_file(kModels + name + ".yaml");
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -112,8 +114,8 @@ TEST(ModelParams, DeepSeekMlaAttentionClosedForm) {
   const Model m = load("deepseek-v3");
   // q_a, q_a_norm, q_b, kv_a (with the shared rope key), kv_a_norm, kv_b, o — per layer.
   const double h = 7168, H = 128;
-  const double per_layer = h * 1536 + 1536 + 1536 * H * (128 + 64) + h * (512 + 64) + 512 + 512 * H * (128 + 128) +
-                           H * 128 * h;
+  const double per_layer =
+      h * 1536 + 1536 + 1536 * H * (128 + 64) + h * (512 + 64) + 512 + 512 * H * (128 + 128) + H * 128 * h;
   EXPECT_DOUBLE_EQ(count_params(m).attention, 61 * per_layer);
   EXPECT_EQ(m.moe_layers(), 58);
   EXPECT_DOUBLE_EQ(count_params(m).shared_experts, 58 * 3 * h * 2048);
@@ -207,8 +209,8 @@ TEST(ModelHfImport, DeepSeekFieldsAreRead) {
 
 TEST(ModelHfImport, QwenSparseStepAndMistralQwen2Architectures) {
   const std::string qwen = read_text(kModels + "hf/qwen3-235b-a22b.json");
-  const Model q = load_model(yaml::load_string(mutate(qwen, "\"decoder_sparse_step\": 1", "\"decoder_sparse_step\": 2"),
-                                               "q.json"));
+  const Model q =
+      load_model(yaml::load_string(mutate(qwen, "\"decoder_sparse_step\": 1", "\"decoder_sparse_step\": 2"), "q.json"));
   // HF: layer l is MoE when (l + 1) % decoder_sparse_step == 0.
   for (int64_t l = 0; l < q.layers; ++l) EXPECT_EQ(q.is_moe_layer(l), (l + 1) % 2 == 0) << l;
   EXPECT_EQ(q.moe_layers(), 47);
@@ -290,8 +292,7 @@ TEST(ModelBadInput, SchemaAndArchitectureAreChecked) {
   expect_config_error(mutate(t, "architecture: LlamaForCausalLM", "architecture: LlamaForCausalLMM"), "architecture",
                       "did you mean 'LlamaForCausalLM'");
   const std::string hf = read_text(kModels + "hf/llama-3.1-8b.json");
-  expect_config_error(mutate(hf, "LlamaForCausalLM", "GPT2LMHeadModel"), "architectures[0]",
-                      "DeepseekV3ForCausalLM");
+  expect_config_error(mutate(hf, "LlamaForCausalLM", "GPT2LMHeadModel"), "architectures[0]", "DeepseekV3ForCausalLM");
   expect_config_error(mutate(hf, "\"silu\"", "\"gelu\""), "hidden_act", "silu");
 }
 
