@@ -47,8 +47,8 @@ Slo load_slo(const yaml::Node& n) {
 }
 
 SearchSpace load_search(const yaml::Node& n, const Model& model) {
-  n.allow_keys({"tp", "pp", "ep", "attn_dp", "allow_cross_domain_tp", "disaggregation", "top_n", "weight_dtype",
-                "kv_dtype"});
+  n.allow_keys(
+      {"tp", "pp", "ep", "attn_dp", "allow_cross_domain_tp", "disaggregation", "top_n", "weight_dtype", "kv_dtype"});
   SearchSpace s;
   if (auto c = n.get("tp")) s.tp = int_list(*c);
   if (auto c = n.get("pp")) s.pp = int_list(*c);
@@ -207,7 +207,9 @@ Scenario load_scenario(const yaml::Node& root) {
   return s;
 }
 
-Scenario load_scenario_file(const std::string& path) { return load_scenario(yaml::load_file(path)); }
+Scenario load_scenario_file(const std::string& path) {
+  return load_scenario(yaml::load_file(path));
+}
 
 std::string to_string(Disaggregation d) {
   switch (d) {
@@ -221,7 +223,9 @@ std::string to_string(Disaggregation d) {
   return "?";
 }
 
-std::string to_string(Fidelity f) { return f == Fidelity::kNetwork ? "network" : "analytic"; }
+std::string to_string(Fidelity f) {
+  return f == Fidelity::kNetwork ? "network" : "analytic";
+}
 
 nlohmann::json to_json(const Scenario& s) {
   nlohmann::json j;
@@ -232,7 +236,8 @@ nlohmann::json to_json(const Scenario& s) {
   j["gpu_type"] = s.gpu_type;
   j["workload"] = s.workload ? yaml_to_json(s.workload->raw()) : nlohmann::json(nullptr);
   auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
-  j["slo"] = {{"ttft_p99_s", opt(s.slo.ttft_p99_s)}, {"tpot_p99_s", opt(s.slo.tpot_p99_s)},
+  j["slo"] = {{"ttft_p99_s", opt(s.slo.ttft_p99_s)},
+              {"tpot_p99_s", opt(s.slo.tpot_p99_s)},
               {"e2e_p99_s", opt(s.slo.e2e_p99_s)}};
   j["search"] = {{"tp", s.search.tp},
                  {"pp", s.search.pp},

@@ -7,9 +7,8 @@
 // Thread behaviour: plain value; loading is reentrant.
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
-
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,28 +37,28 @@ struct SearchSpace {
   std::vector<int> attn_dp;
   bool allow_cross_domain_tp = false;  // tensor parallelism across scale-up domains (usually a bad idea)
   Disaggregation disaggregation = Disaggregation::kOff;
-  int top_n = 5;                        // how many ranked plans to report
-  DType weight_dtype = DType::kBf16;    // defaults to the model's weight dtype
-  DType kv_dtype = DType::kBf16;        // defaults to the model's KV dtype
+  int top_n = 5;                      // how many ranked plans to report
+  DType weight_dtype = DType::kBf16;  // defaults to the model's weight dtype
+  DType kv_dtype = DType::kBf16;      // defaults to the model's KV dtype
 };
 
 enum class Fidelity { kAnalytic, kNetwork };
 
 struct SimOptions {
   Fidelity fidelity = Fidelity::kAnalytic;
-  std::optional<double> duration_s;    // stop admitting arrivals after this simulated time
+  std::optional<double> duration_s;     // stop admitting arrivals after this simulated time
   std::optional<int64_t> max_requests;  // stop after this many requests
 };
 
 struct Scenario {
-  std::string file;         // the scenario file ("" when parsed from a string with no file)
+  std::string file;  // the scenario file ("" when parsed from a string with no file)
   std::string name;
   std::string description;
   Model model;
-  std::string model_source;    // resolved path of the model file, or "inline"
+  std::string model_source;  // resolved path of the model file, or "inline"
   Cluster cluster;
-  std::string cluster_source;  // resolved path of the cluster file, or "inline"
-  std::string gpu_type;        // a key of cluster.gpu_types (defaulted when the cluster has one type)
+  std::string cluster_source;          // resolved path of the cluster file, or "inline"
+  std::string gpu_type;                // a key of cluster.gpu_types (defaulted when the cluster has one type)
   std::optional<yaml::Node> workload;  // the `workload:` map, for serve's load_workload
   Slo slo;
   SearchSpace search;
