@@ -8,6 +8,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 #include "core/common/error.hpp"
@@ -121,9 +122,23 @@ int main(int argc, char** argv) {
     auto run = e.setup(app, *commons.back());
     runs.emplace_back(app.get_subcommand(e.name), std::move(run));
   }
+  // The first example of every command, from set_examples or, for a command that wrote its own footer, the first
+  // footer line that shows the command.
   std::vector<std::string> firsts;
-  for (auto& e : reg)
-    if (!examples_of(e.name).empty()) firsts.push_back(examples_of(e.name).front());
+  for (auto& e : reg) {
+    if (!examples_of(e.name).empty()) {
+      firsts.push_back(examples_of(e.name).front());
+      continue;
+    }
+    std::istringstream footer(app.get_subcommand(e.name)->get_footer());
+    std::string line;
+    while (std::getline(footer, line)) {
+      auto at = line.find("parasol " + e.name);
+      if (at == std::string::npos) continue;
+      firsts.push_back(line.substr(at));
+      break;
+    }
+  }
   app.footer(examples_text(firsts) +
              "\n'parasol' alone prints this help. Run 'parasol COMMAND --help' for a command's options and examples.\n"
              "Exit codes: 0 ok, 2 bad input or usage, 1 internal failure.");
