@@ -13,6 +13,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace parasol::plan {
 
@@ -34,6 +35,11 @@ struct ParallelConfig {
 
   // "tp8.pp2.ep1.adp1.dp4"
   std::string label() const;
+  // Inverse of label(); nullopt when `text` is not a label (each of tp, pp, ep, adp, dp once, in that order).
+  static std::optional<ParallelConfig> parse_label(std::string_view text);
+  // Empty when the numbers are consistent (all >= 1, ep divides tp x attn_dp), else why not. Model- and
+  // cluster-independent; feasibility (core/plan/feasibility.hpp) checks the rest.
+  std::string invalid_reason() const;
   bool operator==(const ParallelConfig&) const = default;
 };
 
@@ -41,6 +47,9 @@ struct ParallelConfig {
 struct DisaggConfig {
   ParallelConfig prefill;
   ParallelConfig decode;
+  // "P[tp8.pp1.ep1.adp1.dp1]+D[tp4.pp1.ep1.adp1.dp2]"
+  std::string label() const;
+  bool operator==(const DisaggConfig&) const = default;
 };
 
 }  // namespace parasol::plan

@@ -5,6 +5,7 @@
 // Thread behaviour: plain value.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,10 +38,21 @@ struct MemoryBudget {
   int64_t kv_block_tokens = 16;  // paged KV block size
 };
 
+// How MoE tokens pick experts when build_step counts tokens per expert. Counts are expected values rounded by largest
+// remainder, so they sum exactly to tokens x top_k and are deterministic. "uniform": every expert equally likely;
+// "zipf": expert popularity ~ 1 / rank^zipf_s, with a per-layer permutation of which experts are hot drawn from `seed`.
+struct Routing {
+  std::string kind = "uniform";  // "uniform" | "zipf"
+  double zipf_s = 1.0;
+  uint64_t seed = 1;
+  bool operator==(const Routing&) const = default;
+};
+
 // A pool of identical instances (the whole deployment, or one side of a disaggregated one).
 struct Pool {
   std::string role = "mixed";   // "mixed" | "prefill" | "decode"
   ParallelConfig config;
+  std::string gpu_type;         // key into the cluster's gpu_types; empty = Plan::gpu_type
   // placement[i][r] = cluster GPU index of rank r of instance i
   std::vector<std::vector<int>> placement;
   // stage_layers[s] = {first, last+1} layers of stage s
@@ -57,6 +69,7 @@ struct Plan {
   std::vector<Pool> pools;         // one "mixed" pool, or a "prefill" and a "decode" pool
   DType weight_dtype = DType::kBf16;
   DType kv_dtype = DType::kBf16;
+  Routing routing;                 // MoE routing distribution used by build_step
 
   bool disaggregated() const { return pools.size() == 2; }
 };

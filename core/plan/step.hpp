@@ -19,6 +19,7 @@ struct SeqWork {
   int64_t new_tokens = 0;
   int64_t context = 0;
   int attn_group = 0;  // which attention-DP group serves it (0 when attn_dp == 1)
+  bool sample = true;  // this step ends with a token for the sequence (false for a non-final prefill chunk)
   bool is_decode() const { return new_tokens == 1 && context > 0; }
 };
 
@@ -68,9 +69,11 @@ struct Op {
 
   // GEMM: [m x k] x [k x n]. Sharded shapes (what this rank runs).
   int64_t m = 0, n = 0, k = 0;
+  int64_t batch = 1;  // batched / grouped GEMM: number of independent weight matrices (local experts, MLA heads)
   // Attention / MoE: the token-level shape.
   int64_t tokens = 0;             // query tokens this rank processes
   int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t v_head_dim = 0;         // attention: value head dim (differs from head_dim for MLA)
   std::vector<int64_t> q_lens;    // per sequence: query tokens
   std::vector<int64_t> ctx_lens;  // per sequence: total context after this step (cached + new)
   std::vector<int64_t> expert_tokens;  // MoE: tokens routed to each local expert
@@ -97,6 +100,7 @@ struct Step {
   std::vector<RankProgram> ranks;  // one per instance rank
   std::vector<Group> groups;
   int64_t tokens = 0;              // total new tokens in the batch
+  int pool = 0;                    // index into Plan::pools the step was built for
 };
 
 std::string to_string(OpKind k);

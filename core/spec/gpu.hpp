@@ -29,7 +29,8 @@ struct Efficiency {
 struct Gpu {
   std::string name;
   std::string vendor;
-  std::map<DType, double> peak_flops;  // dense FLOP/s per dtype (no sparsity)
+  std::map<DType, double> peak_flops;  // dense FLOP/s per dtype (no sparsity); fp32 = non-tensor-core FP32
+  double tf32_flops = 0;               // dense TF32 tensor-core FLOP/s (0: none), for fp32 GEMMs that allow TF32
   double hbm_bytes = 0;
   double hbm_bw_Bps = 0;
   double scaleup_bw_Bps = 0;  // per direction, per GPU (NVLink / Infinity Fabric)

@@ -24,6 +24,11 @@ struct RopeScaling {
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position = 8192;
+  // yarn only (DeepSeek-V3): attention-scale and ramp parameters as in HF's config.
+  double mscale = 1.0;
+  double mscale_all_dim = 0.0;
+  double beta_fast = 32.0;
+  double beta_slow = 1.0;
 };
 
 // Multi-head latent attention (DeepSeek-V2/V3).

@@ -1,0 +1,73 @@
+// build_step: DESIGN contract 2. Turns one scheduler iteration (a Batch) of one instance of a Pool into the ordered
+// op program of every rank of that instance, with FLOPs, HBM bytes and collective payloads. The simulator costs these
+// ops (core/cost), the executor runs exactly these ops.
+//
+// Program of a rank (stage s, attn-DP group a, tp index t); T = new tokens of group a's sequences:
+//   stage 0:  embedding (vocab-parallel, T rows) [+ all-reduce over tp]
+//   layer l:  rmsnorm; attention block; rmsnorm; MLP block (dense or MoE)
+//     GQA/MHA attention: qkv GEMM (column-parallel, KV heads replicated when tp > kv_heads) [+ qk rmsnorm], rope,
+//       kv append, attention over the group's sequences (q_lens / ctx_lens), o GEMM (row-parallel) [+ all-reduce tp]
+//     MLA attention (DeepSeek): qkv_a GEMM (replicated) + q/kv latent rmsnorms, q_b GEMM (column-parallel), rope,
+//       latent kv append; prefill sequences use the expanded form (kv_b GEMM over their whole context, then MHA with
+//       head_dim nope+rope and v_head_dim); decode sequences use the weight-absorbed form (q_nope x W_UK batched GEMM,
+//       MQA over the kv_lora+rope latent, x W_UV batched GEMM); o GEMM [+ all-reduce tp]
+//     dense MLP: gate_up GEMM, SiLU-and-mul, down GEMM [+ all-reduce tp]
+//     MoE, all-to-all form (ep > 1 and moe_tp == 1, DeepEP style): gate + top-k on this rank's 1/tp slice of the
+//       group's tokens, permute, dispatch all-to-all over the stage (the EP group), grouped expert GEMMs (gate_up,
+//       SiLU-and-mul, down) over the local experts' token counts, combine all-to-all, unpermute + weighted sum, shared
+//       experts (replicated) on the slice, [all-gather over tp to restore the group's full tokens]
+//     MoE, gather form (otherwise): [all-gather of the groups' tokens over the stage when attn_dp > 1], gate + top-k,
+//       grouped expert GEMMs for the local experts sharded moe_tp ways, shared experts sharded over the stage's ranks,
+//       then all-reduce over tp (attn_dp == 1) or reduce-scatter over the stage + all-gather over tp (attn_dp > 1)
+//   stage boundary: send hidden + residual to the same (a, t) rank of the next stage; the next stage starts with recv
+//   last stage: final rmsnorm, LM head GEMM (vocab-parallel) on the sampled sequences' last tokens, all-gather of the
+//     logits over tp, sample.
+// Token counts per expert follow Plan::routing (core/plan/plan.hpp): exact integers summing to tokens x top_k.
+// Conventions for bytes: GEMM bytes = A + B + C; collectives carry comm_bytes = the nccl-tests buffer size S
+// (all-reduce: the buffer; all-gather / reduce-scatter: the full gathered buffer, padded to n x the largest share when
+// the groups' token counts differ; all-to-all: a2a_send_bytes per member). See docs/cost-model.md.
+// Owner: planner. Thread behaviour: build_step is pure; a StepBuilder is not thread-safe (one per thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/plan/plan.hpp"
+#include "core/plan/step.hpp"
+
+namespace parasol::plan {
+
+// Tokens routed to each of `num_experts` experts for `tokens` tokens choosing `top_k` distinct experts each, at MoE
+// layer `layer`, under `routing`. Sums to tokens x top_k; no expert gets more than `tokens`.
+std::vector<int64_t> expert_token_counts(const Routing& routing, int64_t num_experts, int64_t top_k, int64_t tokens,
+                                         int64_t layer);
+void expert_token_counts(const Routing& routing, int64_t num_experts, int64_t top_k, int64_t tokens, int64_t layer,
+                         std::vector<int64_t>& out);
+
+// One iteration of instance 0 of plan.pools[pool] (every instance of a pool runs the same program). Sequences with
+// attn_group outside [0, attn_dp) are a ConfigError.
+Step build_step(const Plan& plan, int pool, const Batch& batch);
+
+// Reusable builder for callers that build many steps of one pool (search, simulator): the per-pool structure
+// (groups, shard shapes, weights) is computed once and `build` reuses the output's allocations.
+class StepBuilder {
+ public:
+  StepBuilder(const Plan& plan, int pool);
+  ~StepBuilder();
+  StepBuilder(StepBuilder&&) noexcept;
+  StepBuilder& operator=(StepBuilder&&) noexcept;
+
+  Step build(const Batch& batch);
+  void build(const Batch& batch, Step& out);  // out's vectors are reused
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Sums over all ranks (or one rank) of the FLOPs of GEMM ops, for checks and reports.
+double gemm_flops(const Step& step);
+double gemm_flops(const RankProgram& rank);
+
+}  // namespace parasol::plan

@@ -1,0 +1,188 @@
+// Scheduler: the iteration-level scheduler of one replica (one Plan instance; with attention-DP, one per attn group).
+// It decides which sequences run in the next iteration and how many tokens each, owns the replica's paged KV cache
+// (BlockManager) and reports what each finished request went through. Policies:
+//   - kPrefillFirst (vLLM v0-like continuous batching): when waiting prompts fit, an iteration runs prefills only
+//     (whole prompts, up to max_batch_tokens; a lone prompt larger than the budget runs alone); otherwise it decodes
+//     every running sequence.
+//   - kChunked (Sarathi-Serve / vLLM v1-like chunked prefill): an iteration first decodes every running sequence (one
+//     token each), then spends the remaining token budget on prefill chunks: unfinished prefills first (admission
+//     order), then new prompts from the waiting queue (FCFS).
+// Both respect max_batch_seqs. KV: a sequence holds blocks for every token in its KV; when a running sequence needs a
+// block and none is free, the most recently admitted running sequence (not in flight) is preempted — by recompute
+// (its blocks are freed and it re-prefills prompt + generated tokens, vLLM's default) or by swap (its blocks move to a
+// CPU swap space of swap_blocks; the driver is told how many blocks move so it can charge the transfer). A request
+// whose whole life cannot fit (blocks for input + output - 1 tokens > KV capacity) is rejected at add() with a reason,
+// so a lone request always completes and no deadlock is possible.
+//
+// Driving it (the caller owns the clock; see event_loop.hpp for the reference loop):
+//   add(request, now)             -> rejected record, or nullopt when queued
+//   schedule(now)                 -> the next Iteration, or nullopt when nothing can run now
+//   runner.run(replica, it.batch) -> time; advance the clock
+//   complete(it, now, events)     -> tokens produced: finished records, ITL samples, handoffs
+// Pipeline parallelism: up to pp Iterations may be in flight at once (schedule() again before complete()); sequences
+// in flight are never put in another iteration, so micro-batches hold disjoint sequences. complete() must be called
+// in the order the iterations were scheduled (FIFO, as a pipeline drains). A driver starts micro-batch i+1 when
+// stage 0 finished micro-batch i (StepTiming::stage_s[0]); the bubble is the time stages wait on each other.
+// Disaggregation: role kPrefill releases a sequence once its prefill is done and hands it off (StepEvents::handoffs)
+// with its first token; role kDecode accepts it through add_prefilled() and only decodes.
+// Cost: schedule() and complete() are O(sequences in the batch + running sequences) — never O(all requests).
+// Thread behaviour: one Scheduler per replica, used by one thread / SimGrid actor; not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/common/yaml_node.hpp"
+#include "core/plan/plan.hpp"
+#include "core/plan/step.hpp"
+#include "core/serve/block_manager.hpp"
+#include "core/serve/request.hpp"
+
+namespace parasol::serve {
+
+enum class BatchPolicy { kPrefillFirst, kChunked };
+enum class PreemptionMode { kRecompute, kSwap };
+enum class SchedulerRole { kMixed, kPrefill, kDecode };
+const char* to_string(BatchPolicy p);
+const char* to_string(PreemptionMode m);
+const char* to_string(SchedulerRole r);
+
+struct SchedulerConfig {
+  BatchPolicy policy = BatchPolicy::kChunked;
+  SchedulerRole role = SchedulerRole::kMixed;
+  int64_t max_batch_tokens = 8192;  // token budget of one iteration
+  int64_t max_batch_seqs = 256;
+  int64_t kv_block_tokens = 16;
+  int64_t kv_blocks = 0;            // KV capacity in blocks (from the Plan's MemoryBudget::kv_tokens)
+  bool prefix_caching = false;      // needs kPrefixHashTokens % kv_block_tokens == 0
+  PreemptionMode preemption = PreemptionMode::kRecompute;
+  int64_t swap_blocks = 0;          // CPU swap capacity (kSwap); when full, preemption falls back to recompute
+
+  // max_batch_tokens / max_batch_seqs / kv_block_tokens / kv_blocks from a Plan pool.
+  static SchedulerConfig from_pool(const plan::Pool& pool);
+};
+
+// The `scheduler:` section of a scenario (keys: policy: prefill_first | chunked, max_batch_tokens, max_batch_seqs,
+// block_size, kv_blocks, prefix_caching, preemption: recompute | swap, swap_blocks). Absent keys keep `defaults`.
+SchedulerConfig load_scheduler(const yaml::Node& node, SchedulerConfig defaults);
+
+// One iteration chosen by schedule().
+struct Iteration {
+  plan::Batch batch;              // seq_id = Request::id; prefill chunks first (admission order), then decodes
+  double start_s = 0;
+  uint64_t serial = 0;            // 0, 1, 2, ... per scheduler; complete() checks FIFO order with it
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;      // == decode sequences
+  int32_t preempted = 0;          // sequences preempted while forming it
+  int64_t swap_out_blocks = 0;    // kSwap: blocks moved GPU -> CPU before this iteration
+  int64_t swap_in_blocks = 0;     // kSwap: blocks moved CPU -> GPU before this iteration
+  int64_t kv_used_blocks = 0;     // after this iteration's allocations
+  std::vector<int32_t> slots;     // the scheduler's own handles, parallel to batch.seqs (do not modify)
+};
+
+// A sequence whose prefill finished on a prefill replica, to be decoded elsewhere.
+struct Handoff {
+  Request request;
+  RequestRecord record;   // so far: arrival, first scheduled, first token, prefill_replica, prefix hits
+  int64_t kv_tokens = 0;  // tokens of KV to transfer (the prompt)
+};
+
+// What one completed iteration produced. Reused across calls by the driver (clear() keeps capacity).
+struct StepEvents {
+  std::vector<RequestRecord> finished;  // completed requests (outcome kCompleted)
+  std::vector<double> itl_s;            // one gap per non-first token produced in this iteration
+  std::vector<Handoff> handoffs;        // role kPrefill only
+  int64_t output_tokens = 0;            // tokens produced (first tokens included)
+  int64_t first_tokens = 0;
+  void clear();
+};
+
+struct SchedulerStats {
+  int64_t added = 0, rejected = 0, completed = 0, failed = 0, handed_off = 0;
+  int64_t iterations = 0;
+  int64_t preemptions = 0;
+  int64_t swapped_out_blocks = 0, swapped_in_blocks = 0;
+  int64_t prefix_lookup_tokens = 0;  // prompt tokens of admissions with prefix hashes (full units only)
+  int64_t prefix_hit_tokens = 0;
+  int64_t prefill_tokens = 0, decode_tokens = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(SchedulerConfig config, int replica);
+
+  const SchedulerConfig& config() const { return config_; }
+  int replica() const { return replica_; }
+
+  // Queues a request (FCFS). Returns its record (outcome kRejected, with the reason) when it can never be served.
+  std::optional<RequestRecord> add(Request request, double now_s);
+  // Decode role: a sequence prefilled elsewhere, whose KV just arrived. Rejected when it can never fit.
+  std::optional<RequestRecord> add_prefilled(Handoff handoff, double now_s);
+
+  // The next iteration, or nullopt when nothing can run (no work, or everything runnable is in flight).
+  std::optional<Iteration> schedule(double now_s);
+  // The iteration ended at now_s: tokens are produced, finished sequences leave and free their KV.
+  void complete(const Iteration& it, double now_s, StepEvents& events);
+
+  // Fails every request on this replica (a failed GPU / replica): records with outcome kFailed and `reason`.
+  // Iterations in flight are void; the scheduler is empty afterwards.
+  void fail_all(double now_s, const std::string& reason, std::vector<RequestRecord>& out);
+
+  bool idle() const { return live_ == 0; }            // nothing queued, running or in flight
+  bool has_runnable() const;                          // schedule() would return something now
+  int64_t in_flight() const { return int64_t(in_flight_serials_.size()); }
+  int64_t outstanding_requests() const { return live_; }
+  // Remaining work: prompt tokens still to prefill + output tokens still to generate, over all its requests.
+  int64_t outstanding_tokens() const { return outstanding_tokens_; }
+  int64_t waiting() const { return int64_t(waiting_.size()); }
+  int64_t running() const { return int64_t(running_.size()); }
+  const BlockManager& kv() const { return kv_; }
+  double kv_utilization() const { return kv_.total_blocks() ? double(kv_.used_blocks()) / kv_.total_blocks() : 0; }
+  const SchedulerStats& stats() const { return stats_; }
+
+ private:
+  enum class State : uint8_t { kWaiting, kRunning, kSwapped, kFree };
+  struct Seq {
+    Request req;
+    RequestRecord rec;
+    State state = State::kFree;
+    bool in_flight = false;
+    int64_t prompt_tokens = 0;   // tokens to prefill: input (+ generated when recomputing after preemption)
+    int64_t prefilled = 0;       // prompt tokens whose KV exists (incl. prefix-cache hits)
+    int64_t generated = 0;
+    int64_t owned_blocks = 0;    // private blocks (prefix units pinned are counted in the BlockManager)
+    std::vector<int32_t> units;  // pinned prefix units, in prompt order
+    uint64_t unit_key = 0;       // chain key of the last pinned unit
+    double last_token_s = 0;
+    int64_t scheduled_new = 0;   // tokens of the in-flight iteration
+  };
+
+  int32_t new_slot();
+  void free_slot(int32_t s);
+  bool admit(int32_t s, int64_t budget, Iteration& it);  // waiting -> running with a first chunk
+  bool grow(int32_t s, int64_t new_tokens, Iteration& it);  // blocks for new tokens, preempting if needed
+  bool preempt_last(int32_t keep, Iteration& it);
+  void release_kv(Seq& q);
+  void finish(int32_t s, double now_s, StepEvents& events);
+  int64_t tokens_needed_at_end(const Request& r) const;
+
+  SchedulerConfig config_;
+  int replica_;
+  BlockManager kv_;
+  std::vector<Seq> seqs_;
+  std::vector<int32_t> free_slots_;
+  std::deque<int32_t> waiting_;    // FCFS; preempted sequences go to the front
+  std::vector<int32_t> running_;   // admission order
+  std::deque<uint64_t> in_flight_serials_;
+  std::vector<int32_t> scratch_;
+  uint64_t next_serial_ = 0;
+  int64_t live_ = 0;
+  int64_t outstanding_tokens_ = 0;
+  int64_t swap_used_ = 0;
+  SchedulerStats stats_;
+};
+
+}  // namespace parasol::serve

@@ -1,0 +1,69 @@
+// Gpu: peak lookup with dtype fallback, and the JSON description for `describe --json`. The numbers themselves live in
+// topologies/gpus/*.yaml (never here).
+#include "core/spec/gpu.hpp"
+
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "core/common/error.hpp"
+
+namespace parasol::spec {
+namespace {
+
+// Where a dtype runs when the GPU has no native rate for it: the next wider type, ending at fp32. int4/int8 weights
+// without integer tensor cores are dequantized and multiplied in 16-bit; fp8 without fp8 tensor cores runs as bf16.
+std::vector<DType> fallback_chain(DType t) {
+  switch (t) {
+    case DType::kInt4:
+      return {DType::kInt4, DType::kInt8, DType::kBf16, DType::kFp16, DType::kFp32};
+    case DType::kInt8:
+      return {DType::kInt8, DType::kBf16, DType::kFp16, DType::kFp32};
+    case DType::kFp8:
+      return {DType::kFp8, DType::kBf16, DType::kFp16, DType::kFp32};
+    case DType::kBf16:
+      return {DType::kBf16, DType::kFp16, DType::kFp32};
+    case DType::kFp16:
+      return {DType::kFp16, DType::kBf16, DType::kFp32};
+    case DType::kFp32:
+      return {DType::kFp32};
+  }
+  return {DType::kFp32};
+}
+
+}  // namespace
+
+double Gpu::peak(DType t) const {
+  for (DType d : fallback_chain(t)) {
+    auto it = peak_flops.find(d);
+    if (it != peak_flops.end() && it->second > 0) return it->second;
+  }
+  throw Error("GPU '" + name + "' has no peak FLOP/s for " + std::string(to_string(t)) + " or any wider dtype");
+}
+
+nlohmann::json to_json(const Gpu& g) {
+  nlohmann::json j;
+  j["kind"] = "gpu";
+  j["name"] = g.name;
+  j["vendor"] = g.vendor;
+  nlohmann::json peaks = nlohmann::json::object();
+  for (const auto& [d, v] : g.peak_flops) peaks[std::string(to_string(d))] = v;  // std::map: ordered by dtype
+  if (g.tf32_flops > 0) peaks["tf32"] = g.tf32_flops;
+  j["peak_flops"] = peaks;
+  j["hbm_bytes"] = g.hbm_bytes;
+  j["hbm_bw_Bps"] = g.hbm_bw_Bps;
+  j["scaleup_bw_Bps"] = g.scaleup_bw_Bps;
+  j["l2_bytes"] = g.l2_bytes;
+  j["tdp_W"] = g.tdp_W;
+  j["idle_W"] = g.idle_W;
+  j["efficiency"] = {{"max_compute", g.eff.max_compute},
+                     {"m_half", g.eff.m_half},
+                     {"memory", g.eff.memory},
+                     {"attention_compute", g.eff.attention_compute},
+                     {"launch_overhead_s", g.eff.launch_overhead_s},
+                     {"comm_efficiency", g.eff.comm_efficiency}};
+  // Ridge point of the roofline at bf16: FLOPs per byte above which a kernel is compute-bound.
+  if (g.hbm_bw_Bps > 0) j["ridge_flops_per_byte_bf16"] = g.peak(DType::kBf16) / g.hbm_bw_Bps;
+  return j;
+}
+
+}  // namespace parasol::spec
