@@ -24,17 +24,16 @@ constexpr float kLog2e = 1.4426950408889634f;
 template <int D, int GB, int U>
 __global__ void __launch_bounds__(kWarps * 32) decode_kernel(
     const bf16* __restrict__ q, int64_t q_stride, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
-    const int32_t* __restrict__ block_tables, int64_t max_pages, const int32_t* __restrict__ ctx_lens, bf16* out,
-    int64_t heads, int64_t kv_heads, int64_t page_size, float scale_log2, float* part_o, float* part_ml) {
+    int64_t slot_stride, const int32_t* __restrict__ block_tables, int64_t max_pages,
+    const int32_t* __restrict__ ctx_lens, bf16* out, int64_t heads, HeadMapping map, int64_t page_size,
+    float scale_log2, float* part_o, float* part_ml) {
   constexpr int LPT = D / 8;
   constexpr int TPW = 32 / LPT;
   constexpr int STEP = TPW * U;  // tokens per warp iteration
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int sub = lane % LPT, tok = lane / LPT;
-  const int64_t group = heads / kv_heads;
-  const int64_t qchunks = group / GB;
-  const int64_t kvh = blockIdx.x / qchunks;
-  const int64_t h0 = kvh * group + (blockIdx.x % qchunks) * GB;
+  const int64_t h0 = static_cast<int64_t>(blockIdx.x) * GB;  // GB divides group and q_head_offset: one KV head
+  const int64_t kvh = (map.q_head_offset + h0) / map.group - map.kv_head_offset;
   const int64_t b = blockIdx.y;
   const int split = blockIdx.z, splits = gridDim.z;
   const int64_t len = ctx_lens[b];
@@ -59,7 +58,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(
   }
 
   const int32_t* table = block_tables + b * max_pages;
-  const int64_t head_off = kvh * page_size * D + sub * 8;
+  const int64_t head_off = kvh * D + sub * 8;
   for (int64_t base = start + warp * STEP; base < end; base += kWarps * STEP) {
     Bf16x8 kr[U], vr[U];
     bool valid[U];
@@ -69,7 +68,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(
       valid[u] = t < end;
       if (valid[u]) {
         const int64_t page = table[t / page_size];
-        const int64_t off = ((page * kv_heads) * page_size + t % page_size) * D + head_off;
+        const int64_t off = (page * page_size + t % page_size) * slot_stride + head_off;
         kr[u] = load8_stream(k_cache + off);
         vr[u] = load8_stream(v_cache + off);
       }
@@ -192,35 +191,44 @@ __global__ void merge_kernel(const float* part_o, const float* part_ml, int64_t 
   }
 }
 
+struct DecodeArgs {
+  const bf16* q;
+  int64_t q_stride;
+  const bf16* kc;
+  const bf16* vc;
+  int64_t slot_stride;
+  const int32_t* bt;
+  int64_t max_pages;
+  const int32_t* ctx;
+  bf16* out;
+  int64_t heads;
+  HeadMapping map;
+  int64_t page_size;
+  float scale_log2;
+  float* po;
+  float* pml;
+};
+
 template <int D, int GB>
-cudaError_t launch_decode(dim3 grid, const bf16* q, int64_t q_stride, const bf16* kc, const bf16* vc,
-                          const int32_t* bt, int64_t max_pages, const int32_t* ctx, bf16* out, int64_t heads,
-                          int64_t kv_heads, int64_t page_size, float scale_log2, float* po, float* pml,
-                          cudaStream_t stream) {
+cudaError_t launch_decode(dim3 grid, const DecodeArgs& a, cudaStream_t stream) {
   constexpr int U = GB >= 8 ? 2 : 4;
-  decode_kernel<D, GB, U><<<grid, kWarps * 32, 0, stream>>>(q, q_stride, kc, vc, bt, max_pages, ctx, out, heads,
-                                                            kv_heads, page_size, scale_log2, po, pml);
+  decode_kernel<D, GB, U><<<grid, kWarps * 32, 0, stream>>>(a.q, a.q_stride, a.kc, a.vc, a.slot_stride, a.bt,
+                                                            a.max_pages, a.ctx, a.out, a.heads, a.map, a.page_size,
+                                                            a.scale_log2, a.po, a.pml);
   return cudaGetLastError();
 }
 
 template <int D>
-cudaError_t launch_decode_d(int gb, dim3 grid, const bf16* q, int64_t q_stride, const bf16* kc, const bf16* vc,
-                            const int32_t* bt, int64_t max_pages, const int32_t* ctx, bf16* out, int64_t heads,
-                            int64_t kv_heads, int64_t page_size, float scale_log2, float* po, float* pml,
-                            cudaStream_t stream) {
+cudaError_t launch_decode_d(int gb, dim3 grid, const DecodeArgs& a, cudaStream_t stream) {
   switch (gb) {
     case 8:
-      return launch_decode<D, 8>(grid, q, q_stride, kc, vc, bt, max_pages, ctx, out, heads, kv_heads, page_size,
-                                 scale_log2, po, pml, stream);
+      return launch_decode<D, 8>(grid, a, stream);
     case 4:
-      return launch_decode<D, 4>(grid, q, q_stride, kc, vc, bt, max_pages, ctx, out, heads, kv_heads, page_size,
-                                 scale_log2, po, pml, stream);
+      return launch_decode<D, 4>(grid, a, stream);
     case 2:
-      return launch_decode<D, 2>(grid, q, q_stride, kc, vc, bt, max_pages, ctx, out, heads, kv_heads, page_size,
-                                 scale_log2, po, pml, stream);
+      return launch_decode<D, 2>(grid, a, stream);
     default:
-      return launch_decode<D, 1>(grid, q, q_stride, kc, vc, bt, max_pages, ctx, out, heads, kv_heads, page_size,
-                                 scale_log2, po, pml, stream);
+      return launch_decode<D, 1>(grid, a, stream);
   }
 }
 
@@ -250,38 +258,36 @@ size_t decode_attention_workspace_bytes(int64_t batch, int64_t heads, int64_t he
 }
 
 cudaError_t decode_attention(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
-                             const int32_t* block_tables, int64_t max_pages, const int32_t* ctx_lens, int64_t max_ctx,
-                             bf16* out, int64_t batch, int64_t heads, int64_t kv_heads, int64_t head_dim,
-                             int64_t page_size, float scale, void* workspace, size_t workspace_bytes,
-                             cudaStream_t stream) {
-  if (batch < 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || page_size <= 0 || max_ctx < 0 ||
-      q_stride % 8 != 0 || batch > 65535)
+                             int64_t kv_slot_stride, const int32_t* block_tables, int64_t max_pages,
+                             const int32_t* ctx_lens, int64_t max_ctx, bf16* out, int64_t batch, int64_t heads,
+                             int64_t kv_heads, HeadMapping map, int64_t head_dim, int64_t page_size, float scale,
+                             void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (batch < 0 || heads <= 0 || kv_heads <= 0 || map.group <= 0 || page_size <= 0 || max_ctx < 0 ||
+      q_stride % 8 != 0 || kv_slot_stride % 8 != 0 || batch > 65535)
     return cudaErrorInvalidValue;
   if (head_dim != 64 && head_dim != 128 && head_dim != 256) return cudaErrorInvalidValue;
   if (!aligned16(q) || !aligned16(k_cache) || !aligned16(v_cache) || !aligned16(out)) return cudaErrorInvalidValue;
   if (batch == 0) return cudaSuccess;
-  const int64_t group = heads / kv_heads;
-  const int gb = group % 8 == 0 ? 8 : group % 4 == 0 ? 4 : group % 2 == 0 ? 2 : 1;
-  const int64_t base_blocks = kv_heads * (group / gb) * batch;
+  // GB query heads per block must share one KV head: GB divides the group, the local head count and the offset.
+  auto fits = [&](int gb) { return map.group % gb == 0 && heads % gb == 0 && map.q_head_offset % gb == 0; };
+  const int gb = fits(8) ? 8 : fits(4) ? 4 : fits(2) ? 2 : 1;
+  const int64_t base_blocks = (heads / gb) * batch;
   int splits = choose_splits(base_blocks, max_ctx, kMinChunk, max_splits_for(max_ctx));
   const size_t per_split = static_cast<size_t>(batch * heads) * static_cast<size_t>(head_dim + 2) * sizeof(float);
   if (splits > 1 && (workspace == nullptr || workspace_bytes < per_split * splits))
     splits = workspace ? static_cast<int>(std::max<size_t>(1, workspace_bytes / per_split)) : 1;
   float* po = static_cast<float*>(workspace);
   float* pml = po ? po + batch * heads * splits * head_dim : nullptr;
-  const dim3 grid(static_cast<unsigned>(kv_heads * (group / gb)), static_cast<unsigned>(batch),
-                  static_cast<unsigned>(splits));
-  const float sl2 = scale * kLog2e;
+  const dim3 grid(static_cast<unsigned>(heads / gb), static_cast<unsigned>(batch), static_cast<unsigned>(splits));
+  const DecodeArgs args{q,   q_stride, k_cache, v_cache, kv_slot_stride,   block_tables, max_pages, ctx_lens,
+                        out, heads,    map,     page_size, scale * kLog2e, po,           pml};
   cudaError_t err;
   if (head_dim == 64)
-    err = launch_decode_d<64>(gb, grid, q, q_stride, k_cache, v_cache, block_tables, max_pages, ctx_lens, out, heads,
-                              kv_heads, page_size, sl2, po, pml, stream);
+    err = launch_decode_d<64>(gb, grid, args, stream);
   else if (head_dim == 128)
-    err = launch_decode_d<128>(gb, grid, q, q_stride, k_cache, v_cache, block_tables, max_pages, ctx_lens, out, heads,
-                               kv_heads, page_size, sl2, po, pml, stream);
+    err = launch_decode_d<128>(gb, grid, args, stream);
   else
-    err = launch_decode_d<256>(gb, grid, q, q_stride, k_cache, v_cache, block_tables, max_pages, ctx_lens, out, heads,
-                               kv_heads, page_size, sl2, po, pml, stream);
+    err = launch_decode_d<256>(gb, grid, args, stream);
   if (err != cudaSuccess || splits == 1) return err;
   return merge_splits(po, pml, batch * heads, heads, splits, head_dim, out, heads * head_dim, nullptr, stream);
 }

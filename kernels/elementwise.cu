@@ -133,59 +133,6 @@ __global__ void rms_norm_scalar(const bf16* x, bf16* residual, const bf16* weigh
   }
 }
 
-// ---- RoPE ----
-__device__ __forceinline__ void rope_cos_sin(int32_t pos, const float* inv_freq, int64_t i, float& c, float& s) {
-  const float angle = static_cast<float>(pos) * inv_freq[i];
-  float sn, cs;
-  sincosf(angle, &sn, &cs);
-  // HF casts cos and sin to the activation dtype before use.
-  c = __bfloat162float(__float2bfloat16(cs));
-  s = __bfloat162float(__float2bfloat16(sn));
-}
-
-// One block per token; threads walk (head, pair) over the q heads then the k heads.
-__global__ void rope_half(bf16* q, int64_t q_ts, int64_t q_heads, bf16* k, int64_t k_ts, int64_t k_heads,
-                          int64_t head_stride, int64_t rot_dim, const int32_t* positions, const float* inv_freq) {
-  const int64_t t = blockIdx.x;
-  const int64_t half = rot_dim / 2;
-  const int32_t pos = positions[t];
-  const int64_t total = (q_heads + (k ? k_heads : 0)) * half;
-  for (int64_t w = threadIdx.x; w < total; w += blockDim.x) {
-    const int64_t hh = w / half, i = w % half;
-    bf16* base = hh < q_heads ? q + t * q_ts + hh * head_stride : k + t * k_ts + (hh - q_heads) * head_stride;
-    float c, s;
-    rope_cos_sin(pos, inv_freq, i, c, s);
-    const float x1 = __bfloat162float(base[i]), x2 = __bfloat162float(base[i + half]);
-    base[i] = __float2bfloat16(x1 * c - x2 * s);
-    base[i + half] = __float2bfloat16(x2 * c + x1 * s);
-  }
-}
-
-// Interleaved input: stage the token's rotary parts in shared memory, then write de-interleaved rotated values.
-__global__ void rope_interleaved(bf16* q, int64_t q_ts, int64_t q_heads, bf16* k, int64_t k_ts, int64_t k_heads,
-                                 int64_t head_stride, int64_t rot_dim, const int32_t* positions,
-                                 const float* inv_freq) {
-  extern __shared__ float stage[];
-  const int64_t t = blockIdx.x;
-  const int64_t half = rot_dim / 2;
-  const int32_t pos = positions[t];
-  const int64_t heads = q_heads + (k ? k_heads : 0);
-  auto row = [&](int64_t hh) {
-    return hh < q_heads ? q + t * q_ts + hh * head_stride : k + t * k_ts + (hh - q_heads) * head_stride;
-  };
-  for (int64_t w = threadIdx.x; w < heads * rot_dim; w += blockDim.x) stage[w] = __bfloat162float(row(w / rot_dim)[w % rot_dim]);
-  __syncthreads();
-  for (int64_t w = threadIdx.x; w < heads * half; w += blockDim.x) {
-    const int64_t hh = w / half, i = w % half;
-    float c, s;
-    rope_cos_sin(pos, inv_freq, i, c, s);
-    const float x1 = stage[hh * rot_dim + 2 * i], x2 = stage[hh * rot_dim + 2 * i + 1];
-    bf16* base = row(hh);
-    base[i] = __float2bfloat16(x1 * c - x2 * s);
-    base[i + half] = __float2bfloat16(x2 * c + x1 * s);
-  }
-}
-
 // ---- SiLU and mul ----
 __device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
 
@@ -197,7 +144,7 @@ __global__ void silu_mul_vec(const bf16* x, bf16* out, int64_t rows, int64_t d) 
     to_float8(load8(x + r * 2 * d + c), g);
     to_float8(load8(x + r * 2 * d + d + c), u);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) y[e] = silu(g[e]) * u[e];
+    for (int e = 0; e < 8; ++e) y[e] = __bfloat162float(__float2bfloat16(silu(g[e]))) * u[e];
     store8(out + r * d + c, from_float8(y));
   }
 }
@@ -205,34 +152,20 @@ __global__ void silu_mul_vec(const bf16* x, bf16* out, int64_t rows, int64_t d) 
 __global__ void silu_mul_scalar(const bf16* x, bf16* out, int64_t rows, int64_t d) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * d; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / d, c = i % d;
-    out[i] = __float2bfloat16(silu(__bfloat162float(x[r * 2 * d + c])) * __bfloat162float(x[r * 2 * d + d + c]));
+    out[i] = __float2bfloat16(__bfloat162float(__float2bfloat16(silu(__bfloat162float(x[r * 2 * d + c])))) *
+                             __bfloat162float(x[r * 2 * d + d + c]));
   }
 }
 
-// ---- paged KV append ----
-__global__ void kv_append_vec(const bf16* k, const bf16* v, int64_t ts, bf16* kc, bf16* vc, const int64_t* slots,
-                              int64_t tokens, int64_t kv_heads, int64_t head_dim, int64_t page_size) {
-  const int64_t nv = head_dim / 8, per_tok = kv_heads * nv;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < tokens * per_tok; i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t t = i / per_tok, h = (i % per_tok) / nv, c = (i % nv) * 8;
-    const int64_t slot = slots[t];
+// ---- row scatter (paged KV append) ----
+__global__ void scatter_rows_vec(const bf16* src, int64_t ss, const int32_t* slots, bf16* dst, int64_t rows,
+                                 int64_t width) {
+  const int64_t nv = width / 8;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * nv; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / nv, c = (i % nv) * 8;
+    const int64_t slot = slots[r];
     if (slot < 0) continue;
-    const int64_t page = slot / page_size, off = slot % page_size;
-    const int64_t dst = ((page * kv_heads + h) * page_size + off) * head_dim + c;
-    const int64_t src = t * ts + h * head_dim + c;
-    store8(kc + dst, load8(k + src));
-    store8(vc + dst, load8(v + src));
-  }
-}
-
-__global__ void latent_append_vec(const bf16* x, int64_t ts, bf16* cache, const int64_t* slots, int64_t tokens,
-                                  int64_t dim) {
-  const int64_t nv = dim / 8;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < tokens * nv; i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t t = i / nv, c = (i % nv) * 8;
-    const int64_t slot = slots[t];
-    if (slot < 0) continue;
-    store8(cache + slot * dim + c, load8(x + t * ts + c));
+    store8(dst + slot * width + c, load8(src + r * ss + c));
   }
 }
 
@@ -425,25 +358,6 @@ void rope_inv_freq(const RopeParams& p, int64_t rot_dim, float* inv_freq_host) {
   }
 }
 
-cudaError_t rope(bf16* q, int64_t q_token_stride, int64_t q_heads, bf16* k, int64_t k_token_stride, int64_t k_heads,
-                 int64_t head_stride, int64_t tokens, int64_t rot_dim, const int32_t* positions, const float* inv_freq,
-                 bool interleaved, cudaStream_t stream) {
-  if (tokens < 0 || rot_dim <= 0 || rot_dim % 2 != 0 || q_heads < 0 || k_heads < 0 || tokens > 0x7fffffff)
-    return cudaErrorInvalidValue;
-  if (tokens == 0) return cudaSuccess;
-  const unsigned grid = static_cast<unsigned>(tokens);
-  if (!interleaved) {
-    rope_half<<<grid, 128, 0, stream>>>(q, q_token_stride, q_heads, k, k_token_stride, k_heads, head_stride, rot_dim,
-                                        positions, inv_freq);
-  } else {
-    const size_t smem = static_cast<size_t>(q_heads + (k ? k_heads : 0)) * rot_dim * sizeof(float);
-    if (smem > 48 * 1024) return cudaErrorInvalidValue;
-    rope_interleaved<<<grid, 128, smem, stream>>>(q, q_token_stride, q_heads, k, k_token_stride, k_heads, head_stride,
-                                                  rot_dim, positions, inv_freq);
-  }
-  return launch_status();
-}
-
 cudaError_t silu_and_mul(const bf16* x, bf16* out, int64_t rows, int64_t d, cudaStream_t stream) {
   if (rows < 0 || d <= 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
@@ -454,26 +368,12 @@ cudaError_t silu_and_mul(const bf16* x, bf16* out, int64_t rows, int64_t d, cuda
   return launch_status();
 }
 
-cudaError_t kv_append(const bf16* k, const bf16* v, int64_t kv_token_stride, bf16* k_cache, bf16* v_cache,
-                      const int64_t* slot_mapping, int64_t tokens, int64_t kv_heads, int64_t head_dim,
-                      int64_t page_size, cudaStream_t stream) {
-  if (tokens < 0 || kv_heads <= 0 || head_dim <= 0 || head_dim % 8 != 0 || kv_token_stride % 8 != 0 ||
-      page_size <= 0 || !aligned16(k) || !aligned16(v) || !aligned16(k_cache) || !aligned16(v_cache))
+cudaError_t scatter_rows(const bf16* src, int64_t src_stride, const int32_t* slots, bf16* dst, int64_t rows,
+                         int64_t width, cudaStream_t stream) {
+  if (rows < 0 || width <= 0 || width % 8 != 0 || src_stride % 8 != 0 || !aligned16(src) || !aligned16(dst))
     return cudaErrorInvalidValue;
-  if (tokens == 0) return cudaSuccess;
-  kv_append_vec<<<grid_for(tokens * kv_heads * head_dim / 8), kThreads, 0, stream>>>(
-      k, v, kv_token_stride, k_cache, v_cache, slot_mapping, tokens, kv_heads, head_dim, page_size);
-  return launch_status();
-}
-
-cudaError_t latent_append(const bf16* latent, int64_t token_stride, bf16* cache, const int64_t* slot_mapping,
-                          int64_t tokens, int64_t latent_dim, cudaStream_t stream) {
-  if (tokens < 0 || latent_dim <= 0 || latent_dim % 8 != 0 || token_stride % 8 != 0 || !aligned16(latent) ||
-      !aligned16(cache))
-    return cudaErrorInvalidValue;
-  if (tokens == 0) return cudaSuccess;
-  latent_append_vec<<<grid_for(tokens * latent_dim / 8), kThreads, 0, stream>>>(latent, token_stride, cache,
-                                                                                slot_mapping, tokens, latent_dim);
+  if (rows == 0) return cudaSuccess;
+  scatter_rows_vec<<<grid_for(rows * width / 8), kThreads, 0, stream>>>(src, src_stride, slots, dst, rows, width);
   return launch_status();
 }
 

@@ -63,7 +63,7 @@ __device__ __forceinline__ void topk_slots(float (&val)[S], int experts, int k, 
 
 template <int S>
 __global__ void topk_softmax_kernel(const float* logits, int64_t tokens, int experts, int k, bool renormalize,
-                                    int32_t* ids, float* weights) {
+                                    float scaling, int32_t* ids, float* weights) {
   const int64_t t = static_cast<int64_t>(blockIdx.x) * kRouteWarps + (threadIdx.x >> 5);
   if (t >= tokens) return;
   const int lane = threadIdx.x & 31;
@@ -93,7 +93,7 @@ __global__ void topk_softmax_kernel(const float* logits, int64_t tokens, int exp
   float wsum;
   topk_slots<S>(x, experts, k, ids + t * k, weights + t * k, p, wsum);
   __syncwarp();
-  if (renormalize && lane < k) weights[t * k + lane] /= wsum;
+  if (lane < k) weights[t * k + lane] = (renormalize ? weights[t * k + lane] / wsum : weights[t * k + lane]) * scaling;
 }
 
 template <int S>
@@ -138,7 +138,7 @@ __global__ void topk_sigmoid_grouped_kernel(const float* logits, const float* bi
         a1 = b1;
       }
     }
-    if (lane == gi) my_group_score = a1 + a2;
+    if (lane == gi) my_group_score = gsize > 1 ? a1 + a2 : a1;
   }
   uint32_t keep = 0;
   for (int j = 0; j < topk_group; ++j) {
@@ -260,17 +260,17 @@ unsigned grid_rows(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((
 using namespace detail;
 
 cudaError_t moe_topk_softmax(const float* logits, int64_t tokens, int64_t experts, int64_t k, bool renormalize,
-                             int32_t* topk_ids, float* topk_weights, cudaStream_t stream) {
+                             float scaling, int32_t* topk_ids, float* topk_weights, cudaStream_t stream) {
   if (tokens < 0 || experts <= 0 || experts > 1024 || k <= 0 || k > 32 || k > experts) return cudaErrorInvalidValue;
   if (tokens == 0) return cudaSuccess;
   const unsigned grid = static_cast<unsigned>((tokens + kRouteWarps - 1) / kRouteWarps);
   const int e = static_cast<int>(experts), kk = static_cast<int>(k);
   if (experts <= 64)
-    topk_softmax_kernel<2><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, topk_ids, topk_weights);
+    topk_softmax_kernel<2><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
   else if (experts <= 256)
-    topk_softmax_kernel<8><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, topk_ids, topk_weights);
+    topk_softmax_kernel<8><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
   else
-    topk_softmax_kernel<32><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, topk_ids, topk_weights);
+    topk_softmax_kernel<32><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
   return cudaGetLastError();
 }
 

@@ -30,9 +30,9 @@ constexpr size_t prefill_smem_bytes() {
 template <int D>
 __global__ void __launch_bounds__(kThreadsPrefill) prefill_kernel(
     const bf16* __restrict__ q, int64_t q_stride, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
-    const int32_t* __restrict__ block_tables, int64_t max_pages, const int32_t* __restrict__ cu_q_lens,
-    const int32_t* __restrict__ ctx_lens, bf16* __restrict__ out, int64_t heads, int64_t kv_heads, int64_t page_size,
-    float scale_log2) {
+    int64_t slot_stride, const int32_t* __restrict__ block_tables, int64_t max_pages,
+    const int32_t* __restrict__ cu_q_lens, const int32_t* __restrict__ ctx_lens, bf16* __restrict__ out,
+    int64_t heads, HeadMapping map, int64_t page_size, float scale_log2) {
   constexpr int RS = row_elems<D>();
   constexpr int CH = D / 8;  // 16-byte chunks per row
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kThreadsPrefill) prefill_kernel(
   const int64_t first_pos = ctx - qlen + tile * kBM;  // position of the tile's first query
   const int64_t n_keys = ctx - qlen + std::min<int64_t>(qlen, (tile + 1) * kBM);
   const int n_tiles = static_cast<int>((n_keys + kBN - 1) / kBN);
-  const int64_t kvh = h / (heads / kv_heads);
+  const int64_t kvh = (map.q_head_offset + h) / map.group - map.kv_head_offset;
   const int32_t* table = block_tables + b * max_pages;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
 
@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kThreadsPrefill) prefill_kernel(
       const int64_t key = static_cast<int64_t>(j) * kBN + r;
       const bool ok = key < n_keys;
       int64_t off = 0;
-      if (ok) off = ((static_cast<int64_t>(table[key / page_size]) * kv_heads + kvh) * page_size + key % page_size) * D + col;
+      if (ok) off = (static_cast<int64_t>(table[key / page_size]) * page_size + key % page_size) * slot_stride + kvh * D + col;
       cp_async16(sk + (buf * kBN + r) * RS + col, k_cache + off, ok ? 16 : 0);
       cp_async16(sv + (buf * kBN + r) * RS + col, v_cache + off, ok ? 16 : 0);
     }
@@ -190,15 +190,15 @@ __global__ void __launch_bounds__(kThreadsPrefill) prefill_kernel(
 
 template <int D>
 cudaError_t launch_prefill(dim3 grid, const bf16* q, int64_t q_stride, const bf16* kc, const bf16* vc,
-                           const int32_t* bt, int64_t max_pages, const int32_t* cu, const int32_t* ctx, bf16* out,
-                           int64_t heads, int64_t kv_heads, int64_t page_size, float scale_log2,
-                           cudaStream_t stream) {
+                           int64_t slot_stride, const int32_t* bt, int64_t max_pages, const int32_t* cu,
+                           const int32_t* ctx, bf16* out, int64_t heads, HeadMapping map, int64_t page_size,
+                           float scale_log2, cudaStream_t stream) {
   const size_t smem = prefill_smem_bytes<D>();
   cudaError_t err = cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
-  prefill_kernel<D><<<grid, kThreadsPrefill, smem, stream>>>(q, q_stride, kc, vc, bt, max_pages, cu, ctx, out, heads,
-                                                             kv_heads, page_size, scale_log2);
+  prefill_kernel<D><<<grid, kThreadsPrefill, smem, stream>>>(q, q_stride, kc, vc, slot_stride, bt, max_pages, cu, ctx,
+                                                             out, heads, map, page_size, scale_log2);
   return cudaGetLastError();
 }
 
@@ -208,12 +208,12 @@ cudaError_t launch_prefill(dim3 grid, const bf16* q, int64_t q_stride, const bf1
 using namespace detail;
 
 cudaError_t prefill_attention(const bf16* q, int64_t q_stride, const bf16* k_cache, const bf16* v_cache,
-                              const int32_t* block_tables, int64_t max_pages, const int32_t* cu_q_lens,
-                              const int32_t* ctx_lens, int64_t max_q_len, bf16* out, int64_t batch, int64_t heads,
-                              int64_t kv_heads, int64_t head_dim, int64_t page_size, float scale,
-                              cudaStream_t stream) {
-  if (batch < 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || page_size <= 0 || max_q_len < 0 ||
-      q_stride % 8 != 0 || batch > 65535 || heads > 65535)
+                              int64_t kv_slot_stride, const int32_t* block_tables, int64_t max_pages,
+                              const int32_t* cu_q_lens, const int32_t* ctx_lens, int64_t max_q_len, bf16* out,
+                              int64_t batch, int64_t heads, int64_t kv_heads, HeadMapping map, int64_t head_dim,
+                              int64_t page_size, float scale, cudaStream_t stream) {
+  if (batch < 0 || heads <= 0 || kv_heads <= 0 || map.group <= 0 || page_size <= 0 || max_q_len < 0 ||
+      q_stride % 8 != 0 || kv_slot_stride % 8 != 0 || batch > 65535 || heads > 65535)
     return cudaErrorInvalidValue;
   if (head_dim != 64 && head_dim != 128) return cudaErrorInvalidValue;
   if (!aligned16(q) || !aligned16(k_cache) || !aligned16(v_cache) || !aligned16(out)) return cudaErrorInvalidValue;
@@ -222,10 +222,10 @@ cudaError_t prefill_attention(const bf16* q, int64_t q_stride, const bf16* k_cac
                   static_cast<unsigned>(batch));
   const float sl2 = scale * kLog2e;
   if (head_dim == 64)
-    return launch_prefill<64>(grid, q, q_stride, k_cache, v_cache, block_tables, max_pages, cu_q_lens, ctx_lens, out,
-                              heads, kv_heads, page_size, sl2, stream);
-  return launch_prefill<128>(grid, q, q_stride, k_cache, v_cache, block_tables, max_pages, cu_q_lens, ctx_lens, out,
-                             heads, kv_heads, page_size, sl2, stream);
+    return launch_prefill<64>(grid, q, q_stride, k_cache, v_cache, kv_slot_stride, block_tables, max_pages, cu_q_lens,
+                              ctx_lens, out, heads, map, page_size, sl2, stream);
+  return launch_prefill<128>(grid, q, q_stride, k_cache, v_cache, kv_slot_stride, block_tables, max_pages, cu_q_lens,
+                             ctx_lens, out, heads, map, page_size, sl2, stream);
 }
 
 }  // namespace parasol::kernels
