@@ -34,8 +34,12 @@ __device__ __forceinline__ Bf16x8 from_float8(const float (&f)[8]) {
   return v;
 }
 
-__device__ __forceinline__ Bf16x8 load8(const bf16* p) { return *reinterpret_cast<const Bf16x8*>(p); }
-__device__ __forceinline__ void store8(bf16* p, const Bf16x8& v) { *reinterpret_cast<Bf16x8*>(p) = v; }
+__device__ __forceinline__ Bf16x8 load8(const bf16* p) {
+  return *reinterpret_cast<const Bf16x8*>(p);
+}
+__device__ __forceinline__ void store8(bf16* p, const Bf16x8& v) {
+  *reinterpret_cast<Bf16x8*>(p) = v;
+}
 // Streaming read-only load (data read once: KV cache), bypassing L1 allocation.
 __device__ __forceinline__ Bf16x8 load8_stream(const bf16* p) {
   int4 r = __ldcs(reinterpret_cast<const int4*>(p));
@@ -106,15 +110,21 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem), "r"(src_bytes));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+inline bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
 
-inline cudaError_t launch_status() { return cudaGetLastError(); }
+inline cudaError_t launch_status() {
+  return cudaGetLastError();
+}
 
 // Multiprocessor count of the current device (cached).
 int sm_count();

@@ -22,11 +22,11 @@ constexpr int64_t kMinChunk = 256;
 constexpr float kLog2e = 1.4426950408889634f;
 
 template <int D, int GB, int U>
-__global__ void __launch_bounds__(kWarps * 32) decode_kernel(
-    const bf16* __restrict__ q, int64_t q_stride, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
-    int64_t slot_stride, const int32_t* __restrict__ block_tables, int64_t max_pages,
-    const int32_t* __restrict__ ctx_lens, bf16* out, int64_t heads, HeadMapping map, int64_t page_size,
-    float scale_log2, float* part_o, float* part_ml) {
+__global__ void __launch_bounds__(kWarps * 32)
+    decode_kernel(const bf16* __restrict__ q, int64_t q_stride, const bf16* __restrict__ k_cache,
+                  const bf16* __restrict__ v_cache, int64_t slot_stride, const int32_t* __restrict__ block_tables,
+                  int64_t max_pages, const int32_t* __restrict__ ctx_lens, bf16* out, int64_t heads, HeadMapping map,
+                  int64_t page_size, float scale_log2, float* part_o, float* part_ml) {
   constexpr int LPT = D / 8;
   constexpr int TPW = 32 / LPT;
   constexpr int STEP = TPW * U;  // tokens per warp iteration
@@ -279,7 +279,7 @@ cudaError_t decode_attention(const bf16* q, int64_t q_stride, const bf16* k_cach
   float* po = static_cast<float*>(workspace);
   float* pml = po ? po + batch * heads * splits * head_dim : nullptr;
   const dim3 grid(static_cast<unsigned>(heads / gb), static_cast<unsigned>(batch), static_cast<unsigned>(splits));
-  const DecodeArgs args{q,   q_stride, k_cache, v_cache, kv_slot_stride,   block_tables, max_pages, ctx_lens,
+  const DecodeArgs args{q,   q_stride, k_cache, v_cache,   kv_slot_stride, block_tables, max_pages, ctx_lens,
                         out, heads,    map,     page_size, scale * kLog2e, po,           pml};
   cudaError_t err;
   if (head_dim == 64)

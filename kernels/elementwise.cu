@@ -44,7 +44,8 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
 __global__ void embedding_vec(const int32_t* ids, const bf16* table, bf16* out, int64_t tokens, int64_t hidden,
                               int64_t vocab_start, int64_t vocab_rows) {
   const int64_t nv = hidden / 8;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < tokens * nv; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < tokens * nv;
+       i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t t = i / nv, c = (i % nv) * 8;
     const int64_t row = static_cast<int64_t>(ids[t]) - vocab_start;
     Bf16x8 v;
@@ -60,7 +61,8 @@ __global__ void embedding_vec(const int32_t* ids, const bf16* table, bf16* out, 
 
 __global__ void embedding_scalar(const int32_t* ids, const bf16* table, bf16* out, int64_t tokens, int64_t hidden,
                                  int64_t vocab_start, int64_t vocab_rows) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < tokens * hidden; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < tokens * hidden;
+       i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t t = i / hidden, c = i % hidden;
     const int64_t row = static_cast<int64_t>(ids[t]) - vocab_start;
     out[i] = (row >= 0 && row < vocab_rows) ? table[row * hidden + c] : __float2bfloat16(0.f);
@@ -128,17 +130,19 @@ __global__ void rms_norm_scalar(const bf16* x, bf16* residual, const bf16* weigh
   const float inv = rsqrtf(ss / static_cast<float>(hidden) + eps);
   for (int64_t c = threadIdx.x; c < hidden; c += blockDim.x) {
     const float h = residual ? __bfloat162float(residual[row * hidden + c]) : __bfloat162float(x[row * hidden + c]);
-    out[row * hidden + c] =
-        __float2bfloat16(__bfloat162float(weight[c]) * __bfloat162float(__float2bfloat16(h * inv)));
+    out[row * hidden + c] = __float2bfloat16(__bfloat162float(weight[c]) * __bfloat162float(__float2bfloat16(h * inv)));
   }
 }
 
 // ---- SiLU and mul ----
-__device__ __forceinline__ float silu(float g) { return g / (1.f + __expf(-g)); }
+__device__ __forceinline__ float silu(float g) {
+  return g / (1.f + __expf(-g));
+}
 
 __global__ void silu_mul_vec(const bf16* x, bf16* out, int64_t rows, int64_t d) {
   const int64_t nv = d / 8;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * nv; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * nv;
+       i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / nv, c = (i % nv) * 8;
     float g[8], u[8], y[8];
     to_float8(load8(x + r * 2 * d + c), g);
@@ -153,7 +157,7 @@ __global__ void silu_mul_scalar(const bf16* x, bf16* out, int64_t rows, int64_t 
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * d; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / d, c = i % d;
     out[i] = __float2bfloat16(__bfloat162float(__float2bfloat16(silu(__bfloat162float(x[r * 2 * d + c])))) *
-                             __bfloat162float(x[r * 2 * d + d + c]));
+                              __bfloat162float(x[r * 2 * d + d + c]));
   }
 }
 
@@ -161,7 +165,8 @@ __global__ void silu_mul_scalar(const bf16* x, bf16* out, int64_t rows, int64_t 
 __global__ void scatter_rows_vec(const bf16* src, int64_t ss, const int32_t* slots, bf16* dst, int64_t rows,
                                  int64_t width) {
   const int64_t nv = width / 8;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * nv; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * nv;
+       i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / nv, c = (i % nv) * 8;
     const int64_t slot = slots[r];
     if (slot < 0) continue;
@@ -261,7 +266,8 @@ __global__ void sum_scalar(PtrList<T> in, int count, T* out, int64_t n) {
 }
 
 __global__ void add_bias_kernel(const bf16* x, const bf16* bias, bf16* out, int64_t rows, int64_t cols) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols; i += (int64_t)gridDim.x * blockDim.x)
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * cols;
+       i += (int64_t)gridDim.x * blockDim.x)
     out[i] = __float2bfloat16(__bfloat162float(x[i]) + __bfloat162float(bias[i % cols]));
 }
 
@@ -292,7 +298,8 @@ __global__ void fill_random_kernel(bf16* out, int64_t n, uint64_t seed, float sc
 
 __global__ void fill_kernel(bf16* out, int64_t n, float value) {
   const bf16 v = __float2bfloat16(value);
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) out[i] = v;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    out[i] = v;
 }
 
 }  // namespace
@@ -349,8 +356,8 @@ void rope_inv_freq(const RopeParams& p, int64_t rot_dim, float* inv_freq_host) {
       if (wavelen > low_wavelen) {
         inv = static_cast<float>(inv / p.factor);
       } else if (wavelen >= high_wavelen) {
-        const double smooth = (p.original_max_position / wavelen - p.low_freq_factor) /
-                              (p.high_freq_factor - p.low_freq_factor);
+        const double smooth =
+            (p.original_max_position / wavelen - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
         inv = static_cast<float>((1.0 - smooth) * inv / p.factor + smooth * inv);
       }
     }
@@ -383,11 +390,11 @@ cudaError_t argmax_bf16(const bf16* logits, int64_t row_stride, int64_t rows, in
   if (rows == 0) return cudaSuccess;
   const int threads = n >= 32768 ? 1024 : 256;
   if (n % 8 == 0 && row_stride % 8 == 0 && aligned16(logits))
-    argmax_kernel<bf16, true><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, row_stride, n, out_index,
-                                                                                   out_value);
+    argmax_kernel<bf16, true>
+        <<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, row_stride, n, out_index, out_value);
   else
-    argmax_kernel<bf16, false><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, row_stride, n, out_index,
-                                                                                    out_value);
+    argmax_kernel<bf16, false>
+        <<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, row_stride, n, out_index, out_value);
   return launch_status();
 }
 
@@ -396,8 +403,8 @@ cudaError_t argmax_f32(const float* logits, int64_t row_stride, int64_t rows, in
   if (rows < 0 || n <= 0 || n > 0x7fffffff || rows > 0x7fffffff) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   const int threads = n >= 32768 ? 1024 : 256;
-  argmax_kernel<float, false><<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, row_stride, n, out_index,
-                                                                                   out_value);
+  argmax_kernel<float, false>
+      <<<static_cast<unsigned>(rows), threads, 0, stream>>>(logits, row_stride, n, out_index, out_value);
   return launch_status();
 }
 

@@ -238,9 +238,9 @@ __global__ void mla_k(AttnOperand q, const void* lat, Elem lt, const void* w, El
                       int64_t heads, int64_t nope, int64_t R, int64_t L, int64_t vd, const int32_t* seq_of,
                       const int32_t* pos_of, const int32_t* bt, int64_t max_pages, int64_t page_size, float scale) {
   extern __shared__ float sh[];
-  float* qa = sh;          // [L]
-  float* qr = qa + L;      // [R]
-  float* ol = qr + R;      // [L]
+  float* qa = sh;      // [L]
+  float* qr = qa + L;  // [R]
+  float* ol = qr + R;  // [L]
   const int64_t t = blockIdx.x / heads, h = blockIdx.x % heads;
   const int64_t seq = seq_of[t], pos = pos_of[t], W = L + R;
   const int64_t qb = t * q.token_stride + h * q.head_stride, wb = h * (nope + vd);
@@ -377,8 +377,8 @@ cudaError_t g_attention(AttnOperand q, AttnOperand k_cache, AttnOperand v_cache,
   if (tokens == 0) return cudaSuccess;
   const int64_t threads = tokens * heads * 32;
   attention_k<<<static_cast<unsigned>((threads + 127) / 128), 128, 0, stream>>>(
-      q, k_cache, v_cache, out, out_type, tokens, heads, head_dim, v_dim, map, seq_of, pos_of, block_tables,
-      max_pages, page_size, scale);
+      q, k_cache, v_cache, out, out_type, tokens, heads, head_dim, v_dim, map, seq_of, pos_of, block_tables, max_pages,
+      page_size, scale);
   return cudaGetLastError();
 }
 
@@ -392,10 +392,9 @@ cudaError_t g_mla_attention(AttnOperand q, const void* latent, Elem latent_type,
       page_size <= 0 || tokens * heads > 0x7fffffff)
     return cudaErrorInvalidValue;
   if (tokens == 0) return cudaSuccess;
-  mla_k<<<static_cast<unsigned>(tokens * heads), 128, smem, stream>>>(q, latent, latent_type, w_kv_b, w_type, out,
-                                                                       out_type, heads, nope, rope_dim, latent_dim,
-                                                                       v_dim, seq_of, pos_of, block_tables, max_pages,
-                                                                       page_size, scale);
+  mla_k<<<static_cast<unsigned>(tokens * heads), 128, smem, stream>>>(
+      q, latent, latent_type, w_kv_b, w_type, out, out_type, heads, nope, rope_dim, latent_dim, v_dim, seq_of, pos_of,
+      block_tables, max_pages, page_size, scale);
   return cudaGetLastError();
 }
 

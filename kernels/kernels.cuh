@@ -9,7 +9,8 @@
 // Layouts (those of exec/backend.hpp, which the `cuda` backend maps onto these launchers):
 //   activations      row-major [tokens, features]; q as [tokens, heads, head_dim] with a token stride
 //   paged KV cache   K and V each [slots, kv_heads, head_dim], slot = page * page_size + offset; block_tables
-//                    [batch, max_pages] int32 names the page of tokens [i * page_size, (i + 1) * page_size) of a sequence
+//                    [batch, max_pages] int32 names the page of tokens [i * page_size, (i + 1) * page_size) of a
+//                    sequence
 //   MLA latent cache [slots, 576] (kv_lora_rank 512 + qk_rope_head_dim 64)
 // Two families: fast kernels on bf16 (16-byte vectorized, tensor cores for attention), and generic kernels (prefix g_)
 // that take any of fp32/bf16/fp16 per operand, strided rows and any size, and mirror the cpu backend's rounding
@@ -69,8 +70,8 @@ cudaError_t argmax_f32(const float* logits, int64_t row_stride, int64_t rows, in
                        float* out_value, cudaStream_t stream);
 
 // out[i] = sum_j inputs[j][i] (fp32 accumulation in input order, so the result is deterministic). `inputs` is a HOST
-// array of `count` (<= kMaxSumInputs) device pointers, passed to the kernel by value; out may alias one of them. Used by
-// the device-local communicator.
+// array of `count` (<= kMaxSumInputs) device pointers, passed to the kernel by value; out may alias one of them. Used
+// by the device-local communicator.
 constexpr int kMaxSumInputs = 16;
 cudaError_t sum_bf16(const bf16* const* inputs, int count, bf16* out, int64_t n, cudaStream_t stream);
 cudaError_t sum_f32(const float* const* inputs, int count, float* out, int64_t n, cudaStream_t stream);
@@ -129,22 +130,22 @@ cudaError_t prefill_attention(const bf16* q, int64_t q_stride, const bf16* k_cac
 size_t mla_workspace_bytes(int64_t total_q, int64_t heads, int64_t max_ctx);
 cudaError_t mla_attention(const bf16* q, int64_t q_stride, const bf16* latent_cache, const int32_t* block_tables,
                           int64_t max_pages, const int32_t* cu_q_lens, const int32_t* ctx_lens, int64_t max_q_len,
-                          int64_t max_ctx, bf16* out, int64_t batch, int64_t total_q, int64_t heads,
-                          int64_t page_size, float scale, void* workspace, size_t workspace_bytes,
-                          cudaStream_t stream);
+                          int64_t max_ctx, bf16* out, int64_t batch, int64_t total_q, int64_t heads, int64_t page_size,
+                          float scale, void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 // ---- MoE routing (moe.cu) -----------------------------------------------------------------------------------------
 
 // Mixtral / Qwen-MoE: p = softmax(logits) over all experts (fp32), top-k (lowest index on ties), optionally
-// renormalized to sum 1, then times `scaling`. logits [tokens, experts] fp32; topk_ids / topk_weights [tokens, k]. experts <= 1024, k <= 32.
+// renormalized to sum 1, then times `scaling`. logits [tokens, experts] fp32; topk_ids / topk_weights [tokens, k].
+// experts <= 1024, k <= 32.
 cudaError_t moe_topk_softmax(const float* logits, int64_t tokens, int64_t experts, int64_t k, bool renormalize,
                              float scaling, int32_t* topk_ids, float* topk_weights, cudaStream_t stream);
 
 // DeepSeek-V3: s = sigmoid(logits); c = s + bias (bias may be null); group score = sum of the top-2 c in each of
 // n_group equal groups; the best topk_group groups stay eligible; the top-k c among eligible experts are chosen and
 // weighted by s (not c); renormalize: w /= sum(w) + 1e-20; then w *= scaling.
-cudaError_t moe_topk_sigmoid_grouped(const float* logits, const float* bias, int64_t tokens, int64_t experts,
-                                     int64_t k, int64_t n_group, int64_t topk_group, bool renormalize, float scaling,
+cudaError_t moe_topk_sigmoid_grouped(const float* logits, const float* bias, int64_t tokens, int64_t experts, int64_t k,
+                                     int64_t n_group, int64_t topk_group, bool renormalize, float scaling,
                                      int32_t* topk_ids, float* topk_weights, cudaStream_t stream);
 
 // Sorts the tokens * k (token, choice) pairs by expert, stably (by expert, then pair index: deterministic).
@@ -152,9 +153,8 @@ cudaError_t moe_topk_sigmoid_grouped(const float* logits, const float* bias, int
 // Outputs: expert_offsets [local_experts + 1] (exclusive prefix sums of the local pairs per expert), sorted_pairs
 // [tokens * k] (pair index = token * k + choice, in sorted order; only the first expert_offsets[local] are valid),
 // pair_rows [tokens * k] (row of each pair in the sorted order, -1 when dropped).
-cudaError_t moe_align(const int32_t* topk_ids, int64_t tokens, int64_t k, int64_t expert_begin,
-                      int64_t local_experts, int32_t* expert_offsets, int32_t* sorted_pairs, int32_t* pair_rows,
-                      cudaStream_t stream);
+cudaError_t moe_align(const int32_t* topk_ids, int64_t tokens, int64_t k, int64_t expert_begin, int64_t local_experts,
+                      int32_t* expert_offsets, int32_t* sorted_pairs, int32_t* pair_rows, cudaStream_t stream);
 
 // x_sorted[r, :] = x[sorted_pairs[r] / k, :] for r < rows (rows = expert_offsets[local], read by the caller, or an
 // upper bound: rows whose pair index is negative are zero-filled).

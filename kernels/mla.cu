@@ -16,19 +16,19 @@ namespace detail {
 namespace {
 
 constexpr int kDk = 576, kDv = 512, kHeadsPerBlock = 16, kKeys = 32, kWarpsMla = 4;
-constexpr int kRs = kDk + 8;      // padded latent row (elements)
-constexpr int kPs = kKeys + 8;    // padded P row
+constexpr int kRs = kDk + 8;    // padded latent row (elements)
+constexpr int kPs = kKeys + 8;  // padded P row
 constexpr int kMaxSplitsMla = 32;
 constexpr int64_t kMinChunkMla = 256;
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr size_t kMlaSmem = (static_cast<size_t>(kHeadsPerBlock) * kRs + 2 * kKeys * kRs + kHeadsPerBlock * kPs) *
-                            sizeof(bf16);
+constexpr size_t kMlaSmem =
+    (static_cast<size_t>(kHeadsPerBlock) * kRs + 2 * kKeys * kRs + kHeadsPerBlock * kPs) * sizeof(bf16);
 
-__global__ void __launch_bounds__(kWarpsMla * 32) mla_kernel(
-    const bf16* __restrict__ q, int64_t q_stride, const bf16* __restrict__ cache,
-    const int32_t* __restrict__ block_tables, int64_t max_pages, const int32_t* __restrict__ cu_q_lens,
-    const int32_t* __restrict__ ctx_lens, int64_t batch, bf16* __restrict__ out, int64_t heads, int64_t page_size,
-    float scale_log2, float* part_o, float* part_ml) {
+__global__ void __launch_bounds__(kWarpsMla * 32)
+    mla_kernel(const bf16* __restrict__ q, int64_t q_stride, const bf16* __restrict__ cache,
+               const int32_t* __restrict__ block_tables, int64_t max_pages, const int32_t* __restrict__ cu_q_lens,
+               const int32_t* __restrict__ ctx_lens, int64_t batch, bf16* __restrict__ out, int64_t heads,
+               int64_t page_size, float scale_log2, float* part_o, float* part_ml) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sq = reinterpret_cast<bf16*>(smem_raw);  // [16][kRs]
   bf16* sc = sq + kHeadsPerBlock * kRs;          // [2][kKeys][kRs]
@@ -44,7 +44,10 @@ __global__ void __launch_bounds__(kWarpsMla * 32) mla_kernel(
   int64_t lo = 0, hi = batch - 1;
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) / 2;
-    if (cu_q_lens[mid] <= token) lo = mid; else hi = mid - 1;
+    if (cu_q_lens[mid] <= token)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   const int64_t b = lo;
   const int64_t qlen = cu_q_lens[b + 1] - cu_q_lens[b];
@@ -179,9 +182,11 @@ __global__ void __launch_bounds__(kWarpsMla * 32) mla_kernel(
     for (int dt = 0; dt < kDv / kWarpsMla / 8; ++dt) {
       const int col = warp * (kDv / kWarpsMla) + dt * 8 + 2 * t4;
       if (hr0 < heads)
-        *reinterpret_cast<uint32_t*>(out + (token * heads + hr0) * kDv + col) = pack_bf16x2(o[dt][0] * inv0, o[dt][1] * inv0);
+        *reinterpret_cast<uint32_t*>(out + (token * heads + hr0) * kDv + col) =
+            pack_bf16x2(o[dt][0] * inv0, o[dt][1] * inv0);
       if (hr1 < heads)
-        *reinterpret_cast<uint32_t*>(out + (token * heads + hr1) * kDv + col) = pack_bf16x2(o[dt][2] * inv1, o[dt][3] * inv1);
+        *reinterpret_cast<uint32_t*>(out + (token * heads + hr1) * kDv + col) =
+            pack_bf16x2(o[dt][2] * inv1, o[dt][3] * inv1);
     }
   } else {
 #pragma unroll
@@ -229,11 +234,10 @@ size_t mla_workspace_bytes(int64_t total_q, int64_t heads, int64_t max_ctx) {
 
 cudaError_t mla_attention(const bf16* q, int64_t q_stride, const bf16* latent_cache, const int32_t* block_tables,
                           int64_t max_pages, const int32_t* cu_q_lens, const int32_t* ctx_lens, int64_t max_q_len,
-                          int64_t max_ctx, bf16* out, int64_t batch, int64_t total_q, int64_t heads,
-                          int64_t page_size, float scale, void* workspace, size_t workspace_bytes,
-                          cudaStream_t stream) {
-  if (batch < 0 || total_q < 0 || heads <= 0 || page_size <= 0 || max_ctx < 0 || q_stride % 8 != 0 ||
-      total_q > 65535 || max_q_len < 0)
+                          int64_t max_ctx, bf16* out, int64_t batch, int64_t total_q, int64_t heads, int64_t page_size,
+                          float scale, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (batch < 0 || total_q < 0 || heads <= 0 || page_size <= 0 || max_ctx < 0 || q_stride % 8 != 0 || total_q > 65535 ||
+      max_q_len < 0)
     return cudaErrorInvalidValue;
   if (!aligned16(q) || !aligned16(latent_cache) || !aligned16(out)) return cudaErrorInvalidValue;
   if (batch == 0 || total_q == 0) return cudaSuccess;
@@ -244,8 +248,8 @@ cudaError_t mla_attention(const bf16* q, int64_t q_stride, const bf16* latent_ca
     splits = workspace ? static_cast<int>(std::max<size_t>(1, workspace_bytes / per_split)) : 1;
   float* po = static_cast<float*>(workspace);
   float* pml = po ? po + total_q * heads * splits * kDv : nullptr;
-  cudaError_t err = cudaFuncSetAttribute(mla_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(kMlaSmem));
+  cudaError_t err =
+      cudaFuncSetAttribute(mla_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kMlaSmem));
   if (err != cudaSuccess) return err;
   const dim3 grid(static_cast<unsigned>(hblocks), static_cast<unsigned>(total_q), static_cast<unsigned>(splits));
   mla_kernel<<<grid, kWarpsMla * 32, kMlaSmem, stream>>>(q, q_stride, latent_cache, block_tables, max_pages, cu_q_lens,

@@ -218,7 +218,8 @@ __global__ void __launch_bounds__(256) align_kernel(const int32_t* ids, int64_t 
 __global__ void permute_kernel(const bf16* x, const int32_t* sorted_pairs, int64_t rows, int64_t k, int64_t hidden,
                                bf16* xs) {
   const int64_t nv = hidden / 8;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * nv; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * nv;
+       i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / nv, c = (i % nv) * 8;
     const int32_t pair = sorted_pairs[r];
     Bf16x8 v;
@@ -235,7 +236,8 @@ __global__ void permute_kernel(const bf16* x, const int32_t* sorted_pairs, int64
 __global__ void unpermute_kernel(const bf16* ys, const int32_t* pair_rows, const float* w, int64_t tokens, int64_t k,
                                  int64_t hidden, bool accumulate, bf16* out) {
   const int64_t nv = hidden / 8;
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < tokens * nv; i += (int64_t)gridDim.x * blockDim.x) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < tokens * nv;
+       i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t t = i / nv, c = (i % nv) * 8;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (accumulate) to_float8(load8(out + t * hidden + c), acc);
@@ -252,7 +254,9 @@ __global__ void unpermute_kernel(const bf16* ys, const int32_t* pair_rows, const
   }
 }
 
-unsigned grid_rows(int64_t n) { return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535LL * 32)); }
+unsigned grid_rows(int64_t n) {
+  return static_cast<unsigned>(std::min<int64_t>((n + 255) / 256, 65535LL * 32));
+}
 
 }  // namespace
 }  // namespace detail
@@ -266,16 +270,19 @@ cudaError_t moe_topk_softmax(const float* logits, int64_t tokens, int64_t expert
   const unsigned grid = static_cast<unsigned>((tokens + kRouteWarps - 1) / kRouteWarps);
   const int e = static_cast<int>(experts), kk = static_cast<int>(k);
   if (experts <= 64)
-    topk_softmax_kernel<2><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
+    topk_softmax_kernel<2>
+        <<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
   else if (experts <= 256)
-    topk_softmax_kernel<8><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
+    topk_softmax_kernel<8>
+        <<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
   else
-    topk_softmax_kernel<32><<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
+    topk_softmax_kernel<32>
+        <<<grid, kRouteWarps * 32, 0, stream>>>(logits, tokens, e, kk, renormalize, scaling, topk_ids, topk_weights);
   return cudaGetLastError();
 }
 
-cudaError_t moe_topk_sigmoid_grouped(const float* logits, const float* bias, int64_t tokens, int64_t experts,
-                                     int64_t k, int64_t n_group, int64_t topk_group, bool renormalize, float scaling,
+cudaError_t moe_topk_sigmoid_grouped(const float* logits, const float* bias, int64_t tokens, int64_t experts, int64_t k,
+                                     int64_t n_group, int64_t topk_group, bool renormalize, float scaling,
                                      int32_t* topk_ids, float* topk_weights, cudaStream_t stream) {
   if (tokens < 0 || experts <= 0 || experts > 1024 || k <= 0 || k > 32 || n_group <= 0 || n_group > 32 ||
       experts % n_group != 0 || topk_group <= 0 || topk_group > n_group || k > topk_group * (experts / n_group))
@@ -286,25 +293,23 @@ cudaError_t moe_topk_sigmoid_grouped(const float* logits, const float* bias, int
             tg = static_cast<int>(topk_group);
   if (experts <= 64)
     topk_sigmoid_grouped_kernel<2><<<grid, kRouteWarps * 32, 0, stream>>>(logits, bias, tokens, e, kk, ng, tg,
-                                                                           renormalize, scaling, topk_ids, topk_weights);
+                                                                          renormalize, scaling, topk_ids, topk_weights);
   else if (experts <= 256)
     topk_sigmoid_grouped_kernel<8><<<grid, kRouteWarps * 32, 0, stream>>>(logits, bias, tokens, e, kk, ng, tg,
-                                                                           renormalize, scaling, topk_ids, topk_weights);
+                                                                          renormalize, scaling, topk_ids, topk_weights);
   else
-    topk_sigmoid_grouped_kernel<32><<<grid, kRouteWarps * 32, 0, stream>>>(logits, bias, tokens, e, kk, ng, tg,
-                                                                            renormalize, scaling, topk_ids, topk_weights);
+    topk_sigmoid_grouped_kernel<32><<<grid, kRouteWarps * 32, 0, stream>>>(
+        logits, bias, tokens, e, kk, ng, tg, renormalize, scaling, topk_ids, topk_weights);
   return cudaGetLastError();
 }
 
-cudaError_t moe_align(const int32_t* topk_ids, int64_t tokens, int64_t k, int64_t expert_begin,
-                      int64_t local_experts, int32_t* expert_offsets, int32_t* sorted_pairs, int32_t* pair_rows,
-                      cudaStream_t stream) {
+cudaError_t moe_align(const int32_t* topk_ids, int64_t tokens, int64_t k, int64_t expert_begin, int64_t local_experts,
+                      int32_t* expert_offsets, int32_t* sorted_pairs, int32_t* pair_rows, cudaStream_t stream) {
   if (tokens < 0 || k <= 0 || local_experts <= 0 || local_experts > 65535 || expert_begin < 0 ||
       tokens * k > (1 << 24))  // counts are reduced in fp32: exact below 2^24
     return cudaErrorInvalidValue;
-  align_kernel<<<static_cast<unsigned>(local_experts), 256, 0, stream>>>(topk_ids, tokens * k, expert_begin,
-                                                                         local_experts, expert_offsets, sorted_pairs,
-                                                                         pair_rows);
+  align_kernel<<<static_cast<unsigned>(local_experts), 256, 0, stream>>>(
+      topk_ids, tokens * k, expert_begin, local_experts, expert_offsets, sorted_pairs, pair_rows);
   return cudaGetLastError();
 }
 

@@ -28,17 +28,17 @@ constexpr size_t prefill_smem_bytes() {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kThreadsPrefill) prefill_kernel(
-    const bf16* __restrict__ q, int64_t q_stride, const bf16* __restrict__ k_cache, const bf16* __restrict__ v_cache,
-    int64_t slot_stride, const int32_t* __restrict__ block_tables, int64_t max_pages,
-    const int32_t* __restrict__ cu_q_lens, const int32_t* __restrict__ ctx_lens, bf16* __restrict__ out,
-    int64_t heads, HeadMapping map, int64_t page_size, float scale_log2) {
+__global__ void __launch_bounds__(kThreadsPrefill)
+    prefill_kernel(const bf16* __restrict__ q, int64_t q_stride, const bf16* __restrict__ k_cache,
+                   const bf16* __restrict__ v_cache, int64_t slot_stride, const int32_t* __restrict__ block_tables,
+                   int64_t max_pages, const int32_t* __restrict__ cu_q_lens, const int32_t* __restrict__ ctx_lens,
+                   bf16* __restrict__ out, int64_t heads, HeadMapping map, int64_t page_size, float scale_log2) {
   constexpr int RS = row_elems<D>();
   constexpr int CH = D / 8;  // 16-byte chunks per row
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sq = reinterpret_cast<bf16*>(smem_raw);
-  bf16* sk = sq + kBM * RS;       // [2][kBN][RS]
-  bf16* sv = sk + 2 * kBN * RS;   // [2][kBN][RS]
+  bf16* sk = sq + kBM * RS;      // [2][kBN][RS]
+  bf16* sv = sk + 2 * kBN * RS;  // [2][kBN][RS]
 
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int64_t tile = gridDim.x - 1 - blockIdx.x;  // heaviest (latest) tiles first
@@ -66,7 +66,9 @@ __global__ void __launch_bounds__(kThreadsPrefill) prefill_kernel(
       const int64_t key = static_cast<int64_t>(j) * kBN + r;
       const bool ok = key < n_keys;
       int64_t off = 0;
-      if (ok) off = (static_cast<int64_t>(table[key / page_size]) * page_size + key % page_size) * slot_stride + kvh * D + col;
+      if (ok)
+        off =
+            (static_cast<int64_t>(table[key / page_size]) * page_size + key % page_size) * slot_stride + kvh * D + col;
       cp_async16(sk + (buf * kBN + r) * RS + col, k_cache + off, ok ? 16 : 0);
       cp_async16(sv + (buf * kBN + r) * RS + col, v_cache + off, ok ? 16 : 0);
     }
@@ -90,7 +92,8 @@ __global__ void __launch_bounds__(kThreadsPrefill) prefill_kernel(
     __syncthreads();
     if (j == 0) {
 #pragma unroll
-      for (int ks = 0; ks < D / 16; ++ks) ldmatrix_x4(qa[ks], sq + (warp * 16 + (lane & 15)) * RS + ks * 16 + (lane >> 4) * 8);
+      for (int ks = 0; ks < D / 16; ++ks)
+        ldmatrix_x4(qa[ks], sq + (warp * 16 + (lane & 15)) * RS + ks * 16 + (lane >> 4) * 8);
     }
     const bf16* kt = sk + buf * kBN * RS;
     const bf16* vt = sv + buf * kBN * RS;
@@ -182,9 +185,11 @@ __global__ void __launch_bounds__(kThreadsPrefill) prefill_kernel(
   for (int dt = 0; dt < D / 8; ++dt) {
     const int col = dt * 8 + 2 * t4;
     if (r0 < qlen)
-      *reinterpret_cast<uint32_t*>(out + ((q0 + r0) * heads + h) * D + col) = pack_bf16x2(o[dt][0] * inv0, o[dt][1] * inv0);
+      *reinterpret_cast<uint32_t*>(out + ((q0 + r0) * heads + h) * D + col) =
+          pack_bf16x2(o[dt][0] * inv0, o[dt][1] * inv0);
     if (r1 < qlen)
-      *reinterpret_cast<uint32_t*>(out + ((q0 + r1) * heads + h) * D + col) = pack_bf16x2(o[dt][2] * inv1, o[dt][3] * inv1);
+      *reinterpret_cast<uint32_t*>(out + ((q0 + r1) * heads + h) * D + col) =
+          pack_bf16x2(o[dt][2] * inv1, o[dt][3] * inv1);
   }
 }
 
@@ -194,8 +199,8 @@ cudaError_t launch_prefill(dim3 grid, const bf16* q, int64_t q_stride, const bf1
                            const int32_t* ctx, bf16* out, int64_t heads, HeadMapping map, int64_t page_size,
                            float scale_log2, cudaStream_t stream) {
   const size_t smem = prefill_smem_bytes<D>();
-  cudaError_t err = cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
+  cudaError_t err =
+      cudaFuncSetAttribute(prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
   if (err != cudaSuccess) return err;
   prefill_kernel<D><<<grid, kThreadsPrefill, smem, stream>>>(q, q_stride, kc, vc, slot_stride, bt, max_pages, cu, ctx,
                                                              out, heads, map, page_size, scale_log2);

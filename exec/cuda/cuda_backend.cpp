@@ -28,8 +28,7 @@ void require(bool ok, const char* op, const std::string& what) {
 }
 
 void check(cudaError_t e, const char* op) {
-  if (e != cudaSuccess)
-    throw RuntimeFailure(std::string("cuda backend: ") + op + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess) throw RuntimeFailure(std::string("cuda backend: ") + op + ": " + cudaGetErrorString(e));
 }
 
 k::Elem elem(ElemType t) {
@@ -60,8 +59,12 @@ cudaDataType_t cuda_type(ElemType t) {
   throw Error("cuda backend: no GEMM on int32");
 }
 
-int64_t row_stride(const Tensor& t) { return t.rank() >= 2 ? t.stride(t.rank() - 2) : t.dim(-1); }
-int64_t rows_of(const Tensor& t) { return t.numel() / std::max<int64_t>(1, t.dim(-1)); }
+int64_t row_stride(const Tensor& t) {
+  return t.rank() >= 2 ? t.stride(t.rank() - 2) : t.dim(-1);
+}
+int64_t rows_of(const Tensor& t) {
+  return t.numel() / std::max<int64_t>(1, t.dim(-1));
+}
 
 k::Mat mat(const Tensor& t) {
   k::Mat m;
@@ -79,7 +82,9 @@ bool all_bf16(std::initializer_list<const Tensor*> ts) {
   return true;
 }
 
-bool dense_rows(const Tensor& t) { return row_stride(t) == t.dim(-1); }
+bool dense_rows(const Tensor& t) {
+  return row_stride(t) == t.dim(-1);
+}
 
 class CudaEvent : public Event {
  public:
@@ -185,7 +190,8 @@ class CudaBackend : public Backend {
   }
   void convert(const Tensor& src, const Tensor& dst) override {
     use();
-    require(src.numel() == dst.numel() && src.dim(-1) == dst.dim(-1), "convert", src.describe() + " -> " + dst.describe());
+    require(src.numel() == dst.numel() && src.dim(-1) == dst.dim(-1), "convert",
+            src.describe() + " -> " + dst.describe());
     if (src.empty()) return;
     if (src.dtype == dst.dtype) {
       const size_t eb = element_bytes(src.dtype);
@@ -251,7 +257,8 @@ class CudaBackend : public Backend {
   void silu_and_mul(const Tensor& gu, const Tensor& out) override {
     use();
     const int64_t f = out.dim(-1);
-    require(gu.dim(-1) == 2 * f && rows_of(gu) == rows_of(out), "silu_and_mul", gu.describe() + " -> " + out.describe());
+    require(gu.dim(-1) == 2 * f && rows_of(gu) == rows_of(out), "silu_and_mul",
+            gu.describe() + " -> " + out.describe());
     if (all_bf16({&gu, &out}) && dense_rows(gu) && dense_rows(out))
       check(k::silu_and_mul(gu.as<k::bf16>(), out.as<k::bf16>(), rows_of(out), f, stream_), "silu_and_mul");
     else
@@ -271,8 +278,8 @@ class CudaBackend : public Backend {
     c.cols = w;
     c.stride = w;
     if (all_bf16({&src, &cache}) && w % 8 == 0 && row_stride(src) % 8 == 0)
-      check(k::scatter_rows(src.as<k::bf16>(), row_stride(src), slots.as<int32_t>(), cache.as<k::bf16>(),
-                            rows_of(src), w, stream_),
+      check(k::scatter_rows(src.as<k::bf16>(), row_stride(src), slots.as<int32_t>(), cache.as<k::bf16>(), rows_of(src),
+                            w, stream_),
             "kv_append");
     else
       check(k::g_scatter_rows(mat(src), slots.as<int32_t>(), c, stream_), "kv_append");
@@ -302,8 +309,8 @@ class CudaBackend : public Backend {
                           nullptr, stream_),
             "argmax");
     else if (logits.dtype == ElemType::kBf16)
-      check(k::argmax_bf16(logits.as<k::bf16>(), row_stride(logits), rows_of(logits), logits.dim(-1),
-                           out.as<int32_t>(), nullptr, stream_),
+      check(k::argmax_bf16(logits.as<k::bf16>(), row_stride(logits), rows_of(logits), logits.dim(-1), out.as<int32_t>(),
+                           nullptr, stream_),
             "argmax");
     else
       check(k::g_argmax(mat(logits), out.as<int32_t>(), stream_), "argmax");
@@ -345,8 +352,8 @@ class CudaBackend : public Backend {
     }
     // From pageable memory, cudaMemcpyAsync stages the host bytes before returning (CUDA "API synchronization
     // behavior"), so host_meta_ may be reused at once; the device copy itself stays in stream order.
-    PARASOL_CUDA_CHECK(cudaMemcpyAsync(base, host_meta_.data(), total * sizeof(int32_t), cudaMemcpyHostToDevice,
-                                       stream_));
+    PARASOL_CUDA_CHECK(
+        cudaMemcpyAsync(base, host_meta_.data(), total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     return out;
   }
 
@@ -391,11 +398,10 @@ void CudaBackend::gemm_into(const Tensor& x, const Tensor& w, void* y, cudaDataT
                             bool accumulate) {
   const int64_t m = rows_of(x), kk = x.dim(-1), n = rows_of(w);
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-  PARASOL_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                                    static_cast<int>(kk), &alpha, w.data, cuda_type(w.dtype),
-                                    static_cast<int>(row_stride(w)), x.data, cuda_type(x.dtype),
-                                    static_cast<int>(row_stride(x)), &beta, y, yt, static_cast<int>(ldy),
-                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  PARASOL_CUBLAS_CHECK(cublasGemmEx(
+      cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m), static_cast<int>(kk), &alpha, w.data,
+      cuda_type(w.dtype), static_cast<int>(row_stride(w)), x.data, cuda_type(x.dtype), static_cast<int>(row_stride(x)),
+      &beta, y, yt, static_cast<int>(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::gemm(const Tensor& x, const Tensor& w, const Tensor& y, bool accumulate) {
@@ -534,8 +540,8 @@ void CudaBackend::moe_gate(const Tensor& logits, const Tensor& bias, const MoeRo
   float* w = weights.dtype == ElemType::kF32 ? weights.as<float>()
                                              : static_cast<float*>(tmp_a_.get(static_cast<size_t>(T * K) * 4));
   if (!r.sigmoid) {
-    check(k::moe_topk_softmax(logits.as<float>(), T, E, K, r.norm_topk_prob, r.routed_scaling_factor,
-                              ids.as<int32_t>(), w, stream_),
+    check(k::moe_topk_softmax(logits.as<float>(), T, E, K, r.norm_topk_prob, r.routed_scaling_factor, ids.as<int32_t>(),
+                              w, stream_),
           "moe_gate");
   } else {
     const float* b = nullptr;
@@ -608,8 +614,12 @@ CudaBackend& as_cuda(Backend& b) {
 
 }  // namespace
 
-cudaStream_t stream_of(Backend& backend) { return as_cuda(backend).stream(); }
-int device_of(Backend& backend) { return as_cuda(backend).device(); }
+cudaStream_t stream_of(Backend& backend) {
+  return as_cuda(backend).stream();
+}
+int device_of(Backend& backend) {
+  return as_cuda(backend).device();
+}
 
 int device_count() {
   int n = 0;

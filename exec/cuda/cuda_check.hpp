@@ -20,27 +20,27 @@ const char* cublas_status_string(cublasStatus_t s);
 
 }  // namespace parasol::exec::cuda
 
-#define PARASOL_CUDA_CHECK(expr)                                                                                   \
-  do {                                                                                                             \
-    const cudaError_t parasol_cuda_err_ = (expr);                                                                  \
-    if (parasol_cuda_err_ != cudaSuccess)                                                                          \
-      ::parasol::exec::cuda::throw_cuda_failure("CUDA", cudaGetErrorString(parasol_cuda_err_), #expr, __FILE__,    \
-                                                __LINE__);                                                         \
+#define PARASOL_CUDA_CHECK(expr)                                                                                \
+  do {                                                                                                          \
+    const cudaError_t parasol_cuda_err_ = (expr);                                                               \
+    if (parasol_cuda_err_ != cudaSuccess)                                                                       \
+      ::parasol::exec::cuda::throw_cuda_failure("CUDA", cudaGetErrorString(parasol_cuda_err_), #expr, __FILE__, \
+                                                __LINE__);                                                      \
   } while (0)
 
-#define PARASOL_CUBLAS_CHECK(expr)                                                                                 \
-  do {                                                                                                             \
-    const cublasStatus_t parasol_cublas_st_ = (expr);                                                              \
-    if (parasol_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                                               \
-      ::parasol::exec::cuda::throw_cuda_failure("cuBLAS", ::parasol::exec::cuda::cublas_status_string(parasol_cublas_st_), \
-                                                #expr, __FILE__, __LINE__);                                        \
+#define PARASOL_CUBLAS_CHECK(expr)                                                                               \
+  do {                                                                                                           \
+    const cublasStatus_t parasol_cublas_st_ = (expr);                                                            \
+    if (parasol_cublas_st_ != CUBLAS_STATUS_SUCCESS)                                                             \
+      ::parasol::exec::cuda::throw_cuda_failure(                                                                 \
+          "cuBLAS", ::parasol::exec::cuda::cublas_status_string(parasol_cublas_st_), #expr, __FILE__, __LINE__); \
   } while (0)
 
 // ncclInProgress is not a failure: nonblocking communicators return it and are then polled (nccl_communicator.cpp).
-#define PARASOL_NCCL_CHECK(expr)                                                                                   \
-  do {                                                                                                             \
-    const ncclResult_t parasol_nccl_res_ = (expr);                                                                 \
-    if (parasol_nccl_res_ != ncclSuccess && parasol_nccl_res_ != ncclInProgress)                                   \
-      ::parasol::exec::cuda::throw_cuda_failure("NCCL", ncclGetErrorString(parasol_nccl_res_), #expr, __FILE__,     \
-                                                __LINE__);                                                         \
+#define PARASOL_NCCL_CHECK(expr)                                                                                \
+  do {                                                                                                          \
+    const ncclResult_t parasol_nccl_res_ = (expr);                                                              \
+    if (parasol_nccl_res_ != ncclSuccess && parasol_nccl_res_ != ncclInProgress)                                \
+      ::parasol::exec::cuda::throw_cuda_failure("NCCL", ncclGetErrorString(parasol_nccl_res_), #expr, __FILE__, \
+                                                __LINE__);                                                      \
   } while (0)
