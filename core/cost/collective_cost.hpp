@@ -42,12 +42,14 @@ class LinkCache {
 
  private:
   const spec::Cluster* cluster_;
-  std::map<std::pair<int, int>, PathLinks> paths_;
+  std::map<int, std::vector<PathLinks>> from_;  // source GPU -> paths to every GPU (one BFS per source)
 };
 
 struct GroupLinks {
   int n = 0;
   std::vector<int> gpus;          // in group order
+  std::vector<int> domain;        // per member: its scale-up domain (a unique negative key when it has none)
+  bool same_domain(int i, int j) const { return domain[static_cast<size_t>(i)] == domain[static_cast<size_t>(j)]; }
   double ring_bw_Bps = 0;         // min over ring neighbours (group order)
   double ring_latency_s = 0;      // max over ring neighbours
   bool one_domain = false;
@@ -77,6 +79,8 @@ double bytes_sent_per_rank(plan::OpKind kind, plan::CollectiveAlgo algo, int n, 
 // `comm_efficiency` scales bandwidths (Gpu::eff.comm_efficiency).
 CollectiveTime collective_time(const plan::Op& op, const GroupLinks& group, double comm_efficiency,
                                plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto);
+// All-to-all over `group` where member i sends members[i]->a2a_send_bytes (group order); the slowest member's time.
+double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& group, double comm_efficiency);
 // Point-to-point transfer of `bytes` over a path.
 double p2p_time(double bytes, const PathLinks& path, double comm_efficiency);
 

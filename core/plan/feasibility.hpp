@@ -40,6 +40,10 @@ struct HeadSharding {
 };
 HeadSharding shard_heads(const spec::Model& m, int tp);
 
+// MoE layers use the all-to-all form (dispatch/combine over the EP group) when ep > 1 and experts are not
+// tensor-sharded (moe_tp == 1); else the gather form (all-gather / reduce over the stage). See build_step.hpp.
+inline bool moe_all_to_all(const ParallelConfig& c) { return c.ep > 1 && c.moe_tp() == 1; }
+
 // Layer ranges per stage: near-even split, the first (layers % pp) stages one layer longer.
 std::vector<std::pair<int64_t, int64_t>> split_layers(int64_t layers, int pp);
 

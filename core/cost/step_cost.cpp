@@ -1,0 +1,217 @@
+// cost_step / CostModel: per-rank op times with collectives as barriers (step_cost.hpp).
+#include "core/cost/step_cost.hpp"
+
+#include <algorithm>
+
+#include "core/common/error.hpp"
+
+namespace parasol::cost {
+
+using plan::OpKind;
+
+struct CostModel::Impl {
+  plan::Plan plan;
+  const spec::Cluster* cluster;
+  CostOptions options;
+  LinkCache links;
+  std::map<std::vector<int>, GroupLinks> group_cache;  // by GPU list
+  StepCost scratch;                                    // step_time_s reuses its vectors
+
+  Impl(const plan::Plan& p, const spec::Cluster& c, CostOptions o) : plan(p), cluster(&c), options(o), links(c) {}
+
+  const GroupLinks& group(const std::vector<int>& gpus) {
+    auto it = group_cache.find(gpus);
+    if (it == group_cache.end()) it = group_cache.emplace(gpus, group_links(links, gpus)).first;
+    return it->second;
+  }
+
+  void run(const plan::Step& step, StepCost& out);
+};
+
+namespace {
+
+struct Barrier {
+  int arrived = 0;
+  double latest_s = 0;
+  std::vector<const plan::Op*> ops;  // per member (group order)
+};
+
+}  // namespace
+
+void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
+  if (step.pool < 0 || step.pool >= static_cast<int>(plan.pools.size()))
+    throw Error("cost_step: step of pool " + std::to_string(step.pool) + ", the plan has " +
+                std::to_string(plan.pools.size()));
+  const plan::Pool& pool = plan.pools[static_cast<size_t>(step.pool)];
+  if (options.instance < 0 || options.instance >= static_cast<int>(pool.placement.size()))
+    throw Error("cost_step: instance " + std::to_string(options.instance) + " is not placed (plan has " +
+                std::to_string(pool.placement.size()) + " instances)");
+  const auto& place = pool.placement[static_cast<size_t>(options.instance)];
+  const std::string& type = pool.gpu_type.empty() ? plan.gpu_type : pool.gpu_type;
+  auto gt = cluster->gpu_types.find(type);
+  if (gt == cluster->gpu_types.end()) throw Error("cost_step: GPU type '" + type + "' not in the cluster");
+  const spec::Gpu& gpu = gt->second;
+  const double eff = gpu.eff.comm_efficiency;
+  const int n = static_cast<int>(step.ranks.size());
+  if (static_cast<int>(place.size()) < n) throw Error("cost_step: placement has fewer GPUs than the step's ranks");
+
+  // Group links and member positions.
+  std::vector<const GroupLinks*> gl(step.groups.size());
+  std::vector<std::vector<int>> pos(step.groups.size());  // [group][rank] -> member index, -1 if not a member
+  for (size_t g = 0; g < step.groups.size(); ++g) {
+    std::vector<int> gpus;
+    pos[g].assign(static_cast<size_t>(n), -1);
+    for (size_t i = 0; i < step.groups[g].ranks.size(); ++i) {
+      const int r = step.groups[g].ranks[i];
+      gpus.push_back(place[static_cast<size_t>(r)]);
+      pos[g][static_cast<size_t>(r)] = static_cast<int>(i);
+    }
+    gl[g] = &group(gpus);
+  }
+
+  out.ranks.resize(static_cast<size_t>(n));
+  std::vector<size_t> pc(static_cast<size_t>(n), 0);
+  std::vector<double> now(static_cast<size_t>(n), 0.0);
+  std::vector<bool> waiting(static_cast<size_t>(n), false);
+  std::vector<Barrier> barriers(step.groups.size());
+  std::map<std::pair<int, int>, Barrier> p2p;
+  for (int r = 0; r < n; ++r) {
+    auto& rc = out.ranks[static_cast<size_t>(r)];
+    rc = RankCost{};
+    rc.rank = step.ranks[static_cast<size_t>(r)].rank;
+    rc.gpu = place[static_cast<size_t>(r)];
+    rc.ops.resize(step.ranks[static_cast<size_t>(r)].ops.size());
+  }
+  auto finish_op = [&](int r, double start, double wait, const OpTime& t, plan::CollectiveAlgo algo) {
+    auto& rc = out.ranks[static_cast<size_t>(r)];
+    auto& oc = rc.ops[pc[static_cast<size_t>(r)]];
+    oc.start_s = start, oc.wait_s = wait, oc.time = t, oc.algo = algo;
+    now[static_cast<size_t>(r)] = start + t.time_s;
+    ++pc[static_cast<size_t>(r)];
+    waiting[static_cast<size_t>(r)] = false;
+  };
+
+  int done = 0;
+  std::vector<bool> finished(static_cast<size_t>(n), false);
+  bool progress = true;
+  while (done < n && progress) {
+    progress = false;
+    for (int r = 0; r < n; ++r) {
+      const auto& ops = step.ranks[static_cast<size_t>(r)].ops;
+      while (!finished[static_cast<size_t>(r)] && !waiting[static_cast<size_t>(r)]) {
+        if (pc[static_cast<size_t>(r)] == ops.size()) {
+          finished[static_cast<size_t>(r)] = true;
+          ++done;
+          progress = true;
+          break;
+        }
+        const plan::Op& op = ops[pc[static_cast<size_t>(r)]];
+        progress = true;
+        if (!plan::is_communication(op.kind)) {
+          finish_op(r, now[static_cast<size_t>(r)], 0.0, op_time(op, gpu, options.calibration), plan::CollectiveAlgo::kAuto);
+          continue;
+        }
+        waiting[static_cast<size_t>(r)] = true;
+        if (op.kind == OpKind::kSend || op.kind == OpKind::kRecv) {
+          const int src = op.kind == OpKind::kSend ? r : op.peer, dst = op.kind == OpKind::kSend ? op.peer : r;
+          if (op.peer < 0 || op.peer >= n) throw Error("cost_step: " + op.name + " on rank " + std::to_string(r) + " has no peer");
+          auto& b = p2p[{src, dst}];
+          b.latest_s = std::max(b.latest_s, now[static_cast<size_t>(r)]);
+          if (++b.arrived < 2) break;
+          OpTime t;
+          t.bound = Bound::kCommunication;
+          const double bytes = std::max(op.comm_bytes, 0.0);
+          t.comm_s = t.time_s =
+              p2p_time(bytes, links.path(place[static_cast<size_t>(src)], place[static_cast<size_t>(dst)]), eff);
+          const double start = b.latest_s;
+          for (int x : {src, dst}) finish_op(x, start, start - now[static_cast<size_t>(x)], t, plan::CollectiveAlgo::kDirect);
+          p2p.erase({src, dst});
+          break;
+        }
+        if (op.group < 0 || op.group >= static_cast<int>(step.groups.size()) || pos[static_cast<size_t>(op.group)][static_cast<size_t>(r)] < 0)
+          throw Error("cost_step: " + op.name + " on rank " + std::to_string(r) + " names a group it is not in");
+        const auto& grp = step.groups[static_cast<size_t>(op.group)];
+        auto& b = barriers[static_cast<size_t>(op.group)];
+        if (b.ops.size() != grp.ranks.size()) b.ops.assign(grp.ranks.size(), nullptr);
+        b.ops[static_cast<size_t>(pos[static_cast<size_t>(op.group)][static_cast<size_t>(r)])] = &op;
+        b.latest_s = std::max(b.latest_s, now[static_cast<size_t>(r)]);
+        if (++b.arrived < static_cast<int>(grp.ranks.size())) break;
+        const GroupLinks& links_g = *gl[static_cast<size_t>(op.group)];
+        CollectiveTime ct;
+        if (op.kind == OpKind::kAllToAll) {
+          ct.algo = plan::CollectiveAlgo::kDirect;
+          ct.time_s = all_to_all_time(b.ops, links_g, eff);
+        } else {
+          double S = 0;  // members may differ (uneven shares): the largest buffer decides
+          for (const auto* o : b.ops) S = std::max(S, o->comm_bytes);
+          plan::Op shaped = op;
+          shaped.comm_bytes = S;
+          ct = collective_time(shaped, links_g, eff, op.algo != plan::CollectiveAlgo::kAuto ? op.algo : options.algo);
+        }
+        OpTime t;
+        t.bound = Bound::kCommunication;
+        t.comm_s = t.time_s = ct.time_s;
+        const double start = b.latest_s;
+        for (int x : grp.ranks) finish_op(x, start, start - now[static_cast<size_t>(x)], t, ct.algo);
+        b = Barrier{};
+        break;
+      }
+    }
+  }
+  if (done < n) {
+    for (int r = 0; r < n; ++r)
+      if (!finished[static_cast<size_t>(r)])
+        throw Error("cost_step: deadlock: rank " + std::to_string(r) + " waits at " +
+                    step.ranks[static_cast<size_t>(r)].ops[pc[static_cast<size_t>(r)]].name);
+  }
+  out.total_s = 0;
+  out.critical_rank = 0;
+  for (int r = 0; r < n; ++r) {
+    auto& rc = out.ranks[static_cast<size_t>(r)];
+    rc.finish_s = now[static_cast<size_t>(r)];
+    for (const auto& oc : rc.ops) {
+      rc.busy_s += oc.time.time_s;
+      switch (oc.time.bound) {
+        case Bound::kCompute: rc.compute_bound_s += oc.time.time_s; break;
+        case Bound::kMemory: rc.memory_bound_s += oc.time.time_s; break;
+        case Bound::kCommunication: rc.comm_s += oc.time.time_s; break;
+        case Bound::kLaunch: rc.launch_bound_s += oc.time.time_s; break;
+        case Bound::kCalibrated: rc.calibrated_s += oc.time.time_s; break;
+      }
+    }
+    if (rc.finish_s > out.total_s) {
+      out.total_s = rc.finish_s;
+      out.critical_rank = r;
+    }
+  }
+  out.layer_s.clear();
+  if (n > 0) {
+    const auto& ops = step.ranks[static_cast<size_t>(out.critical_rank)].ops;
+    const auto& oc = out.ranks[static_cast<size_t>(out.critical_rank)].ops;
+    for (size_t i = 0; i < ops.size(); ++i) out.layer_s[ops[i].layer] += oc[i].time.time_s + oc[i].wait_s;
+  }
+}
+
+CostModel::CostModel(const plan::Plan& plan, const spec::Cluster& cluster, CostOptions options)
+    : impl_(std::make_unique<Impl>(plan, cluster, options)) {}
+CostModel::~CostModel() = default;
+CostModel::CostModel(CostModel&&) noexcept = default;
+CostModel& CostModel::operator=(CostModel&&) noexcept = default;
+
+StepCost CostModel::cost(const plan::Step& step) {
+  StepCost out;
+  impl_->run(step, out);
+  return out;
+}
+
+double CostModel::step_time_s(const plan::Step& step) {
+  impl_->run(step, impl_->scratch);
+  return impl_->scratch.total_s;
+}
+
+StepCost cost_step(const plan::Step& step, const plan::Plan& plan, const spec::Cluster& cluster,
+                   const CostOptions& options) {
+  return CostModel(plan, cluster, options).cost(step);
+}
+
+}  // namespace parasol::cost

@@ -1,0 +1,48 @@
+// Names of Step enums and op classification.
+#include "core/plan/step.hpp"
+
+namespace parasol::plan {
+
+std::string to_string(OpKind k) {
+  switch (k) {
+    case OpKind::kEmbedding: return "embedding";
+    case OpKind::kRmsNorm: return "rmsnorm";
+    case OpKind::kGemm: return "gemm";
+    case OpKind::kRope: return "rope";
+    case OpKind::kAttention: return "attention";
+    case OpKind::kMlaAttention: return "mla_attention";
+    case OpKind::kKvAppend: return "kv_append";
+    case OpKind::kActivation: return "activation";
+    case OpKind::kMoeGate: return "moe_gate";
+    case OpKind::kMoeDispatch: return "moe_dispatch";
+    case OpKind::kMoeCombine: return "moe_combine";
+    case OpKind::kAllReduce: return "all_reduce";
+    case OpKind::kAllGather: return "all_gather";
+    case OpKind::kReduceScatter: return "reduce_scatter";
+    case OpKind::kAllToAll: return "all_to_all";
+    case OpKind::kSend: return "send";
+    case OpKind::kRecv: return "recv";
+    case OpKind::kSample: return "sample";
+  }
+  return "unknown";
+}
+
+std::string to_string(CollectiveAlgo a) {
+  switch (a) {
+    case CollectiveAlgo::kAuto: return "auto";
+    case CollectiveAlgo::kRing: return "ring";
+    case CollectiveAlgo::kTree: return "tree";
+    case CollectiveAlgo::kNvls: return "nvls";
+    case CollectiveAlgo::kHierarchical: return "hierarchical";
+    case CollectiveAlgo::kDirect: return "direct";
+  }
+  return "unknown";
+}
+
+bool is_collective(OpKind k) {
+  return k == OpKind::kAllReduce || k == OpKind::kAllGather || k == OpKind::kReduceScatter || k == OpKind::kAllToAll;
+}
+
+bool is_communication(OpKind k) { return is_collective(k) || k == OpKind::kSend || k == OpKind::kRecv; }
+
+}  // namespace parasol::plan
