@@ -85,6 +85,9 @@ bool all_bf16(std::initializer_list<const Tensor*> ts) {
 bool dense_rows(const Tensor& t) {
   return row_stride(t) == t.dim(-1);
 }
+bool aligned16(const Tensor& t) {
+  return (reinterpret_cast<uintptr_t>(t.data) & 15u) == 0;
+}
 
 class CudaEvent : public Event {
  public:
@@ -277,7 +280,7 @@ class CudaBackend : public Backend {
     c.rows = cache.dim(0);
     c.cols = w;
     c.stride = w;
-    if (all_bf16({&src, &cache}) && w % 8 == 0 && row_stride(src) % 8 == 0)
+    if (all_bf16({&src, &cache}) && w % 8 == 0 && row_stride(src) % 8 == 0 && aligned16(src) && aligned16(cache))
       check(k::scatter_rows(src.as<k::bf16>(), row_stride(src), slots.as<int32_t>(), cache.as<k::bf16>(), rows_of(src),
                             w, stream_),
             "kv_append");
@@ -447,7 +450,8 @@ void CudaBackend::attention(const Tensor& q, const Tensor& kc, const Tensor& vc,
   const SeqMeta m = seq_meta(seqs);
   const k::HeadMapping map{hm.group, hm.q_head_offset, hm.kv_head_offset};
   const int64_t B = static_cast<int64_t>(seqs.q_lens.size());
-  const bool fast = all_bf16({&q, &kc, &vc, &out}) && D == Dv && q.stride(1) == D && q.stride(0) % 8 == 0;
+  const bool fast = all_bf16({&q, &kc, &vc, &out}) && D == Dv && q.stride(1) == D && q.stride(0) % 8 == 0 &&
+                    aligned16(q) && aligned16(kc) && aligned16(vc) && aligned16(out);
   if (fast && m.all_decode && (D == 64 || D == 128 || D == 256)) {
     auto p = upload_meta({&m.tables, &m.ctx});
     const int64_t max_ctx = seqs.max_ctx();
@@ -486,7 +490,7 @@ void CudaBackend::mla_attention(const Tensor& q, const Tensor& lat, const Tensor
           "mla_attention", "q " + q.describe() + " latent " + lat.describe() + " kv_b " + wkvb.describe());
   if (T == 0) return;
   const SeqMeta m = seq_meta(seqs);
-  const bool fast = all_bf16({&q, &lat, &wkvb, &out}) && L == 512 && R == 64 && T <= 65535;
+  const bool fast = all_bf16({&q, &lat, &wkvb, &out}) && L == 512 && R == 64 && T <= 65535 && aligned16(lat);
   if (!fast) {
     auto p = upload_meta({&m.tables, &m.seq_of, &m.pos_of});
     const k::AttnOperand qo{q.data, elem(q.dtype), q.stride(0), q.stride(1)};
