@@ -79,6 +79,8 @@ void BM_ServeEventLoop(benchmark::State& state) {
   state.counters["iterations_per_s"] = benchmark::Counter(double(iterations), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_ServeEventLoop)->Args({10000, 8})->Args({100000, 8})->Args({100000, 64})->Unit(benchmark::kMillisecond);
+// Fleet scale: a million requests over 512 replicas (one iteration; ~10 s).
+BENCHMARK(BM_ServeEventLoop)->Args({1000000, 512})->Iterations(1)->Unit(benchmark::kMillisecond);
 
 void BM_ServeReadAzureConv(benchmark::State& state) {
   const std::string path = PARASOL_DATA_DIR "/../shared/traces/azure_llm_2023/AzureLLMInferenceTrace_conv.csv";
