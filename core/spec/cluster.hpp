@@ -29,6 +29,7 @@ struct Vertex {
   int node = -1;           // node (server / tray) index, -1 for fabric switches
   int domain = -1;         // scale-up domain index, -1 for fabric switches
   std::string gpu_type;    // key into Cluster::gpu_types for kGpu
+  int local = -1;          // GPU / NIC: index within its node (NIC i serves rail i); switches: index within their tier
 };
 
 struct Link {
@@ -69,10 +70,16 @@ struct ClusterSummary {
   int max_hops_gpu_to_gpu = 0;         // diameter over GPU pairs (in links)
   double bisection_bw_Bps = 0;         // min cut between two halves of the GPUs (per direction)
   bool connected = false;
+  // Added by the cluster generators: hop statistics are over all GPU pairs up to 512 GPUs, above that over the pairs
+  // from 256 evenly spaced source GPUs (deterministic); the bisection is the minimum max-flow over the documented
+  // splits (docs/schema-cluster.md), and `bisection_split` names the one that attained it.
+  double mean_hops_gpu_to_gpu = 0;
+  bool hops_sampled = false;
+  std::string bisection_split;
 };
 
 ClusterSummary summarize(const Cluster& c);
-// Hop count between two GPUs (BFS in the graph).
+// Hop count between two GPUs (BFS in the graph); -1 when they are not connected.
 int hops(const Cluster& c, int gpu_a, int gpu_b);
 // Max-flow (per direction) between two disjoint GPU sets, as a super-source/super-sink problem.
 double max_flow_Bps(const Cluster& c, const std::vector<int>& from, const std::vector<int>& to);
@@ -82,6 +89,8 @@ double max_flow_Bps(const Cluster& c, const std::vector<int>& from, const std::v
 Cluster load_cluster(const yaml::Node& node);
 Cluster load_cluster_file(const std::string& path);
 nlohmann::json to_json(const Cluster& c, const ClusterSummary& s);
+// A readable multi-line summary (for `parasol describe`).
+std::string to_string(const Cluster& c, const ClusterSummary& s);
 
 std::string to_string(VertexKind k);
 std::string to_string(LinkKind k);
