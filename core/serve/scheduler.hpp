@@ -149,25 +149,31 @@ class Scheduler {
     Request req;
     RequestRecord rec;
     State state = State::kFree;
-    bool in_flight = false;
+    bool in_flight = false;      // part of a scheduled iteration not yet completed
+    bool swap_counted = false;   // kSwapped: its blocks sit in the CPU swap space (false: a decode-side handoff)
     int64_t prompt_tokens = 0;   // tokens to prefill: input (+ generated when recomputing after preemption)
-    int64_t prefilled = 0;       // prompt tokens whose KV exists (incl. prefix-cache hits)
+    int64_t context = 0;         // tokens whose KV exists (prefix-cache hits included)
     int64_t generated = 0;
-    int64_t owned_blocks = 0;    // private blocks (prefix units pinned are counted in the BlockManager)
+    int64_t owned_blocks = 0;    // private blocks (pinned prefix units are counted by the BlockManager)
     std::vector<int32_t> units;  // pinned prefix units, in prompt order
     uint64_t unit_key = 0;       // chain key of the last pinned unit
     double last_token_s = 0;
-    int64_t scheduled_new = 0;   // tokens of the in-flight iteration
   };
 
   int32_t new_slot();
   void free_slot(int32_t s);
-  bool admit(int32_t s, int64_t budget, Iteration& it);  // waiting -> running with a first chunk
-  bool grow(int32_t s, int64_t new_tokens, Iteration& it);  // blocks for new tokens, preempting if needed
+  int64_t work_left(const Seq& q) const;
+  int64_t private_tokens(const Seq& q, int64_t kv_tokens) const;
+  int64_t tokens_needed_at_end(const Request& r) const;
+  void put(int32_t s, int64_t new_tokens, double now_s, Iteration& it);
+  void admit(int64_t& budget, bool whole_prompts, double now_s, Iteration& it);
+  void schedule_running(bool decode_phase, int64_t& budget, double now_s, Iteration& it);
+  bool grow(int32_t s, int64_t new_tokens, Iteration& it);  // blocks for new tokens, preempting later sequences
+  bool grow_without_preemption(int32_t s, int64_t new_tokens);
   bool preempt_last(int32_t keep, Iteration& it);
   void release_kv(Seq& q);
+  void insert_prefix_units(Seq& q);
   void finish(int32_t s, double now_s, StepEvents& events);
-  int64_t tokens_needed_at_end(const Request& r) const;
 
   SchedulerConfig config_;
   int replica_;
@@ -177,8 +183,8 @@ class Scheduler {
   std::deque<int32_t> waiting_;    // FCFS; preempted sequences go to the front
   std::vector<int32_t> running_;   // admission order
   std::deque<uint64_t> in_flight_serials_;
-  std::vector<int32_t> scratch_;
   uint64_t next_serial_ = 0;
+  uint64_t voided_before_ = 0;     // iterations with a smaller serial were voided by fail_all
   int64_t live_ = 0;
   int64_t outstanding_tokens_ = 0;
   int64_t swap_used_ = 0;

@@ -47,6 +47,13 @@ struct TraceSpec {
   bool keep_failed = false;
 };
 
+inline TraceSpec trace_spec(std::string path, TraceFormat format) {
+  TraceSpec t;
+  t.path = std::move(path);
+  t.format = format;
+  return t;
+}
+
 enum class ArrivalKind { kPoisson, kGamma, kConstant, kBurst };
 struct ArrivalSpec {
   ArrivalKind kind = ArrivalKind::kPoisson;

@@ -145,22 +145,32 @@ std::vector<Split> bisection_splits(const Cluster& c) {
 
 std::string to_string(VertexKind k) {
   switch (k) {
-    case VertexKind::kGpu: return "gpu";
-    case VertexKind::kScaleUpSwitch: return "scaleup_switch";
-    case VertexKind::kNic: return "nic";
-    case VertexKind::kLeaf: return "leaf";
-    case VertexKind::kSpine: return "spine";
-    case VertexKind::kCore: return "core";
-    case VertexKind::kHost: return "host";
+    case VertexKind::kGpu:
+      return "gpu";
+    case VertexKind::kScaleUpSwitch:
+      return "scaleup_switch";
+    case VertexKind::kNic:
+      return "nic";
+    case VertexKind::kLeaf:
+      return "leaf";
+    case VertexKind::kSpine:
+      return "spine";
+    case VertexKind::kCore:
+      return "core";
+    case VertexKind::kHost:
+      return "host";
   }
   return "unknown";
 }
 
 std::string to_string(LinkKind k) {
   switch (k) {
-    case LinkKind::kScaleUp: return "scaleup";
-    case LinkKind::kPcie: return "pcie";
-    case LinkKind::kScaleOut: return "scaleout";
+    case LinkKind::kScaleUp:
+      return "scaleup";
+    case LinkKind::kPcie:
+      return "pcie";
+    case LinkKind::kScaleOut:
+      return "scaleout";
   }
   return "unknown";
 }

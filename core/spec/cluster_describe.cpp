@@ -61,8 +61,8 @@ std::string to_string(const Cluster& c, const ClusterSummary& s) {
      << format_bandwidth(s.scaleup_bw_per_gpu_Bps) << " per GPU per direction"
      << (c.scaleup_reduces ? ", in-network reduction (NVLS)" : "") << "\n";
   os << "  scale-out: " << format_bandwidth(s.scaleout_bw_per_gpu_Bps) << " per GPU per direction\n";
-  os << "  fabric: " << s.switches << " switches, " << s.links << " links; GPU-to-GPU hops: max " << s.max_hops_gpu_to_gpu
-     << ", mean ";
+  os << "  fabric: " << s.switches << " switches, " << s.links << " links; GPU-to-GPU hops: max "
+     << s.max_hops_gpu_to_gpu << ", mean ";
   os.precision(3);
   os << s.mean_hops_gpu_to_gpu << (s.hops_sampled ? " (sampled)" : "") << "\n";
   os << "  bisection: " << format_bandwidth(s.bisection_bw_Bps) << " per direction";

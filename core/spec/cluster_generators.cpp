@@ -35,7 +35,43 @@ struct NicRef {
   double bw_Bps;
 };
 
-std::string node_prefix(int node) { return "node" + std::to_string(node) + "/"; }
+std::string node_prefix(int node) {
+  return "node" + std::to_string(node) + "/";
+}
+
+// Three tiers: leaves in pods of leaves_per_pod, each pod's leaves linked to its own `spines` spines, every spine
+// linked to every core. Each tier's uplinks are its downlink bandwidth divided by that tier's oversubscription.
+void build_pods(Cluster& c, const Fabric& f, const std::vector<VertexId>& leaf_v, const std::vector<double>& down_Bps) {
+  if (f.leaves_per_pod <= 0 || f.spines <= 0)
+    throw std::invalid_argument("generate_cluster: a fat tree needs leaves_per_pod and spines");
+  const LinkSpec fabric_link{0, f.latency_s, f.full_duplex};
+  const int leaves = static_cast<int>(leaf_v.size());
+  const int pods = (leaves + f.leaves_per_pod - 1) / f.leaves_per_pod;
+  std::vector<VertexId> core_v(f.cores);
+  for (int k = 0; k < f.cores; ++k) core_v[k] = add_vertex(c, VertexKind::kCore, "core" + std::to_string(k), -1, -1, k);
+  for (int p = 0; p < pods; ++p) {
+    std::vector<VertexId> spine_v(f.spines);
+    std::vector<double> spine_down_Bps(f.spines, 0.0);
+    for (int s = 0; s < f.spines; ++s)
+      spine_v[s] = add_vertex(c, VertexKind::kSpine, "pod" + std::to_string(p) + "/spine" + std::to_string(s), -1, -1,
+                              p * f.spines + s);
+    for (int l = p * f.leaves_per_pod; l < std::min(leaves, (p + 1) * f.leaves_per_pod); ++l) {
+      for (int s = 0; s < f.spines; ++s) {
+        LinkSpec up = fabric_link;
+        up.bw_Bps = down_Bps[l] / f.oversubscription / f.spines;
+        add_link(c, leaf_v[l], spine_v[s], LinkKind::kScaleOut, up);
+        spine_down_Bps[s] += up.bw_Bps;
+      }
+    }
+    for (int s = 0; s < f.spines; ++s) {
+      for (int k = 0; k < f.cores; ++k) {
+        LinkSpec up = fabric_link;
+        up.bw_Bps = spine_down_Bps[s] / f.core_oversubscription / f.cores;
+        add_link(c, spine_v[s], core_v[k], LinkKind::kScaleOut, up);
+      }
+    }
+  }
+}
 
 void build_fabric(Cluster& c, const Fabric& f, const std::vector<NicRef>& nics, int node_count) {
   if (f.kind == FabricKind::kNone || nics.empty()) return;
@@ -45,7 +81,7 @@ void build_fabric(Cluster& c, const Fabric& f, const std::vector<NicRef>& nics, 
   std::vector<int> leaf_of(nics.size());
   int leaves = 0;
   int rails = 0;
-  if (f.kind == FabricKind::kLeafSpine) {
+  if (f.kind != FabricKind::kRailOptimized) {
     for (size_t i = 0; i < nics.size(); ++i) leaf_of[i] = static_cast<int>(i) / per_leaf;
     leaves = (static_cast<int>(nics.size()) + per_leaf - 1) / per_leaf;
   } else {
@@ -68,6 +104,10 @@ void build_fabric(Cluster& c, const Fabric& f, const std::vector<NicRef>& nics, 
     s.bw_Bps = nics[i].bw_Bps;
     add_link(c, nics[i].v, leaf_v[leaf_of[i]], LinkKind::kScaleOut, s);
     down_Bps[leaf_of[i]] += nics[i].bw_Bps;
+  }
+  if (f.kind == FabricKind::kFatTree) {
+    build_pods(c, f, leaf_v, down_Bps);
+    return;
   }
   std::vector<VertexId> spine_v(f.spines);
   for (int s = 0; s < f.spines; ++s)
@@ -105,7 +145,8 @@ Cluster generate_cluster(const ClusterSpec& spec) {
         if (nt.nodes_per_domain == 1)
           sw = add_vertex(c, VertexKind::kScaleUpSwitch, prefix + "nvswitch", node, domain, 0);
         else
-          sw = add_vertex(c, VertexKind::kScaleUpSwitch, "domain" + std::to_string(domain) + "/nvswitch", -1, domain, 0);
+          sw =
+              add_vertex(c, VertexKind::kScaleUpSwitch, "domain" + std::to_string(domain) + "/nvswitch", -1, domain, 0);
       }
       const int domain = static_cast<int>(c.scaleup_domains.size()) - 1;
       c.nodes.emplace_back();

@@ -27,15 +27,15 @@ enum class NicAttach {
 // One kind of server (or tray): its GPUs, their scale-up switch, its NICs.
 struct NodeType {
   std::string name;
-  std::string gpu_type;            // key into Cluster::gpu_types
+  std::string gpu_type;  // key into Cluster::gpu_types
   int gpus = 8;
   LinkSpec scaleup;                // per-GPU link to the scale-up switch (NVLink / NVSwitch)
   bool in_network_reduce = false;  // the scale-up switch reduces in-network (NVLS)
   int nodes_per_domain = 1;        // >1: one scale-up switch spans that many nodes (NVL72: 18 trays of 4 GPUs)
   int nics = 0;
   NicAttach attach = NicAttach::kRail;
-  double nic_bw_Bps = 0;      // NIC port to the fabric, per direction (latency and duplex are the fabric's)
-  LinkSpec pcie;                   // GPU to NIC
+  double nic_bw_Bps = 0;  // NIC port to the fabric, per direction (latency and duplex are the fabric's)
+  LinkSpec pcie;          // GPU to NIC
 };
 
 struct Pool {
@@ -48,14 +48,18 @@ enum class FabricKind {
   kNone,           // no scale-out fabric (one scale-up domain, e.g. a single DGX)
   kLeafSpine,      // NICs fill leaves in node order; every leaf links to every spine
   kRailOptimized,  // NIC i of each node goes to rail-leaf i of its group of nics_per_leaf nodes; leaves to every spine
+  kFatTree,        // three tiers: leaves as kLeafSpine, in pods with their own spines; every spine to every core
 };
 
 struct Fabric {
   FabricKind kind = FabricKind::kNone;
-  int nics_per_leaf = 0;        // leaf downlink ports
-  int spines = 0;
-  double oversubscription = 1;  // per leaf: sum of downlink bw / sum of uplink bw
-  double latency_s = 0;         // of every fabric link (NIC-leaf, leaf-spine)
+  int nics_per_leaf = 0;             // leaf downlink ports
+  int spines = 0;                    // kFatTree: per pod
+  int leaves_per_pod = 0;            // kFatTree
+  int cores = 0;                     // kFatTree
+  double core_oversubscription = 1;  // kFatTree, per spine: downlink bw / uplink bw
+  double oversubscription = 1;       // per leaf: sum of downlink bw / sum of uplink bw
+  double latency_s = 0;              // of every fabric link (NIC-leaf, leaf-spine)
   bool full_duplex = true;
 };
 

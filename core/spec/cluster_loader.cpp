@@ -23,12 +23,15 @@ constexpr int64_t kMaxGpus = 65536;
 constexpr int64_t kMaxUplinks = 1 << 20;  // leaf-spine links
 constexpr double kMaxBw_Bps = 1e15;       // per link; keeps max-flow capacities well inside int64
 
-LinkSpec read_link(const yaml::Node& n, std::initializer_list<std::string_view> extra_keys = {}) {
+// `default_bw_Bps` > 0 makes `bw` optional.
+LinkSpec read_link(const yaml::Node& n, std::initializer_list<std::string_view> extra_keys = {},
+                   double default_bw_Bps = 0) {
   std::vector<std::string> keys{"bw", "latency", "duplex"};
   keys.insert(keys.end(), extra_keys.begin(), extra_keys.end());
   n.allow_keys(keys);
   LinkSpec s;
-  s.bw_Bps = n.quantity("bw", Dimension::kBandwidth, 1.0, kMaxBw_Bps);
+  s.bw_Bps =
+      default_bw_Bps > 0 && !n.has("bw") ? default_bw_Bps : n.quantity("bw", Dimension::kBandwidth, 1.0, kMaxBw_Bps);
   s.latency_s = n.quantity_or("latency", Dimension::kTime, 0.0, 0.0, 1.0);
   if (auto d = n.get("duplex")) s.full_duplex = d->as_enum({"full", "half"}) == "full";
   return s;
@@ -74,8 +77,8 @@ void read_gpu_types(const yaml::Node& root, const fs::path& base_dir, ClusterSpe
       const std::string ref = def.as_string();
       std::error_code ec;
       const fs::path p = base_dir / ref;
-      spec.gpu_types[name] =
-          fs::is_regular_file(p, ec) ? load_gpu_file(p.lexically_normal().string()) : load_gpu_by_name(def, base_dir, ref);
+      spec.gpu_types[name] = fs::is_regular_file(p, ec) ? load_gpu_file(p.lexically_normal().string())
+                                                        : load_gpu_by_name(def, base_dir, ref);
     }
   }
 }
@@ -90,7 +93,8 @@ NodeType read_node_type(const std::string& name, const yaml::Node& n, const fs::
   t.gpus = static_cast<int>(n.integer("gpus", 1, 1024));
 
   const yaml::Node up = n.at("scaleup");
-  t.scaleup = read_link(up, {"in_network_reduce", "nodes_per_domain"});
+  // The per-GPU scale-up bandwidth defaults to the GPU's own scaleup_bw.
+  t.scaleup = read_link(up, {"in_network_reduce", "nodes_per_domain"}, spec.gpu_types.at(t.gpu_type).scaleup_bw_Bps);
   t.in_network_reduce = up.bool_or("in_network_reduce", false);
   t.nodes_per_domain = static_cast<int>(up.integer_or("nodes_per_domain", 1, 1, 1024));
 
@@ -113,18 +117,28 @@ NodeType read_node_type(const std::string& name, const yaml::Node& n, const fs::
 }
 
 Fabric read_fabric(const yaml::Node& f) {
-  f.allow_keys({"kind", "nics_per_leaf", "spines", "oversubscription", "latency", "duplex"});
   Fabric out;
-  const std::string kind = f.at("kind").as_enum({"none", "leaf_spine", "rail_optimized"});
-  out.kind = kind == "none"         ? FabricKind::kNone
-             : kind == "leaf_spine" ? FabricKind::kLeafSpine
-                                    : FabricKind::kRailOptimized;
+  const std::string kind = f.at("kind").as_enum({"none", "leaf_spine", "rail_optimized", "fat_tree"});
+  out.kind = kind == "none"             ? FabricKind::kNone
+             : kind == "leaf_spine"     ? FabricKind::kLeafSpine
+             : kind == "rail_optimized" ? FabricKind::kRailOptimized
+                                        : FabricKind::kFatTree;
   if (out.kind == FabricKind::kNone) {
     f.allow_keys({"kind"});
     return out;
   }
+  if (out.kind == FabricKind::kFatTree) {
+    f.allow_keys({"kind", "nics_per_leaf", "leaves_per_pod", "spines", "cores", "oversubscription",
+                  "core_oversubscription", "latency", "duplex"});
+    out.leaves_per_pod = static_cast<int>(f.integer("leaves_per_pod", 1, 4096));
+    out.cores = static_cast<int>(f.integer("cores", 1, 4096));
+    out.core_oversubscription = f.number_or("core_oversubscription", 1.0, 0.01, 1000.0);
+    f.at("spines");
+  } else {
+    f.allow_keys({"kind", "nics_per_leaf", "spines", "oversubscription", "latency", "duplex"});
+  }
   out.nics_per_leaf = static_cast<int>(f.integer("nics_per_leaf", 1, 4096));
-  out.spines = static_cast<int>(f.integer_or("spines", 0, 0, 4096));
+  out.spines = static_cast<int>(f.integer_or("spines", 0, out.kind == FabricKind::kFatTree ? 1 : 0, 4096));
   out.oversubscription = f.number_or("oversubscription", 1.0, 0.01, 1000.0);
   out.latency_s = f.quantity_or("latency", Dimension::kTime, 0.0, 0.0, 1.0);
   if (auto d = f.get("duplex")) out.full_duplex = d->as_enum({"full", "half"}) == "full";
@@ -191,8 +205,9 @@ Cluster load_cluster(const yaml::Node& root) {
       all_rail = all_rail && spec.node_types[t].attach == NicAttach::kRail;
     }
     if (nic_counts.size() != 1 || *nic_counts.begin() == 0 || !all_rail)
-      fabric->at("kind").fail("leaf_spine or none: rail_optimized needs every node type to have one NIC per GPU and "
-                              "the same NIC count");
+      fabric->at("kind").fail(
+          "leaf_spine or none: rail_optimized needs every node type to have one NIC per GPU and "
+          "the same NIC count");
   }
 
   if (spec.fabric.kind != FabricKind::kNone && spec.fabric.spines > 0) {
@@ -202,10 +217,15 @@ Cluster load_cluster(const yaml::Node& root) {
       nodes += p.count;
     }
     const int64_t per_leaf = spec.fabric.nics_per_leaf;
-    const int64_t leaves = spec.fabric.kind == FabricKind::kLeafSpine
+    const int64_t leaves = spec.fabric.kind != FabricKind::kRailOptimized
                                ? (nics + per_leaf - 1) / per_leaf
                                : (nodes + per_leaf - 1) / per_leaf * (nodes ? nics / nodes : 0);
-    if (leaves * spec.fabric.spines > kMaxUplinks)
+    int64_t uplinks = leaves * spec.fabric.spines;
+    if (spec.fabric.kind == FabricKind::kFatTree) {
+      const int64_t pods = (leaves + spec.fabric.leaves_per_pod - 1) / spec.fabric.leaves_per_pod;
+      uplinks = leaves * spec.fabric.spines + pods * spec.fabric.spines * spec.fabric.cores;
+    }
+    if (uplinks > kMaxUplinks)
       fabric->at("spines").fail("at most " + std::to_string(kMaxUplinks) + " leaf-spine links (" +
                                 std::to_string(leaves) + " leaves x spines)");
   }
@@ -222,6 +242,8 @@ Cluster load_cluster(const yaml::Node& root) {
   return c;
 }
 
-Cluster load_cluster_file(const std::string& path) { return load_cluster(yaml::load_file(path)); }
+Cluster load_cluster_file(const std::string& path) {
+  return load_cluster(yaml::load_file(path));
+}
 
 }  // namespace parasol::spec

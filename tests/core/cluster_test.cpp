@@ -1,5 +1,7 @@
 // Cluster generators and derived quantities. Expected values are derived here from the YAML parameters (closed forms
 // of leaf-spine bisection, hop counts of the generated shapes), never copied from the code's output.
+#include "core/spec/cluster.hpp"
+
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
 
@@ -9,12 +11,13 @@
 
 #include "core/common/error.hpp"
 #include "core/common/units.hpp"
-#include "core/spec/cluster.hpp"
 
 namespace parasol::spec {
 namespace {
 
-std::string shipped(const std::string& name) { return std::string(PARASOL_DATA_DIR) + "/topologies/clusters/" + name; }
+std::string shipped(const std::string& name) {
+  return std::string(PARASOL_DATA_DIR) + "/topologies/clusters/" + name;
+}
 
 // A test-only GPU defined inline, so these tests do not depend on topologies/gpus/.
 const char* const kTinyGpu = R"(
@@ -26,13 +29,14 @@ gpu_types:
     peak_flops: {bf16: 100 TFLOP/s, fp32: 10 TFLOP/s}
     hbm: 16 GiB
     hbm_bw: 1 TB/s
-    scaleup_bw: 100 GB/s
+    scaleup_bw: 120 GB/s
     tdp: 300 W
     idle_power: 30 W
 )";
 
 Cluster from_yaml(const std::string& body) {
-  return load_cluster(yaml::load_string("schema: parasol.cluster/1\nname: t\n" + std::string(kTinyGpu) + body, "t.yaml"));
+  return load_cluster(
+      yaml::load_string("schema: parasol.cluster/1\nname: t\n" + std::string(kTinyGpu) + body, "t.yaml"));
 }
 
 // A leaf-spine body: `nodes` nodes of `gpus` GPUs with one NIC each (rail), `per_leaf` NICs per leaf.
@@ -44,7 +48,9 @@ std::string leaf_spine(int nodes, int gpus, int per_leaf, int spines, double r, 
          "\n  spines: " + std::to_string(spines) + "\n  oversubscription: " + std::to_string(r) + "\n";
 }
 
-double q(const YAML::Node& n, Dimension d) { return *parse_quantity(n.as<std::string>(), d); }
+double q(const YAML::Node& n, Dimension d) {
+  return *parse_quantity(n.as<std::string>(), d);
+}
 
 // Parameters of a shipped leaf-spine file, read straight from its YAML, and the closed-form bisection for splitting
 // its nodes into halves: each half's NICs (limited by the slower of NIC and PCIe) vs each half's leaf uplinks
@@ -83,8 +89,8 @@ int yaml_gpu_count(const std::string& path) {
 }
 
 TEST(Cluster, ShippedLeafSpineBisectionMatchesClosedFormFromYaml) {
-  for (const char* name : {"h100-4node-leafspine.yaml", "h200-128node-leafspine.yaml", "h200-2node.yaml",
-                           "h100-h200-hetero.yaml"}) {
+  for (const char* name :
+       {"h100-4node-leafspine.yaml", "h200-128node-leafspine.yaml", "h200-2node.yaml", "h100-h200-hetero.yaml"}) {
     const Cluster c = load_cluster_file(shipped(name));
     const ClusterSummary s = summarize(c);
     const double expected = closed_form_bisection(shipped(name));
@@ -95,8 +101,8 @@ TEST(Cluster, ShippedLeafSpineBisectionMatchesClosedFormFromYaml) {
 
 TEST(Cluster, ShippedClustersHaveTheirGpuCountsAndAreConnected) {
   const std::pair<const char*, int> files[] = {
-      {"dgx-h100.yaml", 8},          {"h100-4node-leafspine.yaml", 32}, {"h100-32node-rail.yaml", 256},
-      {"gb200-nvl72.yaml", 72},      {"h200-128node-leafspine.yaml", 1024}, {"h200-2node.yaml", 16},
+      {"dgx-h100.yaml", 8},         {"h100-4node-leafspine.yaml", 32},     {"h100-32node-rail.yaml", 256},
+      {"gb200-nvl72.yaml", 72},     {"h200-128node-leafspine.yaml", 1024}, {"h200-2node.yaml", 16},
       {"h100-h200-hetero.yaml", 32}};
   for (const auto& [name, gpus] : files) {
     const Cluster c = load_cluster_file(shipped(name));
@@ -108,6 +114,26 @@ TEST(Cluster, ShippedClustersHaveTheirGpuCountsAndAreConnected) {
     EXPECT_TRUE(nlohmann::json(to_json(c, s)).contains("bisection_bw_Bps"));
     for (int g = 0; g < c.gpu_count(); ++g) EXPECT_NO_THROW(c.gpu_spec(g)) << name;
   }
+}
+
+TEST(Cluster, ShippedScaleUpLinksMatchTheirGpuFiles) {
+  for (const char* name :
+       {"dgx-h100.yaml", "h100-32node-rail.yaml", "gb200-nvl72.yaml", "h200-2node.yaml", "h100-h200-hetero.yaml"}) {
+    const Cluster c = load_cluster_file(shipped(name));
+    for (int g = 0; g < c.gpu_count(); ++g) {
+      double up = 0;
+      for (auto [e, end] = boost::out_edges(c.gpus[g], c.graph); e != end; ++e)
+        if (c.graph[*e].kind == LinkKind::kScaleUp) up += c.graph[*e].bw_Bps;
+      EXPECT_DOUBLE_EQ(up, c.gpu_spec(g).scaleup_bw_Bps) << name << " GPU " << g;
+    }
+  }
+}
+
+TEST(Cluster, ScaleUpBandwidthDefaultsToTheGpuFile) {
+  std::string body = leaf_spine(2, 2, 4, 1, 1.0);
+  body.replace(body.find("{bw: 100 GB/s}"), 14, "{latency: 1 us}");
+  const Cluster c = from_yaml(body);
+  EXPECT_DOUBLE_EQ(summarize(c).scaleup_bw_per_gpu_Bps, c.gpu_spec(0).scaleup_bw_Bps);
 }
 
 TEST(Cluster, DgxNodeIsOneNvlsDomainAndGpuPairFlowIsNvlinkPlusNicPath) {
@@ -153,8 +179,8 @@ TEST(Cluster, HopsGrowFromNodeToLeafToSpine) {
   EXPECT_EQ(summarize(c).max_hops_gpu_to_gpu, 6);
 
   const Cluster rail = load_cluster_file(shipped("h100-32node-rail.yaml"));
-  EXPECT_EQ(hops(rail, 0, 8), 4);   // same rail, different node: one rail leaf
-  EXPECT_EQ(hops(rail, 0, 9), 6);   // other rail: via a spine or via NVLink then the other rail
+  EXPECT_EQ(hops(rail, 0, 8), 4);  // same rail, different node: one rail leaf
+  EXPECT_EQ(hops(rail, 0, 9), 6);  // other rail: via a spine or via NVLink then the other rail
   EXPECT_EQ(hops(rail, 3, 255), 6);
 }
 
@@ -171,6 +197,24 @@ TEST(Cluster, OversubscriptionDividesLeafUplinksAndBisection) {
     const Cluster c = from_yaml(leaf_spine(8, 2, 4, 2, r));
     const double expected = std::min(8 * std::min(nic, pcie), 2 * 4 * nic / r);
     EXPECT_NEAR(summarize(c).bisection_bw_Bps, expected, 10.0) << "oversubscription " << r;
+  }
+}
+
+TEST(Cluster, FatTreeBisectionIsLimitedByTheTightestTier) {
+  // 16 nodes x 2 GPUs -> 32 NICs, 8 leaves of 4, 4 pods of 2 leaves; node halves = pods 0-1 vs 2-3.
+  const double nic = 400e9 / 8, pcie = 64e9;
+  for (auto [r, core_r] : {std::pair{1.0, 1.0}, {1.0, 2.0}, {2.0, 2.0}, {0.5, 4.0}, {0.25, 0.5}}) {
+    const Cluster c = from_yaml(
+        "node_types:\n  n:\n    gpu: tiny\n    gpus: 2\n    scaleup: {bw: 100 GB/s}\n"
+        "    nics: {count: 2, bw: 400 Gb/s}\n    pcie: {bw: 64 GB/s}\npools:\n  - {node_type: n, count: 16}\n"
+        "fabric: {kind: fat_tree, nics_per_leaf: 4, leaves_per_pod: 2, spines: 2, cores: 2, oversubscription: " +
+        std::to_string(r) + ", core_oversubscription: " + std::to_string(core_r) + "}\n");
+    const double half_nics = 16;
+    const double expected =
+        std::min({half_nics * std::min(nic, pcie), half_nics * nic / r, half_nics * nic / (r * core_r)});
+    EXPECT_NEAR(summarize(c).bisection_bw_Bps, expected, 10.0) << r << " " << core_r;
+    EXPECT_EQ(hops(c, 0, 4), 6);  // node 2 is on leaf 1, same pod: leaf, spine, leaf
+    EXPECT_EQ(hops(c, 0, 8), 8);  // node 4 is in pod 1: leaf, spine, core, spine, leaf
   }
 }
 
@@ -218,7 +262,9 @@ void expect_error(const std::string& text, int line, const std::string& needle) 
   }
 }
 
-std::string head() { return "schema: parasol.cluster/1\nname: t\n" + std::string(kTinyGpu); }
+std::string head() {
+  return "schema: parasol.cluster/1\nname: t\n" + std::string(kTinyGpu);
+}
 
 int line_of(const std::string& text, const std::string& needle) {
   const size_t pos = text.find(needle);

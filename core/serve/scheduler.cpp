@@ -1,0 +1,500 @@
+#include "core/serve/scheduler.hpp"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+#include "core/common/error.hpp"
+
+namespace parasol::serve {
+
+const char* to_string(BatchPolicy p) { return p == BatchPolicy::kChunked ? "chunked" : "prefill_first"; }
+const char* to_string(PreemptionMode m) { return m == PreemptionMode::kSwap ? "swap" : "recompute"; }
+const char* to_string(SchedulerRole r) {
+  switch (r) {
+    case SchedulerRole::kMixed: return "mixed";
+    case SchedulerRole::kPrefill: return "prefill";
+    case SchedulerRole::kDecode: return "decode";
+  }
+  return "?";
+}
+
+SchedulerConfig SchedulerConfig::from_pool(const plan::Pool& pool) {
+  SchedulerConfig c;
+  c.max_batch_tokens = pool.max_batch_tokens;
+  c.max_batch_seqs = pool.max_batch_seqs;
+  c.kv_block_tokens = pool.memory.kv_block_tokens;
+  c.kv_blocks = c.kv_block_tokens > 0 ? pool.memory.kv_tokens / c.kv_block_tokens : 0;
+  if (pool.role == "prefill") c.role = SchedulerRole::kPrefill;
+  else if (pool.role == "decode") c.role = SchedulerRole::kDecode;
+  return c;
+}
+
+SchedulerConfig load_scheduler(const yaml::Node& node, SchedulerConfig c) {
+  node.allow_keys({"policy", "max_batch_tokens", "max_batch_seqs", "block_size", "kv_blocks", "prefix_caching",
+                   "preemption", "swap_blocks"});
+  if (auto n = node.get("policy")) {
+    c.policy = n->as_enum({"prefill_first", "chunked"}) == "chunked" ? BatchPolicy::kChunked
+                                                                    : BatchPolicy::kPrefillFirst;
+  }
+  c.max_batch_tokens = node.integer_or("max_batch_tokens", c.max_batch_tokens, 1);
+  c.max_batch_seqs = node.integer_or("max_batch_seqs", c.max_batch_seqs, 1);
+  c.kv_block_tokens = node.integer_or("block_size", c.kv_block_tokens, 1, 1 << 20);
+  c.kv_blocks = node.integer_or("kv_blocks", c.kv_blocks, 0);
+  c.prefix_caching = node.bool_or("prefix_caching", c.prefix_caching);
+  if (auto n = node.get("preemption")) {
+    c.preemption = n->as_enum({"recompute", "swap"}) == "swap" ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
+  }
+  c.swap_blocks = node.integer_or("swap_blocks", c.swap_blocks, 0);
+  if (c.prefix_caching && kPrefixHashTokens % c.kv_block_tokens != 0) {
+    node.at("block_size").fail("a block size dividing " + std::to_string(kPrefixHashTokens) +
+                               " (prefix caching is on)");
+  }
+  return c;
+}
+
+void StepEvents::clear() {
+  finished.clear();
+  itl_s.clear();
+  handoffs.clear();
+  output_tokens = 0;
+  first_tokens = 0;
+}
+
+Scheduler::Scheduler(SchedulerConfig config, int replica)
+    : config_(config), replica_(replica), kv_(config.kv_blocks, config.kv_block_tokens, config.prefix_caching) {
+  if (config_.max_batch_tokens < 1 || config_.max_batch_seqs < 1) {
+    throw ConfigError("scheduler: max_batch_tokens and max_batch_seqs must be at least 1");
+  }
+}
+
+int64_t Scheduler::tokens_needed_at_end(const Request& r) const {
+  if (config_.role == SchedulerRole::kPrefill) return r.input_tokens;
+  return r.input_tokens + std::max<int64_t>(r.output_tokens, 1) - 1;
+}
+
+int64_t Scheduler::work_left(const Seq& q) const {
+  const int64_t prefill = q.context < q.prompt_tokens ? q.prompt_tokens - q.context : 0;
+  if (config_.role == SchedulerRole::kPrefill) return prefill;
+  return prefill + std::max<int64_t>(q.req.output_tokens - q.generated, 0);
+}
+
+int32_t Scheduler::new_slot() {
+  if (!free_slots_.empty()) {
+    const int32_t s = free_slots_.back();
+    free_slots_.pop_back();
+    return s;
+  }
+  seqs_.emplace_back();
+  return int32_t(seqs_.size() - 1);
+}
+
+void Scheduler::free_slot(int32_t s) {
+  Seq& q = seqs_[size_t(s)];
+  q.state = State::kFree;
+  q.req.prefix_hashes.clear();
+  q.rec.reason.clear();
+  q.units.clear();
+  free_slots_.push_back(s);
+  --live_;
+}
+
+std::optional<RequestRecord> Scheduler::add(Request request, double now_s) {
+  if (config_.role == SchedulerRole::kDecode) {
+    throw Error("Scheduler::add on a decode-role replica: use add_prefilled");
+  }
+  ++stats_.added;
+  const int64_t need = kv_.blocks_for(tokens_needed_at_end(request));
+  std::string why;
+  if (request.input_tokens <= 0) why = "empty prompt";
+  else if (need > kv_.total_blocks()) {
+    why = "needs " + std::to_string(need) + " KV blocks for " + std::to_string(tokens_needed_at_end(request)) +
+          " tokens, replica has " + std::to_string(kv_.total_blocks());
+  }
+  if (!why.empty()) {
+    ++stats_.rejected;
+    RequestRecord rec = make_rejected(request, now_s, std::move(why));
+    rec.replica = rec.prefill_replica = replica_;
+    return rec;
+  }
+  const int32_t s = new_slot();
+  Seq& q = seqs_[size_t(s)];
+  q.rec = RequestRecord{};
+  q.rec.id = request.id;
+  q.rec.arrival_s = request.arrival_s;
+  q.rec.input_tokens = request.input_tokens;
+  q.rec.output_tokens = request.output_tokens;
+  q.rec.replica = q.rec.prefill_replica = replica_;
+  q.req = std::move(request);
+  q.state = State::kWaiting;
+  q.in_flight = false;
+  q.swap_counted = false;
+  q.prompt_tokens = q.req.input_tokens;
+  q.context = 0;
+  q.generated = 0;
+  q.owned_blocks = 0;
+  q.unit_key = 0;
+  q.last_token_s = 0;
+  ++live_;
+  outstanding_tokens_ += work_left(q);
+  waiting_.push_back(s);
+  return std::nullopt;
+}
+
+std::optional<RequestRecord> Scheduler::add_prefilled(Handoff h, double now_s) {
+  if (config_.role != SchedulerRole::kDecode) throw Error("Scheduler::add_prefilled on a non-decode replica");
+  ++stats_.added;
+  const int64_t need = kv_.blocks_for(tokens_needed_at_end(h.request));
+  if (need > kv_.total_blocks()) {
+    ++stats_.rejected;
+    RequestRecord rec = h.record;
+    rec.finish_s = now_s;
+    rec.outcome = Outcome::kRejected;
+    rec.replica = replica_;
+    rec.reason = "needs " + std::to_string(need) + " KV blocks, decode replica has " +
+                 std::to_string(kv_.total_blocks());
+    return rec;
+  }
+  const int32_t s = new_slot();
+  Seq& q = seqs_[size_t(s)];
+  q.rec = std::move(h.record);
+  q.rec.replica = replica_;
+  q.req = std::move(h.request);
+  q.state = State::kSwapped;  // KV exists but holds no GPU block here yet: admitted like a swapped-out sequence
+  q.in_flight = false;
+  q.swap_counted = false;
+  q.prompt_tokens = q.req.input_tokens;
+  q.context = q.req.input_tokens;
+  q.generated = std::max<int64_t>(q.rec.generated_tokens, 1);
+  q.owned_blocks = kv_.blocks_for(q.context);
+  q.unit_key = 0;
+  q.last_token_s = q.rec.first_token_s;
+  ++live_;
+  outstanding_tokens_ += work_left(q);
+  waiting_.push_back(s);
+  return std::nullopt;
+}
+
+bool Scheduler::has_runnable() const {
+  if (!waiting_.empty() && int64_t(running_.size()) < config_.max_batch_seqs) return true;
+  for (int32_t s : running_) {
+    if (!seqs_[size_t(s)].in_flight) return true;
+  }
+  return false;
+}
+
+void Scheduler::release_kv(Seq& q) {
+  kv_.release(q.owned_blocks);
+  q.owned_blocks = 0;
+  for (int32_t u : q.units) kv_.unpin(u);
+  q.units.clear();
+  q.unit_key = 0;
+}
+
+int64_t Scheduler::private_tokens(const Seq& q, int64_t kv_tokens) const {
+  return kv_tokens - int64_t(q.units.size()) * kPrefixHashTokens;
+}
+
+bool Scheduler::preempt_last(int32_t keep, Iteration& it) {
+  // The most recently admitted running sequence that is not part of an iteration (this one or one in flight).
+  for (size_t i = running_.size(); i-- > 0;) {
+    const int32_t v = running_[i];
+    Seq& q = seqs_[size_t(v)];
+    if (q.in_flight || v == keep) continue;
+    outstanding_tokens_ -= work_left(q);
+    const int64_t blocks = q.owned_blocks + int64_t(q.units.size()) * kv_.unit_blocks();
+    if (config_.preemption == PreemptionMode::kSwap && swap_used_ + blocks <= config_.swap_blocks) {
+      release_kv(q);
+      q.owned_blocks = blocks;  // all private once swapped back in
+      q.swap_counted = true;
+      swap_used_ += blocks;
+      it.swap_out_blocks += blocks;
+      stats_.swapped_out_blocks += blocks;
+      q.state = State::kSwapped;
+    } else {
+      release_kv(q);
+      q.prompt_tokens = q.req.input_tokens + q.generated;
+      q.context = 0;
+      q.state = State::kWaiting;
+    }
+    outstanding_tokens_ += work_left(q);
+    ++q.rec.preemptions;
+    ++stats_.preemptions;
+    ++it.preempted;
+    running_.erase(running_.begin() + std::ptrdiff_t(i));
+    waiting_.push_front(v);
+    return true;
+  }
+  return false;
+}
+
+bool Scheduler::grow(int32_t s, int64_t new_tokens, Iteration& it) {
+  Seq& q = seqs_[size_t(s)];
+  const int64_t need = kv_.blocks_for(private_tokens(q, q.context + new_tokens)) - q.owned_blocks;
+  while (need > kv_.free_blocks()) {
+    if (!preempt_last(s, it)) return false;
+  }
+  kv_.allocate(need);
+  q.owned_blocks += need;
+  return true;
+}
+
+void Scheduler::put(int32_t s, int64_t new_tokens, double now_s, Iteration& it) {
+  Seq& q = seqs_[size_t(s)];
+  plan::SeqWork w;
+  w.seq_id = q.req.id;
+  w.new_tokens = new_tokens;
+  w.context = q.context;
+  it.batch.seqs.push_back(w);
+  it.slots.push_back(s);
+  q.in_flight = true;
+  if (std::isnan(q.rec.first_scheduled_s)) q.rec.first_scheduled_s = now_s;
+  if (q.context < q.prompt_tokens) it.prefill_tokens += new_tokens;
+  else it.decode_tokens += new_tokens;
+}
+
+// Admits waiting sequences FCFS while they fit. `whole_prompts`: a prompt is only admitted whole (prefill-first),
+// except a lone one over the budget. Returns false when the head of the queue blocked.
+void Scheduler::admit(int64_t& budget, bool whole_prompts, double now_s, Iteration& it) {
+  while (!waiting_.empty() && int64_t(running_.size()) < config_.max_batch_seqs &&
+         int64_t(it.batch.seqs.size()) < config_.max_batch_seqs && budget > 0) {
+    const int32_t s = waiting_.front();
+    Seq& q = seqs_[size_t(s)];
+    if (q.state == State::kSwapped) {
+      // Swapped out (or a decode-side handoff): bring the KV back, then it runs as a running sequence.
+      if (!kv_.allocate(q.owned_blocks)) return;
+      if (q.swap_counted) {
+        swap_used_ -= q.owned_blocks;
+        it.swap_in_blocks += q.owned_blocks;
+        stats_.swapped_in_blocks += q.owned_blocks;
+        q.swap_counted = false;
+      }
+      waiting_.pop_front();
+      q.state = State::kRunning;
+      running_.push_back(s);
+      const bool decoding = q.context >= q.prompt_tokens;
+      const int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
+      if (whole_prompts && (decoding || tokens < q.prompt_tokens - q.context)) continue;
+      if (grow_without_preemption(s, tokens)) {
+        put(s, tokens, now_s, it);
+        budget -= tokens;
+      }
+      continue;
+    }
+    // Prefix-cache lookup for a fresh (or recomputing) prompt.
+    int64_t hit_units = 0;
+    if (kv_.prefix_caching() && q.context == 0 && q.units.empty() && !q.req.prefix_hashes.empty()) {
+      const int64_t full = std::min<int64_t>(int64_t(q.req.prefix_hashes.size()),
+                                             q.req.input_tokens / kPrefixHashTokens);
+      const int64_t matchable = std::min(full, (q.prompt_tokens - 1) / kPrefixHashTokens);
+      uint64_t key = 0;
+      for (int64_t k = 0; k < matchable; ++k) {
+        const uint64_t next = BlockManager::chain(key, q.req.prefix_hashes[size_t(k)]);
+        const int32_t u = kv_.acquire(next);
+        if (u < 0) break;
+        q.units.push_back(u);
+        key = next;
+        ++hit_units;
+      }
+      q.unit_key = key;
+      q.context = hit_units * kPrefixHashTokens;
+    }
+    const int64_t remaining = q.prompt_tokens - q.context;
+    int64_t chunk = std::min(remaining, budget);
+    if (whole_prompts && chunk < remaining) {
+      if (!it.batch.seqs.empty()) {
+        release_kv(q);
+        q.context = 0;
+        return;
+      }
+      chunk = remaining;  // a lone prompt over the budget runs alone
+    }
+    const int64_t need = kv_.blocks_for(private_tokens(q, q.context + chunk));
+    if (!kv_.allocate(need)) {
+      release_kv(q);
+      q.context = 0;
+      return;
+    }
+    q.owned_blocks = need;
+    if (kv_.prefix_caching() && !q.req.prefix_hashes.empty()) {
+      const int64_t full = std::min<int64_t>(int64_t(q.req.prefix_hashes.size()),
+                                             q.req.input_tokens / kPrefixHashTokens);
+      stats_.prefix_lookup_tokens += full * kPrefixHashTokens;
+      stats_.prefix_hit_tokens += hit_units * kPrefixHashTokens;
+      q.rec.prefix_hit_tokens += hit_units * kPrefixHashTokens;
+    }
+    outstanding_tokens_ -= hit_units * kPrefixHashTokens;
+    waiting_.pop_front();
+    q.state = State::kRunning;
+    running_.push_back(s);
+    put(s, chunk, now_s, it);
+    budget -= chunk;
+  }
+}
+
+bool Scheduler::grow_without_preemption(int32_t s, int64_t new_tokens) {
+  Seq& q = seqs_[size_t(s)];
+  const int64_t need = kv_.blocks_for(private_tokens(q, q.context + new_tokens)) - q.owned_blocks;
+  if (!kv_.allocate(need)) return false;
+  q.owned_blocks += need;
+  return true;
+}
+
+// Schedules running sequences of one phase (decode or prefill) in admission order, preempting from the back.
+void Scheduler::schedule_running(bool decode_phase, int64_t& budget, double now_s, Iteration& it) {
+  for (size_t i = 0; i < running_.size(); ++i) {
+    if (budget <= 0 || int64_t(it.batch.seqs.size()) >= config_.max_batch_seqs) return;
+    const int32_t s = running_[i];
+    Seq& q = seqs_[size_t(s)];
+    if (q.in_flight) continue;
+    const bool decoding = q.context >= q.prompt_tokens;
+    if (decoding != decode_phase) continue;
+    const int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
+    if (!grow(s, tokens, it)) continue;  // nothing left to preempt now: it keeps its blocks and waits
+    while (running_[i] != s) --i;          // preemptions before it shifted it left
+    put(s, tokens, now_s, it);
+    budget -= tokens;
+  }
+}
+
+std::optional<Iteration> Scheduler::schedule(double now_s) {
+  Iteration it;
+  it.start_s = now_s;
+  int64_t budget = config_.max_batch_tokens;
+  if (config_.policy == BatchPolicy::kPrefillFirst) {
+    admit(budget, /*whole_prompts=*/true, now_s, it);
+    if (it.batch.seqs.empty()) {
+      schedule_running(/*decode_phase=*/false, budget, now_s, it);  // recomputes admitted earlier, if any
+      schedule_running(/*decode_phase=*/true, budget, now_s, it);
+    }
+  } else {
+    schedule_running(/*decode_phase=*/true, budget, now_s, it);
+    schedule_running(/*decode_phase=*/false, budget, now_s, it);
+    admit(budget, /*whole_prompts=*/false, now_s, it);
+  }
+  if (it.batch.seqs.empty()) return std::nullopt;
+  it.serial = next_serial_++;
+  it.kv_used_blocks = kv_.used_blocks();
+  in_flight_serials_.push_back(it.serial);
+  return it;
+}
+
+void Scheduler::finish(int32_t s, double now_s, StepEvents& events) {
+  Seq& q = seqs_[size_t(s)];
+  release_kv(q);
+  q.rec.finish_s = now_s;
+  q.rec.generated_tokens = q.generated;
+  q.rec.outcome = Outcome::kCompleted;
+  events.finished.push_back(std::move(q.rec));
+  ++stats_.completed;
+  q.state = State::kFree;  // removed from running_ by complete(), slot freed there
+}
+
+void Scheduler::insert_prefix_units(Seq& q) {
+  if (!kv_.prefix_caching() || q.req.prefix_hashes.empty()) return;
+  const int64_t full = std::min<int64_t>(int64_t(q.req.prefix_hashes.size()), q.req.input_tokens / kPrefixHashTokens);
+  const int64_t done = std::min(full, q.context / kPrefixHashTokens);
+  while (int64_t(q.units.size()) < done) {
+    const size_t k = q.units.size();
+    const uint64_t key = BlockManager::chain(q.unit_key, q.req.prefix_hashes[k]);
+    int32_t u = kv_.acquire(key);
+    if (u >= 0) {
+      kv_.release(kv_.unit_blocks());  // someone else computed it meanwhile: share theirs, drop ours
+    } else {
+      u = kv_.insert(key);
+    }
+    q.owned_blocks -= kv_.unit_blocks();
+    q.units.push_back(u);
+    q.unit_key = key;
+  }
+}
+
+void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) {
+  if (it.serial < voided_before_) return;  // voided by fail_all
+  if (in_flight_serials_.empty() || in_flight_serials_.front() != it.serial) {
+    throw Error("Scheduler::complete: iterations must complete in the order they were scheduled");
+  }
+  in_flight_serials_.pop_front();
+  ++stats_.iterations;
+  stats_.prefill_tokens += it.prefill_tokens;
+  stats_.decode_tokens += it.decode_tokens;
+  bool any_left = false;
+  for (size_t i = 0; i < it.slots.size(); ++i) {
+    const int32_t s = it.slots[i];
+    Seq& q = seqs_[size_t(s)];
+    q.in_flight = false;
+    const int64_t before = work_left(q);
+    const bool was_prefill = q.context < q.prompt_tokens;
+    q.context += it.batch.seqs[i].new_tokens;
+    const bool token = q.context >= q.prompt_tokens;
+    if (was_prefill) insert_prefix_units(q);
+    if (token && q.req.output_tokens > 0) {
+      ++q.generated;
+      ++events.output_tokens;
+      if (std::isnan(q.rec.first_token_s)) {
+        q.rec.first_token_s = now_s;
+        ++events.first_tokens;
+      } else {
+        const double gap = now_s - q.last_token_s;
+        events.itl_s.push_back(gap);
+        ++q.rec.itl_count;
+        q.rec.itl_sum_s += gap;
+        q.rec.itl_max_s = std::max(q.rec.itl_max_s, gap);
+      }
+      q.last_token_s = now_s;
+    } else if (token) {
+      q.rec.first_token_s = now_s;  // nothing to generate: the response is the end of the prefill
+    }
+    outstanding_tokens_ += work_left(q) - before;
+    if (!token) continue;
+    if (q.generated >= q.req.output_tokens) {
+      finish(s, now_s, events);
+      any_left = true;
+    } else if (config_.role == SchedulerRole::kPrefill) {
+      Handoff h;
+      h.kv_tokens = q.context;
+      outstanding_tokens_ -= work_left(q);
+      release_kv(q);
+      q.rec.generated_tokens = q.generated;
+      h.record = std::move(q.rec);
+      h.request = std::move(q.req);
+      events.handoffs.push_back(std::move(h));
+      ++stats_.handed_off;
+      q.state = State::kFree;
+      any_left = true;
+    }
+  }
+  if (any_left) {
+    std::erase_if(running_, [&](int32_t s) {
+      if (seqs_[size_t(s)].state != State::kFree) return false;
+      free_slot(s);
+      return true;
+    });
+  }
+}
+
+void Scheduler::fail_all(double now_s, const std::string& reason, std::vector<RequestRecord>& out) {
+  auto fail = [&](int32_t s) {
+    Seq& q = seqs_[size_t(s)];
+    if (q.state == State::kSwapped) q.owned_blocks = 0;  // not on the GPU
+    release_kv(q);
+    q.rec.finish_s = now_s;
+    q.rec.generated_tokens = q.generated;
+    q.rec.outcome = Outcome::kFailed;
+    q.rec.reason = reason;
+    out.push_back(std::move(q.rec));
+    ++stats_.failed;
+    q.in_flight = false;
+    free_slot(s);
+  };
+  for (int32_t s : running_) fail(s);
+  for (int32_t s : waiting_) fail(s);
+  running_.clear();
+  waiting_.clear();
+  in_flight_serials_.clear();
+  voided_before_ = next_serial_;
+  swap_used_ = 0;
+  outstanding_tokens_ = 0;
+}
+
+}  // namespace parasol::serve

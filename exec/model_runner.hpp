@@ -1,0 +1,89 @@
+// ModelRunner: one rank's share of one model instance — its weights (read through a WeightSource as RankLayout says),
+// its paged KV cache, and the forward of one scheduler iteration, issued as the ops of a Step (embedding, rmsnorm,
+// GEMMs, rope, kv append, attention / MLA, SiLU-and-mul, MoE gate / dispatch / combine, collectives, pipeline
+// send/recv, sample) on a Backend and a Communicator. Numerics follow Hugging Face transformers (DESIGN.md,
+// shared/notes/nccl-and-reference-math.md §5).
+//
+// Every rank of the instance constructs its runner at the same time (the constructor splits the instance
+// communicator into the tp and stage groups: collective) and calls step() with the same StepRequest; each rank picks
+// the sequences of its attention-DP group. Each op run is recorded (plan::Op with this rank's shapes) with its time,
+// so a step yields this rank's RankProgram and a per-op profile.
+// Thread behaviour: a runner belongs to its rank's thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/plan/step.hpp"
+#include "core/spec/model.hpp"
+#include "exec/backend.hpp"
+#include "exec/communicator.hpp"
+#include "exec/layout.hpp"
+#include "exec/weights.hpp"
+
+namespace parasol::exec {
+
+struct RunnerOptions {
+  ElemType weight_type = ElemType::kF32;  // storage of weights (math is fp32 on cpu)
+  ElemType kv_type = ElemType::kF32;
+  int64_t kv_blocks = 256;                 // per rank (per layer), of block_tokens tokens each
+  int64_t block_tokens = 16;
+  bool all_logits = false;                 // logits of every new token (tests), not only each sampled sequence's last
+  bool profile = false;                    // time every op (synchronizes the backend around each op)
+};
+
+struct SeqInput {
+  int64_t seq_id = 0;
+  std::vector<int32_t> tokens;  // the new tokens (prompt chunk, or the one decoded token)
+  int64_t context = 0;          // tokens already in this sequence's KV cache
+  int attn_group = 0;
+  bool sample = true;           // produce a next token (false for a non-final prefill chunk)
+};
+
+struct StepRequest {
+  std::vector<SeqInput> seqs;
+};
+
+struct OpRecord {
+  plan::Op op;        // kind, name, layer and this rank's shapes
+  double time_s = 0;  // measured when RunnerOptions::profile
+};
+
+struct StepResult {
+  // Every rank: the greedy next token of each sequence of the request (-1 where not sampled).
+  std::vector<int32_t> next_tokens;
+  // Last-stage ranks: logits [rows, vocab] of this rank's attention group; logit_rows[i] = (index of the sequence in
+  // the request, index of the token among its new tokens).
+  std::vector<float> logits;
+  std::vector<std::pair<int, int64_t>> logit_rows;
+  std::vector<OpRecord> ops;
+};
+
+class ModelRunner {
+ public:
+  ModelRunner(const spec::Model& model, const RankLayout& layout, Backend& backend, Communicator& instance,
+              const WeightSource& weights, const RunnerOptions& options);
+  ~ModelRunner();
+  ModelRunner(const ModelRunner&) = delete;
+  ModelRunner& operator=(const ModelRunner&) = delete;
+
+  StepResult step(const StepRequest& request);
+  // Frees the KV blocks of a finished sequence (every rank of its attention group must call it).
+  void release(int64_t seq_id);
+  int64_t free_kv_blocks() const;
+  const RankLayout& layout() const { return layout_; }
+
+  struct Impl;
+
+ private:
+  RankLayout layout_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// HF rotary inverse frequencies for rot_dim columns (llama3 scaling applied when the model asks for it), in fp32.
+std::vector<float> rope_inv_freq(const spec::Model& model, int64_t rot_dim);
+
+}  // namespace parasol::exec

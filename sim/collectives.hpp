@@ -1,0 +1,77 @@
+// Collectives as flows (issue 5): how a collective over a group of GPUs decomposes into concurrent point-to-point flows
+// on the cluster graph, as NCCL runs it, and which algorithm NCCL-style tuning picks.
+//
+// A collective becomes one FlowSet: flows that all start together (NCCL pipelines its chunks, so in steady state every
+// edge of a ring or tree carries traffic at once), plus the latency terms of the steps that pipelining cannot hide. A
+// FlowSet's uncontended duration is  max over flows (route latency) + extra_latency_s + transfer time under max-min
+// sharing, and for the algorithms here that equals the textbook alpha-beta formula; under contention the flows share
+// links with everything else in the simulation. Activity counts stay low: one flow per ring edge and channel, not one
+// per ring step (a single-node ring of 8 is 8 flows; 2(n-1) steps appear only in the latency term).
+//
+// Algorithms (plan::CollectiveAlgo):
+//   kRing          ring over the group; one channel inside a scale-up domain, g rail-aligned channels across nodes
+//                  (g = group GPUs per node), as NCCL builds one ring per NIC. All-reduce moves 2(n-1)/n x S per edge,
+//                  all-gather and reduce-scatter (n-1)/n x S, with 2(n-1) resp. n-1 step latencies.
+//   kNvls          all-reduce inside one scale-up domain whose switch reduces (Cluster::scaleup_reduces): each GPU sends
+//                  S (1 + 1/n) to the switch and receives as much (multimem ld_reduce of its shard + multicast store).
+//   kHierarchical  all-reduce across nodes: intra-node ring reduce-scatter + all-gather (2(g-1)/g x S per NVLink edge),
+//                  inter-node ring all-reduce per rail over S/g, all pipelined.
+//   kTree          as hierarchical, with NCCL's double binary tree across nodes per rail instead of the inter-node ring:
+//                  2 log2(N) step latencies instead of 2(N-1), for small and mid sizes at scale.
+//   kDirect        all-to-all(v): one flow per ordered pair; send/recv: one flow.
+// kAuto picks the applicable algorithm with the smallest uncontended estimate (NCCL's tuner does the same with its
+// own model); ties go to the earlier one in the order above.
+//
+// Sizes follow nccl-tests: `bytes` is S, the all-reduce buffer, the all-gather output, the reduce-scatter input and the
+// all-to-all per-rank send buffer; bus_factor() gives busbw = algbw x factor.
+// Thread behaviour: pure functions over a RouteTable (which caches; one per simulation).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/plan/step.hpp"
+#include "sim/routing.hpp"
+
+namespace parasol::sim {
+
+enum class CollKind { kAllReduce, kAllGather, kReduceScatter, kAllToAll, kSendRecv };
+
+std::string to_string(CollKind k);
+std::string algo_name(plan::CollectiveAlgo a);  // "ring", "nvls", ...
+plan::CollectiveAlgo parse_algo(const std::string& s);  // inverse of algo_name; throws ConfigError
+CollKind coll_kind_of(plan::OpKind k);  // kAllReduce.. kAllToAll, kSend -> kSendRecv; throws otherwise
+
+struct Collective {
+  CollKind kind = CollKind::kAllReduce;
+  std::vector<int> gpus;          // cluster GPU indices, in group order (send/recv: {src, dst})
+  double bytes = 0;               // S, nccl-tests convention
+  std::vector<double> a2a_bytes;  // all-to-all(v): n x n bytes, row = sender; empty = S/n to every peer
+  plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto;
+  double efficiency = 1.0;        // achieved / nominal link bandwidth: flows carry bytes / efficiency
+};
+
+struct Flow {
+  int src = 0;  // vertices of the cluster graph
+  int dst = 0;
+  double bytes = 0;
+};
+
+struct FlowSet {
+  plan::CollectiveAlgo algo = plan::CollectiveAlgo::kDirect;
+  std::vector<Flow> flows;      // concurrent, sorted by (src, dst), no duplicates
+  double extra_latency_s = 0;   // step latencies beyond the one each flow pays on its route
+};
+
+double bus_factor(CollKind k, int n);
+
+// Whether `algo` can run `c` on this cluster (kAuto: always).
+bool applicable(const Collective& c, plan::CollectiveAlgo algo, RouteTable& routes);
+// Decomposition with an explicit algorithm (kAuto resolves first). Throws ConfigError when not applicable.
+FlowSet decompose(const Collective& c, plan::CollectiveAlgo algo, RouteTable& routes);
+// Decomposition with c.algo (kAuto: the fastest applicable by estimate_s).
+FlowSet plan_collective(const Collective& c, RouteTable& routes);
+// Uncontended duration: the most loaded link direction's bytes / bandwidth + the longest flow latency + extra latency.
+double estimate_s(const FlowSet& fs, RouteTable& routes);
+
+}  // namespace parasol::sim

@@ -1,0 +1,24 @@
+// Shared helpers of the planner and cost-model tests: shipped models and GPUs, and small clusters built from them.
+#pragma once
+
+#include <string>
+
+#include "core/plan/placement.hpp"
+#include "core/spec/gpu.hpp"
+#include "core/spec/model.hpp"
+
+namespace parasol::testing {
+
+inline spec::Model shipped_model(const std::string& name) {
+  return spec::load_model_file(std::string(PARASOL_DATA_DIR) + "/scenarios/models/" + name + ".yaml");
+}
+inline spec::Gpu shipped_gpu(const std::string& name) {
+  return spec::load_gpu_file(std::string(PARASOL_DATA_DIR) + "/topologies/gpus/" + name + ".yaml");
+}
+// nodes x gpus_per_node of `gpu`: one NVSwitch domain per node, a NIC of 50 GB/s per GPU into one leaf. The network
+// numbers are arbitrary test values, not a claim about hardware.
+inline spec::Cluster test_cluster(const spec::Gpu& gpu, int nodes, int gpus_per_node, bool nvls = false) {
+  return plan::single_type_cluster(gpu, nodes, gpus_per_node, 50e9, 2e-6, 6e-6, nvls);
+}
+
+}  // namespace parasol::testing
