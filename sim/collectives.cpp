@@ -185,8 +185,7 @@ std::vector<int> common_switches(const Collective& c, RouteTable& r) {
 FlowSet nvls(const Collective& c, RouteTable& r) {
   Builder b(r, c.efficiency);
   const auto sw = common_switches(c, r);
-  const int n = static_cast<int>(c.gpus.size());
-  const double per_dir = c.bytes * (n + 1.0) / n / static_cast<double>(sw.size());
+  const double per_dir = c.bytes / static_cast<double>(sw.size());
   double alpha = 0;
   for (int gpu : c.gpus) {
     const int v = r.gpu_vertex(gpu);

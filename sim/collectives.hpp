@@ -13,7 +13,8 @@
 //                  (g = group GPUs per node), as NCCL builds one ring per NIC. All-reduce moves 2(n-1)/n x S per edge,
 //                  all-gather and reduce-scatter (n-1)/n x S, with 2(n-1) resp. n-1 step latencies.
 //   kNvls          all-reduce inside one scale-up domain whose switch reduces (Cluster::scaleup_reduces): each GPU sends
-//                  S (1 + 1/n) to the switch and receives as much (multimem ld_reduce of its shard + multicast store).
+//                  S to the switch and receives S back (the switch reduces and multicasts), S/B + 2 a, the same form as
+//                  core/cost's analytic model (the shard traffic of multimem ld_reduce, S/n more, is neglected).
 //   kHierarchical  all-reduce across nodes: intra-node ring reduce-scatter + all-gather (2(g-1)/g x S per NVLink edge),
 //                  inter-node ring all-reduce per rail over S/g, all pipelined.
 //   kTree          as hierarchical, with NCCL's double binary tree across nodes per rail instead of the inter-node ring:

@@ -1,0 +1,181 @@
+// `parasol exec`: run a model for real on the executor (exec/).
+//   Generation mode:  parasol exec --model builtin:test-mixtral --layout tp2.pp1.ep2.adp1.dp1 [--comm local|mpi]
+//                     [--weights synthetic|CHECKPOINT_DIR] [--prompts N] [--decode N] [--logits-out FILE]
+//     greedy generation over synthetic prompts; every rank of the instance runs as a thread (local) or as an MPI
+//     process (mpirun -np <instance size> parasol exec ... --comm mpi). --logits-out writes tokens and logits (JSON)
+//     from rank 0, for comparing layouts.
+//   Serving mode:     parasol exec --plan PLAN.yaml [--workload ...]
+// A failed or stalled peer ends the run within --timeout seconds with an error naming the rank and the op (mpi: the
+// whole job is aborted). --fault-stall-rank / --fault-exit-rank inject such failures for tests.
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "core/common/error.hpp"
+#include "core/plan/parallel_config.hpp"
+#include "core/spec/model.hpp"
+#include "exec/generate.hpp"
+#include "exec/test_models.hpp"
+#include "tools/cli.hpp"
+
+namespace parasol::tools {
+namespace {
+
+struct ExecOptions {
+  std::string plan_path, model, layout = "tp1.pp1.ep1.adp1.dp1", comm = "local", backend = "cpu";
+  std::string weights = "synthetic", weight_dtype = "fp32", logits_out, workload, profile_out;
+  int prompts = 4, decode = 8;
+  int64_t prompt_min = 8, prompt_max = 16, kv_blocks = 512, prefill_chunk = 0;
+  double timeout_s = 60.0;
+  int stall_rank = -1, exit_rank = -1;
+  double stall_s = 3600.0;
+};
+
+spec::Model load_exec_model(const std::string& m) {
+  if (m.rfind("builtin:", 0) == 0) return exec::test_model(m.substr(8));
+  return spec::load_model_file(resolve_data_path(m));
+}
+
+std::unique_ptr<exec::WeightSource> make_weights(const std::string& w, uint64_t seed) {
+  if (w == "synthetic") return std::make_unique<exec::SyntheticWeights>(seed);
+  return std::make_unique<exec::SafetensorsCheckpoint>(w);
+}
+
+nlohmann::json result_json(const exec::GenerateResult& r) {
+  nlohmann::json j;
+  j["tokens"] = r.tokens;
+  j["last_logits"] = r.last_logits;
+  j["prompt_logits"] = r.prompt_logits;
+  j["steps"] = r.steps;
+  return j;
+}
+
+// One rank's whole run. Returns the rank's result.
+exec::GenerateResult run_rank(const ExecOptions& o, const spec::Model& m, const plan::ParallelConfig& cfg, int rank,
+                              exec::Communicator& comm, const exec::WeightSource& weights, uint64_t seed) {
+  auto be = exec::make_backend(o.backend, {0, 1});
+  exec::RankLayout layout = exec::RankLayout::make(m, cfg, {}, rank);
+  exec::RunnerOptions ro;
+  ro.weight_type = exec::elem_type(*parse_dtype(o.weight_dtype));
+  ro.kv_blocks = o.kv_blocks;
+  ro.all_logits = !o.logits_out.empty();
+  exec::ModelRunner runner(m, layout, *be, comm, weights, ro);
+  if (rank == o.stall_rank) std::this_thread::sleep_for(std::chrono::duration<double>(o.stall_s));
+  if (rank == o.exit_rank) std::_Exit(3);
+  exec::GenerateSpec spec;
+  spec.prompts = exec::synthetic_prompts(o.prompts, o.prompt_min, o.prompt_max, m.vocab, seed);
+  spec.decode_steps = o.decode;
+  spec.prefill_chunk = o.prefill_chunk;
+  spec.prompt_logits = ro.all_logits;
+  return exec::generate(runner, comm, spec, m.vocab);
+}
+
+int run_exec_serve(const std::string& plan_path, const std::string& workload, const std::string& profile_out,
+                   const std::string& backend, const std::string& comm, double timeout_s, const CommonOptions& common) {
+  throw ConfigError("", 0, 0, "--plan", "--model (serving a plan through core/serve is not implemented yet)",
+                    plan_path);
+}
+
+int run_generation(const ExecOptions& o, const CommonOptions& common) {
+  spec::Model m = load_exec_model(o.model);
+  auto cfg = plan::ParallelConfig::parse_label(o.layout);
+  if (!cfg) throw ConfigError("", 0, 0, "--layout", "a label like tp2.pp1.ep1.adp1.dp1", "'" + o.layout + "'");
+  if (cfg->dp != 1) throw ConfigError("", 0, 0, "--layout", "dp1 (generation mode runs one instance)", o.layout);
+  if (!parse_dtype(o.weight_dtype)) throw ConfigError("", 0, 0, "--weight-dtype", "fp32, bf16 or fp16", o.weight_dtype);
+  auto weights = make_weights(o.weights, common.seed);
+  const int n = cfg->instance_size();
+  exec::GenerateResult result;
+  auto start = std::chrono::steady_clock::now();
+  bool is_root = true;
+  if (o.comm == "local") {
+    std::mutex mu;
+    exec::run_local(n, o.timeout_s, [&](int rank, exec::Communicator& comm) {
+      exec::GenerateResult r = run_rank(o, m, *cfg, rank, comm, *weights, common.seed);
+      std::lock_guard<std::mutex> lk(mu);
+      if (rank == 0) result = std::move(r);
+    });
+  } else if (o.comm == "mpi") {
+#ifdef PARASOL_HAVE_MPI
+    auto world = exec::make_mpi_world(o.timeout_s);
+    if (world->size() != n)
+      throw ConfigError("", 0, 0, "--layout", "an instance of " + std::to_string(world->size()) + " ranks (mpirun -np)",
+                        o.layout + " (" + std::to_string(n) + " ranks)");
+    is_root = world->rank() == 0;
+    try {
+      result = run_rank(o, m, *cfg, world->rank(), *world, *weights, common.seed);
+      world->barrier("exec.end");
+    } catch (const exec::CommError& e) {
+      std::cerr << "parasol: failed: " << e.what() << "\n" << std::flush;
+      exec::mpi_abort(1);
+    }
+#else
+    throw ConfigError("", 0, 0, "--comm", "local (this build has no MPI)", "mpi");
+#endif
+  } else {
+    throw ConfigError("", 0, 0, "--comm", "local or mpi", "'" + o.comm + "'");
+  }
+  double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!is_root) return 0;
+  if (!o.logits_out.empty()) {
+    std::ofstream out(o.logits_out);
+    out << result_json(result).dump() << "\n";
+    if (!out) throw RuntimeFailure("writing " + o.logits_out + " failed");
+  }
+  int64_t generated = 0;
+  for (const auto& t : result.tokens) generated += static_cast<int64_t>(t.size());
+  if (common.json) {
+    nlohmann::json j{{"model", m.name}, {"layout", o.layout}, {"comm", o.comm}, {"backend", o.backend},
+                     {"steps", result.steps}, {"generated_tokens", generated}, {"tokens", result.tokens}};
+    std::cout << j.dump(2) << "\n";
+  } else if (common.verbosity > 0) {
+    std::cout << "exec: " << m.name << " " << o.layout << " on " << n << " " << o.comm << " rank(s), " << result.steps
+              << " steps, " << generated << " tokens generated in " << wall_s << " s\n";
+    for (size_t i = 0; i < result.tokens.size(); ++i) {
+      std::cout << "  seq " << i << ":";
+      for (int32_t t : result.tokens[i]) std::cout << " " << t;
+      std::cout << "\n";
+    }
+  }
+  return 0;
+}
+
+PARASOL_COMMAND("exec", 60, [](CLI::App& app, CommonOptions& common) {
+  auto o = std::make_shared<ExecOptions>();
+  CLI::App* sub = app.add_subcommand("exec", "Run a model for real: greedy generation, or serve a plan's workload");
+  add_common_options(sub, common);
+  sub->add_option("--plan", o->plan_path, "Plan YAML (parasol plan output): serve a workload");
+  sub->add_option("--workload", o->workload, "Scenario or workload YAML for --plan (default: the plan's scenario)");
+  sub->add_option("--profile", o->profile_out, "Per-op timings CSV (calibration format, docs/cost-model.md)");
+  sub->add_option("--model", o->model, "Model YAML / HF config.json, or builtin:NAME (test-llama, test-mixtral, ...)");
+  sub->add_option("--layout", o->layout, "Parallel layout label, e.g. tp2.pp1.ep2.adp1.dp1")->capture_default_str();
+  sub->add_option("--comm", o->comm, "Communicator: local (threads) or mpi (under mpirun)")->capture_default_str();
+  sub->add_option("--backend", o->backend, "Backend: cpu (or cuda when built)")->capture_default_str();
+  sub->add_option("--weights", o->weights, "synthetic, or a HF checkpoint directory")->capture_default_str();
+  sub->add_option("--weight-dtype", o->weight_dtype, "Weight storage: fp32, bf16, fp16")->capture_default_str();
+  sub->add_option("--prompts", o->prompts, "Number of synthetic prompts")->capture_default_str();
+  sub->add_option("--prompt-min", o->prompt_min, "Shortest prompt (tokens)")->capture_default_str();
+  sub->add_option("--prompt-max", o->prompt_max, "Longest prompt (tokens)")->capture_default_str();
+  sub->add_option("--decode", o->decode, "Decode steps after the prefill")->capture_default_str();
+  sub->add_option("--prefill-chunk", o->prefill_chunk, "Chunked prefill size (0: whole prompts)");
+  sub->add_option("--kv-blocks", o->kv_blocks, "KV blocks per rank")->capture_default_str();
+  sub->add_option("--logits-out", o->logits_out, "Write tokens and logits (JSON) from rank 0");
+  sub->add_option("--timeout", o->timeout_s, "Seconds a rank waits for its peers before failing")->capture_default_str();
+  sub->add_option("--fault-stall-rank", o->stall_rank, "Test: this rank stalls before its first step");
+  sub->add_option("--fault-stall-s", o->stall_s, "Test: how long the stalled rank sleeps");
+  sub->add_option("--fault-exit-rank", o->exit_rank, "Test: this rank exits before its first step");
+  return [o, &common]() -> int {
+    if (!o->plan_path.empty()) return run_exec_serve(o->plan_path, o->workload, o->profile_out, o->backend, o->comm,
+                                                     o->timeout_s, common);
+    if (o->model.empty()) throw ConfigError("", 0, 0, "exec", "--plan PLAN or --model MODEL", "neither");
+    return run_generation(*o, common);
+  };
+});
+
+}  // namespace
+}  // namespace parasol::tools

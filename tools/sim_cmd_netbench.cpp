@@ -1,0 +1,138 @@
+// `parasol netbench CLUSTER`: nccl-tests on the simulated cluster (sim/netbench.hpp). Prints the automatic choice's
+// curve, and with --out writes netbench.csv (every algorithm) and netbench.svg (busbw against size).
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "core/common/error.hpp"
+#include "core/common/units.hpp"
+#include "core/spec/cluster.hpp"
+#include "sim/netbench.hpp"
+#include "tools/cli.hpp"
+
+namespace parasol::tools {
+namespace {
+
+struct NetbenchArgs {
+  std::string cluster;
+  std::string gpus;
+  int node = 0;
+  std::string min_size = "1 KiB";
+  std::string max_size = "8 GiB";
+  std::string colls = "all_reduce,all_gather,reduce_scatter,all_to_all";
+  double efficiency = -1;
+  bool auto_only = false;
+};
+
+std::vector<int> parse_gpu_list(const std::string& text, int gpu_count) {
+  std::vector<int> out;
+  std::stringstream ss(text);
+  std::string item;
+  auto bad = [&] { return ConfigError("", 0, 0, "--gpus", "a list like '0-7' or '0,2,4,6' of GPUs < " +
+                                                              std::to_string(gpu_count), text); };
+  while (std::getline(ss, item, ',')) {
+    const auto dash = item.find('-');
+    try {
+      const int a = std::stoi(item.substr(0, dash));
+      const int b = dash == std::string::npos ? a : std::stoi(item.substr(dash + 1));
+      if (a < 0 || b < a || b >= gpu_count) throw bad();
+      for (int g = a; g <= b; ++g) out.push_back(g);
+    } catch (const std::logic_error&) {
+      throw bad();
+    }
+  }
+  if (out.size() < 2) throw bad();
+  return out;
+}
+
+double parse_size(const std::string& text, const char* key) {
+  auto v = parse_quantity(text, Dimension::kBytes);
+  if (!v || *v <= 0) throw ConfigError("", 0, 0, key, "a size like '1 KiB' or '8 GiB'", text);
+  return *v;
+}
+
+int run(const NetbenchArgs& a, const CommonOptions& common) {
+  const spec::Cluster cluster = spec::load_cluster_file(resolve_data_path(a.cluster));
+  sim::NetbenchOptions o;
+  if (!a.gpus.empty()) {
+    o.gpus = parse_gpu_list(a.gpus, cluster.gpu_count());
+  } else {
+    if (a.node < 0 || a.node >= static_cast<int>(cluster.nodes.size()))
+      throw ConfigError("", 0, 0, "--node", "a node index below " + std::to_string(cluster.nodes.size()),
+                        std::to_string(a.node));
+    o.gpus = cluster.nodes[a.node];
+  }
+  o.min_bytes = parse_size(a.min_size, "--min");
+  o.max_bytes = parse_size(a.max_size, "--max");
+  o.every_algorithm = !a.auto_only;
+  if (a.efficiency > 0) {
+    o.efficiency = a.efficiency;
+  } else {
+    const auto& v = cluster.graph[cluster.gpus[o.gpus[0]]];
+    auto it = cluster.gpu_types.find(v.gpu_type);
+    o.efficiency = it != cluster.gpu_types.end() ? it->second.eff.comm_efficiency : 1.0;
+  }
+  o.kinds.clear();
+  std::stringstream ss(a.colls);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    bool found = false;
+    for (auto k : {sim::CollKind::kAllReduce, sim::CollKind::kAllGather, sim::CollKind::kReduceScatter,
+                   sim::CollKind::kAllToAll})
+      if (sim::to_string(k) == item) {
+        o.kinds.push_back(k);
+        found = true;
+      }
+    if (!found)
+      throw ConfigError("", 0, 0, "--colls", "a list of all_reduce, all_gather, reduce_scatter, all_to_all", item);
+  }
+  const auto rows = sim::run_netbench(cluster, o);
+  const std::string title = "parasol netbench: " + cluster.name + ", " + std::to_string(o.gpus.size()) +
+                            " GPUs, efficiency " + std::to_string(o.efficiency).substr(0, 4);
+  if (!common.out_dir.empty()) {
+    write_file_atomic(common.out_dir, "netbench.csv", sim::netbench_csv(rows));
+    write_file_atomic(common.out_dir, "netbench.svg", sim::netbench_svg(rows, title));
+  }
+  if (common.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const auto& r : rows)
+      j.push_back({{"collective", sim::to_string(r.kind)}, {"algorithm", r.algo}, {"bytes", r.bytes},
+                   {"time_s", r.time_s}, {"algbw_Bps", r.algbw_Bps}, {"busbw_Bps", r.busbw_Bps}, {"flows", r.flows}});
+    std::cout << j.dump(1) << "\n";
+    return 0;
+  }
+  if (common.verbosity == 0) return 0;
+  std::cout << title << "\n";
+  std::printf("%-15s %-18s %12s %12s %12s %12s\n", "collective", "algorithm", "size", "time", "algbw", "busbw");
+  for (const auto& r : rows) {
+    if (r.algo.rfind("auto:", 0) != 0) continue;
+    std::printf("%-15s %-18s %12s %12s %12s %12s\n", sim::to_string(r.kind).c_str(), r.algo.c_str(),
+                format_bytes(r.bytes).c_str(), format_time(r.time_s).c_str(), format_bandwidth(r.algbw_Bps).c_str(),
+                format_bandwidth(r.busbw_Bps).c_str());
+  }
+  if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/netbench.csv and netbench.svg\n";
+  return 0;
+}
+
+}  // namespace
+
+PARASOL_COMMAND("netbench", 25, [](CLI::App& app, CommonOptions& common) -> std::function<int()> {
+  auto args = std::make_shared<NetbenchArgs>();
+  auto* sub = app.add_subcommand("netbench", "Simulated nccl-tests: collective time, algbw and busbw over a GPU group");
+  sub->add_option("CLUSTER", args->cluster, "Cluster file (parasol.cluster/1)")->required();
+  sub->add_option("--gpus", args->gpus, "GPU group, e.g. '0-7' or '0,8,16,24' (default: the GPUs of --node)");
+  sub->add_option("--node", args->node, "Node whose GPUs form the group (default 0)");
+  sub->add_option("--min", args->min_size, "Smallest message (default 1 KiB)");
+  sub->add_option("--max", args->max_size, "Largest message (default 8 GiB)");
+  sub->add_option("--colls", args->colls, "Collectives: all_reduce,all_gather,reduce_scatter,all_to_all");
+  sub->add_option("--efficiency", args->efficiency,
+                  "Achieved / nominal link bandwidth (default: the GPU's comm_efficiency)");
+  sub->add_flag("--auto-only", args->auto_only, "Only the automatically chosen algorithm (no per-algorithm rows)");
+  add_common_options(sub, common);
+  sub->footer("Example: parasol netbench topologies/clusters/dgx-h100.yaml --out /tmp/nb");
+  return [args, &common] { return run(*args, common); };
+});
+
+}  // namespace parasol::tools
