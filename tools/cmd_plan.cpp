@@ -1,6 +1,6 @@
 // `parasol plan SCENARIO [--top N] [--out DIR] [--json] [-v]`: search every layout of the scenario's model on its
-// cluster under its workload and SLOs (core/plan/search.hpp), print the ranking (why each runner-up lost), and write the
-// chosen Plan (plan.yaml, parasol.plan/1) and the Pareto frontier (pareto.csv) to DIR. docs/search.md.
+// cluster under its workload and SLOs (core/plan/search.hpp), print the ranking (why each runner-up lost), and write
+// the chosen Plan (plan.yaml, parasol.plan/1) and the Pareto frontier (pareto.csv) to DIR. docs/search.md.
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -98,22 +98,21 @@ void print_table(const spec::Scenario& s, const plan::SearchResult& r, const std
                "meeting the SLOs), then tokens/s per user\n\n";
   std::printf("%4s  %-52s %5s %10s %12s %10s %10s %10s  %s\n", "rank", "layout", "GPUs", "goodput", "tok/s/GPU",
               "tok/s/user", "TTFT p99", "TPOT p99", "verdict");
-  std::printf("%4s  %-52s %5s %10s %12s %10s %10s %10s\n", "", "", "", "req/s", "(goodput)", "", "at load",
-              "at load");
+  std::printf("%4s  %-52s %5s %10s %12s %10s %10s %10s\n", "", "", "", "req/s", "(goodput)", "", "at load", "at load");
   for (size_t i = 0; i < r.ranked.size() && static_cast<int>(i) < top; ++i) {
     const auto& c = r.ranked[i];
     const std::string verdict = i == 0 ? (c.meets_slo ? "chosen" : "chosen (misses the SLOs: " + c.violation + ")")
                                        : "lost: " + plan::why_lost(c, r.ranked[0]);
-    std::printf("%4zu  %-52s %5d %10.4g %12.5g %10.4g %10s %10s  %s\n", i + 1, c.label().c_str(), c.gpus,
-                c.goodput_rps, c.goodput_tok_s_per_gpu, c.tok_s_per_user,
-                c.ttft_p99_s > 0 ? format_time(c.ttft_p99_s).c_str() : "-",
+    std::printf("%4zu  %-52s %5d %10.4g %12.5g %10.4g %10s %10s  %s\n", i + 1, c.label().c_str(), c.gpus, c.goodput_rps,
+                c.goodput_tok_s_per_gpu, c.tok_s_per_user, c.ttft_p99_s > 0 ? format_time(c.ttft_p99_s).c_str() : "-",
                 c.tpot_p99_s > 0 ? format_time(c.tpot_p99_s).c_str() : "-", verdict.c_str());
   }
-  std::cout << "\n" << r.stats.layouts << " layouts (" << r.stats.feasible_layouts << " feasible, "
-            << r.infeasible.size() << " infeasible" << (verbosity >= 2 ? "" : ", -v lists them") << "), "
-            << r.stats.candidates << " candidates, " << r.ranked.size() << " ranked, " << r.pareto.size()
-            << " on the Pareto frontier; " << r.stats.step_evaluations << " steps costed for "
-            << r.stats.step_lookups << " step-time queries over " << r.stats.stage_shapes << " stage shapes\n";
+  std::cout << "\n"
+            << r.stats.layouts << " layouts (" << r.stats.feasible_layouts << " feasible, " << r.infeasible.size()
+            << " infeasible" << (verbosity >= 2 ? "" : ", -v lists them") << "), " << r.stats.candidates
+            << " candidates, " << r.ranked.size() << " ranked, " << r.pareto.size() << " on the Pareto frontier; "
+            << r.stats.step_evaluations << " steps costed for " << r.stats.step_lookups << " step-time queries over "
+            << r.stats.stage_shapes << " stage shapes\n";
   if (verbosity >= 2 && !r.infeasible.empty()) {
     std::cout << "\ninfeasible layouts:\n";
     for (const auto& x : r.infeasible) {
@@ -158,7 +157,8 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
       throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
                         "none (run with -v for the infeasible layouts and their reasons)");
     const plan::MadePlan made = plan::candidate_plan(in, r.ranked[0]);
-    if (!made.feasibility.ok) throw RuntimeFailure("plan: the chosen layout " + r.ranked[0].label() + " cannot be made");
+    if (!made.feasibility.ok)
+      throw RuntimeFailure("plan: the chosen layout " + r.ranked[0].label() + " cannot be made");
     if (!common.out_dir.empty()) {
       write_file_atomic(common.out_dir, "plan.yaml", plan::to_yaml(made.plan));
       write_file_atomic(common.out_dir, "pareto.csv", plan::pareto_csv(r));

@@ -14,16 +14,19 @@ namespace parasol::plan {
 
 namespace {
 
-constexpr double kZ99 = 2.326;         // standard normal 99th percentile
-constexpr int kBisection = 48;         // iterations of every bisection (relative precision ~4e-15)
+constexpr double kZ99 = 2.326;  // standard normal 99th percentile
+constexpr int kBisection = 48;  // iterations of every bisection (relative precision ~4e-15)
 
 }  // namespace
 
 const char* to_string(PoolRole r) {
   switch (r) {
-    case PoolRole::kMixed: return "mixed";
-    case PoolRole::kPrefill: return "prefill";
-    case PoolRole::kDecode: return "decode";
+    case PoolRole::kMixed:
+      return "mixed";
+    case PoolRole::kPrefill:
+      return "prefill";
+    case PoolRole::kDecode:
+      return "decode";
   }
   return "?";
 }
@@ -37,7 +40,8 @@ Batch GroupBatch::to_batch(int attn_dp) const {
   Batch b;
   int64_t id = 0;
   for (int g = 0; g < attn_dp; ++g) {
-    for (int64_t i = 0; i < decode_seqs; ++i) b.seqs.push_back({id++, 1, std::max<int64_t>(1, decode_context), g, true});
+    for (int64_t i = 0; i < decode_seqs; ++i)
+      b.seqs.push_back({id++, 1, std::max<int64_t>(1, decode_context), g, true});
     if (prefill_tokens <= 0 || prompt_len <= 0) continue;
     if (prompt_len > prefill_tokens) {
       // A chunk of a longer prompt: on average half of the rest of the prompt is already cached.
@@ -116,8 +120,12 @@ const LayerTimes& StageTimer::times(const GroupBatch& batch) {
   return impl_->memo.emplace(batch, t).first->second;
 }
 
-int64_t StageTimer::evaluations() const { return impl_->evaluations; }
-int64_t StageTimer::lookups() const { return impl_->lookups; }
+int64_t StageTimer::evaluations() const {
+  return impl_->evaluations;
+}
+int64_t StageTimer::lookups() const {
+  return impl_->lookups;
+}
 
 // ---------------------------------------------------------------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 // it, for every layout, the latencies at the scenario's load and the largest load that meets the SLOs (goodput).
 // The model (docs/search.md has the derivation):
 //   - Step times come from cost::CostModel on Steps built by build_step for representative batches (every attention-DP
-//     group gets the same sequences). Costing is done once per *stage shape* (tp, attn_dp, ep) on a proxy model with one
-//     layer of each kind (dense, MoE); the time of every layer kind, of the ends (embedding, LM head, sampling) and the
-//     pipeline transfers then give the stage times of any pp. Results are memoized on the batch signature.
+//     group gets the same sequences). Costing is done once per *stage shape* (tp, attn_dp, ep) on a proxy model with
+//     one layer of each kind (dense, MoE); the time of every layer kind, of the ends (embedding, LM head, sampling) and
+//     the pipeline transfers then give the stage times of any pp. Results are memoized on the batch signature.
 //   - A pool of pp stages keeps pp micro-batches in flight: a micro-batch's iteration (its latency) is the sum of the
 //     stage times T; its cycle is C = max(T, pp x slowest stage). Each sequence gets one token per cycle.
 //   - Steady state per attention-DP group at arrival rate lambda (Little's law): with chunked prefill (mixed pools),
@@ -88,10 +88,10 @@ spec::Model proxy_model(const spec::Model& m);
 // Latencies of a pool at one per-group arrival rate.
 struct PoolPoint {
   bool stable = false;
-  std::string limit;        // why not stable ("KV cache", "token budget", "sequences per iteration", "prefill")
-  double batch = 0;         // steady-state tokens (mixed, prefill) or sequences (decode) per micro-batch
-  double ttft_p99_s = 0;    // mixed, prefill (prefill: incl. queueing and the prompt's own iterations)
-  double tpot_mean_s = 0;   // mixed, decode
+  std::string limit;       // why not stable ("KV cache", "token budget", "sequences per iteration", "prefill")
+  double batch = 0;        // steady-state tokens (mixed, prefill) or sequences (decode) per micro-batch
+  double ttft_p99_s = 0;   // mixed, prefill (prefill: incl. queueing and the prompt's own iterations)
+  double tpot_mean_s = 0;  // mixed, decode
   double tpot_p99_s = 0;
 };
 
@@ -99,8 +99,8 @@ struct PoolPoint {
 class PoolModel {
  public:
   PoolModel(StageTimer& timer, const spec::Model& model, const ParallelConfig& config, const MemoryBudget& memory,
-            const std::vector<std::pair<int64_t, int64_t>>& stage_layers, double p2p_s_per_token,
-            double p2p_latency_s, PoolRole role, const WorkloadLoad& load, const PlanOptions& options);
+            const std::vector<std::pair<int64_t, int64_t>>& stage_layers, double p2p_s_per_token, double p2p_latency_s,
+            PoolRole role, const WorkloadLoad& load, const PlanOptions& options);
 
   // Per attention-DP group.
   PoolPoint at(double rate_per_s);

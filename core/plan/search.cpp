@@ -106,9 +106,11 @@ SearchResult search(const SearchInput& in) {
   const bool moe = model.is_moe();
   const std::vector<int> tps =
       !in.space.tp.empty() ? in.space.tp : powers_of_two(in.space.allow_cross_domain_tp ? budget : domain);
-  const std::vector<int> adps = !in.space.attn_dp.empty() ? in.space.attn_dp : moe ? powers_of_two(budget)
-                                                                                    : std::vector<int>{1};
-  const std::vector<int> pps = !in.space.pp.empty() ? in.space.pp : powers_of_two(std::min<int64_t>(model.layers, budget));
+  const std::vector<int> adps = !in.space.attn_dp.empty() ? in.space.attn_dp
+                                : moe                     ? powers_of_two(budget)
+                                                          : std::vector<int>{1};
+  const std::vector<int> pps =
+      !in.space.pp.empty() ? in.space.pp : powers_of_two(std::min<int64_t>(model.layers, budget));
   const int64_t stage_cap = std::max<int64_t>(domain, moe ? model.moe.num_experts : 1);
 
   cost::LinkCache links(cluster);
@@ -160,8 +162,8 @@ SearchResult search(const SearchInput& in) {
     L.timer = timer.get();
     double bw = 0, lat = 0;
     for (int s = 0; s + 1 < c.pp; ++s) {
-      const auto& path = links.path(L.gpus[static_cast<size_t>(c.rank(s, 0, 0))],
-                                    L.gpus[static_cast<size_t>(c.rank(s + 1, 0, 0))]);
+      const auto& path =
+          links.path(L.gpus[static_cast<size_t>(c.rank(s, 0, 0))], L.gpus[static_cast<size_t>(c.rank(s + 1, 0, 0))]);
       bw = bw == 0 ? path.bw_Bps : std::min(bw, path.bw_Bps);
       lat = std::max(lat, path.latency_s);
     }
@@ -174,7 +176,8 @@ SearchResult search(const SearchInput& in) {
     for (const auto& layers : L.feas.stage_layers)
       kv_rank = std::max(kv_rank, rank_kv_bytes_per_token(model, c.tp, options.kv_dtype, layers));
     const int size = c.instance_size();
-    const int peer = L.gpus[0] + size < cluster.gpu_count() ? L.gpus[0] + size : (L.gpus[0] + size) % cluster.gpu_count();
+    const int peer =
+        L.gpus[0] + size < cluster.gpu_count() ? L.gpus[0] + size : (L.gpus[0] + size) % cluster.gpu_count();
     const auto& path = links.path(L.gpus[0], peer == L.gpus[0] ? (peer + 1) % cluster.gpu_count() : peer);
     if (path.bw_Bps > 0)
       L.kv_transfer_s = load.input_mean * kv_rank / (path.bw_Bps * gpu.eff.comm_efficiency) + path.latency_s;
@@ -184,8 +187,8 @@ SearchResult search(const SearchInput& in) {
   const bool colocated = in.space.disaggregation != spec::Disaggregation::kOn;
   const bool disagg = in.space.disaggregation != spec::Disaggregation::kOff;
   auto pool_model = [&](const Layout& L, PoolRole role) {
-    return PoolModel(*L.timer, model, L.config, L.feas.memory, L.feas.stage_layers, L.p2p_s_per_token,
-                     L.p2p_latency_s, role, load, options);
+    return PoolModel(*L.timer, model, L.config, L.feas.memory, L.feas.stage_layers, L.p2p_s_per_token, L.p2p_latency_s,
+                     role, load, options);
   };
   auto estimate = [&](const Layout& L, PoolRole role, double rate) {
     PoolEstimate e;
@@ -248,8 +251,8 @@ SearchResult search(const SearchInput& in) {
           const double rate = std::min(dp_p * ap, dp_d * bd);
           const double per_gpu = rate / gpus;
           ++res.stats.candidates;
-          if (per_gpu > best_per_gpu) best_per_gpu = per_gpu, best_rate = rate, best_p = dp_p, best_d = dp_d,
-                                      best_gpus = gpus;
+          if (per_gpu > best_per_gpu)
+            best_per_gpu = per_gpu, best_rate = rate, best_p = dp_p, best_d = dp_d, best_gpus = gpus;
         }
         if (!(best_rate > 0)) continue;  // no split meets the SLOs even at a trickle: not ranked
         Candidate c;

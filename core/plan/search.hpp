@@ -13,9 +13,8 @@
 // Owner: search. Thread behaviour: search() is reentrant (no shared state); results are plain values.
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
-
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -32,37 +31,37 @@ namespace parasol::plan {
 struct SearchInput {
   spec::Model model;
   const spec::Cluster* cluster = nullptr;
-  std::string gpu_type;      // resolved (resolve_gpu_type)
+  std::string gpu_type;  // resolved (resolve_gpu_type)
   spec::SearchSpace space;
   spec::Slo slo;
   WorkloadLoad load;
-  PlanOptions options;       // search() sets the dtypes and cross-domain flag from `space`
+  PlanOptions options;  // search() sets the dtypes and cross-domain flag from `space`
 };
 
 // What one pool contributes to a candidate (per attention-DP group numbers scale with dp x attn_dp).
 struct PoolEstimate {
-  ParallelConfig config;     // dp = instances
+  ParallelConfig config;  // dp = instances
   PoolRole role = PoolRole::kMixed;
-  int64_t kv_tokens = 0;     // per attention-DP group of one instance
+  int64_t kv_tokens = 0;          // per attention-DP group of one instance
   double max_rate_per_group = 0;  // goodput of one group
 };
 
 struct Candidate {
   bool disaggregated = false;
-  PoolEstimate mixed;             // colocated
-  PoolEstimate prefill, decode;   // disaggregated
-  int gpus = 0;                   // GPUs used
-  double kv_transfer_s = 0;       // disaggregated: a mean prompt's KV, prefill -> decode
+  PoolEstimate mixed;            // colocated
+  PoolEstimate prefill, decode;  // disaggregated
+  int gpus = 0;                  // GPUs used
+  double kv_transfer_s = 0;      // disaggregated: a mean prompt's KV, prefill -> decode
   // At the largest load that meets the SLOs.
-  double goodput_rps = 0;         // requests/s
+  double goodput_rps = 0;            // requests/s
   double goodput_tok_s_per_gpu = 0;  // output tokens/s per GPU
-  double tok_s_per_user = 0;      // 1 / mean TPOT at that load
+  double tok_s_per_user = 0;         // 1 / mean TPOT at that load
   // At the scenario's load.
   bool meets_slo = false;
-  std::string violation;          // the first SLO missed (or why the load is unsustainable); "" when met
+  std::string violation;  // the first SLO missed (or why the load is unsustainable); "" when met
   double ttft_p99_s = 0, tpot_p99_s = 0, tpot_mean_s = 0;
 
-  std::string label() const;      // ParallelConfig / DisaggConfig label
+  std::string label() const;  // ParallelConfig / DisaggConfig label
 };
 
 struct InfeasibleLayout {
@@ -71,20 +70,20 @@ struct InfeasibleLayout {
 };
 
 struct SearchStats {
-  int64_t layouts = 0;          // instance layouts enumerated (tp, pp, ep, attn_dp)
+  int64_t layouts = 0;  // instance layouts enumerated (tp, pp, ep, attn_dp)
   int64_t feasible_layouts = 0;
-  int64_t stage_shapes = 0;     // distinct (tp, attn_dp, ep) costed
-  int64_t candidates = 0;       // deployments evaluated (colocated layouts + every P/D split)
-  int64_t step_evaluations = 0; // steps built and costed
-  int64_t step_lookups = 0;     // memoized step-time queries
+  int64_t stage_shapes = 0;      // distinct (tp, attn_dp, ep) costed
+  int64_t candidates = 0;        // deployments evaluated (colocated layouts + every P/D split)
+  int64_t step_evaluations = 0;  // steps built and costed
+  int64_t step_lookups = 0;      // memoized step-time queries
 };
 
 struct SearchResult {
   WorkloadLoad load;
   int gpu_budget = 0;
-  std::vector<Candidate> ranked;          // best first (the objective above)
+  std::vector<Candidate> ranked;  // best first (the objective above)
   std::vector<InfeasibleLayout> infeasible;
-  std::vector<size_t> pareto;             // indices into `ranked`, by goodput/GPU descending
+  std::vector<size_t> pareto;  // indices into `ranked`, by goodput/GPU descending
   SearchStats stats;
 };
 

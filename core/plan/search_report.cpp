@@ -60,9 +60,8 @@ std::string pareto_csv(const SearchResult& r) {
 
 nlohmann::json to_json(const SearchResult& r, int top_n) {
   nlohmann::json j;
-  j["load"] = {{"rate_per_s", r.load.rate_per_s},
-               {"input_mean", r.load.input_mean},
-               {"output_mean", r.load.output_mean}};
+  j["load"] = {
+      {"rate_per_s", r.load.rate_per_s}, {"input_mean", r.load.input_mean}, {"output_mean", r.load.output_mean}};
   j["gpu_budget"] = r.gpu_budget;
   j["stats"] = {{"layouts", r.stats.layouts},
                 {"feasible_layouts", r.stats.feasible_layouts},

@@ -1,5 +1,7 @@
 // Plan search and the steady-state estimator: the proxy stage costing equals costing the full model, the queueing
 // model's fixed points and limits hold, and the search's facts (feasible, sorted, Pareto, deterministic).
+#include "core/plan/search.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,7 +10,6 @@
 #include "core/cost/step_cost.hpp"
 #include "core/plan/build_step.hpp"
 #include "core/plan/goodput.hpp"
-#include "core/plan/search.hpp"
 #include "plan_fixtures.hpp"
 
 namespace parasol {
@@ -193,8 +194,12 @@ TEST_F(SearchFacts, RankingFollowsTheObjectiveAndParetoRowsAreMutuallyNonDominat
     EXPECT_FALSE(plan::ranks_before(r.ranked[i], r.ranked[i - 1])) << i;
     const auto& a = r.ranked[i - 1];
     const auto& b = r.ranked[i];
-    if (a.meets_slo == b.meets_slo) { EXPECT_GE(a.goodput_tok_s_per_gpu, b.goodput_tok_s_per_gpu); }
-    if (!a.meets_slo) { EXPECT_FALSE(b.meets_slo); }
+    if (a.meets_slo == b.meets_slo) {
+      EXPECT_GE(a.goodput_tok_s_per_gpu, b.goodput_tok_s_per_gpu);
+    }
+    if (!a.meets_slo) {
+      EXPECT_FALSE(b.meets_slo);
+    }
     EXPECT_FALSE(plan::why_lost(b, r.ranked[0]).empty());
   }
   ASSERT_FALSE(r.pareto.empty());
@@ -204,7 +209,9 @@ TEST_F(SearchFacts, RankingFollowsTheObjectiveAndParetoRowsAreMutuallyNonDominat
   };
   for (size_t i : r.pareto)
     for (size_t j : r.pareto)
-      if (i != j) { EXPECT_FALSE(dominates(r.ranked[i], r.ranked[j])) << i << " " << j; }
+      if (i != j) {
+        EXPECT_FALSE(dominates(r.ranked[i], r.ranked[j])) << i << " " << j;
+      }
   // Complete: every ranked candidate off the frontier is dominated by (or equal to) a frontier point.
   for (size_t k = 0; k < r.ranked.size(); ++k) {
     const auto& c = r.ranked[k];
@@ -227,8 +234,12 @@ TEST_F(SearchFacts, MoreLoadNeverImprovesTheLatencyAtLoad) {
     for (const auto& b : high.ranked)
       if (a.label() == b.label()) {
         EXPECT_DOUBLE_EQ(a.goodput_rps, b.goodput_rps) << a.label();  // goodput does not depend on the load
-        if (a.meets_slo && b.meets_slo) { EXPECT_LE(a.tpot_p99_s, b.tpot_p99_s) << a.label(); }
-        if (!a.meets_slo) { EXPECT_FALSE(b.meets_slo) << a.label(); }
+        if (a.meets_slo && b.meets_slo) {
+          EXPECT_LE(a.tpot_p99_s, b.tpot_p99_s) << a.label();
+        }
+        if (!a.meets_slo) {
+          EXPECT_FALSE(b.meets_slo) << a.label();
+        }
       }
 }
 

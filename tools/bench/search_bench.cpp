@@ -1,6 +1,7 @@
 // Plan search on one core: the full search for DeepSeek-V3 on the 1,024-GPU H200 leaf-spine cluster (every tp, pp,
-// ep, attention-DP and dp layout, colocated and every prefill/decode split), and a small one (Llama-3.1-70B on one DGX).
-// Counters: candidates/s (deployments evaluated per second), layouts, steps costed (memoized on batch signatures).
+// ep, attention-DP and dp layout, colocated and every prefill/decode split), and a small one (Llama-3.1-70B on one
+// DGX). Counters: candidates/s (deployments evaluated per second), layouts, steps costed (memoized on batch
+// signatures).
 //   build/parasol_bench --benchmark_filter=Search
 #include <benchmark/benchmark.h>
 
