@@ -31,6 +31,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/plan/plan.hpp"
@@ -44,6 +45,14 @@ std::vector<int64_t> expert_token_counts(const Routing& routing, int64_t num_exp
                                          int64_t layer);
 void expert_token_counts(const Routing& routing, int64_t num_experts, int64_t top_k, int64_t tokens, int64_t layer,
                          std::vector<int64_t>& out);
+
+// A batch from a compact spec, items separated by commas:
+//   prefill:NxL      N sequences prefilling L tokens from empty context
+//   prefill:NxL@C    N chunks of L tokens over C cached tokens (chunked prefill; the chunk ends the prompt)
+//   decode:N@C       N sequences decoding one token after C cached tokens
+// Sequences get consecutive ids and attention-DP groups round-robin over `attn_dp`. Bad text is a ConfigError
+// naming `key` (e.g. "--batch").
+Batch parse_batch_spec(const std::string& spec, int attn_dp = 1, const std::string& key = "batch");
 
 // One iteration of instance 0 of plan.pools[pool] (every instance of a pool runs the same program). Sequences with
 // attn_group outside [0, attn_dp) are a ConfigError.

@@ -31,6 +31,7 @@ struct InFlight {
 
 struct ReplicaState {
   std::deque<InFlight> in_flight;
+  std::vector<Iteration> spare;  // completed iterations, reused so steady state allocates nothing
   double stage0_free_s = 0;  // when the first pipeline stage can take the next micro-batch
   double last_end_s = 0;     // micro-batches leave the pipeline in order
 };
@@ -63,11 +64,16 @@ EventLoopResult run_event_loop(RequestSource& source, Router& router, std::vecto
   auto try_start = [&](size_t r) {
     ReplicaState& st = state[r];
     while (int(st.in_flight.size()) < pp && now >= st.stage0_free_s) {
-      std::optional<Iteration> it = replicas[r].schedule(now);
-      if (!it) return;
       InFlight f;
-      f.timing = runner.run(int(r), it->batch);
-      f.it = std::move(*it);
+      if (!st.spare.empty()) {
+        f.it = std::move(st.spare.back());
+        st.spare.pop_back();
+      }
+      if (!replicas[r].schedule(now, f.it)) {
+        st.spare.push_back(std::move(f.it));
+        return;
+      }
+      f.timing = runner.run(int(r), f.it.batch);
       f.end_s = std::max(now + f.timing.total_s, st.last_end_s);
       st.last_end_s = f.end_s;
       const double stage0 = pp == 1 ? f.timing.total_s
@@ -113,6 +119,7 @@ EventLoopResult run_event_loop(RequestSource& source, Router& router, std::vecto
         metrics.on_step(s);
         metrics.on_itl(step_events.itl_s);
         for (const RequestRecord& rec : step_events.finished) emit(rec);
+        st.spare.push_back(std::move(f.it));
         refresh(r);
       }
       try_start(r);

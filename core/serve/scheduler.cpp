@@ -359,7 +359,17 @@ void Scheduler::schedule_running(bool decode_phase, int64_t& budget, double now_
 
 std::optional<Iteration> Scheduler::schedule(double now_s) {
   Iteration it;
+  if (!schedule(now_s, it)) return std::nullopt;
+  return it;
+}
+
+bool Scheduler::schedule(double now_s, Iteration& it) {
+  it.batch.seqs.clear();
+  it.slots.clear();
   it.start_s = now_s;
+  it.prefill_tokens = it.decode_tokens = 0;
+  it.preempted = 0;
+  it.swap_out_blocks = it.swap_in_blocks = 0;
   int64_t budget = config_.max_batch_tokens;
   if (config_.policy == BatchPolicy::kPrefillFirst) {
     admit(budget, /*whole_prompts=*/true, now_s, it);
@@ -372,11 +382,11 @@ std::optional<Iteration> Scheduler::schedule(double now_s) {
     schedule_running(/*decode_phase=*/false, budget, now_s, it);
     admit(budget, /*whole_prompts=*/false, now_s, it);
   }
-  if (it.batch.seqs.empty()) return std::nullopt;
+  if (it.batch.seqs.empty()) return false;
   it.serial = next_serial_++;
   it.kv_used_blocks = kv_.used_blocks();
   in_flight_serials_.push_back(it.serial);
-  return it;
+  return true;
 }
 
 void Scheduler::finish(int32_t s, double now_s, StepEvents& events) {

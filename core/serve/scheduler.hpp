@@ -124,6 +124,8 @@ class Scheduler {
 
   // The next iteration, or nullopt when nothing can run (no work, or everything runnable is in flight).
   std::optional<Iteration> schedule(double now_s);
+  // Same, into `out` (its vectors' capacity is reused: no allocation in steady state). False when nothing can run.
+  bool schedule(double now_s, Iteration& out);
   // The iteration ended at now_s: tokens are produced, finished sequences leave and free their KV.
   void complete(const Iteration& it, double now_s, StepEvents& events);
 

@@ -47,8 +47,8 @@ Slo load_slo(const yaml::Node& n) {
 }
 
 SearchSpace load_search(const yaml::Node& n, const Model& model) {
-  n.allow_keys(
-      {"tp", "pp", "ep", "attn_dp", "allow_cross_domain_tp", "disaggregation", "top_n", "weight_dtype", "kv_dtype"});
+  n.allow_keys({"tp", "pp", "ep", "attn_dp", "allow_cross_domain_tp", "disaggregation", "top_n", "weight_dtype",
+                "kv_dtype", "gpus", "workload_stats"});
   SearchSpace s;
   if (auto c = n.get("tp")) s.tp = int_list(*c);
   if (auto c = n.get("pp")) s.pp = int_list(*c);
@@ -70,6 +70,15 @@ SearchSpace load_search(const yaml::Node& n, const Model& model) {
   s.kv_dtype = model.kv_dtype;
   if (auto c = n.get("weight_dtype")) s.weight_dtype = dtype_at(*c);
   if (auto c = n.get("kv_dtype")) s.kv_dtype = dtype_at(*c);
+  if (auto c = n.get("gpus")) s.gpus = static_cast<int>(c->as_int(1, kMaxParallel));
+  if (auto c = n.get("workload_stats")) {
+    c->allow_keys({"rate", "input_mean", "output_mean"});
+    WorkloadStats w;
+    w.rate_per_s = c->number("rate", 1e-9, 1e9);
+    w.input_mean = c->number("input_mean", 1, 1e8);
+    w.output_mean = c->number("output_mean", 1, 1e8);
+    s.workload_stats = w;
+  }
   return s;
 }
 
@@ -247,7 +256,12 @@ nlohmann::json to_json(const Scenario& s) {
                  {"disaggregation", to_string(s.search.disaggregation)},
                  {"top_n", s.search.top_n},
                  {"weight_dtype", std::string(to_string(s.search.weight_dtype))},
-                 {"kv_dtype", std::string(to_string(s.search.kv_dtype))}};
+                 {"kv_dtype", std::string(to_string(s.search.kv_dtype))},
+                 {"gpus", s.search.gpus ? nlohmann::json(*s.search.gpus) : nlohmann::json(nullptr)}};
+  if (s.search.workload_stats)
+    j["search"]["workload_stats"] = {{"rate_per_s", s.search.workload_stats->rate_per_s},
+                                     {"input_mean", s.search.workload_stats->input_mean},
+                                     {"output_mean", s.search.workload_stats->output_mean}};
   j["plan"] = s.plan_path ? nlohmann::json(*s.plan_path) : nlohmann::json(nullptr);
   j["sim"] = {{"fidelity", to_string(s.sim.fidelity)},
               {"duration_s", opt(s.sim.duration_s)},

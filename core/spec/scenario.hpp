@@ -29,6 +29,14 @@ struct Slo {
 
 enum class Disaggregation { kOff, kOn, kBoth };  // kBoth: search colocated and disaggregated layouts
 
+// Declared statistics of the workload, for the search when the workload's trace file is absent (traces live outside
+// the repository) or the scenario has no workload: mean arrival rate and mean prompt / output lengths.
+struct WorkloadStats {
+  double rate_per_s = 0;
+  double input_mean = 0;   // tokens
+  double output_mean = 0;  // tokens
+};
+
 // The layouts the planner may consider. An empty list means "planner's default" (every power of two that fits).
 struct SearchSpace {
   std::vector<int> tp;
@@ -37,9 +45,11 @@ struct SearchSpace {
   std::vector<int> attn_dp;
   bool allow_cross_domain_tp = false;  // tensor parallelism across scale-up domains (usually a bad idea)
   Disaggregation disaggregation = Disaggregation::kOff;
-  int top_n = 5;                      // how many ranked plans to report
-  DType weight_dtype = DType::kBf16;  // defaults to the model's weight dtype
-  DType kv_dtype = DType::kBf16;      // defaults to the model's KV dtype
+  int top_n = 5;                                // how many ranked plans to report
+  DType weight_dtype = DType::kBf16;            // defaults to the model's weight dtype
+  DType kv_dtype = DType::kBf16;                // defaults to the model's KV dtype
+  std::optional<int> gpus;                      // GPU budget; absent = every GPU of the scenario's type in the cluster
+  std::optional<WorkloadStats> workload_stats;  // `workload_stats: {rate, input_mean, output_mean}`
 };
 
 enum class Fidelity { kAnalytic, kNetwork };

@@ -255,3 +255,25 @@ TEST(PlanStep, BuilderReuseIsDeterministic) {
 
 }  // namespace
 }  // namespace parasol::plan
+
+namespace parasol::plan {
+namespace {
+
+TEST(PlanBatchSpec, ParsesItemsAndRejectsBadText) {
+  const Batch b = parse_batch_spec("prefill:2x512@4096,decode:3@8192,prefill:1x7", 2);
+  ASSERT_EQ(b.seqs.size(), 6u);
+  EXPECT_EQ(b.seqs[0].new_tokens, 512);
+  EXPECT_EQ(b.seqs[0].context, 4096);
+  EXPECT_EQ(b.seqs[2].new_tokens, 1);
+  EXPECT_EQ(b.seqs[2].context, 8192);
+  EXPECT_TRUE(b.seqs[2].is_decode());
+  EXPECT_EQ(b.seqs[5].context, 0);
+  EXPECT_EQ(b.tokens(), 2 * 512 + 3 + 7);
+  for (size_t i = 0; i < b.seqs.size(); ++i) EXPECT_EQ(b.seqs[i].attn_group, static_cast<int>(i % 2));
+  for (const char* bad : {"", "prefill:4", "decode:4", "decode:0@10", "prefill:0x5", "train:4x4", "prefill:4x2048,",
+                          "prefill:4x-1", "decode:4@x"})
+    EXPECT_THROW(parse_batch_spec(bad), ConfigError) << bad;
+}
+
+}  // namespace
+}  // namespace parasol::plan

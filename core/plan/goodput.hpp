@@ -1,0 +1,140 @@
+// Steady-state estimator: how one pool of identical instances behaves under a Poisson stream of requests with given
+// mean prompt and output lengths, from the cost model alone (no simulation). The search (core/plan/search.hpp) asks
+// it, for every layout, the latencies at the scenario's load and the largest load that meets the SLOs (goodput).
+// The model (docs/search.md has the derivation):
+//   - Step times come from cost::CostModel on Steps built by build_step for representative batches (every attention-DP
+//     group gets the same sequences). Costing is done once per *stage shape* (tp, attn_dp, ep) on a proxy model with
+//     one layer of each kind (dense, MoE); the time of every layer kind, of the ends (embedding, LM head, sampling) and
+//     the pipeline transfers then give the stage times of any pp. Results are memoized on the batch signature.
+//   - A pool of pp stages keeps pp micro-batches in flight: a micro-batch's iteration (its latency) is the sum of the
+//     stage times T; its cycle is C = max(T, pp x slowest stage). Each sequence gets one token per cycle.
+//   - Steady state per attention-DP group at arrival rate lambda (Little's law): with chunked prefill (mixed pools),
+//     tokens per micro-batch tau solves tau = lambda x (I + O) x C(tau) / pp; decode pools: B = lambda x O x C(B) / pp.
+//     Limits: the token budget, sequences per iteration and the KV cache (sequences x (I + O/2) tokens).
+//   - TPOT p99: the cycle at the p99 batch: the number of running sequences is Poisson (M/G/inf) with the steady-state
+//     mean, p99 ~ mean + 2.326 sd.
+//   - TTFT p99: prompts queue for the group's prefill capacity R (tokens/s with full-budget prefill iterations) as an
+//     M/D/1 queue with service I / R and load rho = lambda I / R; its waiting time has the heavy-traffic exponential
+//     tail P(W > t) = rho exp(-2 (1 - rho) t / s), so W_p99 = s ln(100 rho) / (2 (1 - rho)) (0 when rho <= 0.01); plus
+//     the prompt's own chunks; plus, in a disaggregated deployment, the KV transfer to the decode pool.
+// Lengths are the means (I prompt, O output tokens); the tails come from the queueing terms only.
+// Owner: search. Thread behaviour: a StageTimer and the PoolModels using it belong to one thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/plan/feasibility.hpp"
+#include "core/plan/plan.hpp"
+#include "core/plan/step.hpp"
+#include "core/spec/cluster.hpp"
+#include "core/spec/model.hpp"
+#include "core/spec/scenario.hpp"
+
+namespace parasol::plan {
+
+// The load a layout is judged at: mean arrival rate and mean prompt / output lengths.
+struct WorkloadLoad {
+  double rate_per_s = 1;
+  double input_mean = 512;
+  double output_mean = 128;
+};
+
+enum class PoolRole { kMixed, kPrefill, kDecode };
+const char* to_string(PoolRole r);
+
+// Time of each layer kind for one representative batch (per attention-DP group) on a stage shape.
+struct LayerTimes {
+  double dense_s = 0;  // one dense layer
+  double moe_s = 0;    // one MoE layer
+  double ends_s = 0;   // embedding + final norm + LM head + sampling
+  int64_t tokens = 0;  // new tokens per attention-DP group (for pipeline transfers)
+};
+
+// What a group runs in one iteration: decode sequences at one context, prefill tokens of prompts of one length.
+struct GroupBatch {
+  int64_t decode_seqs = 0;
+  int64_t decode_context = 0;
+  int64_t prefill_tokens = 0;
+  int64_t prompt_len = 0;
+  bool operator<(const GroupBatch& o) const;
+  Batch to_batch(int attn_dp) const;  // the same sequences in every attention-DP group
+};
+
+// Costs representative batches on one stage shape (tp, attn_dp, ep of `shape`; pp and dp ignored), memoized.
+class StageTimer {
+ public:
+  StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
+             const ParallelConfig& shape, const PlanOptions& options);
+  ~StageTimer();
+  StageTimer(StageTimer&&) noexcept;
+  StageTimer& operator=(StageTimer&&) noexcept;
+
+  const LayerTimes& times(const GroupBatch& batch);
+  int64_t evaluations() const;  // steps built and costed
+  int64_t lookups() const;      // calls to times()
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The proxy model a StageTimer costs: one layer of each kind the model has, same shapes.
+spec::Model proxy_model(const spec::Model& m);
+
+// Latencies of a pool at one per-group arrival rate.
+struct PoolPoint {
+  bool stable = false;
+  std::string limit;       // why not stable ("KV cache", "token budget", "sequences per iteration", "prefill")
+  double batch = 0;        // steady-state tokens (mixed, prefill) or sequences (decode) per micro-batch
+  double ttft_p99_s = 0;   // mixed, prefill (prefill: incl. queueing and the prompt's own iterations)
+  double tpot_mean_s = 0;  // mixed, decode
+  double tpot_p99_s = 0;
+};
+
+// One pool layout (config incl. pp) in one role, under a workload. Uses (does not own) a StageTimer of its shape.
+class PoolModel {
+ public:
+  PoolModel(StageTimer& timer, const spec::Model& model, const ParallelConfig& config, const MemoryBudget& memory,
+            const std::vector<std::pair<int64_t, int64_t>>& stage_layers, double p2p_s_per_token, double p2p_latency_s,
+            PoolRole role, const WorkloadLoad& load, const PlanOptions& options);
+
+  // Per attention-DP group.
+  PoolPoint at(double rate_per_s);
+  // The largest per-group rate at which the pool is stable and meets the SLOs relevant to its role (mixed: all;
+  // prefill: TTFT, with `extra_ttft_s` added (the KV transfer); decode: TPOT). 0 when even a trickle misses them.
+  double max_rate(const spec::Slo& slo, double extra_ttft_s = 0);
+  bool meets(const PoolPoint& p, const spec::Slo& slo, double extra_ttft_s) const;
+
+  // Micro-batch latency T and cycle C at `tau` tokens (mixed, prefill) or sequences (decode) per micro-batch.
+  double latency_s(double tau);
+  double cycle_s(double tau);
+  PoolRole role() const { return role_; }
+  int64_t kv_tokens() const { return kv_tokens_; }
+
+ private:
+  struct Curve {
+    std::vector<double> tau;
+    std::vector<LayerTimes> times;
+    std::vector<bool> done;
+  };
+  LayerTimes interpolate(double tau);
+  void stage_times(const LayerTimes& t, double& latency, double& cycle) const;
+  GroupBatch batch_at(int64_t tau) const;
+  double tau_limit(std::string& why) const;
+
+  StageTimer* timer_;
+  ParallelConfig config_;
+  std::vector<int64_t> dense_per_stage_, moe_per_stage_;
+  double p2p_s_per_token_, p2p_latency_s_;
+  PoolRole role_;
+  WorkloadLoad load_;
+  PlanOptions options_;
+  int64_t kv_tokens_;
+  Curve curve_;
+};
+
+}  // namespace parasol::plan

@@ -1,0 +1,103 @@
+// Plan search: every layout of a model on a cluster (or a GPU budget), estimated with the steady-state model of
+// core/plan/goodput.hpp and ranked. What `parasol plan` runs; docs/search.md documents the space, the estimate and the
+// objective.
+//   Space: instance layouts tp x attn_dp x pp with ep dividing tp x attn_dp (the scenario's `search:` lists, or
+//   powers of two: tp up to the scale-up domain (or the budget when cross-domain TP is allowed); attn_dp and ep only
+//   for MoE models, ranks per stage up to max(domain, routed experts), ep dividing the experts; pp up to the layers);
+//   every feasible layout (core/plan/feasibility.hpp + placement) is a pool; a colocated candidate fills the budget
+//   with dp instances of one layout; a disaggregated candidate pairs a prefill layout with a decode layout and tries
+//   every split of the budget (dp_p, dp_d filling the rest), keeping the split with the highest goodput per GPU.
+//   Objective (the ranking, in order): meets the SLOs at the scenario's load; goodput per GPU (output tokens/s per
+//   GPU at the largest load that meets the SLOs), higher first; tokens/s per user at that load, higher first; fewer
+//   GPUs; the label (so the order is total and deterministic).
+// Owner: search. Thread behaviour: search() is reentrant (no shared state); results are plain values.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "core/plan/feasibility.hpp"
+#include "core/plan/goodput.hpp"
+#include "core/plan/placement.hpp"
+#include "core/plan/plan.hpp"
+#include "core/spec/cluster.hpp"
+#include "core/spec/model.hpp"
+#include "core/spec/scenario.hpp"
+
+namespace parasol::plan {
+
+struct SearchInput {
+  spec::Model model;
+  const spec::Cluster* cluster = nullptr;
+  std::string gpu_type;  // resolved (resolve_gpu_type)
+  spec::SearchSpace space;
+  spec::Slo slo;
+  WorkloadLoad load;
+  PlanOptions options;  // search() sets the dtypes and cross-domain flag from `space`
+};
+
+// What one pool contributes to a candidate (per attention-DP group numbers scale with dp x attn_dp).
+struct PoolEstimate {
+  ParallelConfig config;  // dp = instances
+  PoolRole role = PoolRole::kMixed;
+  int64_t kv_tokens = 0;          // per attention-DP group of one instance
+  double max_rate_per_group = 0;  // goodput of one group
+};
+
+struct Candidate {
+  bool disaggregated = false;
+  PoolEstimate mixed;            // colocated
+  PoolEstimate prefill, decode;  // disaggregated
+  int gpus = 0;                  // GPUs used
+  double kv_transfer_s = 0;      // disaggregated: a mean prompt's KV, prefill -> decode
+  // At the largest load that meets the SLOs.
+  double goodput_rps = 0;            // requests/s
+  double goodput_tok_s_per_gpu = 0;  // output tokens/s per GPU
+  double tok_s_per_user = 0;         // 1 / mean TPOT at that load
+  // At the scenario's load.
+  bool meets_slo = false;
+  std::string violation;  // the first SLO missed (or why the load is unsustainable); "" when met
+  double ttft_p99_s = 0, tpot_p99_s = 0, tpot_mean_s = 0;
+
+  std::string label() const;  // ParallelConfig / DisaggConfig label
+};
+
+struct InfeasibleLayout {
+  ParallelConfig config;  // dp = 1
+  std::vector<std::string> reasons;
+};
+
+struct SearchStats {
+  int64_t layouts = 0;  // instance layouts enumerated (tp, pp, ep, attn_dp)
+  int64_t feasible_layouts = 0;
+  int64_t stage_shapes = 0;      // distinct (tp, attn_dp, ep) costed
+  int64_t candidates = 0;        // deployments evaluated (colocated layouts + every P/D split)
+  int64_t step_evaluations = 0;  // steps built and costed
+  int64_t step_lookups = 0;      // memoized step-time queries
+};
+
+struct SearchResult {
+  WorkloadLoad load;
+  int gpu_budget = 0;
+  std::vector<Candidate> ranked;  // best first (the objective above)
+  std::vector<InfeasibleLayout> infeasible;
+  std::vector<size_t> pareto;  // indices into `ranked`, by goodput/GPU descending
+  SearchStats stats;
+};
+
+SearchResult search(const SearchInput& in);
+
+// True when a ranks before b under the documented objective.
+bool ranks_before(const Candidate& a, const Candidate& b);
+// Why `c` lost to `best` (the winner), e.g. "TPOT p99 52 ms > SLO 50 ms at 5.5 req/s" or "12% lower goodput/GPU".
+std::string why_lost(const Candidate& c, const Candidate& best);
+// The candidate as a full Plan (make_plan with its dp counts): what `parasol plan` writes.
+MadePlan candidate_plan(const SearchInput& in, const Candidate& c);
+
+// Pareto frontier as CSV: label, gpus, goodput tokens/s/GPU, tokens/s/user, goodput req/s, TTFT and TPOT p99 at load.
+std::string pareto_csv(const SearchResult& r);
+nlohmann::json to_json(const SearchResult& r, int top_n);
+
+}  // namespace parasol::plan

@@ -1,0 +1,305 @@
+#include "sim/serving.hpp"
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "core/common/error.hpp"
+#include "core/serve/router.hpp"
+#include "sim/flows.hpp"
+#include "sim/platform.hpp"
+#include "sim/step_runners.hpp"
+
+namespace sg4 = simgrid::s4u;
+
+namespace parasol::sim {
+
+namespace {
+
+struct InFlight {
+  serve::Iteration it;
+  serve::StepTiming timing;
+  double end_s = 0;
+};
+
+struct Replica {
+  int pool = 0;
+  int index = 0;   // within the pool (placement row)
+  int global = 0;  // across pools (metrics, records)
+  std::unique_ptr<serve::Scheduler> sched;
+  sg4::MutexPtr mutex;
+  sg4::ConditionVariablePtr cv;
+  bool busy = false;  // !sched->idle(), as last seen
+};
+
+class Simulation {
+ public:
+  Simulation(const plan::Plan& plan, const spec::Cluster& cluster, serve::RequestSource& source,
+             serve::MetricsCollector& metrics, const ServeOptions& o)
+      : plan_(plan), source_(source), metrics_(metrics), o_(o), platform_(cluster) {
+    if (plan.pools.empty()) throw ConfigError("the plan has no pools");
+    if (plan.pools.size() > 2) throw ConfigError("a plan has one mixed pool or a prefill and a decode pool");
+    kv_bytes_per_token_ = spec::kv_bytes_per_token(plan.model);
+    for (size_t p = 0; p < plan.pools.size(); ++p) {
+      const plan::Pool& pool = plan.pools[p];
+      serve::SchedulerConfig cfg = p < o.schedulers.size() ? o.schedulers[p] : serve::SchedulerConfig::from_pool(pool);
+      if (plan.disaggregated())
+        cfg.role = pool.role == "prefill" ? serve::SchedulerRole::kPrefill : serve::SchedulerRole::kDecode;
+      routers_.push_back(serve::make_router(o.router));
+      loads_.emplace_back(pool.placement.size());
+      pool_replicas_.emplace_back();
+      if (o.fidelity == spec::Fidelity::kNetwork) {
+        network_.push_back(std::make_unique<NetworkStepRunner>(plan, static_cast<int>(p), platform_, o.algo));
+        runners_.push_back(network_.back().get());
+      } else {
+        analytic_.push_back(std::make_unique<AnalyticStepRunner>(plan, static_cast<int>(p), cluster));
+        runners_.push_back(analytic_.back().get());
+      }
+      for (size_t i = 0; i < pool.placement.size(); ++i) {
+        auto r = std::make_unique<Replica>();
+        r->pool = static_cast<int>(p);
+        r->index = static_cast<int>(i);
+        r->global = static_cast<int>(replicas_.size());
+        r->sched = std::make_unique<serve::Scheduler>(cfg, r->global);
+        r->mutex = sg4::Mutex::create();
+        r->cv = sg4::ConditionVariable::create();
+        pool_replicas_[p].push_back(r.get());
+        replicas_.push_back(std::move(r));
+      }
+    }
+    if (plan.disaggregated() && (plan.pools[0].role != "prefill" || plan.pools[1].role != "decode"))
+      throw ConfigError("a disaggregated plan lists its prefill pool first, then its decode pool");
+  }
+
+  ServeResult run() {
+    for (auto& r : replicas_) {
+      Replica* rp = r.get();
+      const int first_gpu = plan_.pools[rp->pool].placement[rp->index].at(0);
+      sg4::Actor::create("replica-" + std::to_string(rp->global), platform_.gpu_host(first_gpu),
+                         [this, rp] { replica_loop(*rp); });
+    }
+    sg4::Actor::create("arrivals", platform_.gpu_host(plan_.pools[0].placement.at(0).at(0)), [this] { arrivals(); });
+    sg4::Engine::get_instance()->run();
+    if (busy_ != 0 || pending_kv_ != 0)
+      throw RuntimeFailure("simulation ended with work left (" + std::to_string(busy_) + " busy replicas, " +
+                           std::to_string(pending_kv_) + " KV transfers): deadlock");
+    result_.end_s = std::max(result_.end_s, last_event_s_);
+    result_.replicas = static_cast<int>(replicas_.size());
+    for (const auto& a : analytic_) {
+      result_.memo_hits += a->memo_hits();
+      result_.memo_misses += a->memo_misses();
+    }
+    for (const auto& n : network_) {
+      result_.flows += n->stats().flows.flows;
+      result_.flow_bytes += n->stats().flows.bytes;
+      result_.collectives += n->stats().collectives;
+    }
+    const auto& lb = platform_.link_bytes();
+    for (int e = 0; e < platform_.routes().edge_count(); ++e)
+      for (int d = 0; d < 2; ++d)
+        if (lb[2 * e + d] > 0)
+          result_.links.push_back({platform_.link_name(e, d == 0), platform_.routes().edge(e).link.bw_Bps, lb[2 * e + d]});
+    return result_;
+  }
+
+ private:
+  void emit(const serve::RequestRecord& rec) {
+    metrics_.on_request(rec);
+    ++result_.requests;
+    last_event_s_ = std::max(last_event_s_, sg4::Engine::get_clock());
+    if (o_.progress && o_.progress_every > 0 && result_.requests % o_.progress_every == 0)
+      o_.progress(sg4::Engine::get_clock(), result_.requests);
+  }
+
+  void refresh(Replica& r) {
+    auto& load = loads_[r.pool][r.index];
+    load.outstanding_tokens = r.sched->outstanding_tokens();
+    load.outstanding_requests = r.sched->outstanding_requests();
+    const bool busy = !r.sched->idle();
+    if (busy != r.busy) {
+      busy_ += busy ? 1 : -1;
+      r.busy = busy;
+    }
+  }
+
+  void wake(Replica& r) { r.cv->notify_one(); }
+
+  bool finished() const { return arrivals_done_ && busy_ == 0 && pending_kv_ == 0; }
+  void maybe_finish() {
+    if (!finished()) return;
+    for (auto& r : replicas_) r->cv->notify_all();
+  }
+
+  void arrivals() {
+    const int entry_pool = 0;  // mixed, or prefill when disaggregated
+    int64_t admitted = 0;
+    while (true) {
+      if (o_.max_requests >= 0 && admitted >= o_.max_requests) break;
+      std::optional<serve::Request> req = source_.next();
+      if (!req || req->arrival_s >= o_.duration_s) break;
+      if (req->arrival_s > sg4::Engine::get_clock()) sg4::this_actor::sleep_until(req->arrival_s);
+      sg4::this_actor::yield();  // iterations ending now complete first
+      ++admitted;
+      const double now = sg4::Engine::get_clock();
+      const int idx = routers_[entry_pool]->route(*req, loads_[entry_pool]);
+      if (idx < 0) {
+        emit(serve::make_rejected(*req, now, "no replica alive"));
+        continue;
+      }
+      Replica& r = *pool_replicas_[entry_pool][idx];
+      if (auto rejected = r.sched->add(std::move(*req), now)) {
+        emit(*rejected);
+        continue;
+      }
+      refresh(r);
+      wake(r);
+    }
+    arrivals_done_ = true;
+    maybe_finish();
+  }
+
+  void complete(Replica& r, InFlight& f) {
+    const double now = sg4::Engine::get_clock();
+    events_.clear();
+    r.sched->complete(f.it, now, events_);
+    ++result_.iterations;
+    last_event_s_ = std::max(last_event_s_, now);
+    serve::StepSample s;
+    s.replica = r.global;
+    s.start_s = f.it.start_s;
+    s.end_s = now;
+    s.seqs = static_cast<int32_t>(f.it.batch.seqs.size());
+    s.prefill_tokens = f.it.prefill_tokens;
+    s.decode_tokens = f.it.decode_tokens;
+    s.preempted = f.it.preempted;
+    s.flops = f.timing.flops;
+    s.bytes = f.timing.bytes;
+    s.kv_utilization = r.sched->kv_utilization();
+    metrics_.on_step(s);
+    metrics_.on_itl(events_.itl_s);
+    for (const auto& rec : events_.finished) emit(rec);
+    for (auto& h : events_.handoffs) hand_off(r, std::move(h));
+    refresh(r);
+  }
+
+  // KV of a finished prefill travels to a decode replica as flows between the two instances' GPUs.
+  void hand_off(Replica& from, serve::Handoff h) {
+    const int dpool = 1;
+    const int idx = routers_[dpool]->route(h.request, loads_[dpool]);
+    if (idx < 0) {
+      emit(serve::make_rejected(h.request, sg4::Engine::get_clock(), "no decode replica alive"));
+      return;
+    }
+    Replica& to = *pool_replicas_[dpool][idx];
+    const double bytes = static_cast<double>(h.kv_tokens) * kv_bytes_per_token_;
+    const auto& src = plan_.pools[from.pool].placement[from.index];
+    const auto& dst = plan_.pools[to.pool].placement[to.index];
+    const size_t n = std::max(src.size(), dst.size());
+    std::map<std::pair<int, int>, double> acc;
+    for (size_t i = 0; i < n; ++i)
+      acc[{platform_.routes().gpu_vertex(src[i % src.size()]), platform_.routes().gpu_vertex(dst[i % dst.size()])}] +=
+          bytes / static_cast<double>(n);
+    auto fs = std::make_shared<FlowSet>();
+    for (const auto& [k, b] : acc) fs->flows.push_back({k.first, k.second, b});
+    ++pending_kv_;
+    ++result_.kv_transfers;
+    result_.kv_bytes += bytes;
+    auto handoff = std::make_shared<serve::Handoff>(std::move(h));
+    sg4::Actor::create("kv", platform_.gpu_host(src[0]), [this, fs, handoff, &to] {
+      FlowStats st;
+      run_flows(platform_, *fs, &st);
+      result_.flows += st.flows;
+      result_.flow_bytes += st.bytes;
+      --pending_kv_;
+      if (auto rejected = to.sched->add_prefilled(std::move(*handoff), sg4::Engine::get_clock())) emit(*rejected);
+      refresh(to);
+      wake(to);
+      maybe_finish();
+    });
+  }
+
+  void replica_loop(Replica& r) {
+    const int pp = std::max(1, plan_.pools[r.pool].config.pp);
+    serve::StepRunner& runner = *runners_[r.pool];
+    std::deque<InFlight> in_flight;
+    double stage0_free = 0, last_end = 0;
+    std::unique_lock<sg4::Mutex> lock(*r.mutex);
+    while (true) {
+      double now = sg4::Engine::get_clock();
+      while (!in_flight.empty() && in_flight.front().end_s <= now) {
+        complete(r, in_flight.front());
+        in_flight.pop_front();
+        maybe_finish();
+      }
+      bool started = false;
+      while (static_cast<int>(in_flight.size()) < pp && now >= stage0_free) {
+        InFlight f;
+        if (!r.sched->schedule(now, f.it)) break;
+        f.timing = runner.run(r.index, f.it.batch);
+        if (f.timing.clock_advanced) {
+          f.end_s = sg4::Engine::get_clock();
+          stage0_free = f.end_s;
+        } else {
+          f.end_s = std::max(now + f.timing.total_s, last_end);
+          const double stage0 = pp == 1 ? f.timing.total_s
+                                : f.timing.stage_s.empty() ? f.timing.total_s / pp
+                                                           : f.timing.stage_s.front();
+          stage0_free = now + stage0;
+        }
+        last_end = f.end_s;
+        in_flight.push_back(std::move(f));
+        started = true;
+        if (pp == 1) break;
+        now = sg4::Engine::get_clock();
+      }
+      if (started && in_flight.front().end_s <= sg4::Engine::get_clock()) continue;
+      if (!in_flight.empty()) {
+        double next = in_flight.front().end_s;
+        if (pp > 1 && static_cast<int>(in_flight.size()) < pp && stage0_free > now && r.sched->has_runnable())
+          next = std::min(next, stage0_free);
+        if (pp == 1) {
+          sg4::this_actor::sleep_until(next);
+        } else {
+          r.cv->wait_until(lock, next);
+        }
+        continue;
+      }
+      if (r.sched->idle() && finished()) break;
+      r.cv->wait(lock);
+      if (r.sched->idle() && finished()) break;
+    }
+  }
+
+  const plan::Plan& plan_;
+  serve::RequestSource& source_;
+  serve::MetricsCollector& metrics_;
+  const ServeOptions& o_;
+  Platform platform_;
+  double kv_bytes_per_token_ = 0;
+  std::vector<std::unique_ptr<Replica>> replicas_;
+  std::vector<std::vector<Replica*>> pool_replicas_;
+  std::vector<std::unique_ptr<serve::Router>> routers_;
+  std::vector<std::vector<serve::ReplicaLoad>> loads_;
+  std::vector<std::unique_ptr<AnalyticStepRunner>> analytic_;
+  std::vector<std::unique_ptr<NetworkStepRunner>> network_;
+  std::vector<serve::StepRunner*> runners_;
+  serve::StepEvents events_;
+  ServeResult result_;
+  bool arrivals_done_ = false;
+  int64_t busy_ = 0;
+  int64_t pending_kv_ = 0;
+  double last_event_s_ = 0;
+};
+
+}  // namespace
+
+ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluster, serve::RequestSource& source,
+                             serve::MetricsCollector& metrics, const ServeOptions& options) {
+  auto engine = make_engine(options.verbose);
+  Simulation sim(plan, cluster, source, metrics, options);
+  return sim.run();
+}
+
+}  // namespace parasol::sim

@@ -1,0 +1,65 @@
+// The serving simulation (issue 4): a Plan served on the SimGrid platform of its cluster. One actor per replica runs
+// that replica's core/serve Scheduler (continuous batching, chunked prefill, paged KV, preemption, prefix cache; up to
+// pp micro-batches in flight, the next starting when stage 0 is free) with a StepRunner (sim/step_runners.hpp: the
+// cost model, or flows on the platform); one arrivals actor streams requests from the RequestSource and routes them
+// (core/serve Router); with prefill/decode disaggregation a prefill replica hands each finished prefill to a decode
+// replica (same router policy) after its KV cache travels as SimGrid flows from the prefill instance's GPUs to the
+// decode instance's GPUs over the real routes (in both fidelity modes), sharing links with everything else.
+// Every record, iteration and ITL sample goes to the caller's MetricsCollector. Actors: replicas + 1, plus one short-
+// lived actor per KV transfer; never one per request in flight otherwise.
+// Events at equal times: iteration ends before arrivals (the arrivals actor yields after waking), as in core/serve's
+// reference event loop. Deterministic: SimGrid's event loop is sequential and nothing here iterates unordered state.
+// Thread behaviour: simulate_serving creates this process's SimGrid engine; call it once per process.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/plan/plan.hpp"
+#include "core/serve/metrics.hpp"
+#include "core/serve/scheduler.hpp"
+#include "core/serve/workload.hpp"
+#include "core/spec/cluster.hpp"
+#include "core/spec/scenario.hpp"
+
+namespace parasol::sim {
+
+struct ServeOptions {
+  spec::Fidelity fidelity = spec::Fidelity::kAnalytic;
+  std::vector<serve::SchedulerConfig> schedulers;  // one per pool of the plan; empty: SchedulerConfig::from_pool
+  std::string router = "least_outstanding_tokens";
+  plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto;  // network mode: force one collective algorithm
+  double duration_s = std::numeric_limits<double>::infinity();  // no arrivals admitted at or after this time
+  int64_t max_requests = -1;                                    // stop admitting after this many (-1: no cap)
+  std::function<void(double now_s, int64_t done)> progress;     // every progress_every records
+  int64_t progress_every = 10000;
+  bool verbose = false;                                         // SimGrid's own logging
+};
+
+struct ServeResult {
+  double end_s = 0;
+  int64_t iterations = 0;
+  int64_t requests = 0;  // records emitted (== arrived)
+  int64_t kv_transfers = 0;
+  double kv_bytes = 0;
+  int64_t flows = 0;          // SimGrid comms started (KV transfers + network-mode collectives)
+  double flow_bytes = 0;
+  int64_t collectives = 0;    // network mode
+  int64_t memo_hits = 0, memo_misses = 0;  // analytic mode
+  int replicas = 0;
+  // Per link direction of the cluster graph: name, nominal bandwidth and bytes carried (only those that carried any).
+  struct LinkUse {
+    std::string name;
+    double bw_Bps = 0;
+    double bytes = 0;
+  };
+  std::vector<LinkUse> links;
+};
+
+ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluster, serve::RequestSource& source,
+                             serve::MetricsCollector& metrics, const ServeOptions& options);
+
+}  // namespace parasol::sim

@@ -1,0 +1,255 @@
+// Plan search and the steady-state estimator: the proxy stage costing equals costing the full model, the queueing
+// model's fixed points and limits hold, and the search's facts (feasible, sorted, Pareto, deterministic).
+#include "core/plan/search.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/cost/step_cost.hpp"
+#include "core/plan/build_step.hpp"
+#include "core/plan/goodput.hpp"
+#include "plan_fixtures.hpp"
+
+namespace parasol {
+namespace {
+
+using plan::ParallelConfig;
+using plan::PoolRole;
+
+ParallelConfig layout(int tp, int pp, int ep = 1, int adp = 1) {
+  ParallelConfig c;
+  c.tp = tp, c.pp = pp, c.ep = ep, c.attn_dp = adp;
+  return c;
+}
+
+plan::SearchInput input(const std::string& model, const spec::Cluster& cluster, spec::Disaggregation d) {
+  plan::SearchInput in;
+  in.model = testing::shipped_model(model);
+  in.cluster = &cluster;
+  in.gpu_type = plan::resolve_gpu_type(cluster, "");
+  in.space.weight_dtype = in.model.weight_dtype;
+  in.space.kv_dtype = in.model.kv_dtype;
+  in.space.disaggregation = d;
+  in.slo.ttft_p99_s = 1.0;
+  in.slo.tpot_p99_s = 0.05;
+  in.load = {6.0, 1200, 220};
+  return in;
+}
+
+// Step time of the whole model for one batch, costed directly (no proxy).
+double full_step_s(const spec::Model& m, const spec::Cluster& cl, const ParallelConfig& c, const plan::GroupBatch& b) {
+  auto made = plan::make_plan(m, cl, "", c);
+  EXPECT_TRUE(made.feasibility.ok);
+  plan::Step step = plan::build_step(made.plan, 0, b.to_batch(c.attn_dp));
+  return cost::cost_step(step, made.plan, cl).total_s;
+}
+
+struct ProxyCase {
+  const char* model;
+  ParallelConfig config;
+  PoolRole role;
+  double tau;
+  double tolerance;  // relative
+};
+
+TEST(SearchEstimator, ProxyStageCostEqualsFullModelCost) {
+  const auto gpu = testing::shipped_gpu("h100-sxm");
+  const auto cl = testing::test_cluster(gpu, 2, 8);
+  const plan::WorkloadLoad load{1, 1000, 200};
+  // pp = 1: the proxy's per-layer times scale exactly to the full model. pp = 2: the pipeline transfer is modelled
+  // from the path, so a small difference remains.
+  const std::vector<ProxyCase> cases = {
+      {"llama-3.1-8b", layout(2, 1), PoolRole::kDecode, 32, 1e-9},
+      {"llama-3.1-8b", layout(4, 1), PoolRole::kMixed, 1024, 1e-9},
+      {"llama-3.1-8b", layout(2, 1), PoolRole::kPrefill, 4096, 1e-9},
+      {"tiny-deepseek", layout(2, 1, 4, 2), PoolRole::kDecode, 16, 1e-9},
+      {"tiny-mixtral", layout(2, 1, 2, 1), PoolRole::kMixed, 512, 1e-9},
+      {"llama-3.1-8b", layout(2, 2), PoolRole::kDecode, 64, 0.02},
+  };
+  for (const auto& k : cases) {
+    SCOPED_TRACE(std::string(k.model) + " " + k.config.label() + " " + plan::to_string(k.role));
+    const auto m = testing::shipped_model(k.model);
+    plan::PlanOptions opt;
+    auto f = plan::check_feasibility(m, gpu, k.config, opt);
+    ASSERT_TRUE(f.feasibility.ok);
+    plan::StageTimer timer(m, cl, "", k.config, opt);
+    double p2p_s = 0, p2p_lat = 0;
+    if (k.config.pp > 1) {  // the path between the first ranks of the two stages
+      cost::LinkCache links(cl);
+      const auto pr = plan::place(cl, plan::resolve_gpu_type(cl, ""), k.config, opt);
+      ASSERT_TRUE(pr.feasibility.ok);
+      const auto& path = links.path(pr.placement[0][0], pr.placement[0][static_cast<size_t>(k.config.rank(1, 0, 0))]);
+      p2p_s = 2.0 * m.hidden * dtype_bytes(m.act_dtype) / (path.bw_Bps * gpu.eff.comm_efficiency);
+      p2p_lat = path.latency_s;
+    }
+    plan::PoolModel pm(timer, m, k.config, f.memory, f.stage_layers, p2p_s, p2p_lat, k.role, load, opt);
+    // Rebuild the batch the pool model costs at this grid point.
+    plan::GroupBatch b;
+    const int64_t tau = static_cast<int64_t>(k.tau);
+    if (k.role == PoolRole::kDecode) b = {tau, 1100, 0, 0};
+    if (k.role == PoolRole::kPrefill) b = {0, 0, tau, 1000};
+    if (k.role == PoolRole::kMixed) {
+      b.decode_seqs = std::llround(k.tau * 200 / 1200);
+      b.decode_context = 1100;
+      b.prefill_tokens = tau - b.decode_seqs;
+      b.prompt_len = 1000;
+    }
+    const double full = full_step_s(m, cl, k.config, b);
+    EXPECT_NEAR(pm.latency_s(k.tau), full, k.tolerance * full);
+  }
+}
+
+TEST(SearchEstimator, SteadyStateSatisfiesLittlesLawAndGoodputIsTheSloBoundary) {
+  const auto gpu = testing::shipped_gpu("h100-sxm");
+  const auto cl = testing::test_cluster(gpu, 1, 8);
+  const auto m = testing::shipped_model("llama-3.1-8b");
+  const plan::WorkloadLoad load{1, 1500, 300};
+  plan::PlanOptions opt;
+  for (const ParallelConfig c : {layout(1, 1), layout(2, 2)}) {
+    SCOPED_TRACE(c.label());
+    auto f = plan::check_feasibility(m, gpu, c, opt);
+    plan::StageTimer timer(m, cl, "", c, opt);
+    plan::PoolModel dec(timer, m, c, f.memory, f.stage_layers, 0, 0, PoolRole::kDecode, load, opt);
+    // Little's law: sequences in flight (pp micro-batches of B) = rate x output tokens x time per token.
+    for (double rate : {0.5, 2.0, 5.0}) {
+      const auto p = dec.at(rate);
+      ASSERT_TRUE(p.stable);
+      EXPECT_NEAR(c.pp * p.batch, rate * load.output_mean * dec.cycle_s(p.batch), 1e-6 * c.pp * p.batch);
+      EXPECT_GE(p.tpot_p99_s, p.tpot_mean_s);
+    }
+    spec::Slo slo;
+    slo.tpot_p99_s = 0.02;
+    const double g = dec.max_rate(slo);
+    ASSERT_GT(g, 0);
+    EXPECT_TRUE(dec.meets(dec.at(g), slo, 0));
+    EXPECT_FALSE(dec.meets(dec.at(g * 1.001), slo, 0));
+
+    // Prefill: at a trickle there is no queueing, TTFT is the prompt's own iteration; it grows with the load.
+    plan::PoolModel pre(timer, m, c, f.memory, f.stage_layers, 0, 0, PoolRole::kPrefill, load, opt);
+    EXPECT_NEAR(pre.at(1e-6).ttft_p99_s, pre.latency_s(load.input_mean), 1e-6 * pre.latency_s(load.input_mean));
+    EXPECT_GT(pre.at(20).ttft_p99_s, pre.at(1).ttft_p99_s);
+  }
+}
+
+TEST(SearchEstimator, OverloadIsReportedWithItsLimit) {
+  const auto gpu = testing::shipped_gpu("h100-sxm");
+  const auto cl = testing::test_cluster(gpu, 1, 8);
+  const auto m = testing::shipped_model("llama-3.1-8b");
+  plan::PlanOptions opt;
+  const auto c = layout(1, 1);
+  auto f = plan::check_feasibility(m, gpu, c, opt);
+  plan::StageTimer timer(m, cl, "", c, opt);
+  plan::PoolModel mixed(timer, m, c, f.memory, f.stage_layers, 0, 0, PoolRole::kMixed, {1, 1000, 200}, opt);
+  const auto p = mixed.at(1e5);
+  EXPECT_FALSE(p.stable);
+  EXPECT_FALSE(p.limit.empty());
+}
+
+class SearchFacts : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    gpu_ = testing::shipped_gpu("h100-sxm");
+    cluster_ = testing::test_cluster(gpu_, 2, 8);
+  }
+  spec::Gpu gpu_;
+  spec::Cluster cluster_;
+};
+
+TEST_F(SearchFacts, EveryRankedCandidateIsAFeasiblePlan) {
+  for (const char* model : {"llama-3.1-70b", "tiny-mixtral"}) {
+    SCOPED_TRACE(model);
+    auto in = input(model, cluster_, spec::Disaggregation::kBoth);
+    const auto r = plan::search(in);
+    ASSERT_FALSE(r.ranked.empty());
+    for (const auto& c : r.ranked) {
+      const auto made = plan::candidate_plan(in, c);
+      EXPECT_TRUE(made.feasibility.ok) << c.label();
+      EXPECT_LE(c.gpus, r.gpu_budget);
+      int gpus = 0;
+      for (const auto& pool : made.plan.pools) gpus += pool.config.total_gpus();
+      EXPECT_EQ(gpus, c.gpus) << c.label();
+    }
+  }
+}
+
+TEST_F(SearchFacts, InfeasibleLayoutsCarryTheirReasons) {
+  auto in = input("llama-3.1-70b", cluster_, spec::Disaggregation::kOff);
+  const auto r = plan::search(in);
+  bool tp1_listed = false;
+  for (const auto& x : r.infeasible) {
+    EXPECT_FALSE(x.reasons.empty()) << x.config.label();
+    if (x.config.tp == 1 && x.config.pp == 1) tp1_listed = true;  // 141 GB of bf16 weights on an 80 GB GPU
+  }
+  EXPECT_TRUE(tp1_listed);
+  for (const auto& c : r.ranked) EXPECT_FALSE(c.mixed.config.tp == 1 && c.mixed.config.pp == 1);
+}
+
+TEST_F(SearchFacts, RankingFollowsTheObjectiveAndParetoRowsAreMutuallyNonDominated) {
+  auto in = input("llama-3.1-70b", cluster_, spec::Disaggregation::kBoth);
+  const auto r = plan::search(in);
+  ASSERT_GT(r.ranked.size(), 2u);
+  for (size_t i = 1; i < r.ranked.size(); ++i) {
+    EXPECT_FALSE(plan::ranks_before(r.ranked[i], r.ranked[i - 1])) << i;
+    const auto& a = r.ranked[i - 1];
+    const auto& b = r.ranked[i];
+    if (a.meets_slo == b.meets_slo) {
+      EXPECT_GE(a.goodput_tok_s_per_gpu, b.goodput_tok_s_per_gpu);
+    }
+    if (!a.meets_slo) {
+      EXPECT_FALSE(b.meets_slo);
+    }
+    EXPECT_FALSE(plan::why_lost(b, r.ranked[0]).empty());
+  }
+  ASSERT_FALSE(r.pareto.empty());
+  auto dominates = [](const plan::Candidate& x, const plan::Candidate& y) {
+    return x.goodput_tok_s_per_gpu >= y.goodput_tok_s_per_gpu && x.tok_s_per_user >= y.tok_s_per_user &&
+           (x.goodput_tok_s_per_gpu > y.goodput_tok_s_per_gpu || x.tok_s_per_user > y.tok_s_per_user);
+  };
+  for (size_t i : r.pareto)
+    for (size_t j : r.pareto)
+      if (i != j) {
+        EXPECT_FALSE(dominates(r.ranked[i], r.ranked[j])) << i << " " << j;
+      }
+  // Complete: every ranked candidate off the frontier is dominated by (or equal to) a frontier point.
+  for (size_t k = 0; k < r.ranked.size(); ++k) {
+    const auto& c = r.ranked[k];
+    if (c.goodput_tok_s_per_gpu <= 0) continue;
+    bool covered = false;
+    for (size_t i : r.pareto)
+      covered = covered || i == k || dominates(r.ranked[i], c) ||
+                (r.ranked[i].goodput_tok_s_per_gpu == c.goodput_tok_s_per_gpu &&
+                 r.ranked[i].tok_s_per_user == c.tok_s_per_user);
+    EXPECT_TRUE(covered) << c.label();
+  }
+}
+
+TEST_F(SearchFacts, MoreLoadNeverImprovesTheLatencyAtLoad) {
+  auto in = input("llama-3.1-70b", cluster_, spec::Disaggregation::kOff);
+  const auto low = plan::search(in);
+  in.load.rate_per_s *= 3;
+  const auto high = plan::search(in);
+  for (const auto& a : low.ranked)
+    for (const auto& b : high.ranked)
+      if (a.label() == b.label()) {
+        EXPECT_DOUBLE_EQ(a.goodput_rps, b.goodput_rps) << a.label();  // goodput does not depend on the load
+        if (a.meets_slo && b.meets_slo) {
+          EXPECT_LE(a.tpot_p99_s, b.tpot_p99_s) << a.label();
+        }
+        if (!a.meets_slo) {
+          EXPECT_FALSE(b.meets_slo) << a.label();
+        }
+      }
+}
+
+TEST_F(SearchFacts, TwoRunsGiveIdenticalBytes) {
+  auto in = input("tiny-mixtral", cluster_, spec::Disaggregation::kBoth);
+  const auto a = plan::search(in);
+  const auto b = plan::search(in);
+  EXPECT_EQ(plan::to_json(a, 1000).dump(), plan::to_json(b, 1000).dump());
+  EXPECT_EQ(plan::pareto_csv(a), plan::pareto_csv(b));
+}
+
+}  // namespace
+}  // namespace parasol

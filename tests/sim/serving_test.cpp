@@ -1,0 +1,144 @@
+// The serving simulation against closed forms: a lone request's TTFT and E2E are sums of its cost-model step times;
+// with batch size 1 and Poisson arrivals the mean wait matches Pollaczek-Khinchine (M/D/1 and M/G/1); two runs give
+// identical bytes. One simulation per TEST (own process).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "core/cost/step_cost.hpp"
+#include "core/plan/build_step.hpp"
+#include "core/plan/placement.hpp"
+#include "core/serve/metrics.hpp"
+#include "core/spec/cluster.hpp"
+#include "core/spec/gpu.hpp"
+#include "core/spec/model.hpp"
+#include "sim/serving.hpp"
+
+namespace parasol::sim {
+namespace {
+
+struct Deployment {
+  spec::Model model = spec::load_model_file(std::string(PARASOL_DATA_DIR) + "/scenarios/models/llama-3.1-8b.yaml");
+  spec::Cluster cluster = spec::load_cluster_file(std::string(PARASOL_DATA_DIR) + "/topologies/clusters/dgx-h100.yaml");
+  plan::Plan plan;
+  explicit Deployment(int dp = 1) {
+    plan::ParallelConfig pc;
+    pc.dp = dp;
+    auto made = plan::make_plan(model, cluster, "", pc);
+    EXPECT_TRUE(made.feasibility.ok);
+    plan = made.plan;
+  }
+  double step_time(const plan::Batch& b) {
+    cost::CostModel cm(plan, cluster);
+    return cm.step_time_s(plan::build_step(plan, 0, b));
+  }
+};
+
+plan::Batch one(int64_t new_tokens, int64_t context) {
+  plan::Batch b;
+  plan::SeqWork w;
+  w.seq_id = 0;
+  w.new_tokens = new_tokens;
+  w.context = context;
+  b.seqs.push_back(w);
+  return b;
+}
+
+// Yields the given requests in order.
+class ListSource final : public serve::RequestSource {
+ public:
+  explicit ListSource(std::vector<serve::Request> r) : r_(std::move(r)) {}
+  std::optional<serve::Request> next() override {
+    if (i_ >= r_.size()) return std::nullopt;
+    return r_[i_++];
+  }
+  std::string describe() const override { return "list"; }
+
+ private:
+  std::vector<serve::Request> r_;
+  size_t i_ = 0;
+};
+
+TEST(Serving, LoneRequestTtftIsPrefillStepAndE2eAddsEachDecodeStep) {
+  Deployment s;
+  const int64_t in = 700, out = 20;
+  const double prefill = s.step_time(one(in, 0));
+  double decode_sum = 0;
+  for (int64_t k = 1; k < out; ++k) decode_sum += s.step_time(one(1, in + k - 1));
+  serve::Request r;
+  r.arrival_s = 0.25;
+  r.input_tokens = in;
+  r.output_tokens = out;
+  ListSource src({r});
+  std::ostringstream csv;
+  serve::MetricsConfig mc;
+  mc.requests_csv = &csv;
+  serve::MetricsCollector metrics(mc);
+  const ServeResult res = simulate_serving(s.plan, s.cluster, src, metrics, {});
+  const serve::Summary sum = metrics.finish(res.end_s);
+  ASSERT_EQ(sum.completed, 1);
+  EXPECT_NEAR(sum.ttft_s.mean, prefill, 1e-12);
+  EXPECT_NEAR(sum.e2e_s.mean, prefill + decode_sum, 1e-12);
+  EXPECT_NEAR(res.end_s, 0.25 + prefill + decode_sum, 1e-12);
+  EXPECT_EQ(res.iterations, out);
+}
+
+// Poisson arrivals at rate rho / E[S], batch size 1: mean wait vs Pollaczek-Khinchine lambda E[S^2] / (2 (1 - rho)).
+void check_pk(double rho, int64_t n, bool deterministic) {
+  Deployment s;
+  serve::WorkloadSpec w;
+  w.input = deterministic ? serve::fixed_length(1024) : serve::LengthSpec{};
+  if (!deterministic) {
+    w.input.kind = serve::LengthKind::kLognormal;
+    w.input.mean = 1024;
+    w.input.cv = 1.0;
+    w.input.min = 1;
+    w.input.max = 1 << 16;
+  }
+  w.output = serve::fixed_length(1);  // the request ends with its prefill: service = one step
+  w.max_requests = n;
+  // E[S] and E[S^2] of the service time, from the cost model over the input length distribution (estimated on a
+  // separate draw of the same distribution for the general case).
+  double m1 = 0, m2 = 0;
+  {
+    serve::WorkloadSpec probe = w;
+    probe.arrival.rate_per_s = 1.0;
+    probe.max_requests = deterministic ? 1 : 200000;
+    auto src = serve::make_source(probe, 99);
+    cost::CostModel cm(s.plan, s.cluster);
+    std::map<int64_t, double> memo;
+    int64_t k = 0;
+    while (auto r = src->next()) {
+      auto it = memo.find(r->input_tokens);
+      if (it == memo.end()) it = memo.emplace(r->input_tokens, cm.step_time_s(plan::build_step(s.plan, 0, one(r->input_tokens, 0)))).first;
+      m1 += it->second;
+      m2 += it->second * it->second;
+      ++k;
+    }
+    m1 /= k;
+    m2 /= k;
+  }
+  const double lambda = rho / m1;
+  w.arrival.rate_per_s = lambda;
+  auto src = serve::make_source(w, 7);
+  serve::MetricsConfig mc;
+  serve::MetricsCollector metrics(mc);
+  ServeOptions o;
+  o.schedulers.push_back(serve::SchedulerConfig::from_pool(s.plan.pools[0]));
+  o.schedulers[0].max_batch_seqs = 1;
+  o.schedulers[0].policy = serve::BatchPolicy::kPrefillFirst;
+  const ServeResult res = simulate_serving(s.plan, s.cluster, *src, metrics, o);
+  const serve::Summary sum = metrics.finish(res.end_s);
+  ASSERT_EQ(sum.completed, n);
+  const double pk = lambda * m2 / (2 * (1 - rho));
+  EXPECT_NEAR(sum.queueing_s.mean, pk, 0.03 * pk) << "rho=" << rho << " E[S]=" << m1;
+}
+
+TEST(Serving, MD1MeanWaitMatchesPollaczekKhinchineAtHalfLoad) { check_pk(0.5, 100000, true); }
+TEST(Serving, MD1MeanWaitMatchesPollaczekKhinchineAtEightyPercentLoad) { check_pk(0.8, 400000, true); }
+TEST(Serving, MG1MeanWaitMatchesPollaczekKhinchineAtHalfLoad) { check_pk(0.5, 100000, false); }
+TEST(Serving, MG1MeanWaitMatchesPollaczekKhinchineAtEightyPercentLoad) { check_pk(0.8, 400000, false); }
+
+}  // namespace
+}  // namespace parasol::sim

@@ -1,0 +1,61 @@
+// Plan search on one core: the full search for DeepSeek-V3 on the 1,024-GPU H200 leaf-spine cluster (every tp, pp,
+// ep, attention-DP and dp layout, colocated and every prefill/decode split), and a small one (Llama-3.1-70B on one
+// DGX). Counters: candidates/s (deployments evaluated per second), layouts, steps costed (memoized on batch
+// signatures).
+//   build/parasol_bench --benchmark_filter=Search
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "core/plan/search.hpp"
+#include "core/spec/cluster.hpp"
+#include "core/spec/model.hpp"
+
+namespace parasol::plan {
+namespace {
+
+void run_search(benchmark::State& state, const std::string& model, const std::string& cluster_file,
+                spec::Disaggregation d, WorkloadLoad load) {
+  const std::string data = PARASOL_DATA_DIR;
+  const spec::Cluster cluster = spec::load_cluster_file(data + "/topologies/clusters/" + cluster_file);
+  SearchInput in;
+  in.model = spec::load_model_file(data + "/scenarios/models/" + model);
+  in.cluster = &cluster;
+  in.gpu_type = resolve_gpu_type(cluster, "");
+  in.space.weight_dtype = in.model.weight_dtype;
+  in.space.kv_dtype = in.model.kv_dtype;
+  in.space.disaggregation = d;
+  in.slo.ttft_p99_s = 2.0;
+  in.slo.tpot_p99_s = 0.05;
+  in.load = load;
+  SearchStats stats;
+  size_t ranked = 0;
+  for (auto _ : state) {
+    SearchResult r = search(in);
+    stats = r.stats;
+    ranked = r.ranked.size();
+    benchmark::DoNotOptimize(r.ranked.data());
+  }
+  state.counters["candidates"] = static_cast<double>(stats.candidates);
+  state.counters["candidates/s"] =
+      benchmark::Counter(static_cast<double>(stats.candidates), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["layouts"] = static_cast<double>(stats.layouts);
+  state.counters["feasible"] = static_cast<double>(stats.feasible_layouts);
+  state.counters["shapes"] = static_cast<double>(stats.stage_shapes);
+  state.counters["steps_costed"] = static_cast<double>(stats.step_evaluations);
+  state.counters["step_queries"] = static_cast<double>(stats.step_lookups);
+  state.counters["ranked"] = static_cast<double>(ranked);
+}
+
+void BM_SearchDeepSeekV3On1024H200(benchmark::State& state) {
+  run_search(state, "deepseek-v3.yaml", "h200-128node-leafspine.yaml", spec::Disaggregation::kBoth, {400, 2048, 512});
+}
+BENCHMARK(BM_SearchDeepSeekV3On1024H200)->Unit(benchmark::kSecond)->Iterations(1);
+
+void BM_SearchLlama70bOnDgx(benchmark::State& state) {
+  run_search(state, "llama-3.1-70b.yaml", "dgx-h100.yaml", spec::Disaggregation::kBoth, {5.5, 1155, 211});
+}
+BENCHMARK(BM_SearchLlama70bOnDgx)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace parasol::plan

@@ -1,0 +1,186 @@
+// `parasol plan SCENARIO [--top N] [--out DIR] [--json] [-v]`: search every layout of the scenario's model on its
+// cluster under its workload and SLOs (core/plan/search.hpp), print the ranking (why each runner-up lost), and write
+// the chosen Plan (plan.yaml, parasol.plan/1) and the Pareto frontier (pareto.csv) to DIR. docs/search.md.
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "core/common/error.hpp"
+#include "core/common/units.hpp"
+#include "core/plan/plan_io.hpp"
+#include "core/plan/search.hpp"
+#include "core/serve/workload.hpp"
+#include "core/spec/scenario.hpp"
+#include "tools/cli.hpp"
+
+namespace parasol::tools {
+namespace {
+
+constexpr int64_t kSyntheticDraws = 20000;  // requests drawn to estimate a synthetic workload's mean lengths
+
+// Trace files the workload section names, as (node that names it, found?).
+std::vector<std::pair<yaml::Node, bool>> referenced_traces(const yaml::Node& w) {
+  std::vector<std::pair<yaml::Node, bool>> out;
+  auto check = [&](const yaml::Node& at) {
+    out.emplace_back(at, spec::find_referenced_file(at.as_string(), at.file()).has_value());
+  };
+  if (auto t = w.get("trace"); t && t->is_map())
+    if (auto p = t->get("path")) check(*p);
+  for (const char* k : {"input", "output"})
+    if (auto l = w.get(k); l && l->is_map())
+      if (auto p = l->get("trace")) check(*p);
+  return out;
+}
+
+// The load the search plans for: the workload's mean rate and lengths, or the declared `search.workload_stats` when
+// the workload's trace is absent. `source` says which.
+plan::WorkloadLoad workload_load(const spec::Scenario& s, uint64_t seed, std::string& source) {
+  const auto& declared = s.search.workload_stats;
+  auto from_declared = [&](const std::string& why) {
+    source = "declared workload_stats (" + why + ")";
+    return plan::WorkloadLoad{declared->rate_per_s, declared->input_mean, declared->output_mean};
+  };
+  if (!s.workload) {
+    if (declared) return from_declared("no workload section");
+    throw ConfigError(s.file, 0, 0, "workload", "a workload section or search.workload_stats", "neither");
+  }
+  for (const auto& [at, found] : referenced_traces(*s.workload))
+    if (!found && declared) return from_declared("trace " + at.as_string() + " not found");
+  const serve::WorkloadSpec spec = serve::load_workload(*s.workload);  // a missing trace is a ConfigError here
+  auto src = serve::make_source(spec, seed);
+  int64_t n = 0;
+  double in = 0, out = 0, first = 0, last = 0;
+  const int64_t cap = spec.kind == serve::WorkloadSpec::Kind::kSynthetic ? kSyntheticDraws : INT64_MAX;
+  while (n < cap) {
+    auto r = src->next();
+    if (!r) break;
+    if (n == 0) first = r->arrival_s;
+    last = r->arrival_s;
+    in += static_cast<double>(r->input_tokens);
+    out += static_cast<double>(r->output_tokens);
+    ++n;
+  }
+  if (n < 2 || !(last > first)) throw ConfigError(s.file, 0, 0, "workload", "at least two requests", std::to_string(n));
+  plan::WorkloadLoad load;
+  load.input_mean = std::max(1.0, in / static_cast<double>(n));
+  load.output_mean = std::max(1.0, out / static_cast<double>(n));
+  load.rate_per_s = static_cast<double>(n - 1) / (last - first);
+  if (spec.kind == serve::WorkloadSpec::Kind::kSynthetic) {
+    const auto& a = spec.arrival;
+    load.rate_per_s = a.rate_per_s * spec.rate_scale;
+    if (a.kind == serve::ArrivalKind::kBurst)
+      load.rate_per_s *= 1 + (a.burst_factor - 1) * a.burst_duration_s / a.burst_period_s;
+  }
+  source = src->describe() + " (" + std::to_string(n) + " requests)";
+  return load;
+}
+
+std::string fixed(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+void print_table(const spec::Scenario& s, const plan::SearchResult& r, const std::string& source, int top,
+                 int verbosity) {
+  std::cout << "scenario " << s.name << ": " << s.model.name << " on " << s.cluster.name << " (" << r.gpu_budget
+            << " x " << s.gpu_type << ")\n";
+  std::cout << "load: " << fixed("%.4g", r.load.rate_per_s) << " req/s, mean prompt "
+            << fixed("%.0f", r.load.input_mean) << " and output " << fixed("%.0f", r.load.output_mean)
+            << " tokens, from " << source << "\n";
+  std::cout << "SLOs:";
+  if (s.slo.ttft_p99_s) std::cout << " TTFT p99 <= " << format_time(*s.slo.ttft_p99_s);
+  if (s.slo.tpot_p99_s) std::cout << " TPOT p99 <= " << format_time(*s.slo.tpot_p99_s);
+  if (s.slo.e2e_p99_s) std::cout << " E2E p99 <= " << format_time(*s.slo.e2e_p99_s);
+  if (!s.slo.ttft_p99_s && !s.slo.tpot_p99_s && !s.slo.e2e_p99_s) std::cout << " none";
+  std::cout << "\nobjective: meets the SLOs at this load, then goodput (output tokens/s per GPU at the largest load "
+               "meeting the SLOs), then tokens/s per user\n\n";
+  std::printf("%4s  %-52s %5s %10s %12s %10s %10s %10s  %s\n", "rank", "layout", "GPUs", "goodput", "tok/s/GPU",
+              "tok/s/user", "TTFT p99", "TPOT p99", "verdict");
+  std::printf("%4s  %-52s %5s %10s %12s %10s %10s %10s\n", "", "", "", "req/s", "(goodput)", "", "at load", "at load");
+  for (size_t i = 0; i < r.ranked.size() && static_cast<int>(i) < top; ++i) {
+    const auto& c = r.ranked[i];
+    const std::string verdict = i == 0 ? (c.meets_slo ? "chosen" : "chosen (misses the SLOs: " + c.violation + ")")
+                                       : "lost: " + plan::why_lost(c, r.ranked[0]);
+    std::printf("%4zu  %-52s %5d %10.4g %12.5g %10.4g %10s %10s  %s\n", i + 1, c.label().c_str(), c.gpus, c.goodput_rps,
+                c.goodput_tok_s_per_gpu, c.tok_s_per_user, c.ttft_p99_s > 0 ? format_time(c.ttft_p99_s).c_str() : "-",
+                c.tpot_p99_s > 0 ? format_time(c.tpot_p99_s).c_str() : "-", verdict.c_str());
+  }
+  std::cout << "\n"
+            << r.stats.layouts << " layouts (" << r.stats.feasible_layouts << " feasible, " << r.infeasible.size()
+            << " infeasible" << (verbosity >= 2 ? "" : ", -v lists them") << "), " << r.stats.candidates
+            << " candidates, " << r.ranked.size() << " ranked, " << r.pareto.size() << " on the Pareto frontier; "
+            << r.stats.step_evaluations << " steps costed for " << r.stats.step_lookups << " step-time queries over "
+            << r.stats.stage_shapes << " stage shapes\n";
+  if (verbosity >= 2 && !r.infeasible.empty()) {
+    std::cout << "\ninfeasible layouts:\n";
+    for (const auto& x : r.infeasible) {
+      std::cout << "  " << x.config.label() << ":";
+      for (size_t k = 0; k < x.reasons.size(); ++k) std::cout << (k ? "; " : " ") << x.reasons[k];
+      std::cout << "\n";
+    }
+  }
+}
+
+struct PlanArgs {
+  std::string scenario;
+  int top = 0;
+};
+
+}  // namespace
+
+PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::function<int()> {
+  auto args = std::make_shared<PlanArgs>();
+  CLI::App* sub = app.add_subcommand("plan", "Search parallel layouts for a scenario, rank them, write the best plan");
+  sub->add_option("scenario", args->scenario, "Scenario YAML (parasol.scenario/1)")->required();
+  sub->add_option("--top", args->top, "How many ranked layouts to print (default: the scenario's search.top_n)")
+      ->check(CLI::Range(1, 100000));
+  add_common_options(sub, common);
+  sub->footer(
+      "Writes DIR/plan.yaml (the chosen plan, for `parasol sim --plan` / `parasol exec --plan`) and DIR/pareto.csv "
+      "(goodput tokens/s/GPU vs tokens/s/user) when --out DIR is given. Example:\n"
+      "  parasol plan scenarios/llama70b-chat-dgx.yaml --top 5 --out out/llama70b");
+  return [args, &common]() -> int {
+    const spec::Scenario s = spec::load_scenario_file(resolve_data_path(args->scenario));
+    std::string source;
+    plan::SearchInput in;
+    in.model = s.model;
+    in.cluster = &s.cluster;
+    in.gpu_type = s.gpu_type;
+    in.space = s.search;
+    in.slo = s.slo;
+    in.load = workload_load(s, common.seed, source);
+    const plan::SearchResult r = plan::search(in);
+    const int top = args->top > 0 ? args->top : s.search.top_n;
+    if (r.ranked.empty())
+      throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
+                        "none (run with -v for the infeasible layouts and their reasons)");
+    const plan::MadePlan made = plan::candidate_plan(in, r.ranked[0]);
+    if (!made.feasibility.ok)
+      throw RuntimeFailure("plan: the chosen layout " + r.ranked[0].label() + " cannot be made");
+    if (!common.out_dir.empty()) {
+      write_file_atomic(common.out_dir, "plan.yaml", plan::to_yaml(made.plan));
+      write_file_atomic(common.out_dir, "pareto.csv", plan::pareto_csv(r));
+    }
+    if (common.json) {
+      nlohmann::json j = plan::to_json(r, top);
+      j["scenario"] = s.name;
+      j["load_source"] = source;
+      j["chosen"] = r.ranked[0].label();
+      if (!common.out_dir.empty()) j["files"] = {"plan.yaml", "pareto.csv"};
+      std::cout << j.dump(2) << "\n";
+      return 0;
+    }
+    if (common.verbosity == 0) return 0;
+    print_table(s, r, source, top, common.verbosity);
+    if (!common.out_dir.empty())
+      std::cout << "wrote " << common.out_dir << "/plan.yaml (" << r.ranked[0].label() << ") and " << common.out_dir
+                << "/pareto.csv\n";
+    else
+      std::cout << "(--out DIR writes the chosen plan.yaml and the Pareto frontier pareto.csv)\n";
+    return 0;
+  };
+});
+
+}  // namespace parasol::tools

@@ -1,0 +1,197 @@
+// `parasol sim [SCENARIO]`: serve a scenario's workload with a Plan on the simulated cluster (sim/serving.hpp) and
+// report the metrics (core/serve MetricsCollector): a human summary, or JSON with --json; with --out DIR the files
+// summary.json, requests.csv, trace.json (Chrome/Perfetto) and links.csv (bytes and mean utilization per link
+// direction). With no SCENARIO it runs the embedded default (scenarios/default.yaml compiled in). A progress line on
+// stderr when it is a terminal. Output files are byte-identical for the same inputs and seed.
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/common/error.hpp"
+#include "core/common/units.hpp"
+#include "core/plan/placement.hpp"
+#include "core/plan/plan_io.hpp"
+#include "core/serve/metrics.hpp"
+#include "core/serve/workload.hpp"
+#include "core/spec/scenario.hpp"
+#include "sim/collectives.hpp"
+#include "sim/default_scenario.hpp"
+#include "sim/serving.hpp"
+#include "tools/cli.hpp"
+
+namespace parasol::tools {
+namespace {
+
+struct SimArgs {
+  std::string scenario;
+  std::string plan;
+  std::string trace;
+  std::string trace_format = "azure";
+  std::string fidelity;
+  std::string router = "least_outstanding_tokens";
+  std::string algo = "auto";
+  int64_t requests = -1;
+};
+
+plan::Plan resolve_plan(const spec::Scenario& sc, const SimArgs& a) {
+  if (!a.plan.empty()) return plan::load_plan_file(a.plan);
+  if (sc.plan_path) return plan::load_plan_file(*sc.plan_path);
+  // No plan: the first layout of the search space, replicated over every GPU it fits on.
+  plan::ParallelConfig pc;
+  pc.tp = sc.search.tp.empty() ? 1 : sc.search.tp.front();
+  pc.pp = sc.search.pp.empty() ? 1 : sc.search.pp.front();
+  pc.ep = sc.search.ep.empty() ? 1 : sc.search.ep.front();
+  pc.attn_dp = sc.search.attn_dp.empty() ? 1 : sc.search.attn_dp.front();
+  int gpus = 0;
+  for (int g = 0; g < sc.cluster.gpu_count(); ++g)
+    if (sc.gpu_type.empty() || sc.cluster.graph[sc.cluster.gpus[g]].gpu_type == sc.gpu_type) ++gpus;
+  pc.dp = std::max(1, gpus / pc.instance_size());
+  plan::PlanOptions po;
+  po.allow_cross_domain_tp = sc.search.allow_cross_domain_tp;
+  auto made = plan::make_plan(sc.model, sc.cluster, sc.gpu_type, pc, po);
+  if (!made.feasibility.ok) {
+    std::string why;
+    for (const auto& r : made.feasibility.reasons) why += (why.empty() ? "" : "; ") + r;
+    throw ConfigError(sc.file.empty() ? "<scenario>" : sc.file, 0, 0, "search", "a feasible layout " + pc.label(), why);
+  }
+  return made.plan;
+}
+
+// A file streamed into DIR/NAME.tmp and renamed when complete.
+struct OutFile {
+  std::filesystem::path final_path, tmp;
+  std::ofstream os;
+  OutFile(const std::string& dir, const std::string& name) : final_path(std::filesystem::path(dir) / name) {
+    tmp = final_path;
+    tmp += ".tmp." + std::to_string(::getpid());
+    os.open(tmp, std::ios::binary);
+    if (!os) throw ConfigError(tmp.string(), 0, 0, "--out", "a writable file", "it cannot be opened");
+  }
+  void commit() {
+    os.close();
+    std::filesystem::rename(tmp, final_path);
+  }
+};
+
+int run(const SimArgs& a, const CommonOptions& common) {
+  spec::Scenario sc;
+  if (a.scenario.empty()) {
+    const std::string text = sim::default_scenario_yaml();
+    if (text.empty()) throw ConfigError("no SCENARIO given and this build has no embedded default scenario");
+    sc = spec::load_scenario(yaml::load_string(text, "<embedded default scenario>"));
+  } else {
+    sc = spec::load_scenario_file(resolve_data_path(a.scenario));
+  }
+  const plan::Plan plan = resolve_plan(sc, a);
+
+  serve::WorkloadSpec ws;
+  if (!a.trace.empty()) {
+    ws.kind = serve::WorkloadSpec::Kind::kTrace;
+    ws.trace.path = a.trace;
+    ws.trace.format = serve::parse_trace_format(a.trace_format);
+  } else if (sc.workload) {
+    ws = serve::load_workload(*sc.workload);
+  } else {
+    throw ConfigError(sc.file, 0, 0, "workload", "a workload section (or --trace FILE)", "none");
+  }
+  if (a.requests >= 0) ws.max_requests = a.requests;
+  auto source = serve::make_source(ws, common.seed);
+
+  sim::ServeOptions o;
+  o.fidelity = sc.sim.fidelity;
+  if (!a.fidelity.empty()) {
+    if (a.fidelity != "analytic" && a.fidelity != "network")
+      throw ConfigError("", 0, 0, "--fidelity", "analytic or network", a.fidelity);
+    o.fidelity = a.fidelity == "network" ? spec::Fidelity::kNetwork : spec::Fidelity::kAnalytic;
+  }
+  o.router = a.router;
+  o.algo = sim::parse_algo(a.algo);
+  if (sc.sim.duration_s) o.duration_s = *sc.sim.duration_s;
+  if (sc.sim.max_requests) o.max_requests = *sc.sim.max_requests;
+  const bool tty = common.verbosity > 0 && !common.json && ::isatty(2);
+  if (tty) {
+    o.progress_every = 1000;
+    o.progress = [](double now_s, int64_t done) {
+      std::fprintf(stderr, "\r[sim] simulated %s, %lld requests done", format_time(now_s).c_str(),
+                   static_cast<long long>(done));
+      std::fflush(stderr);
+    };
+  }
+
+  serve::MetricsConfig mc;
+  int replicas = 0;
+  for (const auto& p : plan.pools) replicas += static_cast<int>(p.placement.size());
+  mc.replicas = replicas;
+  mc.gpus_per_replica = plan.pools[0].config.instance_size();
+  if (auto it = sc.cluster.gpu_types.find(plan.gpu_type); it != sc.cluster.gpu_types.end()) {
+    mc.peak_flops_per_gpu = it->second.peak(plan.weight_dtype);
+    mc.peak_bw_per_gpu = it->second.hbm_bw_Bps;
+  }
+  if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
+  if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
+  std::unique_ptr<OutFile> csv, trace;
+  if (!common.out_dir.empty()) {
+    std::filesystem::create_directories(common.out_dir);
+    csv = std::make_unique<OutFile>(common.out_dir, "requests.csv");
+    trace = std::make_unique<OutFile>(common.out_dir, "trace.json");
+    mc.requests_csv = &csv->os;
+    mc.trace_json = &trace->os;
+  }
+  serve::MetricsCollector metrics(mc);
+  const sim::ServeResult res = sim::simulate_serving(plan, sc.cluster, *source, metrics, o);
+  const serve::Summary sum = metrics.finish(res.end_s);
+  if (tty) std::fprintf(stderr, "\n");
+
+  if (!common.out_dir.empty()) {
+    csv->commit();
+    trace->commit();
+    std::ostringstream js;
+    serve::MetricsCollector::write_summary_json(sum, js);
+    write_file_atomic(common.out_dir, "summary.json", js.str());
+    std::string links = "link,bw_Bps,bytes,mean_utilization\n";
+    for (const auto& l : res.links)
+      links += l.name + "," + serve::format_number(l.bw_Bps) + "," + serve::format_number(l.bytes) + "," +
+               serve::format_number(res.end_s > 0 ? l.bytes / (l.bw_Bps * res.end_s) : 0) + "\n";
+    write_file_atomic(common.out_dir, "links.csv", links);
+  }
+  if (common.json) {
+    serve::MetricsCollector::write_summary_json(sum, std::cout);
+    std::cout << "\n";
+    return 0;
+  }
+  if (common.verbosity == 0) return 0;
+  std::cout << "scenario " << (sc.name.empty() ? sc.file : sc.name) << ": " << sc.model.name << " on "
+            << sc.cluster.name << ", " << replicas << " replica(s), fidelity "
+            << (o.fidelity == spec::Fidelity::kNetwork ? "network" : "analytic") << ", " << source->describe() << "\n";
+  std::cout << serve::MetricsCollector::summary_text(sum);
+  std::cout << "simulated " << format_time(res.end_s) << ": " << res.iterations << " iterations, " << res.flows
+            << " flows, " << res.kv_transfers << " KV transfers\n";
+  if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv}\n";
+  return 0;
+}
+
+}  // namespace
+
+PARASOL_COMMAND("sim", 20, [](CLI::App& app, CommonOptions& common) -> std::function<int()> {
+  auto a = std::make_shared<SimArgs>();
+  auto* sub = app.add_subcommand("sim", "Simulate serving a scenario (SimGrid): latency, throughput, utilization");
+  sub->add_option("SCENARIO", a->scenario, "Scenario file (parasol.scenario/1); default: the embedded default");
+  sub->add_option("--plan", a->plan, "Plan file (parasol.plan/1) from `parasol plan`");
+  sub->add_option("--trace", a->trace, "Replay this trace instead of the scenario's workload");
+  sub->add_option("--trace-format", a->trace_format, "azure | mooncake | burstgpt | parasol (default azure)");
+  sub->add_option("--fidelity", a->fidelity, "analytic (cost model) or network (collectives as flows)");
+  sub->add_option("--router", a->router, "round_robin | least_outstanding_tokens");
+  sub->add_option("--algo", a->algo, "Network mode: force a collective algorithm (auto, ring, tree, nvls, ...)");
+  sub->add_option("--requests", a->requests, "Serve at most this many requests");
+  add_common_options(sub, common);
+  sub->footer("Example: parasol sim scenarios/default.yaml --out /tmp/run --seed 7");
+  return [a, &common] { return run(*a, common); };
+});
+
+}  // namespace parasol::tools
