@@ -6,6 +6,8 @@
 
 #include "core/common/error.hpp"
 #include "core/common/units.hpp"
+#include "core/plan/plan_io.hpp"
+#include "core/serve/workload.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/gpu.hpp"
 #include "core/spec/model.hpp"
@@ -175,13 +177,45 @@ Description describe_cluster(const yaml::Node& root, int verbosity) {
 
 // --- scenario ------------------------------------------------------------------------------------------------------
 
-std::string workload_line(const yaml::Node& w) {
-  std::string s;
-  for (const auto& [k, v] : w.entries()) {
-    s += (s.empty() ? "" : ", ") + k;
-    if (v.is_scalar()) s += " " + v.as_string();
+std::string length_text(const serve::LengthSpec& l) {
+  switch (l.kind) {
+    case serve::LengthKind::kFixed:
+      return std::to_string(l.value);
+    case serve::LengthKind::kUniform:
+      return "uniform [" + std::to_string(l.min) + ", " + std::to_string(l.max) + "]";
+    case serve::LengthKind::kLognormal:
+      return "lognormal mean " + num(l.mean) + " cv " + num(l.cv);
+    case serve::LengthKind::kEmpirical:
+      return "resampled from " + l.trace.path;
   }
-  return s;
+  return "?";
+}
+
+// One line from serve's reading of the section (so its checks apply); no trace file is opened.
+// A trace file that is not on this machine is not an error in the scenario (traces live outside the repository; the
+// planner then uses search.workload_stats), so it is reported in the summary instead.
+std::string workload_line(const yaml::Node& w) {
+  serve::WorkloadSpec spec;
+  try {
+    spec = serve::load_workload(w);
+  } catch (const ConfigError& e) {
+    if (e.expected().find("existing trace file") == std::string::npos) throw;
+    return "trace " + e.found() + " (not on this machine)";
+  }
+  std::ostringstream os;
+  if (spec.kind == serve::WorkloadSpec::Kind::kTrace) {
+    os << serve::to_string(spec.trace.format) << " trace " << spec.trace.path;
+  } else {
+    const char* arrival = "poisson";
+    if (spec.arrival.kind == serve::ArrivalKind::kGamma) arrival = "gamma";
+    if (spec.arrival.kind == serve::ArrivalKind::kConstant) arrival = "constant";
+    if (spec.arrival.kind == serve::ArrivalKind::kBurst) arrival = "burst";
+    os << arrival << " arrivals at " << num(spec.arrival.rate_per_s) << " req/s, input " << length_text(spec.input)
+       << ", output " << length_text(spec.output) << " tokens";
+  }
+  if (spec.rate_scale != 1.0) os << ", rate x" << num(spec.rate_scale);
+  if (spec.max_requests >= 0) os << ", " << spec.max_requests << " requests";
+  return os.str();
 }
 
 Description describe_scenario(const yaml::Node& root, int verbosity) {
@@ -215,7 +249,12 @@ Description describe_scenario(const yaml::Node& root, int verbosity) {
     os << "  search: tp " << join_ints(s.tp) << ", pp " << join_ints(s.pp) << ", ep " << join_ints(s.ep) << ", attn_dp "
        << join_ints(s.attn_dp) << ", disaggregation " << to_string(s.disaggregation)
        << (s.allow_cross_domain_tp ? ", cross-domain TP allowed" : "") << "; weights " << to_string(s.weight_dtype)
-       << ", KV " << to_string(s.kv_dtype) << "; top " << s.top_n << "\n";
+       << ", KV " << to_string(s.kv_dtype) << "; top " << s.top_n;
+    if (s.gpus) os << "; budget " << *s.gpus << " GPUs";
+    if (s.workload_stats)
+      os << "; declared load " << num(s.workload_stats->rate_per_s) << " req/s, " << num(s.workload_stats->input_mean)
+         << " in / " << num(s.workload_stats->output_mean) << " out tokens";
+    os << "\n";
   }
   os << "  sim: " << to_string(sc.sim.fidelity);
   if (sc.sim.duration_s) os << ", duration " << format_time(*sc.sim.duration_s);
@@ -227,6 +266,42 @@ Description describe_scenario(const yaml::Node& root, int verbosity) {
   summary["model"]["active_parameters"] = p.active_per_token;
   summary["cluster"]["bisection_bw_Bps"] = cs.bisection_bw_Bps;
   d.json = {{"name", sc.name}, {"summary", summary}};
+  return d;
+}
+
+// --- plan ----------------------------------------------------------------------------------------------------------
+
+Description describe_plan(const yaml::Node& root, int verbosity) {
+  plan::Plan p = plan::load_plan(root);
+  Description d;
+  d.kind = FileKind::kPlan;
+  std::ostringstream os;
+  int gpus = 0;
+  for (const auto& pool : p.pools) gpus += pool.config.total_gpus();
+  os << root.file() << ": plan for " << p.model.name << " on " << p.cluster_name << " ("
+     << (p.disaggregated() ? "disaggregated" : "colocated") << ", " << gpus << " GPUs of type " << p.gpu_type << ")\n";
+  os << "  weights " << to_string(p.weight_dtype) << ", KV " << to_string(p.kv_dtype);
+  if (p.model.is_moe()) os << ", MoE routing " << p.routing.kind;
+  os << "\n";
+  for (const auto& pool : p.pools) {
+    const auto& m = pool.memory;
+    os << "  " << pool.role << " pool: " << pool.config.label() << " (" << pool.config.total_gpus() << " GPUs"
+       << (pool.gpu_type.empty() ? "" : ", " + pool.gpu_type) << "), " << pool.stage_layers.size() << " stage(s)\n";
+    os << "    per GPU: weights " << format_bytes(m.weight_bytes) << ", KV " << format_bytes(m.kv_bytes) << " of "
+       << format_bytes(m.capacity_bytes) << "; KV capacity " << m.kv_tokens << " tokens per instance\n";
+    if (verbosity >= 2) {
+      for (size_t s = 0; s < pool.stage_layers.size(); ++s)
+        os << "    stage " << s << ": layers [" << pool.stage_layers[s].first << ", " << pool.stage_layers[s].second
+           << ")\n";
+      for (size_t i = 0; i < pool.placement.size(); ++i) {
+        os << "    instance " << i << " on GPUs";
+        for (int g : pool.placement[i]) os << " " << g;
+        os << "\n";
+      }
+    }
+  }
+  d.text = os.str();
+  d.json = {{"name", p.model.name + "@" + p.cluster_name}, {"summary", plan::to_json(p)}};
   return d;
 }
 
@@ -284,7 +359,8 @@ Description describe_file(const std::string& path, int verbosity) {
       d = describe_scenario(root, verbosity);
       break;
     case FileKind::kPlan:
-      root.at("schema").fail("a file kind describe can read (plans arrive with the planner's plan_io)");
+      d = describe_plan(root, verbosity);
+      break;
   }
   d.file = path;
   nlohmann::json j = {{"file", path}, {"kind", to_string(d.kind)}};

@@ -180,7 +180,7 @@ Scenario load_scenario(const yaml::Node& root) {
   if (auto c = root.get("sim")) s.sim = load_sim(*c);
   if (auto c = root.get("plan")) s.plan_path = resolve_referenced_file(*c);
   if (auto c = root.get("workload")) {
-    if (!c->is_map()) c->fail("a workload map (see docs/scenario.md)");
+    if (!c->is_map()) c->fail("a workload map (see docs/workloads.md)");
     s.workload = *c;
   }
 

@@ -2,8 +2,9 @@
 // parallel layouts to search (or a fixed plan) and the simulator's options. Loaded from `schema: parasol.scenario/1`
 // YAML (scenarios/*.yaml; the schema is documented in docs/scenario.md). The model and the cluster are either paths
 // (resolved relative to the scenario file, then to the data directory) or inline maps; they are loaded here, so a
-// Scenario is ready to plan. The `workload:` section is kept as a checked YAML node and parsed by core/serve
-// (load_workload), so this header does not depend on serve. Owned by the CLI helper; read by planner, sim and exec.
+// Scenario is ready to plan. The `workload:` section is kept as a YAML node for core/serve's load_workload (which also
+// checks that trace files exist; traces may live outside the repository, so loading a scenario does not), so this
+// header does not depend on serve. Owned by the CLI helper; read by planner, sim and exec.
 // Thread behaviour: plain value; loading is reentrant.
 #pragma once
 
