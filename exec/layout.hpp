@@ -26,7 +26,8 @@ struct Range {
   int64_t size() const { return end - begin; }
 };
 
-// Part i of n of [0, total) (balanced: the first parts are never larger than the last by more than one).
+// Part i of n of [0, total): total / parts elements each, the first total % parts parts one more (build_step's
+// convention for token slices and shards, so the executor's shapes are the planner's).
 Range balanced_range(int64_t total, int parts, int i);
 
 // "tp2.pp1.ep2.adp1.dp1" (the format of ParallelConfig::label()).
@@ -39,6 +40,7 @@ struct RankLayout {
   int stage_rank = 0;  // a x tp + t
   int ep_index = 0, moe_tp_index = 0;
   int64_t layer_begin = 0, layer_end = 0;
+  std::vector<std::pair<int64_t, int64_t>> stage_layers;  // every stage's {first, last + 1} layers
   bool first_stage() const { return stage == 0; }
   bool last_stage() const { return stage == config.pp - 1; }
 
