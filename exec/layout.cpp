@@ -39,8 +39,8 @@ RankLayout RankLayout::make(const spec::Model& m, const plan::ParallelConfig& c,
   l.moe_tp_index = l.stage_rank % moe_tp;
 
   if (!stage_layers.empty()) {
-    if (static_cast<int>(stage_layers.size()) != c.pp) fail("stage_layers has " + std::to_string(stage_layers.size()) +
-                                                            " entries for pp " + std::to_string(c.pp));
+    if (static_cast<int>(stage_layers.size()) != c.pp)
+      fail("stage_layers has " + std::to_string(stage_layers.size()) + " entries for pp " + std::to_string(c.pp));
     l.stage_layers = stage_layers;
   } else {
     if (m.layers < c.pp) fail("fewer layers than pipeline stages");

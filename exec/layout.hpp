@@ -44,9 +44,9 @@ struct RankLayout {
   bool first_stage() const { return stage == 0; }
   bool last_stage() const { return stage == config.pp - 1; }
 
-  Range q_heads, kv_heads, vocab, ffn;   // over tp
-  Range experts, expert_ffn;             // over ep / moe_tp
-  Range shared_ffn;                      // gather form: over the stage's ranks; all-to-all form: the whole
+  Range q_heads, kv_heads, vocab, ffn;  // over tp
+  Range experts, expert_ffn;            // over ep / moe_tp
+  Range shared_ffn;                     // gather form: over the stage's ranks; all-to-all form: the whole
   bool moe_all_to_all = false;
 
   // stage_layers empty: layers split as evenly as possible over pp stages (earlier stages take the remainder).

@@ -10,13 +10,17 @@
 namespace parasol::exec {
 namespace {
 
-float* f32_at(const Tensor& t, int64_t offset) { return t.as<float>() + offset; }
+float* f32_at(const Tensor& t, int64_t offset) {
+  return t.as<float>() + offset;
+}
 
 // The token rows of a subset of a step's sequences (prefill or decode ones), in sequence order.
 struct RowSubset {
   SeqBatch seqs;              // the subset's sequences (q_lens, ctx_lens, block tables)
   std::vector<int32_t> rows;  // token rows in the step
-  bool contiguous() const { return rows.empty() || rows.back() - rows.front() + 1 == static_cast<int64_t>(rows.size()); }
+  bool contiguous() const {
+    return rows.empty() || rows.back() - rows.front() + 1 == static_cast<int64_t>(rows.size());
+  }
 };
 
 RowSubset subset(const StepState& st, bool decode) {
@@ -155,8 +159,8 @@ void ModelRunner::Impl::mla_prefill(StepState& st, LayerWeights& lw, const Tenso
     sb.block_tables[s] = std::move(table);
   }
   const int64_t C = static_cast<int64_t>(ctx_slots.size());
-  OwnedTensor idx(be, ElemType::kI32, {C}), lat(be, ElemType::kF32, {C, L + rope}), kvb(be, ElemType::kF32, {C, Hl * vq}),
-      K(be, ElemType::kF32, {C, Hl * qk}), V(be, ElemType::kF32, {C, Hl * vd});
+  OwnedTensor idx(be, ElemType::kI32, {C}), lat(be, ElemType::kF32, {C, L + rope}),
+      kvb(be, ElemType::kF32, {C, Hl * vq}), K(be, ElemType::kF32, {C, Hl * qk}), V(be, ElemType::kF32, {C, Hl * vd});
   upload_i32(be, ctx_slots, *idx);
   run_op(st, plan::OpKind::kGemm, l, "attn.kv_b", {C, Hl * vq, L, -1, false}, [&] {
     if (C == 0) return;
@@ -170,8 +174,9 @@ void ModelRunner::Impl::mla_prefill(StepState& st, LayerWeights& lw, const Tenso
   });
   OwnedTensor qcopy, ocopy;
   Tensor qp = rows_of(be, q, sub, qcopy);
-  Tensor op = sub.contiguous() ? out.rows(sub.rows.empty() ? 0 : sub.rows.front(), (sub.rows.empty() ? 0 : sub.rows.front()) + Tp)
-                               : *(ocopy = OwnedTensor(be, ElemType::kF32, {Tp, Hl * vd}));
+  Tensor op = sub.contiguous()
+                  ? out.rows(sub.rows.empty() ? 0 : sub.rows.front(), (sub.rows.empty() ? 0 : sub.rows.front()) + Tp)
+                  : *(ocopy = OwnedTensor(be, ElemType::kF32, {Tp, Hl * vd}));
   run_op(st, plan::OpKind::kMlaAttention, l, "attn.prefill", {-1, -1, -1, Tp, false}, [&] {
     if (Tp == 0) return;
     Tensor q3(qp.data, ElemType::kF32, {Tp, Hl, qk}, {qp.stride(0), qk, 1});
@@ -205,12 +210,14 @@ void ModelRunner::Impl::mla_decode(StepState& st, LayerWeights& lw, const Tensor
     be.attention(qcat->reshaped({Td, Hl, Wl}), cache, cache, sub.seqs, HeadMap{std::max<int64_t>(1, Hl), 0, 0},
                  1.0f / std::sqrt(static_cast<float>(qk)), olat->reshaped({Td, Hl, Wl}));
   });
-  Tensor od = sub.contiguous() ? out.rows(sub.rows.empty() ? 0 : sub.rows.front(), (sub.rows.empty() ? 0 : sub.rows.front()) + Td)
-                               : *(ocopy = OwnedTensor(be, ElemType::kF32, {Td, Hl * vd}));
+  Tensor od = sub.contiguous()
+                  ? out.rows(sub.rows.empty() ? 0 : sub.rows.front(), (sub.rows.empty() ? 0 : sub.rows.front()) + Td)
+                  : *(ocopy = OwnedTensor(be, ElemType::kF32, {Td, Hl * vd}));
   run_op(st, plan::OpKind::kGemm, l, "attn.v_absorb", {Td, vd, L, -1, false}, [&] {
     if (Td == 0) return;
     for (int64_t h = 0; h < Hl; ++h)
-      be.gemm(olat->cols(h * Wl, h * Wl + L), lw.kv_b->rows(h * vq + nope, (h + 1) * vq), od.cols(h * vd, (h + 1) * vd));
+      be.gemm(olat->cols(h * Wl, h * Wl + L), lw.kv_b->rows(h * vq + nope, (h + 1) * vq),
+              od.cols(h * vd, (h + 1) * vd));
     put_rows(be, od, sub, out);
   });
 }

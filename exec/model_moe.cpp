@@ -240,11 +240,11 @@ void ModelRunner::Impl::moe_gather(StepState& st, LayerWeights& lw) {
   OwnedTensor padded(be, ElemType::kF32, {R * P, H}), mine(be, ElemType::kF32, {P, H});
   be.fill_zero(*padded);
   for (int r = 0; r < R; ++r)
-    if (slice[r] > 0) be.copy(padded->rows(r * P, r * P + slice[r]).data, out.rows(offset[r], offset[r + 1]).data,
-                              static_cast<size_t>(slice[r] * H * 4));
-  collective(st, plan::OpKind::kReduceScatter, l, "moe.reducescatter", *stage_comm, stage_members, [&] {
-    stage_comm->reduce_scatter(padded->data, mine->data, P * H, ElemType::kF32, p + "reducescatter");
-  });
+    if (slice[r] > 0)
+      be.copy(padded->rows(r * P, r * P + slice[r]).data, out.rows(offset[r], offset[r + 1]).data,
+              static_cast<size_t>(slice[r] * H * 4));
+  collective(st, plan::OpKind::kReduceScatter, l, "moe.reducescatter", *stage_comm, stage_members,
+             [&] { stage_comm->reduce_scatter(padded->data, mine->data, P * H, ElemType::kF32, p + "reducescatter"); });
   const int my_rank = layout.stage_rank;
   if (tp == 1) {
     if (slice[my_rank] > 0) be.copy(st.partial.data, mine->data, static_cast<size_t>(slice[my_rank] * H * 4));

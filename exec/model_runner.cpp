@@ -22,8 +22,8 @@ std::string describe(const plan::Op& op) {
 const plan::Op& ModelRunner::Impl::expect(StepState& st, plan::OpKind kind, const std::string& name,
                                           const OpShape& shape) {
   const auto& ops = st.program->ops;
-  const std::string where = "executor vs Step (rank " + std::to_string(layout.rank) + ", op " +
-                            std::to_string(st.next_op) + "): ";
+  const std::string where =
+      "executor vs Step (rank " + std::to_string(layout.rank) + ", op " + std::to_string(st.next_op) + "): ";
   if (st.next_op >= ops.size())
     throw Error(where + "the executor runs " + plan::to_string(kind) + " '" + name + "' after the program's last op");
   const plan::Op& op = ops[st.next_op];
@@ -241,7 +241,8 @@ void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult
       for (int r = 0; r < tp; ++r) {
         Range vr = balanced_range(V, tp, r);
         for (int64_t i = 0; i < R; ++i)
-          std::copy(g.begin() + off + i * vr.size(), g.begin() + off + (i + 1) * vr.size(), f.begin() + i * V + vr.begin);
+          std::copy(g.begin() + off + i * vr.size(), g.begin() + off + (i + 1) * vr.size(),
+                    f.begin() + i * V + vr.begin);
         off += R * vr.size();
       }
       upload_f32(be, f, *full);
@@ -325,8 +326,14 @@ void ModelRunner::release(int64_t seq_id) {
   impl_->block_tables.erase(it);
 }
 
-int64_t ModelRunner::free_kv_blocks() const { return static_cast<int64_t>(impl_->free_blocks.size()); }
-const plan::Step& ModelRunner::last_step() const { return impl_->step; }
-const plan::Plan& ModelRunner::plan() const { return impl_->plan; }
+int64_t ModelRunner::free_kv_blocks() const {
+  return static_cast<int64_t>(impl_->free_blocks.size());
+}
+const plan::Step& ModelRunner::last_step() const {
+  return impl_->step;
+}
+const plan::Plan& ModelRunner::plan() const {
+  return impl_->plan;
+}
 
 }  // namespace parasol::exec

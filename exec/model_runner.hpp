@@ -36,11 +36,11 @@ namespace parasol::exec {
 struct RunnerOptions {
   ElemType weight_type = ElemType::kF32;  // storage of weights (math is fp32 on cpu)
   ElemType kv_type = ElemType::kF32;
-  int64_t kv_blocks = 256;                 // per rank (per layer), of block_tokens tokens each
+  int64_t kv_blocks = 256;  // per rank (per layer), of block_tokens tokens each
   int64_t block_tokens = 16;
-  bool all_logits = false;                 // logits of every new token (tests), not only each sampled sequence's last
-                                           // (the LM head then runs on more rows than the Step's: not compared)
-  bool profile = false;                    // time every op (synchronizes the backend around each op)
+  bool all_logits = false;  // logits of every new token (tests), not only each sampled sequence's last
+                            // (the LM head then runs on more rows than the Step's: not compared)
+  bool profile = false;     // time every op (synchronizes the backend around each op)
   // The Plan whose Steps this runner executes (pool `pool`; its model and layout must be the runner's): dtypes and
   // routing come from it. nullptr: a Plan made of the model, the layout and weight_type / kv_type above.
   const plan::Plan* plan = nullptr;
@@ -52,7 +52,7 @@ struct SeqInput {
   std::vector<int32_t> tokens;  // the new tokens (prompt chunk, or the one decoded token)
   int64_t context = 0;          // tokens already in this sequence's KV cache
   int attn_group = 0;
-  bool sample = true;           // produce a next token (false for a non-final prefill chunk)
+  bool sample = true;  // produce a next token (false for a non-final prefill chunk)
 };
 
 struct StepRequest {

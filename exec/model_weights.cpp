@@ -11,9 +11,12 @@ namespace {
 
 DType dtype_of(ElemType t) {
   switch (t) {
-    case ElemType::kBf16: return DType::kBf16;
-    case ElemType::kF16: return DType::kFp16;
-    default: return DType::kFp32;
+    case ElemType::kBf16:
+      return DType::kBf16;
+    case ElemType::kF16:
+      return DType::kFp16;
+    default:
+      return DType::kFp32;
   }
 }
 
@@ -90,7 +93,8 @@ ModelRunner::Impl::Impl(const spec::Model& m, const RankLayout& l, Backend& b, C
 
   const int64_t H = m.hidden;
   ElemType wt = o.weight_type;
-  if (l.first_stage()) embed = load("model.embed_tokens.weight", {m.vocab, H}, {Slice{0, l.vocab.begin, l.vocab.end}}, wt);
+  if (l.first_stage())
+    embed = load("model.embed_tokens.weight", {m.vocab, H}, {Slice{0, l.vocab.begin, l.vocab.end}}, wt);
   if (l.last_stage()) {
     final_norm = load_full("model.norm.weight", {H}, wt);
     std::string head = m.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
@@ -124,8 +128,10 @@ OwnedTensor ModelRunner::Impl::load(const std::string& name, const std::vector<i
     std::vector<float> v = weights.read_slice(name, shape, s);
     host.insert(host.end(), v.begin(), v.end());
     int64_t end = s.end < 0 ? shape[s.dim] : s.end;
-    if (s.dim == 0) dim0 += end - s.begin;
-    else out_shape[1] = end - s.begin;
+    if (s.dim == 0)
+      dim0 += end - s.begin;
+    else
+      out_shape[1] = end - s.begin;
   }
   if (parts.size() == 1 && parts[0].dim == 1) dim0 = shape[0];
   out_shape[0] = dim0;
@@ -196,10 +202,12 @@ void ModelRunner::Impl::load_layer(LayerWeights& lw) {
   } else {
     const int64_t D = m.head_dim, kv = m.kv_heads > 0 ? m.kv_heads : m.heads;
     const Range kh = layout.kv_heads;
-    std::vector<float> q = weights.read_slice(p + "self_attn.q_proj.weight", {m.heads * D, H},
-                                              Slice{0, qh.begin * D, qh.end * D});
-    std::vector<float> k = weights.read_slice(p + "self_attn.k_proj.weight", {kv * D, H}, Slice{0, kh.begin * D, kh.end * D});
-    std::vector<float> v = weights.read_slice(p + "self_attn.v_proj.weight", {kv * D, H}, Slice{0, kh.begin * D, kh.end * D});
+    std::vector<float> q =
+        weights.read_slice(p + "self_attn.q_proj.weight", {m.heads * D, H}, Slice{0, qh.begin * D, qh.end * D});
+    std::vector<float> k =
+        weights.read_slice(p + "self_attn.k_proj.weight", {kv * D, H}, Slice{0, kh.begin * D, kh.end * D});
+    std::vector<float> v =
+        weights.read_slice(p + "self_attn.v_proj.weight", {kv * D, H}, Slice{0, kh.begin * D, kh.end * D});
     q.insert(q.end(), k.begin(), k.end());
     q.insert(q.end(), v.begin(), v.end());
     lw.qkv = upload(q, {(qh.size() + 2 * kh.size()) * D, H}, wt);
@@ -209,14 +217,15 @@ void ModelRunner::Impl::load_layer(LayerWeights& lw) {
   }
   lw.moe = m.is_moe_layer(l);
   if (!lw.moe) {
-    lw.mlp = load_mlp(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight", p + "mlp.down_proj.weight", m.ffn,
-                      layout.ffn);
+    lw.mlp =
+        load_mlp(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight", p + "mlp.down_proj.weight", m.ffn, layout.ffn);
     return;
   }
   const int64_t E = m.moe.num_experts, F = m.moe.expert_ffn;
   std::string moe_p = p + (mixtral_names ? "block_sparse_moe." : "mlp.");
   lw.router = load_full(moe_p + "gate.weight", {E, H}, ElemType::kF32);  // router math in fp32 (HF)
-  if (m.moe.scoring == "sigmoid") lw.router_bias = load_full(moe_p + "gate.e_score_correction_bias", {E}, ElemType::kF32);
+  if (m.moe.scoring == "sigmoid")
+    lw.router_bias = load_full(moe_p + "gate.e_score_correction_bias", {E}, ElemType::kF32);
   for (int64_t e = layout.experts.begin; e < layout.experts.end; ++e) {
     std::string ep = moe_p + "experts." + std::to_string(e) + ".";
     if (mixtral_names)

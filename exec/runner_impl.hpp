@@ -46,11 +46,15 @@ struct LayerWeights {
 struct OpShape {
   OpShape(int64_t m_ = -1, int64_t n_ = -1, int64_t k_ = -1, int64_t tokens_ = -1, bool data_dependent_ = false,
           std::vector<int64_t> expert_tokens_ = {})
-      : m(m_), n(n_), k(k_), tokens(tokens_), data_dependent(data_dependent_),
+      : m(m_),
+        n(n_),
+        k(k_),
+        tokens(tokens_),
+        data_dependent(data_dependent_),
         expert_tokens(std::move(expert_tokens_)) {}
   int64_t m, n, k, tokens;
-  bool data_dependent;                  // m and tokens are the routed rows: recorded, not compared
-  std::vector<int64_t> expert_tokens;   // data-dependent ops: rows per local expert
+  bool data_dependent;                 // m and tokens are the routed rows: recorded, not compared
+  std::vector<int64_t> expert_tokens;  // data-dependent ops: rows per local expert
 };
 
 // Per-step activation state of a rank.
@@ -102,8 +106,8 @@ struct ModelRunner::Impl {
   void collective(StepState& st, plan::OpKind kind, int layer, const std::string& what, Communicator& c,
                   const std::vector<int>& members, const std::function<void()>& fn);
   void all_reduce(StepState& st, int layer, const std::string& what, const Tensor& t);  // over tp
-  void all_gather_v(StepState& st, Communicator& c, const std::vector<int>& members, int layer,
-                    const std::string& what, const Tensor& mine, const std::vector<int64_t>& counts, const Tensor& out);
+  void all_gather_v(StepState& st, Communicator& c, const std::vector<int>& members, int layer, const std::string& what,
+                    const Tensor& mine, const std::vector<int64_t>& counts, const Tensor& out);
   void norm(StepState& st, int layer, const std::string& what, const Tensor& w);  // x += partial; h = rmsnorm(x)
 
   // blocks (model_layers.cpp, model_moe.cpp)
@@ -140,7 +144,7 @@ struct ModelRunner::Impl {
   std::unique_ptr<Communicator> tp_comm, stage_comm;
   std::vector<int> tp_members, stage_members;  // instance ranks of tp_comm / stage_comm, in their rank order
   bool mixtral_names = false;
-  double act_bytes = 4, weight_bytes = 4;      // element sizes for data-dependent op costs
+  double act_bytes = 4, weight_bytes = 4;  // element sizes for data-dependent op costs
 
   // The Plan this runner's Steps come from, and the builder (build_step) that makes them.
   plan::Plan plan;

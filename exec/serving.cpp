@@ -107,7 +107,8 @@ std::unique_ptr<ModelRunner> make_runner(const plan::Plan& plan, const WeightSou
 std::string profile_rows(const std::vector<OpRecord>& ops, const std::string& gpu) {
   std::string out;
   for (const OpRecord& r : ops)
-    if (r.time_s > 0) out += cost::CalibrationTable::csv_row(cost::CalibrationTable::row_for(r.op, gpu, r.time_s)) + "\n";
+    if (r.time_s > 0)
+      out += cost::CalibrationTable::csv_row(cost::CalibrationTable::row_for(r.op, gpu, r.time_s)) + "\n";
   return out;
 }
 
@@ -156,8 +157,12 @@ void ExecStepRunner::release(int64_t seq_id) {
   releases_.push_back(seq_id);
 }
 
-void ExecStepRunner::keep_alive() { broadcast(comm_, {kKeepAlive}); }
-void ExecStepRunner::stop() { broadcast(comm_, {kStop}); }
+void ExecStepRunner::keep_alive() {
+  broadcast(comm_, {kKeepAlive});
+}
+void ExecStepRunner::stop() {
+  broadcast(comm_, {kStop});
+}
 
 serve::StepTiming ExecStepRunner::run(int /*replica*/, const plan::Batch& batch) {
   const int adp = runner_.layout().config.attn_dp;

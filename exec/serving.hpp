@@ -33,12 +33,12 @@
 namespace parasol::exec {
 
 struct ServeConfig {
-  int pool = 0;                        // the plan's pool to serve (one instance of it)
+  int pool = 0;  // the plan's pool to serve (one instance of it)
   std::string backend = "cpu";
-  serve::SchedulerConfig scheduler;    // kv_blocks already capped to what the runners hold (see make_serve_config)
-  RunnerOptions runner;                // weight / KV types, KV blocks per rank, profile
-  std::string profile_gpu = "cpu";     // the calibration rows' gpu column
-  uint64_t seed = 1;                   // synthetic prompt tokens
+  serve::SchedulerConfig scheduler;  // kv_blocks already capped to what the runners hold (see make_serve_config)
+  RunnerOptions runner;              // weight / KV types, KV blocks per rank, profile
+  std::string profile_gpu = "cpu";   // the calibration rows' gpu column
+  uint64_t seed = 1;                 // synthetic prompt tokens
 };
 
 // The configuration for serving pool `pool` of `plan`: scheduler limits from the pool (KV capacity capped at
@@ -48,11 +48,11 @@ struct ServeConfig {
 ServeConfig make_serve_config(const plan::Plan& plan, int pool, int64_t max_kv_blocks);
 
 struct ServeResult {
-  double end_s = 0;                 // wall clock when the last request left
+  double end_s = 0;  // wall clock when the last request left
   int64_t iterations = 0;
-  int64_t requests = 0;             // records produced (== arrived)
-  int64_t generated_tokens = 0;     // sampled over the run (recomputed ones included)
-  std::string profile_csv;          // rank 0: every rank's calibration rows, header first (empty without profile)
+  int64_t requests = 0;          // records produced (== arrived)
+  int64_t generated_tokens = 0;  // sampled over the run (recomputed ones included)
+  std::string profile_csv;       // rank 0: every rank's calibration rows, header first (empty without profile)
   // rank 0: every request's generated token ids, by request id
   std::map<int64_t, std::vector<int32_t>> outputs;
 };

@@ -91,7 +91,9 @@ std::vector<std::vector<std::vector<OpRecord>>> run_ranks(const spec::Model& m, 
   return out;
 }
 
-bool routed(const plan::Op& op) { return op.name.find("moe.experts.") != std::string::npos; }
+bool routed(const plan::Op& op) {
+  return op.name.find("moe.experts.") != std::string::npos;
+}
 
 void check_family(const std::string& name, const std::vector<plan::ParallelConfig>& layouts) {
   const spec::Model m = model_named(name);
