@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,7 @@
 #include "core/serve/workload.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/scenario.hpp"
+#include "sim/link_usage.hpp"
 
 namespace parasol::sim {
 
@@ -57,6 +59,10 @@ struct ServeResult {
     double bytes = 0;
   };
   std::vector<LinkUse> links;
+  // Network outputs (sim/link_usage.hpp): link_usage.csv (bytes per link per time bucket) and the flow groups as
+  // Chrome trace events (appended to trace.json).
+  std::string link_usage_csv;
+  std::string flow_trace_events;
 };
 
 ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluster, serve::RequestSource& source,
