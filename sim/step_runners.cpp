@@ -126,7 +126,8 @@ AnalyticStepRunner::~AnalyticStepRunner() = default;
 
 serve::StepTiming AnalyticStepRunner::full(const plan::Batch& batch) {
   builder_.build(batch, step_);
-  const cost::StepCost sc = cost_.cost(step_);
+  cost_.cost(step_, sc_);
+  const cost::StepCost& sc = sc_;
   serve::StepTiming t;
   t.total_s = sc.total_s;
   t.stage_s = stage_times(step_, sc, pp_);
@@ -162,7 +163,8 @@ serve::StepTiming AnalyticStepRunner::exact_memo(const plan::Batch& batch) {
 
 std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile(const plan::Batch& batch) {
   builder_.build(batch, step_);
-  const cost::StepCost sc = cost_.cost(step_);
+  cost_.cost(step_, sc_);
+  const cost::StepCost& sc = sc_;
   const plan::ParallelConfig& c = plan_.pools[pool_].config;
   auto sh = std::make_unique<Shape>();
   sh->key = key_;
@@ -171,15 +173,22 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile(const pla
   sh->stage.resize(R);
   sh->first_barrier.assign(R, -1);
   sh->has_ops.assign(R, false);
-  std::map<std::pair<int64_t, int64_t>, int> instance;  // (group or -1 - p2p pair, occurrence) -> barrier
+  // Barrier instances: the k-th collective of a group on every member is one barrier; so is the k-th send/recv of a
+  // (src, dst) pair. instance_[g][k] -> barrier (groups), p2p by (src * R + dst, k).
+  const size_t G = step_.groups.size();
+  if (instance_.size() < G) instance_.resize(G);
+  for (size_t g = 0; g < G; ++g) instance_[g].clear();
+  std::map<std::pair<int64_t, int64_t>, int> p2p_instance;
   std::vector<std::vector<int>> rank_barriers(R);
+  std::vector<int> seen_group(G, 0);
   for (int r = 0; r < R; ++r) {
     const auto& ops = step_.ranks[r].ops;
     const auto& oc = sc.ranks[r].ops;
     sh->stage[r] = step_.ranks[r].stage;
     sh->has_ops[r] = !ops.empty();
     const int ag = c.attn_group_of(r);
-    std::map<int64_t, int> seen;
+    std::fill(seen_group.begin(), seen_group.end(), 0);
+    std::map<int64_t, int> seen_p2p;
     std::vector<std::pair<uint32_t, double>> pending;  // var classes of the open segment
     Shape::Seg seg;
     auto close_seg = [&] {
@@ -194,17 +203,27 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile(const pla
       const plan::Op& op = ops[i];
       if (op.kind == plan::OpKind::kMlaAttention) return nullptr;
       if (plan::is_communication(op.kind)) {
-        int64_t id = op.group;
+        int b = -1;
         if (op.kind == plan::OpKind::kSend || op.kind == plan::OpKind::kRecv) {
           const int src = op.kind == plan::OpKind::kSend ? r : op.peer, dst = op.kind == plan::OpKind::kSend ? op.peer : r;
-          id = -1 - (static_cast<int64_t>(src) * R + dst);
+          const int64_t id = static_cast<int64_t>(src) * R + dst;
+          const int k = seen_p2p[id]++;
+          auto [it, added] = p2p_instance.emplace(std::make_pair(id, int64_t{k}), static_cast<int>(sh->barriers.size()));
+          if (added) sh->barriers.push_back({oc[i].time.time_s, {}});
+          b = it->second;
+        } else {
+          if (op.group < 0 || static_cast<size_t>(op.group) >= G) return nullptr;  // the full path reports it
+          auto& list = instance_[op.group];
+          const int k = seen_group[op.group]++;
+          if (k == static_cast<int>(list.size())) {
+            list.push_back(static_cast<int>(sh->barriers.size()));
+            sh->barriers.push_back({oc[i].time.time_s, {}});
+          }
+          b = list[k];
         }
-        const int k = seen[id]++;
-        auto [it, added] = instance.emplace(std::make_pair(id, int64_t{k}), static_cast<int>(sh->barriers.size()));
-        if (added) sh->barriers.push_back({oc[i].time.time_s, {}});
-        if (i == 0) sh->first_barrier[r] = it->second;
-        sh->barriers[it->second].members.emplace_back(r, static_cast<int>(sh->segs[r].size()));
-        rank_barriers[r].push_back(it->second);
+        if (i == 0) sh->first_barrier[r] = b;
+        sh->barriers[b].members.emplace_back(r, static_cast<int>(sh->segs[r].size()));
+        rank_barriers[r].push_back(b);
         close_seg();
         continue;
       }

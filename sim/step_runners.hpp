@@ -72,6 +72,8 @@ class AnalyticStepRunner final : public serve::StepRunner {
   bool fast_ = true;
   bool verify_ = false;
   plan::Step step_;
+  cost::StepCost sc_;                         // reused by every full costing
+  std::vector<std::vector<int>> instance_;    // compile() scratch
   std::vector<int64_t> key_;
   // Per attention group of the current batch: tokens, sampled, attended keys, context sum (exact integers).
   std::vector<int64_t> agg_;

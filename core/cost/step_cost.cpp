@@ -78,7 +78,10 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
   std::map<std::pair<int, int>, Barrier> p2p;
   for (int r = 0; r < n; ++r) {
     auto& rc = out.ranks[static_cast<size_t>(r)];
+    std::vector<OpCost> keep = std::move(rc.ops);  // reuse the allocation (CostModel::cost(step, out))
     rc = RankCost{};
+    rc.ops = std::move(keep);
+    rc.ops.clear();
     rc.rank = step.ranks[static_cast<size_t>(r)].rank;
     rc.gpu = place[static_cast<size_t>(r)];
     rc.ops.resize(step.ranks[static_cast<size_t>(r)].ops.size());
@@ -204,6 +207,8 @@ StepCost CostModel::cost(const plan::Step& step) {
   impl_->run(step, out);
   return out;
 }
+
+void CostModel::cost(const plan::Step& step, StepCost& out) { impl_->run(step, out); }
 
 double CostModel::step_time_s(const plan::Step& step) {
   impl_->run(step, impl_->scratch);
