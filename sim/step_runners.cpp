@@ -561,6 +561,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       Started s = std::move(scheduled.front());
       scheduled.erase(scheduled.begin());
       size_t started = 0;
+      platform_.begin_flow_group(algo_name(s.flows.algo));  // names the flows in the trace (sim/link_usage.hpp)
       for (const Flow& f : s.flows.flows) {
         if (f.src == f.dst || f.bytes <= 0) continue;
         const auto bytes = static_cast<uint64_t>(std::llround(f.bytes));
