@@ -114,6 +114,8 @@ class Simulation {
       for (int d = 0; d < 2; ++d)
         if (lb[2 * e + d] > 0)
           result_.links.push_back({platform_.link_name(e, d == 0), platform_.routes().edge(e).link.bw_Bps, lb[2 * e + d]});
+    result_.link_usage_csv = link_usage_csv(platform_);
+    result_.flow_trace_events = flow_trace_events(platform_);
     return result_;
   }
 

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "core/serve/workload.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/scenario.hpp"
+#include "sim/link_usage.hpp"
 
 namespace parasol::sim {
 
@@ -60,6 +62,10 @@ struct ServeResult {
     double bytes = 0;
   };
   std::vector<LinkUse> links;
+  // Network outputs (sim/link_usage.hpp): link_usage.csv (bytes per link per time bucket) and the flow groups as
+  // Chrome trace events (appended to trace.json).
+  std::string link_usage_csv;
+  std::string flow_trace_events;
   // Per replica (global index), at the end of the run: for conservation checks.
   struct ReplicaEnd {
     int pool = 0;

@@ -222,6 +222,8 @@ int run(const SimArgs& a, const CommonOptions& common) {
       links += l.name + "," + serve::format_number(l.bw_Bps) + "," + serve::format_number(l.bytes) + "," +
                serve::format_number(res.end_s > 0 ? l.bytes / (l.bw_Bps * res.end_s) : 0) + "\n";
     write_file_atomic(common.out_dir, "links.csv", links);
+    write_file_atomic(common.out_dir, "link_usage.csv", res.link_usage_csv);
+    sim::append_trace_events(common.out_dir + "/trace.json", res.flow_trace_events);
   }
   if (common.json) {
     serve::MetricsCollector::write_summary_json(sum, std::cout);
@@ -237,7 +239,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
   std::cout << serve::MetricsCollector::summary_text(sum);
   std::cout << "simulated " << format_time(res.end_s) << ": " << res.iterations << " iterations, " << res.flows
             << " flows, " << res.kv_transfers << " KV transfers\n";
-  if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv}\n";
+  if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv,link_usage.csv}\n";
   return 0;
 }
 
