@@ -70,14 +70,18 @@ case "$case" in
   azure-conv-1gpu) run azure-conv-1gpu "$scen/sim-azure-conv-1gpu.yaml" ;;
   poisson-8replica) run poisson-8replica "$scen/sim-poisson-8replica.yaml" ;;
   fleet-512replica) run fleet-512replica "$scen/sim-fleet-512replica.yaml" ;;
-  scaling)
+  scaling-requests)  # one point of the curve: scripts/bench-sim.sh scaling-requests N (512 replicas)
+    run "scaling-requests" "$scen/sim-fleet-512replica.yaml" --requests "$2"
+    ;;
+  scaling-replicas)  # one point of the curve: scripts/bench-sim.sh scaling-replicas R (100k requests)
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
-    for n in 1000 10000 100000 1000000; do run "scaling-requests" "$scen/sim-fleet-512replica.yaml" --requests "$n"; done
-    for r in 8 64 512; do
-      fleet_variant "$r" "$tmp/fleet-$r.yaml"
-      run "scaling-replicas" "$tmp/fleet-$r.yaml" --requests 100000
-    done
+    fleet_variant "$2" "$tmp/fleet-$2.yaml"
+    run "scaling-replicas" "$tmp/fleet-$2.yaml" --requests 100000
+    ;;
+  scaling)
+    for n in 1000 10000 100000 1000000; do "$0" scaling-requests "$n"; done
+    for r in 8 64 512; do "$0" scaling-replicas "$r"; done
     ;;
   all)
     "$0" azure-conv-1gpu
