@@ -328,15 +328,19 @@ cudaError_t rms_norm(const bf16* x, bf16* residual, const bf16* weight, bf16* ou
                    (residual == nullptr || aligned16(residual));
   const int64_t nv = hidden / 8;
   const unsigned grid = static_cast<unsigned>(rows);
-  if (vec && nv <= 4 * 1024) {
-    const int vpt = nv <= 1024 ? 1 : (nv <= 2048 ? 2 : 4);
+  if (vec && nv <= 8 * 1024) {
+    // Several independent 16-byte loads per thread (up to 8) and small blocks: more bytes in flight per SM than one
+    // vector per thread in big blocks, which is what keeps HBM busy (hidden 4096: 128 threads x 4 vectors).
+    const int vpt = nv <= 128 ? 1 : nv <= 256 ? 2 : nv <= 512 ? 4 : 8;
     const int threads = static_cast<int>(std::max<int64_t>(32, ((nv + vpt - 1) / vpt + 31) / 32 * 32));
     if (vpt == 1)
       rms_norm_vec<1><<<grid, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
     else if (vpt == 2)
       rms_norm_vec<2><<<grid, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
-    else
+    else if (vpt == 4)
       rms_norm_vec<4><<<grid, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
+    else
+      rms_norm_vec<8><<<grid, threads, 0, stream>>>(x, residual, weight, out, hidden, eps);
   } else {
     rms_norm_scalar<<<grid, 512, 0, stream>>>(x, residual, weight, out, hidden, eps);
   }

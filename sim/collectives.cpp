@@ -13,24 +13,35 @@ using plan::CollectiveAlgo;
 
 std::string to_string(CollKind k) {
   switch (k) {
-    case CollKind::kAllReduce: return "all_reduce";
-    case CollKind::kAllGather: return "all_gather";
-    case CollKind::kReduceScatter: return "reduce_scatter";
-    case CollKind::kAllToAll: return "all_to_all";
-    case CollKind::kSendRecv: return "send_recv";
+    case CollKind::kAllReduce:
+      return "all_reduce";
+    case CollKind::kAllGather:
+      return "all_gather";
+    case CollKind::kReduceScatter:
+      return "reduce_scatter";
+    case CollKind::kAllToAll:
+      return "all_to_all";
+    case CollKind::kSendRecv:
+      return "send_recv";
   }
   return "?";
 }
 
 CollKind coll_kind_of(plan::OpKind k) {
   switch (k) {
-    case plan::OpKind::kAllReduce: return CollKind::kAllReduce;
-    case plan::OpKind::kAllGather: return CollKind::kAllGather;
-    case plan::OpKind::kReduceScatter: return CollKind::kReduceScatter;
-    case plan::OpKind::kAllToAll: return CollKind::kAllToAll;
+    case plan::OpKind::kAllReduce:
+      return CollKind::kAllReduce;
+    case plan::OpKind::kAllGather:
+      return CollKind::kAllGather;
+    case plan::OpKind::kReduceScatter:
+      return CollKind::kReduceScatter;
+    case plan::OpKind::kAllToAll:
+      return CollKind::kAllToAll;
     case plan::OpKind::kSend:
-    case plan::OpKind::kRecv: return CollKind::kSendRecv;
-    default: break;
+    case plan::OpKind::kRecv:
+      return CollKind::kSendRecv;
+    default:
+      break;
   }
   throw RuntimeFailure("not a communication op");
 }
@@ -38,11 +49,14 @@ CollKind coll_kind_of(plan::OpKind k) {
 double bus_factor(CollKind k, int n) {
   if (n <= 1) return 1.0;
   switch (k) {
-    case CollKind::kAllReduce: return 2.0 * (n - 1) / n;
+    case CollKind::kAllReduce:
+      return 2.0 * (n - 1) / n;
     case CollKind::kAllGather:
     case CollKind::kReduceScatter:
-    case CollKind::kAllToAll: return static_cast<double>(n - 1) / n;
-    case CollKind::kSendRecv: return 1.0;
+    case CollKind::kAllToAll:
+      return static_cast<double>(n - 1) / n;
+    case CollKind::kSendRecv:
+      return 1.0;
   }
   return 1.0;
 }
@@ -53,7 +67,7 @@ namespace {
 struct Shape {
   std::vector<std::vector<int>> nodes;  // GPU indices per node
   int n = 0;
-  int g = 0;          // GPUs per node when uniform, else 0
+  int g = 0;  // GPUs per node when uniform, else 0
   bool one_domain = true;
 };
 
@@ -78,6 +92,26 @@ Shape shape_of(const Collective& c, const spec::Cluster& cl) {
   for (const auto& l : s.nodes)
     if (static_cast<int>(l.size()) != s.g) s.g = 0;
   return s;
+}
+
+struct Params {
+  double nvls_efficiency, base_latency_s, nvls_latency_s;
+};
+
+Params params_of(const Collective& c, const spec::Cluster& cl) {
+  spec::Efficiency e;
+  e.comm_efficiency = c.efficiency;
+  if (!c.gpus.empty() && c.gpus.front() >= 0 && c.gpus.front() < cl.gpu_count()) {
+    const auto& v = cl.graph[cl.gpus[static_cast<size_t>(c.gpus.front())]];
+    auto it = cl.gpu_types.find(v.gpu_type);
+    if (it != cl.gpu_types.end()) e = it->second.eff;
+  }
+  Params p;
+  p.nvls_efficiency = c.nvls_efficiency >= 0 ? c.nvls_efficiency : e.nvls_efficiency;
+  if (!(p.nvls_efficiency > 0)) p.nvls_efficiency = c.efficiency;
+  p.base_latency_s = c.base_latency_s >= 0 ? c.base_latency_s : e.collective_latency_s;
+  p.nvls_latency_s = c.nvls_latency_s >= 0 ? c.nvls_latency_s : e.nvls_latency_s;
+  return p;
 }
 
 // Accumulates flows (merging equal src/dst) and the per-step latency budget.
@@ -156,7 +190,7 @@ FlowSet ring(const Collective& c, const Shape& s, RouteTable& r) {
     }
     alpha = std::max(alpha, add_ring(b, order, per_edge / channels));
   }
-  return b.finish(CollectiveAlgo::kRing, steps * alpha);
+  return b.finish(CollectiveAlgo::kRing, steps * alpha + params_of(c, r.cluster()).base_latency_s);
 }
 
 // Scale-up switches adjacent to every GPU of the group.
@@ -183,9 +217,11 @@ std::vector<int> common_switches(const Collective& c, RouteTable& r) {
 }
 
 FlowSet nvls(const Collective& c, RouteTable& r) {
-  Builder b(r, c.efficiency);
+  const Params p = params_of(c, r.cluster());
+  Builder b(r, p.nvls_efficiency);
   const auto sw = common_switches(c, r);
-  const double per_dir = c.bytes / static_cast<double>(sw.size());
+  const double n = static_cast<double>(c.gpus.size());
+  const double per_dir = (n + 1) / n * c.bytes / static_cast<double>(sw.size());
   double alpha = 0;
   for (int gpu : c.gpus) {
     const int v = r.gpu_vertex(gpu);
@@ -195,7 +231,7 @@ FlowSet nvls(const Collective& c, RouteTable& r) {
       alpha = std::max(alpha, r.route(v, s).latency_s + r.route(s, v).latency_s);
     }
   }
-  return b.finish(CollectiveAlgo::kNvls, alpha);
+  return b.finish(CollectiveAlgo::kNvls, 2 * alpha + p.nvls_latency_s + p.base_latency_s);
 }
 
 // Intra-node part of hierarchical / tree all-reduce: one ring per node carrying reduce-scatter + all-gather.
@@ -219,7 +255,7 @@ FlowSet hierarchical(const Collective& c, const Shape& s, RouteTable& r) {
     alpha = std::max(alpha, add_ring(b, rail, 2.0 * (nodes - 1) / nodes * c.bytes / s.g));
   }
   lat += 2.0 * (nodes - 1) * alpha;
-  return b.finish(CollectiveAlgo::kHierarchical, lat);
+  return b.finish(CollectiveAlgo::kHierarchical, lat + params_of(c, r.cluster()).base_latency_s);
 }
 
 FlowSet tree(const Collective& c, const Shape& s, RouteTable& r) {
@@ -243,7 +279,7 @@ FlowSet tree(const Collective& c, const Shape& s, RouteTable& r) {
   }
   const double height = std::floor(std::log2(static_cast<double>(nodes)));
   lat += 2.0 * height * alpha;
-  return b.finish(CollectiveAlgo::kTree, lat);
+  return b.finish(CollectiveAlgo::kTree, lat + params_of(c, r.cluster()).base_latency_s);
 }
 
 FlowSet direct(const Collective& c, RouteTable& r) {
@@ -264,7 +300,7 @@ FlowSet direct(const Collective& c, RouteTable& r) {
       b.gpu_flow(c.gpus[i], c.gpus[j], bytes);
       if (bytes > 0) alpha = std::max(alpha, b.gpu_latency(c.gpus[i], c.gpus[j]));
     }
-  return b.finish(CollectiveAlgo::kDirect, alpha);
+  return b.finish(CollectiveAlgo::kDirect, alpha + params_of(c, r.cluster()).base_latency_s);
 }
 
 const CollectiveAlgo kOrder[] = {CollectiveAlgo::kRing, CollectiveAlgo::kNvls, CollectiveAlgo::kHierarchical,
@@ -274,16 +310,21 @@ const CollectiveAlgo kOrder[] = {CollectiveAlgo::kRing, CollectiveAlgo::kNvls, C
 
 std::string algo_name(CollectiveAlgo a) {
   switch (a) {
-    case CollectiveAlgo::kAuto: return "auto";
-    case CollectiveAlgo::kRing: return "ring";
-    case CollectiveAlgo::kTree: return "tree";
-    case CollectiveAlgo::kNvls: return "nvls";
-    case CollectiveAlgo::kHierarchical: return "hierarchical";
-    case CollectiveAlgo::kDirect: return "direct";
+    case CollectiveAlgo::kAuto:
+      return "auto";
+    case CollectiveAlgo::kRing:
+      return "ring";
+    case CollectiveAlgo::kTree:
+      return "tree";
+    case CollectiveAlgo::kNvls:
+      return "nvls";
+    case CollectiveAlgo::kHierarchical:
+      return "hierarchical";
+    case CollectiveAlgo::kDirect:
+      return "direct";
   }
   return "?";
 }
-
 
 plan::CollectiveAlgo parse_algo(const std::string& s) {
   for (CollectiveAlgo a : {CollectiveAlgo::kAuto, CollectiveAlgo::kRing, CollectiveAlgo::kTree, CollectiveAlgo::kNvls,
@@ -301,13 +342,17 @@ bool applicable(const Collective& c, CollectiveAlgo algo, RouteTable& r) {
   const Shape s = shape_of(c, r.cluster());
   const bool multi = s.nodes.size() > 1;
   switch (algo) {
-    case CollectiveAlgo::kRing: return true;
+    case CollectiveAlgo::kRing:
+      return true;
     case CollectiveAlgo::kNvls:
       return c.kind == CollKind::kAllReduce && n > 1 && s.one_domain && r.cluster().scaleup_reduces &&
              !common_switches(c, r).empty();
     case CollectiveAlgo::kHierarchical:
-    case CollectiveAlgo::kTree: return c.kind == CollKind::kAllReduce && multi && s.g > 0;
-    default: return false;
+      return c.kind == CollKind::kAllReduce && multi && !s.one_domain && s.g > 1;
+    case CollectiveAlgo::kTree:
+      return c.kind == CollKind::kAllReduce && multi && !s.one_domain && s.g > 0;
+    default:
+      return false;
   }
 }
 
@@ -328,12 +373,18 @@ FlowSet decompose(const Collective& c, CollectiveAlgo algo, RouteTable& r) {
     }
   }
   switch (algo) {
-    case CollectiveAlgo::kRing: return ring(c, shape_of(c, r.cluster()), r);
-    case CollectiveAlgo::kNvls: return nvls(c, r);
-    case CollectiveAlgo::kHierarchical: return hierarchical(c, shape_of(c, r.cluster()), r);
-    case CollectiveAlgo::kTree: return tree(c, shape_of(c, r.cluster()), r);
-    case CollectiveAlgo::kDirect: return direct(c, r);
-    case CollectiveAlgo::kAuto: break;
+    case CollectiveAlgo::kRing:
+      return ring(c, shape_of(c, r.cluster()), r);
+    case CollectiveAlgo::kNvls:
+      return nvls(c, r);
+    case CollectiveAlgo::kHierarchical:
+      return hierarchical(c, shape_of(c, r.cluster()), r);
+    case CollectiveAlgo::kTree:
+      return tree(c, shape_of(c, r.cluster()), r);
+    case CollectiveAlgo::kDirect:
+      return direct(c, r);
+    case CollectiveAlgo::kAuto:
+      break;
   }
   return {};
 }

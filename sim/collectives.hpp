@@ -12,16 +12,22 @@
 //   kRing          ring over the group; one channel inside a scale-up domain, g rail-aligned channels across nodes
 //                  (g = group GPUs per node), as NCCL builds one ring per NIC. All-reduce moves 2(n-1)/n x S per edge,
 //                  all-gather and reduce-scatter (n-1)/n x S, with 2(n-1) resp. n-1 step latencies.
-//   kNvls          all-reduce inside one scale-up domain whose switch reduces (Cluster::scaleup_reduces): each GPU sends
-//                  S to the switch and receives S back (the switch reduces and multicasts), S/B + 2 a, the same form as
-//                  core/cost's analytic model (the shard traffic of multimem ld_reduce, S/n more, is neglected).
+//   kNvls          all-reduce inside one scale-up domain whose switch reduces (Cluster::scaleup_reduces), as NCCL's
+//   NVLS
+//                  (NVLink SHARP) runs it: reduce-scatter by multimem loads (the switch pulls every GPU's S, returns
+//                  each its reduced S/n) then all-gather by multicast stores (S/n up, S down): (n+1)/n x S per
+//                  direction per GPU at nvls_efficiency, 2 switch round trips + nvls_latency.
 //   kHierarchical  all-reduce across nodes: intra-node ring reduce-scatter + all-gather (2(g-1)/g x S per NVLink edge),
 //                  inter-node ring all-reduce per rail over S/g, all pipelined.
-//   kTree          as hierarchical, with NCCL's double binary tree across nodes per rail instead of the inter-node ring:
+//   kTree          as hierarchical, with NCCL's double binary tree across nodes per rail instead of the inter-node
+//   ring:
 //                  2 log2(N) step latencies instead of 2(N-1), for small and mid sizes at scale.
 //   kDirect        all-to-all(v): one flow per ordered pair; send/recv: one flow.
+// Every collective (not send/recv) also pays a fixed base latency (kernel launch + protocol; NCCL's baseLat), from the
+// GPU YAML (spec::Efficiency::collective_latency_s) unless the Collective sets it. The uncontended times equal
+// core/cost/collective_cost.hpp's closed forms, so analytic and network modes agree when links are not shared.
 // kAuto picks the applicable algorithm with the smallest uncontended estimate (NCCL's tuner does the same with its
-// own model); ties go to the earlier one in the order above.
+// own model); ties go to the earlier one in the order ring, nvls, hierarchical, tree, direct.
 //
 // Sizes follow nccl-tests: `bytes` is S, the all-reduce buffer, the all-gather output, the reduce-scatter input and the
 // all-to-all per-rank send buffer; bus_factor() gives busbw = algbw x factor.
@@ -39,9 +45,9 @@ namespace parasol::sim {
 enum class CollKind { kAllReduce, kAllGather, kReduceScatter, kAllToAll, kSendRecv };
 
 std::string to_string(CollKind k);
-std::string algo_name(plan::CollectiveAlgo a);  // "ring", "nvls", ...
+std::string algo_name(plan::CollectiveAlgo a);          // "ring", "nvls", ...
 plan::CollectiveAlgo parse_algo(const std::string& s);  // inverse of algo_name; throws ConfigError
-CollKind coll_kind_of(plan::OpKind k);  // kAllReduce.. kAllToAll, kSend -> kSendRecv; throws otherwise
+CollKind coll_kind_of(plan::OpKind k);                  // kAllReduce.. kAllToAll, kSend -> kSendRecv; throws otherwise
 
 struct Collective {
   CollKind kind = CollKind::kAllReduce;
@@ -49,7 +55,11 @@ struct Collective {
   double bytes = 0;               // S, nccl-tests convention
   std::vector<double> a2a_bytes;  // all-to-all(v): n x n bytes, row = sender; empty = S/n to every peer
   plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto;
-  double efficiency = 1.0;        // achieved / nominal link bandwidth: flows carry bytes / efficiency
+  double efficiency = 1.0;  // achieved / nominal link bandwidth: flows carry bytes / efficiency
+  // NCCL-like parameters; negative = from the GPU type of the group's first GPU (spec::Efficiency).
+  double nvls_efficiency = -1;  // NVLS flows carry bytes / nvls_efficiency (0: efficiency)
+  double base_latency_s = -1;   // fixed cost of every collective
+  double nvls_latency_s = -1;   // extra fixed cost of NVLS
 };
 
 struct Flow {
@@ -60,8 +70,8 @@ struct Flow {
 
 struct FlowSet {
   plan::CollectiveAlgo algo = plan::CollectiveAlgo::kDirect;
-  std::vector<Flow> flows;      // concurrent, sorted by (src, dst), no duplicates
-  double extra_latency_s = 0;   // step latencies beyond the one each flow pays on its route
+  std::vector<Flow> flows;     // concurrent, sorted by (src, dst), no duplicates
+  double extra_latency_s = 0;  // step latencies beyond the one each flow pays on its route
 };
 
 double bus_factor(CollKind k, int n);

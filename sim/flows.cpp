@@ -11,6 +11,7 @@ double run_flows(Platform& p, const FlowSet& fs, FlowStats* stats) {
   const double t0 = sg4::Engine::get_clock();
   std::vector<sg4::CommPtr> comms;
   comms.reserve(fs.flows.size());
+  p.begin_flow_group(algo_name(fs.algo));
   for (const Flow& f : fs.flows) {
     if (f.src == f.dst || f.bytes <= 0) continue;
     const auto bytes = static_cast<uint64_t>(std::llround(f.bytes));

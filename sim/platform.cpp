@@ -1,10 +1,10 @@
 #include "sim/platform.hpp"
 
-#include <simgrid/kernel/routing/NetPoint.hpp>
-#include <simgrid/kernel/routing/NetZoneImpl.hpp>
 #include <xbt/log.h>
 
 #include <algorithm>
+#include <simgrid/kernel/routing/NetPoint.hpp>
+#include <simgrid/kernel/routing/NetZoneImpl.hpp>
 
 #include "core/common/error.hpp"
 
@@ -60,7 +60,7 @@ double host_speed(const spec::Cluster& c, const spec::Vertex& v) {
 
 }  // namespace
 
-Platform::Platform(const spec::Cluster& cluster) : routes_(cluster) {
+Platform::Platform(const spec::Cluster& cluster, LinkUsage::Options usage) : routes_(cluster) {
   const auto& g = cluster.graph;
   auto* zone = new GraphZone(cluster.name.empty() ? "cluster" : cluster.name, this);
   const int nv = routes_.vertex_count();
@@ -96,9 +96,24 @@ Platform::Platform(const spec::Cluster& cluster) : routes_(cluster) {
   }
   zone->seal();
   link_bytes_.assign(2 * static_cast<size_t>(ne), 0.0);
+  usage_ = std::make_shared<LinkUsage>(2 * static_cast<size_t>(ne), usage);
+  // SimGrid 3.32 offers no way to disconnect a completion callback: connect one trampoline per process, and route it
+  // to the live Platform (one per process, like the engine).
+  static bool connected = false;
+  active_ = this;
+  if (!connected) {
+    sg4::Activity::on_completion_cb([](const sg4::Activity& a) {
+      if (active_) active_->on_completion(a);
+    });
+    connected = true;
+  }
 }
 
-Platform::~Platform() = default;
+Platform::~Platform() {
+  if (active_ == this) active_ = nullptr;
+}
+
+Platform* Platform::active_ = nullptr;
 
 std::string Platform::link_name(int edge, bool forward) const {
   const EdgeInfo& ei = routes_.edge(edge);
@@ -113,7 +128,47 @@ std::string Platform::link_name(int edge, bool forward) const {
 void Platform::account(int src_vertex, int dst_vertex, double bytes) {
   if (src_vertex == dst_vertex) return;
   const Route& r = routes_.route(src_vertex, dst_vertex);
-  for (const Hop& h : r.hops) link_bytes_[2 * static_cast<size_t>(h.edge) + ((h.forward || !duplex_[h.edge]) ? 0 : 1)] += bytes;
+  for (const Hop& h : r.hops) link_bytes_[static_cast<size_t>(link_index(h))] += bytes;
+  const double now = sg4::Engine::get_clock();
+  const sg4::Actor* self = sg4::Actor::self();
+  const long actor = self ? static_cast<long>(self->get_pid()) : -1;
+  if (label_pending_ || group_ < 0 || now != group_time_s_ || actor != group_actor_) {
+    group_ = usage_->open_group(label_pending_ ? next_label_ : std::string("flows"), now);
+    label_pending_ = false;
+    group_time_s_ = now;
+    group_actor_ = actor;
+  }
+  usage_->group_flow_started(group_, src_vertex, dst_vertex, now, bytes);
+  pending_[{src_vertex, dst_vertex}].push_back({now, bytes, group_});
+}
+
+void Platform::begin_flow_group(const std::string& label) {
+  next_label_ = label;
+  label_pending_ = true;
+}
+
+void Platform::on_completion(const sg4::Activity& a) {
+  const auto* c = dynamic_cast<const sg4::Comm*>(&a);
+  if (!c || !c->get_source() || !c->get_destination()) return;
+  const int s = vertex_of_netpoint(c->get_source()->get_netpoint()->id());
+  const int d = vertex_of_netpoint(c->get_destination()->get_netpoint()->id());
+  auto it = pending_.find({s, d});
+  if (it == pending_.end() || it->second.empty()) return;  // not started through account()
+  auto& q = it->second;
+  const double start = a.get_start_time();
+  auto p = q.begin();
+  for (auto x = q.begin(); x != q.end(); ++x)
+    if (x->start_s == start) {
+      p = x;
+      break;
+    }
+  const Pending done = *p;
+  q.erase(p);
+  if (q.empty()) pending_.erase(it);
+  const double end = sg4::Engine::get_clock();
+  for (const Hop& h : routes_.route(s, d).hops)
+    usage_->add(static_cast<size_t>(link_index(h)), done.start_s, end, done.bytes);
+  usage_->group_flow_done(done.group, s, d, done.start_s, end);
 }
 
 }  // namespace parasol::sim

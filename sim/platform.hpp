@@ -1,7 +1,7 @@
 // Platform: the SimGrid view of a spec::Cluster. Every vertex of the cluster graph (GPU, scale-up switch, NIC, leaf,
-// spine, ...) becomes a SimGrid host (GPUs run at their bf16 peak; switches only terminate flows, e.g. NVLS reductions).
-// Every edge becomes SimGrid links: a full-duplex edge gives two independent links, one per direction (what SimGrid
-// calls SPLITDUPLEX), a half-duplex edge one SHARED link used by both directions.
+// spine, ...) becomes a SimGrid host (GPUs run at their bf16 peak; switches only terminate flows, e.g. NVLS
+// reductions). Every edge becomes SimGrid links: a full-duplex edge gives two independent links, one per direction
+// (what SimGrid calls SPLITDUPLEX), a half-duplex edge one SHARED link used by both directions.
 //
 // Routing is ours (sim/routing.hpp): a custom netzone answers SimGrid's route queries from the RouteTable, so routes
 // follow the graph exactly and equal-cost paths are spread D-mod-k, at any scale (nothing is precomputed: a route is
@@ -15,16 +15,22 @@
 // 5% of each flow to the reverse direction; the TCP window bound caps rate at gamma / (2 latency). None of these
 // belong in a model of NVLink / InfiniBand fabrics driven by NCCL.
 //
+// Traffic accounting: account() records each flow as it starts (bytes per link direction, totals); the flow's
+// completion (SimGrid's Activity::on_completion, connected while the Platform lives) feeds LinkUsage
+// (sim/link_usage.hpp): bytes per link per time bucket and flow groups for the Chrome trace.
+//
 // Thread behaviour: one per process, used from SimGrid actors (single-threaded event loop).
 #pragma once
 
-#include <simgrid/s4u.hpp>
-
+#include <deque>
+#include <map>
 #include <memory>
+#include <simgrid/s4u.hpp>
 #include <string>
 #include <vector>
 
 #include "core/spec/cluster.hpp"
+#include "sim/link_usage.hpp"
 #include "sim/routing.hpp"
 
 namespace parasol::sim {
@@ -35,13 +41,14 @@ std::unique_ptr<simgrid::s4u::Engine> make_engine(bool verbose = false);
 
 class Platform {
  public:
-  explicit Platform(const spec::Cluster& cluster);
+  explicit Platform(const spec::Cluster& cluster, LinkUsage::Options usage = {});
   ~Platform();
   Platform(const Platform&) = delete;
   Platform& operator=(const Platform&) = delete;
 
   const spec::Cluster& cluster() const { return routes_.cluster(); }
   RouteTable& routes() { return routes_; }
+  const RouteTable& routes() const { return routes_; }
 
   simgrid::s4u::Host* host(int vertex) const { return hosts_[vertex]; }
   simgrid::s4u::Host* gpu_host(int gpu) const { return hosts_[routes_.gpu_vertex(gpu)]; }
@@ -49,8 +56,15 @@ class Platform {
   // The SimGrid link a hop travels on.
   simgrid::s4u::Link* link(const Hop& h) const { return h.forward || !duplex_[h.edge] ? fwd_[h.edge] : bwd_[h.edge]; }
 
-  // Traffic accounting (bytes that went over each link direction), fed by the flow runner.
+  // Traffic accounting (bytes that went over each link direction), fed by the flow runner right after it starts the
+  // comm from src to dst (same simulated instant).
   void account(int src_vertex, int dst_vertex, double bytes);
+  // The flows accounted next (until the next call) form one group labelled `label` (a collective) in the trace.
+  void begin_flow_group(const std::string& label);
+  // Link direction index of a hop, as in link_bytes() and LinkUsage.
+  int link_index(const Hop& h) const { return 2 * h.edge + ((h.forward || !duplex_[h.edge]) ? 0 : 1); }
+  // Per link direction and time bucket; flow groups (shared so that outputs can outlive the Platform).
+  std::shared_ptr<const LinkUsage> usage() const { return usage_; }
   // Bytes carried per edge direction: [2e] forward, [2e+1] backward (half-duplex edges: all in [2e]).
   const std::vector<double>& link_bytes() const { return link_bytes_; }
   std::string link_name(int edge, bool forward) const;
@@ -65,6 +79,21 @@ class Platform {
   std::vector<bool> duplex_;
   std::vector<int> np_vertex_;
   std::vector<double> link_bytes_;
+
+  void on_completion(const simgrid::s4u::Activity& a);
+  struct Pending {
+    double start_s;
+    double bytes;
+    int group;
+  };
+  std::shared_ptr<LinkUsage> usage_;
+  std::map<std::pair<int, int>, std::deque<Pending>> pending_;  // (src, dst) -> flows in flight (lookups only)
+  static Platform* active_;  // receives SimGrid's completion signal (the most recent live Platform)
+  std::string next_label_;
+  bool label_pending_ = false;
+  int group_ = -1;
+  double group_time_s_ = -1;
+  long group_actor_ = -1;
 };
 
 }  // namespace parasol::sim

@@ -1,7 +1,7 @@
 #include "sim/serving.hpp"
 
 #include <algorithm>
-#include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -31,7 +31,9 @@ struct Replica {
   std::unique_ptr<serve::Scheduler> sched;
   sg4::MutexPtr mutex;
   sg4::ConditionVariablePtr cv;
-  bool busy = false;  // !sched->idle(), as last seen
+  bool busy = false;     // !sched->idle(), as last seen
+  bool waiting = false;  // blocked on cv (a notify is needed to wake it)
+  double next_end_s = std::numeric_limits<double>::infinity();  // when it wakes next by itself (iteration end)
 };
 
 class Simulation {
@@ -50,7 +52,9 @@ class Simulation {
       routers_.push_back(serve::make_router(o.router));
       loads_.emplace_back(pool.placement.size());
       pool_replicas_.emplace_back();
-      if (o.fidelity == spec::Fidelity::kNetwork) {
+      if (p < o.runners.size() && o.runners[p]) {
+        runners_.push_back(o.runners[p]);
+      } else if (o.fidelity == spec::Fidelity::kNetwork) {
         network_.push_back(std::make_unique<NetworkStepRunner>(plan, static_cast<int>(p), platform_, o.algo));
         runners_.push_back(network_.back().get());
       } else {
@@ -96,11 +100,22 @@ class Simulation {
       result_.flow_bytes += n->stats().flows.bytes;
       result_.collectives += n->stats().collectives;
     }
+    for (const auto& r : replicas_) {
+      ServeResult::ReplicaEnd e;
+      e.pool = r->pool;
+      e.kv_used_blocks = r->sched->kv().used_blocks();
+      e.kv_total_blocks = r->sched->kv().total_blocks();
+      e.outstanding_requests = r->sched->outstanding_requests();
+      e.stats = r->sched->stats();
+      result_.replica_end.push_back(e);
+    }
     const auto& lb = platform_.link_bytes();
     for (int e = 0; e < platform_.routes().edge_count(); ++e)
       for (int d = 0; d < 2; ++d)
         if (lb[2 * e + d] > 0)
           result_.links.push_back({platform_.link_name(e, d == 0), platform_.routes().edge(e).link.bw_Bps, lb[2 * e + d]});
+    result_.link_usage_csv = link_usage_csv(platform_);
+    result_.flow_trace_events = flow_trace_events(platform_);
     return result_;
   }
 
@@ -124,12 +139,23 @@ class Simulation {
     }
   }
 
-  void wake(Replica& r) { r.cv->notify_one(); }
+  void wake(Replica& r) {
+    if (r.waiting) r.cv->notify_one();
+  }
+
+  // Whether an iteration or a KV transfer may end exactly now (then an arrival now must let it complete first).
+  bool something_ends_at(double now) const {
+    if (pending_kv_ > 0) return true;
+    for (const auto& r : replicas_)
+      if (r->next_end_s == now) return true;
+    return false;
+  }
 
   bool finished() const { return arrivals_done_ && busy_ == 0 && pending_kv_ == 0; }
   void maybe_finish() {
     if (!finished()) return;
-    for (auto& r : replicas_) r->cv->notify_all();
+    for (auto& r : replicas_)
+      if (r->waiting) r->cv->notify_all();
   }
 
   void arrivals() {
@@ -140,7 +166,7 @@ class Simulation {
       std::optional<serve::Request> req = source_.next();
       if (!req || req->arrival_s >= o_.duration_s) break;
       if (req->arrival_s > sg4::Engine::get_clock()) sg4::this_actor::sleep_until(req->arrival_s);
-      sg4::this_actor::yield();  // iterations ending now complete first
+      if (something_ends_at(sg4::Engine::get_clock())) sg4::this_actor::yield();  // they complete first
       ++admitted;
       const double now = sg4::Engine::get_clock();
       const int idx = routers_[entry_pool]->route(*req, loads_[entry_pool]);
@@ -220,22 +246,28 @@ class Simulation {
     });
   }
 
+  // The replica's actor: complete what ended, start what can start (up to pp micro-batches in flight, the next one
+  // when stage 0 is free), sleep until the next end or a wake-up. In-flight slots are a ring reused across
+  // iterations, so the steady state allocates nothing.
   void replica_loop(Replica& r) {
     const int pp = std::max(1, plan_.pools[r.pool].config.pp);
     serve::StepRunner& runner = *runners_[r.pool];
-    std::deque<InFlight> in_flight;
+    std::vector<InFlight> ring(static_cast<size_t>(pp));
+    size_t head = 0, count = 0;
+    auto front = [&]() -> InFlight& { return ring[head]; };
     double stage0_free = 0, last_end = 0;
     std::unique_lock<sg4::Mutex> lock(*r.mutex);
     while (true) {
       double now = sg4::Engine::get_clock();
-      while (!in_flight.empty() && in_flight.front().end_s <= now) {
-        complete(r, in_flight.front());
-        in_flight.pop_front();
+      while (count > 0 && front().end_s <= now) {
+        complete(r, front());
+        head = (head + 1) % ring.size();
+        --count;
         maybe_finish();
       }
       bool started = false;
-      while (static_cast<int>(in_flight.size()) < pp && now >= stage0_free) {
-        InFlight f;
+      while (static_cast<int>(count) < pp && now >= stage0_free) {
+        InFlight& f = ring[(head + count) % ring.size()];
         if (!r.sched->schedule(now, f.it)) break;
         f.timing = runner.run(r.index, f.it.batch);
         if (f.timing.clock_advanced) {
@@ -249,27 +281,34 @@ class Simulation {
           stage0_free = now + stage0;
         }
         last_end = f.end_s;
-        in_flight.push_back(std::move(f));
+        ++count;
         started = true;
         if (pp == 1) break;
         now = sg4::Engine::get_clock();
       }
-      if (started && in_flight.front().end_s <= sg4::Engine::get_clock()) continue;
-      if (!in_flight.empty()) {
-        double next = in_flight.front().end_s;
-        if (pp > 1 && static_cast<int>(in_flight.size()) < pp && stage0_free > now && r.sched->has_runnable())
+      if (started && front().end_s <= sg4::Engine::get_clock()) continue;
+      if (count > 0) {
+        double next = front().end_s;
+        if (pp > 1 && static_cast<int>(count) < pp && stage0_free > now && r.sched->has_runnable())
           next = std::min(next, stage0_free);
+        r.next_end_s = next;
         if (pp == 1) {
           sg4::this_actor::sleep_until(next);
         } else {
+          r.waiting = true;
           r.cv->wait_until(lock, next);
+          r.waiting = false;
         }
         continue;
       }
+      r.next_end_s = std::numeric_limits<double>::infinity();
       if (r.sched->idle() && finished()) break;
+      r.waiting = true;
       r.cv->wait(lock);
+      r.waiting = false;
       if (r.sched->idle() && finished()) break;
     }
+    r.next_end_s = std::numeric_limits<double>::infinity();
   }
 
   const plan::Plan& plan_;

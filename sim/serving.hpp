@@ -15,15 +15,18 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/plan/plan.hpp"
 #include "core/serve/metrics.hpp"
 #include "core/serve/scheduler.hpp"
+#include "core/serve/step_runner.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/scenario.hpp"
+#include "sim/link_usage.hpp"
 
 namespace parasol::sim {
 
@@ -37,6 +40,8 @@ struct ServeOptions {
   std::function<void(double now_s, int64_t done)> progress;     // every progress_every records
   int64_t progress_every = 10000;
   bool verbose = false;                                         // SimGrid's own logging
+  // Tests: one runner per pool, used instead of the fidelity's runner (nullptr entries keep it). Not owned.
+  std::vector<serve::StepRunner*> runners;
 };
 
 struct ServeResult {
@@ -57,6 +62,19 @@ struct ServeResult {
     double bytes = 0;
   };
   std::vector<LinkUse> links;
+  // Network outputs (sim/link_usage.hpp): link_usage.csv (bytes per link per time bucket) and the flow groups as
+  // Chrome trace events (appended to trace.json).
+  std::string link_usage_csv;
+  std::string flow_trace_events;
+  // Per replica (global index), at the end of the run: for conservation checks.
+  struct ReplicaEnd {
+    int pool = 0;
+    int64_t kv_used_blocks = 0;  // referenced KV blocks (0 when every request left)
+    int64_t kv_total_blocks = 0;
+    int64_t outstanding_requests = 0;
+    serve::SchedulerStats stats;
+  };
+  std::vector<ReplicaEnd> replica_end;
 };
 
 ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluster, serve::RequestSource& source,

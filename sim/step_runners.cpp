@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 
 #include "core/common/error.hpp"
 
@@ -50,21 +51,97 @@ uint64_t fnv(const std::vector<int64_t>& v) {
 
 }  // namespace
 
+// A compiled shape: the step of every batch with these per-group (T, S), with the attention ops left variable.
+struct AnalyticStepRunner::Shape {
+  std::vector<int64_t> key;
+  struct Var {             // a class of attention ops with equal dims (re-timed once per step)
+    int group = 0;         // attention-DP group whose K and C it reads
+    plan::Op op;           // the template op (flops and bytes are overwritten per step)
+    double count = 0;      // occurrences over all ranks (for the work totals)
+  };
+  std::vector<Var> vars;
+  struct Seg {             // ops between two communications of one rank
+    double fixed_s = 0;    // sum of the times of its non-attention ops
+    uint32_t vbeg = 0, vend = 0;  // its attention ops: var_ref[vbeg, vend) = (class, count) pairs
+  };
+  std::vector<std::pair<uint32_t, double>> var_ref;
+  std::vector<std::vector<Seg>> segs;  // [rank][k]: k-th segment (barriers + 1 per rank)
+  struct Barrier {
+    double dur = 0;
+    std::vector<std::pair<int, int>> members;  // (rank, index of the segment before it)
+  };
+  std::vector<Barrier> barriers;  // in the order the cost model resolves them
+  std::vector<int> stage;         // rank -> pipeline stage
+  std::vector<int> first_barrier; // rank -> its first barrier when its first op is one (a recv), else -1
+  std::vector<bool> has_ops;
+  bool single = false;            // all ranks identical, every barrier spans all ranks: evaluate rank 0 alone
+  double fixed_flops = 0, fixed_bytes = 0;
+  size_t bytes_used() const {
+    size_t b = sizeof(*this) + var_ref.size() * 16 + vars.size() * sizeof(Var) + barriers.size() * sizeof(Barrier);
+    for (const auto& s : segs) b += s.size() * sizeof(Seg) + 32;
+    for (const auto& x : barriers) b += x.members.size() * 8;
+    return b;
+  }
+};
+
+namespace {
+
+constexpr size_t kAgg = 4;  // per attention group: T, S, K, C
+constexpr size_t kMaxShapeBytes = size_t(256) << 20;  // compiled shapes kept before the cache starts over
+constexpr int64_t kMaxMemoEntries = 2000000;
+
+double dd(int64_t v) { return static_cast<double>(v); }
+
+// The attention op's FLOPs and bytes for K attended keys and C context tokens (core/plan/build_step.cpp emit_gqa;
+// compile() checks on the built op that this reproduces it exactly).
+void attention_work(const plan::Op& o, double keys, double ctx_sum, double a, double kvb, double& flops,
+                    double& bytes) {
+  flops = 2.0 * dd(o.heads) * keys * dd(2 * o.head_dim);
+  bytes = 2.0 * dd(o.tokens) * dd(o.heads * o.head_dim) * a + ctx_sum * 2.0 * dd(o.kv_heads * o.head_dim) * kvb;
+}
+
+bool close(double a, double b) { return std::fabs(a - b) <= 1e-12 * std::max({1.0, std::fabs(a), std::fabs(b)}); }
+
+}  // namespace
+
 AnalyticStepRunner::AnalyticStepRunner(const plan::Plan& plan, int pool, const spec::Cluster& cluster)
-    : builder_(plan, pool), cost_(plan, cluster, [&] {
+    : plan_(plan), pool_(pool), builder_(plan, pool), cost_(plan, cluster, [&] {
         cost::CostOptions o;
         o.instance = 0;
         return o;
       }()),
-      pp_(plan.pools.at(pool).config.pp) {}
+      pp_(plan.pools.at(pool).config.pp), attn_dp_(std::max(1, plan.pools.at(pool).config.attn_dp)) {
+  const plan::Pool& p = plan.pools.at(pool);
+  const std::string& type = p.gpu_type.empty() ? plan.gpu_type : p.gpu_type;
+  auto it = cluster.gpu_types.find(type);
+  if (it == cluster.gpu_types.end()) throw ConfigError("sim: GPU type '" + type + "' is not in the cluster");
+  gpu_ = &it->second;
+  act_bytes_ = dtype_bytes(plan.model.act_dtype);
+  kv_bytes_ = dtype_bytes(plan.kv_dtype);
+  // MLA attention has prefill/decode forms and a context-sized GEMM: not compiled (exact memo only).
+  if (plan.model.attention == spec::AttentionKind::kMla) fast_ = false;
+}
 
-serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& batch) {
-  // Every instance of a pool runs the same program on identical hardware: the replica does not enter the key.
+AnalyticStepRunner::~AnalyticStepRunner() = default;
+
+serve::StepTiming AnalyticStepRunner::full(const plan::Batch& batch) {
+  builder_.build(batch, step_);
+  cost_.cost(step_, sc_);
+  const cost::StepCost& sc = sc_;
+  serve::StepTiming t;
+  t.total_s = sc.total_s;
+  t.stage_s = stage_times(step_, sc, pp_);
+  step_work(step_, t.flops, t.bytes);
+  return t;
+}
+
+serve::StepTiming AnalyticStepRunner::exact_memo(const plan::Batch& batch) {
   key_.clear();
   for (const auto& s : batch.seqs) {
     key_.push_back(s.new_tokens);
     key_.push_back(s.context);
     key_.push_back(s.attn_group);
+    key_.push_back(s.sample ? 1 : 0);
   }
   const uint64_t h = fnv(key_);
   auto& bucket = memo_[h];
@@ -74,19 +151,281 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
       return e.timing;
     }
   ++misses_;
-  builder_.build(batch, step_);
-  const cost::StepCost sc = cost_.cost(step_);
-  serve::StepTiming t;
-  t.total_s = sc.total_s;
-  t.stage_s = stage_times(step_, sc, pp_);
-  step_work(step_, t.flops, t.bytes);
-  if (entries_ > 2000000) {  // bound memory on endless distinct shapes
+  serve::StepTiming t = full(batch);
+  if (entries_ > kMaxMemoEntries) {  // bound memory on endless distinct batches
     memo_.clear();
     entries_ = 0;
   }
   memo_[h].push_back({key_, t});
   ++entries_;
   return t;
+}
+
+std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile(const plan::Batch& batch) {
+  builder_.build(batch, step_);
+  cost_.cost(step_, sc_);
+  const cost::StepCost& sc = sc_;
+  const plan::ParallelConfig& c = plan_.pools[pool_].config;
+  auto sh = std::make_unique<Shape>();
+  sh->key = key_;
+  const int R = static_cast<int>(step_.ranks.size());
+  sh->segs.resize(R);
+  sh->stage.resize(R);
+  sh->first_barrier.assign(R, -1);
+  sh->has_ops.assign(R, false);
+  // Barrier instances: the k-th collective of a group on every member is one barrier; so is the k-th send/recv of a
+  // (src, dst) pair. instance_[g][k] -> barrier (groups), p2p by (src * R + dst, k).
+  const size_t G = step_.groups.size();
+  if (instance_.size() < G) instance_.resize(G);
+  for (size_t g = 0; g < G; ++g) instance_[g].clear();
+  std::map<std::pair<int64_t, int64_t>, int> p2p_instance;
+  std::vector<std::vector<int>> rank_barriers(R);
+  std::vector<int> seen_group(G, 0);
+  for (int r = 0; r < R; ++r) {
+    const auto& ops = step_.ranks[r].ops;
+    const auto& oc = sc.ranks[r].ops;
+    sh->stage[r] = step_.ranks[r].stage;
+    sh->has_ops[r] = !ops.empty();
+    const int ag = c.attn_group_of(r);
+    std::fill(seen_group.begin(), seen_group.end(), 0);
+    std::map<int64_t, int> seen_p2p;
+    std::vector<std::pair<uint32_t, double>> pending;  // var classes of the open segment
+    Shape::Seg seg;
+    auto close_seg = [&] {
+      seg.vbeg = static_cast<uint32_t>(sh->var_ref.size());
+      sh->var_ref.insert(sh->var_ref.end(), pending.begin(), pending.end());
+      seg.vend = static_cast<uint32_t>(sh->var_ref.size());
+      sh->segs[r].push_back(seg);
+      seg = Shape::Seg{};
+      pending.clear();
+    };
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const plan::Op& op = ops[i];
+      if (op.kind == plan::OpKind::kMlaAttention) return nullptr;
+      if (plan::is_communication(op.kind)) {
+        int b = -1;
+        if (op.kind == plan::OpKind::kSend || op.kind == plan::OpKind::kRecv) {
+          const int src = op.kind == plan::OpKind::kSend ? r : op.peer, dst = op.kind == plan::OpKind::kSend ? op.peer : r;
+          const int64_t id = static_cast<int64_t>(src) * R + dst;
+          const int k = seen_p2p[id]++;
+          auto [it, added] = p2p_instance.emplace(std::make_pair(id, int64_t{k}), static_cast<int>(sh->barriers.size()));
+          if (added) sh->barriers.push_back({oc[i].time.time_s, {}});
+          b = it->second;
+        } else {
+          if (op.group < 0 || static_cast<size_t>(op.group) >= G) return nullptr;  // the full path reports it
+          auto& list = instance_[op.group];
+          const int k = seen_group[op.group]++;
+          if (k == static_cast<int>(list.size())) {
+            list.push_back(static_cast<int>(sh->barriers.size()));
+            sh->barriers.push_back({oc[i].time.time_s, {}});
+          }
+          b = list[k];
+        }
+        if (i == 0) sh->first_barrier[r] = b;
+        sh->barriers[b].members.emplace_back(r, static_cast<int>(sh->segs[r].size()));
+        rank_barriers[r].push_back(b);
+        close_seg();
+        continue;
+      }
+      if (op.kind == plan::OpKind::kAttention) {
+        const int64_t* g = &agg_[kAgg * ag];
+        double f = 0, b = 0;
+        attention_work(op, dd(g[2]), dd(g[3]), act_bytes_, kv_bytes_, f, b);
+        if (f != op.flops || b != op.bytes || op.tokens != g[0]) {
+          fast_ = false;  // the planner's attention formula changed: stop compiling this pool
+          return nullptr;
+        }
+        uint32_t v = 0;
+        for (; v < sh->vars.size(); ++v) {
+          const plan::Op& o = sh->vars[v].op;
+          if (sh->vars[v].group == ag && o.heads == op.heads && o.kv_heads == op.kv_heads &&
+              o.head_dim == op.head_dim && o.tokens == op.tokens && o.dtype == op.dtype)
+            break;
+        }
+        if (v == sh->vars.size()) {
+          Shape::Var var;
+          var.group = ag;
+          var.op = op;
+          var.op.q_lens.clear();
+          var.op.ctx_lens.clear();
+          sh->vars.push_back(std::move(var));
+        }
+        sh->vars[v].count += 1;
+        if (!pending.empty() && pending.back().first == v)
+          pending.back().second += 1;
+        else
+          pending.emplace_back(v, 1.0);
+        continue;
+      }
+      seg.fixed_s += oc[i].time.time_s;
+      sh->fixed_flops += op.flops;
+      sh->fixed_bytes += op.bytes;
+    }
+    close_seg();
+  }
+  // Barrier order: resolve them as the cost model does (a barrier completes when it is every member's next one).
+  std::vector<size_t> next(R, 0);
+  std::vector<Shape::Barrier> ordered;
+  ordered.reserve(sh->barriers.size());
+  std::vector<int> remap(sh->barriers.size(), -1);
+  while (ordered.size() < sh->barriers.size()) {
+    bool progress = false;
+    for (int r = 0; r < R; ++r) {
+      if (next[r] >= rank_barriers[r].size()) continue;
+      const int b = rank_barriers[r][next[r]];
+      bool ready = true;
+      for (const auto& [m, k] : sh->barriers[b].members)
+        ready = ready && next[m] < rank_barriers[m].size() && rank_barriers[m][next[m]] == b;
+      if (!ready) continue;
+      for (const auto& [m, k] : sh->barriers[b].members) ++next[m];
+      remap[b] = static_cast<int>(ordered.size());
+      ordered.push_back(sh->barriers[b]);
+      progress = true;
+    }
+    if (!progress) return nullptr;  // unmatched communication: the full path reports it
+  }
+  sh->barriers = std::move(ordered);
+  for (int& b : sh->first_barrier)
+    if (b >= 0) b = remap[b];
+  // Symmetric ranks (TP only): every rank's program is the same and every barrier spans all of them.
+  bool single = pp_ == 1;
+  for (const auto& b : sh->barriers) single = single && static_cast<int>(b.members.size()) == R;
+  for (int r = 1; r < R && single; ++r) {
+    if (sh->segs[r].size() != sh->segs[0].size()) single = false;
+    for (size_t k = 0; k < sh->segs[r].size() && single; ++k) {
+      const auto &a = sh->segs[0][k], &b = sh->segs[r][k];
+      single = a.fixed_s == b.fixed_s && a.vend - a.vbeg == b.vend - b.vbeg &&
+               std::equal(sh->var_ref.begin() + a.vbeg, sh->var_ref.begin() + a.vend, sh->var_ref.begin() + b.vbeg);
+    }
+  }
+  sh->single = single;
+  ++shapes_;
+  return sh;
+}
+
+void AnalyticStepRunner::evaluate(const Shape& shc, serve::StepTiming& t) {
+  Shape& sh = const_cast<Shape&>(shc);
+  const size_t V = sh.vars.size();
+  var_time_.resize(V);
+  t.flops = sh.fixed_flops;
+  t.bytes = sh.fixed_bytes;
+  for (size_t v = 0; v < V; ++v) {
+    Shape::Var& var = sh.vars[v];
+    const int64_t* g = &agg_[kAgg * var.group];
+    attention_work(var.op, dd(g[2]), dd(g[3]), act_bytes_, kv_bytes_, var.op.flops, var.op.bytes);
+    var_time_[v] = cost::op_time(var.op, *gpu_, nullptr).time_s;
+    t.flops += var.count * var.op.flops;
+    t.bytes += var.count * var.op.bytes;
+  }
+  auto seg_s = [&](const Shape::Seg& s) {
+    double x = s.fixed_s;
+    for (uint32_t i = s.vbeg; i < s.vend; ++i) x += sh.var_ref[i].second * var_time_[sh.var_ref[i].first];
+    return x;
+  };
+  if (sh.single) {
+    const auto& segs = sh.segs[0];
+    double now = 0;
+    for (size_t k = 0; k < sh.barriers.size(); ++k) now += seg_s(segs[k]) + sh.barriers[k].dur;
+    now += seg_s(segs.back());
+    t.total_s = now;
+    return;
+  }
+  const size_t R = sh.segs.size();
+  now_.assign(R, 0.0);
+  first_.assign(R, 0.0);
+  for (size_t i = 0; i < sh.barriers.size(); ++i) {
+    const auto& b = sh.barriers[i];
+    double start = 0;
+    for (const auto& [m, k] : b.members) start = std::max(start, now_[m] + seg_s(sh.segs[m][k]));
+    for (const auto& [m, k] : b.members) {
+      now_[m] = start + b.dur;
+      if (sh.first_barrier[m] == static_cast<int>(i)) first_[m] = start;  // a rank that starts with a recv
+    }
+  }
+  double total = 0;
+  for (size_t r = 0; r < R; ++r) {
+    now_[r] += seg_s(sh.segs[r].back());
+    total = std::max(total, now_[r]);
+  }
+  t.total_s = total;
+  if (pp_ > 1) {
+    std::vector<double> first(pp_, std::numeric_limits<double>::infinity()), last(pp_, 0.0);
+    for (size_t r = 0; r < R; ++r) {
+      const int s = sh.stage[r];
+      if (s < 0 || s >= pp_ || !sh.has_ops[r]) continue;
+      first[s] = std::min(first[s], first_[r]);
+      last[s] = std::max(last[s], now_[r]);
+    }
+    t.stage_s.assign(pp_, 0.0);
+    for (int s = 0; s < pp_; ++s) t.stage_s[s] = std::isfinite(first[s]) ? last[s] - first[s] : 0.0;
+    t.stage_s[0] = last[0];
+  }
+}
+
+serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& batch) {
+  // Every instance of a pool runs the same program on identical hardware: the replica does not enter the key.
+  serve::StepTiming t;
+  if (fast_) {
+    agg_.assign(kAgg * attn_dp_, 0);
+    bool ok = true;
+    for (const auto& s : batch.seqs) {
+      if (s.attn_group < 0 || s.attn_group >= attn_dp_ || s.new_tokens < 0 || s.context < 0) {
+        ok = false;  // the full path reports the error
+        break;
+      }
+      if (s.new_tokens == 0) continue;
+      int64_t* g = &agg_[kAgg * s.attn_group];
+      g[0] += s.new_tokens;
+      g[1] += s.sample ? 1 : 0;
+      g[2] += s.new_tokens * s.context + s.new_tokens * (s.new_tokens + 1) / 2;
+      g[3] += s.context + s.new_tokens;
+    }
+    if (ok) {
+      key_.clear();
+      for (int a = 0; a < attn_dp_; ++a) {
+        key_.push_back(agg_[kAgg * a]);
+        key_.push_back(agg_[kAgg * a + 1]);
+      }
+      const uint64_t h = fnv(key_);
+      const Shape* sh = nullptr;
+      auto& bucket = shapes_by_key_[h];
+      for (const auto& x : bucket)
+        if (x->key == key_) {
+          sh = x.get();
+          break;
+        }
+      if (sh) {
+        ++hits_;
+      } else {
+        ++misses_;
+        auto made = compile(batch);
+        if (made) {
+          shape_bytes_ += made->bytes_used();
+          if (shape_bytes_ > kMaxShapeBytes) {  // bound memory: start over (deterministic: depends on counts only)
+            shapes_by_key_.clear();
+            shape_bytes_ = made->bytes_used();
+          }
+          auto& b = shapes_by_key_[h];
+          b.push_back(std::move(made));
+          sh = b.back().get();
+        }
+      }
+      if (sh) {
+        evaluate(*sh, t);
+        if (verify_) {
+          const serve::StepTiming f = full(batch);
+          bool same = close(f.total_s, t.total_s) && close(f.flops, t.flops) && close(f.bytes, t.bytes) &&
+                      f.stage_s.size() == t.stage_s.size();
+          for (size_t i = 0; same && i < f.stage_s.size(); ++i) same = close(f.stage_s[i], t.stage_s[i]);
+          if (!same)
+            throw RuntimeFailure("analytic step runner: compiled step " + std::to_string(t.total_s) +
+                                 " s differs from the cost model's " + std::to_string(f.total_s) + " s");
+        }
+        return t;
+      }
+    }
+  }
+  return exact_memo(batch);
 }
 
 NetworkStepRunner::NetworkStepRunner(const plan::Plan& plan, int pool, Platform& platform, plan::CollectiveAlgo algo)
@@ -96,7 +435,8 @@ NetworkStepRunner::NetworkStepRunner(const plan::Plan& plan, int pool, Platform&
   if (it != platform.cluster().gpu_types.end()) efficiency_ = it->second.eff.comm_efficiency;
 }
 
-const FlowSet& NetworkStepRunner::flows_for(int replica, const plan::Op& op, int group, const std::vector<double>* a2a) {
+const FlowSet& NetworkStepRunner::flows_for(const plan::Step& step, int replica, const plan::Op& op, int group,
+                                            const std::vector<double>* a2a) {
   const auto& place = plan_.pools[pool_].placement.at(replica);
   Collective c;
   c.kind = coll_kind_of(op.kind);
@@ -104,7 +444,7 @@ const FlowSet& NetworkStepRunner::flows_for(int replica, const plan::Op& op, int
   c.algo = op.algo != plan::CollectiveAlgo::kAuto ? op.algo : algo_;
   c.efficiency = efficiency_;
   if (a2a) {
-    for (int r : step_.groups[group].ranks) c.gpus.push_back(place.at(r));
+    for (int r : step.groups[group].ranks) c.gpus.push_back(place.at(r));
     c.a2a_bytes = *a2a;
     // Not cached: per-pair bytes change with the routing of every step.
     static thread_local FlowSet scratch;
@@ -115,7 +455,7 @@ const FlowSet& NetworkStepRunner::flows_for(int replica, const plan::Op& op, int
   auto it = cache_.find(key);
   if (it != cache_.end()) return it->second;
   if (group >= 0) {
-    for (int r : step_.groups[group].ranks) c.gpus.push_back(place.at(r));
+    for (int r : step.groups[group].ranks) c.gpus.push_back(place.at(r));
   }
   if (cache_.size() > 100000) cache_.clear();
   return cache_.emplace(key, plan_collective(c, platform_.routes())).first->second;
@@ -123,10 +463,12 @@ const FlowSet& NetworkStepRunner::flows_for(int replica, const plan::Op& op, int
 
 serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) {
   const double t0 = sg4::Engine::get_clock();
-  builder_.build(batch, step_);
-  const cost::StepCost sc = cost_.cost(step_);
+  // run() waits on flows, so other replicas' actors enter it meanwhile: the step must be per replica, not shared.
+  plan::Step& step = steps_[replica];
+  builder_.build(batch, step);
+  const cost::StepCost sc = cost_.cost(step);
   const auto& place = plan_.pools[pool_].placement.at(replica);
-  const int R = static_cast<int>(step_.ranks.size());
+  const int R = static_cast<int>(step.ranks.size());
   std::vector<size_t> pc(R, 0);
   std::vector<double> ready(R, t0);
   std::vector<bool> blocked(R, false);
@@ -156,7 +498,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       const int a = std::min(r, op.peer), b = std::max(r, op.peer);
       return {-1 - (static_cast<int64_t>(a) * R + b), {a, b}};
     }
-    return {op.group, step_.groups.at(op.group).ranks};
+    return {op.group, step.groups.at(op.group).ranks};
   };
   auto release = [&](const std::vector<int>& members, double t) {
     for (int m : members) {
@@ -170,7 +512,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
     // Run every unblocked rank up to its next communication.
     for (int r = 0; r < R; ++r) {
       if (blocked[r]) continue;
-      const auto& ops = step_.ranks[r].ops;
+      const auto& ops = step.ranks[r].ops;
       while (pc[r] < ops.size() && !plan::is_communication(ops[pc[r]].kind)) {
         ready[r] += sc.ranks[r].ops[pc[r]].time.time_s;
         ++pc[r];
@@ -188,22 +530,22 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       FlowSet fs;
       if (op.kind == plan::OpKind::kSend || op.kind == plan::OpKind::kRecv) {
         const int a = members[0], b = members[1];
-        const int from = step_.ranks[a].ops[pc[a]].kind == plan::OpKind::kSend ? a : b;
+        const int from = step.ranks[a].ops[pc[a]].kind == plan::OpKind::kSend ? a : b;
         const int to = from == a ? b : a;
-        const plan::Op& send = step_.ranks[from].ops[pc[from]];
+        const plan::Op& send = step.ranks[from].ops[pc[from]];
         const int gv = platform_.routes().gpu_vertex(place.at(from)), hv = platform_.routes().gpu_vertex(place.at(to));
         if (gv != hv) fs.flows.push_back({gv, hv, send.comm_bytes / efficiency_});
       } else if (op.kind == plan::OpKind::kAllToAll) {
-        const auto& grp = step_.groups.at(op.group).ranks;
+        const auto& grp = step.groups.at(op.group).ranks;
         std::vector<double> matrix;
         for (int x : grp) {
-          const auto& row = step_.ranks[x].ops[pc[x]].a2a_send_bytes;
+          const auto& row = step.ranks[x].ops[pc[x]].a2a_send_bytes;
           if (row.size() != grp.size()) throw RuntimeFailure("all-to-all op without per-member bytes");
           matrix.insert(matrix.end(), row.begin(), row.end());
         }
-        fs = flows_for(replica, op, op.group, &matrix);
+        fs = flows_for(step, replica, op, op.group, &matrix);
       } else {
-        fs = flows_for(replica, op, op.group, nullptr);
+        fs = flows_for(step, replica, op, op.group, nullptr);
       }
       meetings.erase({id, k});
       ++stats_.collectives;
@@ -211,7 +553,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
     }
     bool all_done = scheduled.empty() && active.empty();
     for (int r = 0; r < R && all_done; ++r)
-      if (pc[r] < step_.ranks[r].ops.size()) all_done = false;
+      if (pc[r] < step.ranks[r].ops.size()) all_done = false;
     if (all_done) break;
 
     // Start what is due, in time order.
@@ -222,6 +564,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       Started s = std::move(scheduled.front());
       scheduled.erase(scheduled.begin());
       size_t started = 0;
+      platform_.begin_flow_group(algo_name(s.flows.algo));  // names the flows in the trace (sim/link_usage.hpp)
       for (const Flow& f : s.flows.flows) {
         if (f.src == f.dst || f.bytes <= 0) continue;
         const auto bytes = static_cast<uint64_t>(std::llround(f.bytes));
@@ -268,7 +611,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
   ++stats_.steps;
   serve::StepTiming t;
   t.total_s = sg4::Engine::get_clock() - t0;
-  step_work(step_, t.flops, t.bytes);
+  step_work(step, t.flops, t.bytes);
   t.clock_advanced = true;
   return t;
 }

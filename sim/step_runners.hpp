@@ -1,7 +1,15 @@
 // The simulator's StepRunners (core/serve/step_runner.hpp), one per pool of the Plan:
-//   AnalyticStepRunner  the cost model's time of build_step(plan, batch) (core/cost), memoized on the exact batch
-//                       signature (each sequence's new tokens, context and attention group), so repeated shapes cost a
-//                       hash lookup. The clock is advanced by the driver.
+//   AnalyticStepRunner  the cost model's time of build_step(plan, batch) (core/cost), without building most steps: a
+//                       step depends on its batch only through, per attention-DP group, the new tokens T, the sampled
+//                       sequences S, the attended keys K = sum q (c + (q + 1) / 2) and the context sum C; and only
+//                       the attention ops depend on K and C. So the first batch of each shape (T, S per group) is
+//                       built and costed once and compiled: per rank, the fixed time between communications, the
+//                       attention ops (re-timed from K and C with the cost model's own op_time), and the barriers
+//                       in the order the cost model resolves them. Later batches of that shape cost one pass over
+//                       the compiled program (one add per layer for a one-GPU replica). Compiling checks that its
+//                       attention formula reproduces the built op exactly, else (and for MLA models) the pool falls
+//                       back to building every step, memoized on the exact per-sequence signature. set_verify()
+//                       cross-checks every step against the full path (tests). The clock is advanced by the driver.
 //   NetworkStepRunner   compute ops take their cost-model time; every collective and send/recv becomes flows on the
 //                       platform (sim/collectives.hpp) started when the last member of its group arrives, so they share
 //                       links with everything else in flight (other replicas, KV transfers). It simulates the step
@@ -31,23 +39,49 @@ namespace parasol::sim {
 class AnalyticStepRunner final : public serve::StepRunner {
  public:
   AnalyticStepRunner(const plan::Plan& plan, int pool, const spec::Cluster& cluster);
+  ~AnalyticStepRunner() override;
   serve::StepTiming run(int replica, const plan::Batch& batch) override;
   std::string name() const override { return "analytic"; }
-  int64_t memo_hits() const { return hits_; }
-  int64_t memo_misses() const { return misses_; }
+  int64_t memo_hits() const { return hits_; }      // steps served from a compiled shape (or the exact memo)
+  int64_t memo_misses() const { return misses_; }  // steps built and costed in full
+  int64_t shapes() const { return shapes_; }       // compiled shapes made
+  bool compiled() const { return fast_; }          // false: this pool's steps go through the exact memo only
+  // Tests: also build and cost every step in full and throw RuntimeFailure when the two differ by more than 1e-12
+  // relative (total, stage times, FLOPs, bytes).
+  void set_verify(bool v) { verify_ = v; }
 
  private:
+  struct Shape;
   struct Entry {
     std::vector<int64_t> key;
     serve::StepTiming timing;
   };
+  serve::StepTiming full(const plan::Batch& batch);
+  serve::StepTiming exact_memo(const plan::Batch& batch);
+  std::unique_ptr<Shape> compile(const plan::Batch& batch);
+  void evaluate(const Shape& sh, serve::StepTiming& t);
+
+  const plan::Plan& plan_;
+  int pool_ = 0;
   plan::StepBuilder builder_;
   cost::CostModel cost_;
+  const spec::Gpu* gpu_ = nullptr;
   int pp_ = 1;
+  int attn_dp_ = 1;
+  double act_bytes_ = 2, kv_bytes_ = 2;
+  bool fast_ = true;
+  bool verify_ = false;
   plan::Step step_;
+  cost::StepCost sc_;                         // reused by every full costing
+  std::vector<std::vector<int>> instance_;    // compile() scratch
   std::vector<int64_t> key_;
-  std::unordered_map<uint64_t, std::vector<Entry>> memo_;  // lookups only, never iterated
-  int64_t hits_ = 0, misses_ = 0, entries_ = 0;
+  // Per attention group of the current batch: tokens, sampled, attended keys, context sum (exact integers).
+  std::vector<int64_t> agg_;
+  std::vector<double> var_time_, var_flops_, var_bytes_, now_, first_;  // evaluate() scratch
+  std::unordered_map<uint64_t, std::vector<std::unique_ptr<Shape>>> shapes_by_key_;  // lookups only, never iterated
+  std::unordered_map<uint64_t, std::vector<Entry>> memo_;                          // lookups only, never iterated
+  int64_t hits_ = 0, misses_ = 0, entries_ = 0, shapes_ = 0;
+  size_t shape_bytes_ = 0;
 };
 
 struct NetworkStats {
@@ -65,7 +99,8 @@ class NetworkStepRunner final : public serve::StepRunner {
   const NetworkStats& stats() const { return stats_; }
 
  private:
-  const FlowSet& flows_for(int replica, const plan::Op& op, int group, const std::vector<double>* a2a);
+  const FlowSet& flows_for(const plan::Step& step, int replica, const plan::Op& op, int group,
+                           const std::vector<double>* a2a);
 
   const plan::Plan& plan_;
   int pool_;
@@ -74,7 +109,7 @@ class NetworkStepRunner final : public serve::StepRunner {
   double efficiency_ = 1.0;
   plan::StepBuilder builder_;
   cost::CostModel cost_;
-  plan::Step step_;
+  std::map<int, plan::Step> steps_;  // per replica: run() yields to other replicas' actors while flows run
   std::map<std::tuple<int, int, int, double>, FlowSet> cache_;  // (replica, group, kind, bytes) -> flows
   NetworkStats stats_;
 };

@@ -3,8 +3,10 @@
 // summary.json, requests.csv, trace.json (Chrome/Perfetto) and links.csv (bytes and mean utilization per link
 // direction). With no SCENARIO it runs the embedded default (scenarios/default.yaml compiled in). A progress line on
 // stderr when it is a terminal. Output files are byte-identical for the same inputs and seed.
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -22,11 +24,15 @@
 #include "core/spec/scenario.hpp"
 #include "sim/collectives.hpp"
 #include "sim/default_scenario.hpp"
+#include "sim/plan_choice.hpp"
 #include "sim/serving.hpp"
 #include "tools/cli.hpp"
 
 namespace parasol::tools {
 namespace {
+
+// A synthetic workload with neither a cap nor a window end, and no simulated duration either: serve this many.
+constexpr int64_t kDefaultSyntheticCap = 10000;
 
 struct SimArgs {
   std::string scenario;
@@ -36,31 +42,52 @@ struct SimArgs {
   std::string fidelity;
   std::string router = "least_outstanding_tokens";
   std::string algo = "auto";
+  std::string policy;
   int64_t requests = -1;
+  bool timing = false;
 };
 
-plan::Plan resolve_plan(const spec::Scenario& sc, const SimArgs& a) {
-  if (!a.plan.empty()) return plan::load_plan_file(a.plan);
-  if (sc.plan_path) return plan::load_plan_file(*sc.plan_path);
-  // No plan: the first layout of the search space, replicated over every GPU it fits on.
-  plan::ParallelConfig pc;
-  pc.tp = sc.search.tp.empty() ? 1 : sc.search.tp.front();
-  pc.pp = sc.search.pp.empty() ? 1 : sc.search.pp.front();
-  pc.ep = sc.search.ep.empty() ? 1 : sc.search.ep.front();
-  pc.attn_dp = sc.search.attn_dp.empty() ? 1 : sc.search.attn_dp.front();
-  int gpus = 0;
-  for (int g = 0; g < sc.cluster.gpu_count(); ++g)
-    if (sc.gpu_type.empty() || sc.cluster.graph[sc.cluster.gpus[g]].gpu_type == sc.gpu_type) ++gpus;
-  pc.dp = std::max(1, gpus / pc.instance_size());
-  plan::PlanOptions po;
-  po.allow_cross_domain_tp = sc.search.allow_cross_domain_tp;
-  auto made = plan::make_plan(sc.model, sc.cluster, sc.gpu_type, pc, po);
-  if (!made.feasibility.ok) {
-    std::string why;
-    for (const auto& r : made.feasibility.reasons) why += (why.empty() ? "" : "; ") + r;
-    throw ConfigError(sc.file.empty() ? "<scenario>" : sc.file, 0, 0, "search", "a feasible layout " + pc.label(), why);
+// Process CPU seconds (user + system) and peak RSS, for --timing (stderr only: never in an output file).
+struct Usage {
+  double cpu_s = 0;
+  double max_rss_mb = 0;
+};
+Usage usage() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  Usage u;
+  u.cpu_s = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+            1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+  u.max_rss_mb = static_cast<double>(ru.ru_maxrss) / 1024.0;
+  return u;
+}
+double wall_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string plan_label(const plan::Plan& p) {
+  std::string out;
+  for (const auto& pool : p.pools) out += (out.empty() ? "" : " + ") + pool.role + " " + pool.config.label();
+  return out;
+}
+
+// The plan to simulate and one line saying where it came from: --plan, the scenario's `plan:`, or the search.
+struct ChosenPlan {
+  plan::Plan plan;
+  std::string line;
+};
+
+ChosenPlan resolve_plan(const spec::Scenario& sc, const SimArgs& a, uint64_t seed) {
+  if (!a.plan.empty()) {
+    plan::Plan p = plan::load_plan_file(a.plan);
+    return {p, "plan " + plan_label(p) + ": from --plan " + a.plan};
   }
-  return made.plan;
+  if (sc.plan_path) {
+    plan::Plan p = plan::load_plan_file(*sc.plan_path);
+    return {p, "plan " + plan_label(p) + ": from the scenario's plan: " + *sc.plan_path};
+  }
+  sim::PlanChoice c = sim::choose_plan(sc, seed);
+  return {std::move(c.plan), "plan " + c.label + ": chosen by the search (no --plan), " + c.why};
 }
 
 // A file streamed into DIR/NAME.tmp and renamed when complete.
@@ -80,6 +107,8 @@ struct OutFile {
 };
 
 int run(const SimArgs& a, const CommonOptions& common) {
+  const double wall0 = wall_s();
+  const Usage use0 = usage();
   spec::Scenario sc;
   if (a.scenario.empty()) {
     const std::string text = sim::default_scenario_yaml();
@@ -88,19 +117,27 @@ int run(const SimArgs& a, const CommonOptions& common) {
   } else {
     sc = spec::load_scenario_file(resolve_data_path(a.scenario));
   }
-  const plan::Plan plan = resolve_plan(sc, a);
+  const ChosenPlan chosen = resolve_plan(sc, a, common.seed);
+  const plan::Plan& plan = chosen.plan;
 
   serve::WorkloadSpec ws;
+  std::string workload_note;
   if (!a.trace.empty()) {
     ws.kind = serve::WorkloadSpec::Kind::kTrace;
     ws.trace.path = a.trace;
     ws.trace.format = serve::parse_trace_format(a.trace_format);
-  } else if (sc.workload) {
-    ws = serve::load_workload(*sc.workload);
+  } else if (auto w = sim::scenario_workload(sc, workload_note)) {
+    ws = *w;
   } else {
     throw ConfigError(sc.file, 0, 0, "workload", "a workload section (or --trace FILE)", "none");
   }
   if (a.requests >= 0) ws.max_requests = a.requests;
+  if (ws.kind == serve::WorkloadSpec::Kind::kSynthetic && ws.max_requests < 0 && ws.window_end_s >= 1e300) {
+    if (sc.sim.duration_s)
+      ws.window_end_s = *sc.sim.duration_s;
+    else
+      ws.max_requests = kDefaultSyntheticCap;
+  }
   auto source = serve::make_source(ws, common.seed);
 
   sim::ServeOptions o;
@@ -111,6 +148,15 @@ int run(const SimArgs& a, const CommonOptions& common) {
     o.fidelity = a.fidelity == "network" ? spec::Fidelity::kNetwork : spec::Fidelity::kAnalytic;
   }
   o.router = a.router;
+  if (!a.policy.empty()) {
+    if (a.policy != "prefill_first" && a.policy != "chunked")
+      throw ConfigError("", 0, 0, "--policy", "prefill_first or chunked", a.policy);
+    for (const auto& pool : plan.pools) {
+      o.schedulers.push_back(serve::SchedulerConfig::from_pool(pool));
+      o.schedulers.back().policy =
+          a.policy == "prefill_first" ? serve::BatchPolicy::kPrefillFirst : serve::BatchPolicy::kChunked;
+    }
+  }
   o.algo = sim::parse_algo(a.algo);
   if (sc.sim.duration_s) o.duration_s = *sc.sim.duration_s;
   if (sc.sim.max_requests) o.max_requests = *sc.sim.max_requests;
@@ -144,8 +190,25 @@ int run(const SimArgs& a, const CommonOptions& common) {
     mc.trace_json = &trace->os;
   }
   serve::MetricsCollector metrics(mc);
+  const double wall1 = wall_s();
+  const Usage use1 = usage();
   const sim::ServeResult res = sim::simulate_serving(plan, sc.cluster, *source, metrics, o);
   const serve::Summary sum = metrics.finish(res.end_s);
+  if (a.timing) {
+    const double wall2 = wall_s();
+    const Usage use2 = usage();
+    // One line, key=value, for scripts/bench-sim.sh. Wall-clock figures go to stderr only, never into output files.
+    std::fprintf(stderr,
+                 "timing: setup_wall_s=%.4f setup_cpu_s=%.4f sim_wall_s=%.4f sim_cpu_s=%.4f steps=%lld "
+                 "steps_per_cpu_s=%.0f requests=%lld replicas=%d gpus=%d sim_time_s=%.3f memo_hits=%lld "
+                 "memo_misses=%lld max_rss_mb=%.1f\n",
+                 wall1 - wall0, use1.cpu_s - use0.cpu_s, wall2 - wall1, use2.cpu_s - use1.cpu_s,
+                 static_cast<long long>(res.iterations),
+                 use2.cpu_s > use1.cpu_s ? static_cast<double>(res.iterations) / (use2.cpu_s - use1.cpu_s) : 0.0,
+                 static_cast<long long>(res.requests), res.replicas,
+                 res.replicas * plan.pools[0].config.instance_size(), res.end_s,
+                 static_cast<long long>(res.memo_hits), static_cast<long long>(res.memo_misses), use2.max_rss_mb);
+  }
   if (tty) std::fprintf(stderr, "\n");
 
   if (!common.out_dir.empty()) {
@@ -159,6 +222,8 @@ int run(const SimArgs& a, const CommonOptions& common) {
       links += l.name + "," + serve::format_number(l.bw_Bps) + "," + serve::format_number(l.bytes) + "," +
                serve::format_number(res.end_s > 0 ? l.bytes / (l.bw_Bps * res.end_s) : 0) + "\n";
     write_file_atomic(common.out_dir, "links.csv", links);
+    write_file_atomic(common.out_dir, "link_usage.csv", res.link_usage_csv);
+    sim::append_trace_events(common.out_dir + "/trace.json", res.flow_trace_events);
   }
   if (common.json) {
     serve::MetricsCollector::write_summary_json(sum, std::cout);
@@ -166,13 +231,15 @@ int run(const SimArgs& a, const CommonOptions& common) {
     return 0;
   }
   if (common.verbosity == 0) return 0;
+  std::cout << chosen.line << "\n";
+  if (!workload_note.empty()) std::cout << "workload: " << workload_note << "\n";
   std::cout << "scenario " << (sc.name.empty() ? sc.file : sc.name) << ": " << sc.model.name << " on "
             << sc.cluster.name << ", " << replicas << " replica(s), fidelity "
             << (o.fidelity == spec::Fidelity::kNetwork ? "network" : "analytic") << ", " << source->describe() << "\n";
   std::cout << serve::MetricsCollector::summary_text(sum);
   std::cout << "simulated " << format_time(res.end_s) << ": " << res.iterations << " iterations, " << res.flows
             << " flows, " << res.kv_transfers << " KV transfers\n";
-  if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv}\n";
+  if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv,link_usage.csv}\n";
   return 0;
 }
 
@@ -189,6 +256,10 @@ PARASOL_COMMAND("sim", 20, [](CLI::App& app, CommonOptions& common) -> std::func
   sub->add_option("--router", a->router, "round_robin | least_outstanding_tokens");
   sub->add_option("--algo", a->algo, "Network mode: force a collective algorithm (auto, ring, tree, nvls, ...)");
   sub->add_option("--requests", a->requests, "Serve at most this many requests");
+  sub->add_flag("--timing", a->timing,
+                "Print setup / simulation wall and CPU time, steps/s and peak RSS to stderr (benchmarks)");
+  sub->add_option("--policy", a->policy,
+                  "Batching: prefill_first (vLLM v0-like) or chunked (Sarathi-like chunked prefill; the default)");
   add_common_options(sub, common);
   sub->footer("Example: parasol sim scenarios/default.yaml --out /tmp/run --seed 7");
   return [a, &common] { return run(*a, common); };

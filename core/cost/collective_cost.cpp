@@ -49,8 +49,9 @@ const PathLinks& LinkCache::path(int gpu_a, int gpu_b) {
         out[i] = {std::numeric_limits<double>::infinity(), 0.0, 0, true};
         continue;
       }
-      if (dist[v] < 0) throw Error("cluster '" + cluster_->name + "': no path between GPU " + std::to_string(gpu_a) +
-                                   " and GPU " + std::to_string(i));
+      if (dist[v] < 0)
+        throw Error("cluster '" + cluster_->name + "': no path between GPU " + std::to_string(gpu_a) + " and GPU " +
+                    std::to_string(i));
       out[i] = {bw[v], lat[v], dist[v], da >= 0 && cluster_->domain_of(static_cast<int>(i)) == da};
     }
     it = from_.emplace(gpu_a, std::move(out)).first;
@@ -74,6 +75,8 @@ GroupLinks group_links(LinkCache& links, const std::vector<int>& gpus) {
   }
   gl.domains = static_cast<int>(by_domain.size());
   for (const auto& [d, members] : by_domain) gl.local_n = std::max(gl.local_n, static_cast<int>(members.size()));
+  gl.uniform = true;
+  for (const auto& [d, members] : by_domain) gl.uniform = gl.uniform && static_cast<int>(members.size()) == gl.local_n;
   gl.one_domain = gl.domains == 1 && c.domain_of(gpus.front()) >= 0;
   gl.nvls = gl.one_domain && c.scaleup_reduces && gl.n > 1;
   if (gl.n <= 1) return gl;
@@ -110,7 +113,8 @@ GroupLinks group_links(LinkCache& links, const std::vector<int>& gpus) {
     for (int j = 0; j < gl.n; ++j) {
       if (i == j) continue;
       const auto& p = links.path(gpus[static_cast<size_t>(i)], gpus[static_cast<size_t>(j)]);
-      auto& bw = p.same_domain ? gl.a2a_intra_bw_Bps[static_cast<size_t>(i)] : gl.a2a_inter_bw_Bps[static_cast<size_t>(i)];
+      auto& bw =
+          p.same_domain ? gl.a2a_intra_bw_Bps[static_cast<size_t>(i)] : gl.a2a_inter_bw_Bps[static_cast<size_t>(i)];
       bw = std::min(bw, p.bw_Bps);
       gl.a2a_latency_s[static_cast<size_t>(i)] = std::max(gl.a2a_latency_s[static_cast<size_t>(i)], p.latency_s);
     }
@@ -122,28 +126,60 @@ double bytes_sent_per_rank(OpKind kind, CollectiveAlgo algo, int n, double S) {
   const double f = static_cast<double>(n - 1) / n;
   switch (kind) {
     case OpKind::kAllReduce:
-      if (algo == CollectiveAlgo::kNvls) return S;
+      if (algo == CollectiveAlgo::kNvls) return (n + 1.0) / n * S;
       if (algo == CollectiveAlgo::kTree) return 2.0 * S;
       return 2.0 * f * S;
     case OpKind::kAllGather:
-    case OpKind::kReduceScatter: return f * S;
-    case OpKind::kAllToAll: return f * S;
-    case OpKind::kSend: return S;
-    default: return 0.0;
+    case OpKind::kReduceScatter:
+      return f * S;
+    case OpKind::kAllToAll:
+      return f * S;
+    case OpKind::kSend:
+      return S;
+    default:
+      return 0.0;
   }
+}
+
+int tree_max_edges(int domains) {
+  // Tree t is a binary heap over the domains shifted by t (the node at heap position p is domain (p + t) mod N); a
+  // node sends to its parent and to each child (reduce up, broadcast down).
+  int worst = 0;
+  for (int i = 0; i < domains; ++i) {
+    int edges = 0;
+    for (int t = 0; t < 2; ++t) {
+      const int pos = ((i - t) % domains + domains) % domains;
+      edges += (pos > 0 ? 1 : 0) + (2 * pos + 1 < domains ? 1 : 0) + (2 * pos + 2 < domains ? 1 : 0);
+    }
+    worst = std::max(worst, edges);
+  }
+  return worst;
 }
 
 namespace {
 
-double ring_time(OpKind kind, int n, double S, double B, double a) {
-  const double f = static_cast<double>(n - 1) / n;
-  if (kind == OpKind::kAllReduce) return 2.0 * f * S / B + 2.0 * (n - 1) * a;
-  return f * S / B + (n - 1) * a;
+double ring_time(OpKind kind, const GroupLinks& g, double S, double eff) {
+  const int n = g.n;
+  const double steps = kind == OpKind::kAllReduce ? 2.0 * (n - 1) : (n - 1);
+  const double per_edge = steps / n * S;
+  if (g.domains > 1 && g.uniform && g.local_n > 1) {  // rail-aligned channels, one per local GPU
+    const double nl = g.local_n;
+    const double t_bw = per_edge * std::max((nl - 1) / nl / (g.intra_bw_Bps * eff), 1.0 / nl / (g.inter_bw_Bps * eff));
+    return t_bw + steps * std::max(g.intra_latency_s, g.inter_latency_s);
+  }
+  return per_edge / (g.ring_bw_Bps * eff) + steps * g.ring_latency_s;
 }
 
 }  // namespace
 
 CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, double eff, CollectiveAlgo algo) {
+  CollectiveParams p;
+  p.efficiency = eff;
+  return collective_time(op, g, p, algo);
+}
+
+CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, const CollectiveParams& p,
+                               CollectiveAlgo algo) {
   CollectiveTime out;
   const int n = g.n;
   const double S = op.comm_bytes;
@@ -151,7 +187,7 @@ CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, double e
   if (op.kind == OpKind::kAllToAll) {
     out.algo = CollectiveAlgo::kDirect;
     std::vector<const plan::Op*> members(static_cast<size_t>(n), &op);  // symmetric: every member sends alike
-    out.time_s = all_to_all_time(members, g, eff);
+    out.time_s = all_to_all_time(members, g, p);
     return out;
   }
   struct Candidate {
@@ -159,22 +195,23 @@ CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, double e
     double time_s;
   };
   std::vector<Candidate> c;
-  const double B = g.ring_bw_Bps * eff, a = g.ring_latency_s;
-  c.push_back({CollectiveAlgo::kRing, ring_time(op.kind, n, S, B, a)});
+  const double eff = p.efficiency;
+  c.push_back({CollectiveAlgo::kRing, ring_time(op.kind, g, S, eff)});
   if (op.kind == OpKind::kAllReduce) {
-    c.push_back({CollectiveAlgo::kTree, 2.0 * S / B + 2.0 * std::ceil(std::log2(n)) * a});
-    if (g.nvls) c.push_back({CollectiveAlgo::kNvls, S / (g.intra_bw_Bps * eff) + 2.0 * g.intra_latency_s});
-  }
-  if (g.domains > 1 && g.local_n > 1) {
-    const int nl = g.local_n, nd = g.domains;
-    const double Bi = g.intra_bw_Bps * eff, Bo = g.inter_bw_Bps * eff;
-    const double fl = static_cast<double>(nl - 1) / nl, fd = static_cast<double>(nd - 1) / nd;
-    double t = 0;
-    if (op.kind == OpKind::kAllReduce)
-      t = 2.0 * (fl * S / Bi + (nl - 1) * g.intra_latency_s) + 2.0 * fd * (S / nl) / Bo + 2.0 * (nd - 1) * g.inter_latency_s;
-    else
-      t = fl * S / Bi + (nl - 1) * g.intra_latency_s + fd * (S / nl) / Bo + (nd - 1) * g.inter_latency_s;
-    c.push_back({CollectiveAlgo::kHierarchical, t});
+    if (g.nvls)
+      c.push_back({CollectiveAlgo::kNvls,
+                   (n + 1.0) / n * S / (g.intra_bw_Bps * p.nvls_eff()) + 2.0 * g.intra_latency_s + p.nvls_latency_s});
+    if (g.domains > 1 && g.uniform) {
+      const double nl = g.local_n, nd = g.domains;
+      const double Bi = g.intra_bw_Bps * eff, Bo = g.inter_bw_Bps * eff;
+      const double intra_bw = nl > 1 ? 2.0 * (nl - 1) / nl * S / Bi : 0.0;
+      const double intra_lat = 2.0 * (nl - 1) * g.intra_latency_s;
+      if (nl > 1)
+        c.push_back({CollectiveAlgo::kHierarchical, std::max(intra_bw, 2.0 * (nd - 1) / nd * (S / nl) / Bo) +
+                                                        intra_lat + 2.0 * (nd - 1) * g.inter_latency_s});
+      c.push_back({CollectiveAlgo::kTree, std::max(intra_bw, tree_max_edges(g.domains) * S / (2.0 * nl) / Bo) +
+                                              intra_lat + 2.0 * std::floor(std::log2(nd)) * g.inter_latency_s});
+    }
   }
   const Candidate* best = &c.front();
   for (const auto& x : c) {
@@ -185,11 +222,18 @@ CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, double e
     if (algo == CollectiveAlgo::kAuto && x.time_s < best->time_s) best = &x;
   }
   out.algo = best->algo;
-  out.time_s = best->time_s;
+  out.time_s = best->time_s + p.base_latency_s;
   return out;
 }
 
 double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& g, double eff) {
+  CollectiveParams p;
+  p.efficiency = eff;
+  return all_to_all_time(members, g, p);
+}
+
+double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& g, const CollectiveParams& p) {
+  const double eff = p.efficiency;
   const int n = g.n;
   if (n <= 1) return 0.0;
   double worst = 0;
@@ -214,7 +258,7 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
       t = std::max(t, std::max(inter_out, inter_in) / (g.a2a_inter_bw_Bps[static_cast<size_t>(i)] * eff));
     worst = std::max(worst, t + g.a2a_latency_s[static_cast<size_t>(i)]);
   }
-  return worst;
+  return worst + p.base_latency_s;
 }
 
 double p2p_time(double bytes, const PathLinks& path, double eff) {

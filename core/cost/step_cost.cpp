@@ -52,6 +52,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
   if (gt == cluster->gpu_types.end()) throw Error("cost_step: GPU type '" + type + "' not in the cluster");
   const spec::Gpu& gpu = gt->second;
   const double eff = gpu.eff.comm_efficiency;
+  const CollectiveParams coll_params = CollectiveParams::from(gpu.eff);  // NCCL-like latencies, NVLS efficiency
   const int n = static_cast<int>(step.ranks.size());
   if (static_cast<int>(place.size()) < n) throw Error("cost_step: placement has fewer GPUs than the step's ranks");
 
@@ -77,7 +78,10 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
   std::map<std::pair<int, int>, Barrier> p2p;
   for (int r = 0; r < n; ++r) {
     auto& rc = out.ranks[static_cast<size_t>(r)];
+    std::vector<OpCost> keep = std::move(rc.ops);  // reuse the allocation (CostModel::cost(step, out))
     rc = RankCost{};
+    rc.ops = std::move(keep);
+    rc.ops.clear();
     rc.rank = step.ranks[static_cast<size_t>(r)].rank;
     rc.gpu = place[static_cast<size_t>(r)];
     rc.ops.resize(step.ranks[static_cast<size_t>(r)].ops.size());
@@ -140,13 +144,13 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
         CollectiveTime ct;
         if (op.kind == OpKind::kAllToAll) {
           ct.algo = plan::CollectiveAlgo::kDirect;
-          ct.time_s = all_to_all_time(b.ops, links_g, eff);
+          ct.time_s = all_to_all_time(b.ops, links_g, coll_params);
         } else {
           double S = 0;  // members may differ (uneven shares): the largest buffer decides
           for (const auto* o : b.ops) S = std::max(S, o->comm_bytes);
           plan::Op shaped = op;
           shaped.comm_bytes = S;
-          ct = collective_time(shaped, links_g, eff, op.algo != plan::CollectiveAlgo::kAuto ? op.algo : options.algo);
+          ct = collective_time(shaped, links_g, coll_params, op.algo != plan::CollectiveAlgo::kAuto ? op.algo : options.algo);
         }
         OpTime t;
         t.bound = Bound::kCommunication;
@@ -203,6 +207,8 @@ StepCost CostModel::cost(const plan::Step& step) {
   impl_->run(step, out);
   return out;
 }
+
+void CostModel::cost(const plan::Step& step, StepCost& out) { impl_->run(step, out); }
 
 double CostModel::step_time_s(const plan::Step& step) {
   impl_->run(step, impl_->scratch);

@@ -64,6 +64,8 @@ class CostModel {
   CostModel& operator=(CostModel&&) noexcept;
 
   StepCost cost(const plan::Step& step);
+  // Same, into `out`, reusing its vectors (callers that cost many steps: the simulator's step runner).
+  void cost(const plan::Step& step, StepCost& out);
   // The total only (no per-op records): the search's inner loop.
   double step_time_s(const plan::Step& step);
 

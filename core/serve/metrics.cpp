@@ -1,5 +1,7 @@
 #include "core/serve/metrics.hpp"
 
+#include <cstring>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -27,12 +29,16 @@ class LogHistogram {
       ++zeros_;
       return;
     }
-    int e = 0;
-    const double m = std::frexp(v, &e);  // v = m 2^e, m in [0.5, 1)
+    // The bucket from the IEEE-754 bits (a hot path: one call per generated token). For a normal v = 1.f 2^(E-1023),
+    // frexp gives e = E - 1022 and m = (1 + f) / 2, so (m - 0.5) 2 kSub = f kSub: the top 10 bits of the mantissa.
+    static_assert(kSub == 1024, "the sub-bucket is the top 10 mantissa bits");
+    uint64_t bits = 0;
+    std::memcpy(&bits, &v, sizeof bits);
+    const int e = int((bits >> 52) & 0x7ff) - 1022;  // subnormals (E = 0) land at e <= kMinExp
     size_t idx;
     if (e <= kMinExp) idx = 0;
     else if (e > kMaxExp) idx = counts_.size() - 1;
-    else idx = size_t(e - 1 - kMinExp) * kSub + size_t(std::min<int>(int((m - 0.5) * 2 * kSub), kSub - 1));
+    else idx = size_t(e - 1 - kMinExp) * kSub + size_t((bits >> 42) & 0x3ff);
     ++counts_[idx];
   }
   int64_t count() const { return count_; }

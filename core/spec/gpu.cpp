@@ -60,7 +60,10 @@ nlohmann::json to_json(const Gpu& g) {
                      {"memory", g.eff.memory},
                      {"attention_compute", g.eff.attention_compute},
                      {"launch_overhead_s", g.eff.launch_overhead_s},
-                     {"comm_efficiency", g.eff.comm_efficiency}};
+                     {"comm_efficiency", g.eff.comm_efficiency},
+                     {"nvls_efficiency", g.eff.nvls_efficiency},
+                     {"collective_latency_s", g.eff.collective_latency_s},
+                     {"nvls_latency_s", g.eff.nvls_latency_s}};
   // Ridge point of the roofline at bf16: FLOPs per byte above which a kernel is compute-bound.
   if (g.hbm_bw_Bps > 0) j["ridge_flops_per_byte_bf16"] = g.peak(DType::kBf16) / g.hbm_bw_Bps;
   return j;

@@ -24,6 +24,12 @@ struct Efficiency {
   double attention_compute = 0.6;  // flash attention vs dense GEMM peak
   double launch_overhead_s = 4e-6;
   double comm_efficiency = 0.8;  // achieved / nominal scale-up bandwidth for collectives (bus bandwidth)
+  // NCCL-like collective model (core/cost/collective_cost.hpp, sim/collectives.hpp): NVLS (NVLink SHARP) achieved /
+  // nominal bandwidth (0: comm_efficiency), the fixed cost of every collective (kernel launch + protocol), and the
+  // extra fixed cost of an NVLS collective (multicast object / switch round trips).
+  double nvls_efficiency = 0.0;
+  double collective_latency_s = 0.0;
+  double nvls_latency_s = 0.0;
 };
 
 struct Gpu {

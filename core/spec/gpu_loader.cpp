@@ -28,7 +28,8 @@ void load_peaks(const Node& n, Gpu& g) {
 }
 
 Efficiency load_efficiency(const Node& n) {
-  n.allow_keys({"max_compute", "m_half", "memory", "attention_compute", "launch_overhead", "comm_efficiency"});
+  n.allow_keys({"max_compute", "m_half", "memory", "attention_compute", "launch_overhead", "comm_efficiency",
+                "nvls_efficiency", "collective_latency", "nvls_latency"});
   Efficiency e;
   e.max_compute = n.number_or("max_compute", e.max_compute, 0.01, 1.0);
   e.m_half = n.number_or("m_half", e.m_half, 0.0, 1e6);
@@ -36,6 +37,9 @@ Efficiency load_efficiency(const Node& n) {
   e.attention_compute = n.number_or("attention_compute", e.attention_compute, 0.01, 1.0);
   e.launch_overhead_s = n.quantity_or("launch_overhead", Dimension::kTime, e.launch_overhead_s, 0.0, 1e-3);
   e.comm_efficiency = n.number_or("comm_efficiency", e.comm_efficiency, 0.01, 1.0);
+  e.nvls_efficiency = n.number_or("nvls_efficiency", e.nvls_efficiency, 0.01, 1.0);
+  e.collective_latency_s = n.quantity_or("collective_latency", Dimension::kTime, e.collective_latency_s, 0.0, 1e-3);
+  e.nvls_latency_s = n.quantity_or("nvls_latency", Dimension::kTime, e.nvls_latency_s, 0.0, 1e-3);
   return e;
 }
 

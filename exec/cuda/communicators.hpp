@@ -13,6 +13,8 @@
 //                 cudaStreamQuery under the communicator's timeout; on an error or a timeout the communicator is
 //                 aborted (ncclCommAbort) and a CommError names the op, the label and this rank. Sums follow NCCL's
 //                 reduction order (identical on every rank, not necessarily rank order).
+// Host buffers are accepted too (staging.hpp): they are staged through device memory on the rank's stream, and a host
+// result is complete when the call returns — convenient for small metadata, slow for activations.
 // Thread behaviour: one Communicator per rank, used by that rank's thread only (as the interface says); a world's
 // ranks run on distinct threads.
 #pragma once

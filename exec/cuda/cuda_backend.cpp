@@ -512,10 +512,15 @@ void CudaBackend::mla_attention(const Tensor& q, const Tensor& lat, const Tensor
       CUDA_R_16BF, static_cast<int>(L), (nope + vd) * L, q.data, CUDA_R_16BF, static_cast<int>(q.stride(0)),
       q.stride(1), &zero, qa, CUDA_R_16BF, static_cast<int>(H * W), W, static_cast<int>(H), CUBLAS_COMPUTE_32F,
       CUBLAS_GEMM_DEFAULT));
-  // The rope part: rows of R elements, one per (t, h).
-  for (int64_t t = 0; t < T; ++t)
-    PARASOL_CUDA_CHECK(cudaMemcpy2DAsync(qa + t * H * W + L, W * 2, q.as<k::bf16>() + t * q.stride(0) + nope,
-                                         q.stride(1) * 2, R * 2, H, cudaMemcpyDeviceToDevice, stream_));
+  // The rope part: rows of R elements, one per (t, h) — one 2-D copy when the tokens are evenly spaced.
+  if (q.stride(0) == H * q.stride(1)) {
+    PARASOL_CUDA_CHECK(cudaMemcpy2DAsync(qa + L, W * 2, q.as<k::bf16>() + nope, q.stride(1) * 2, R * 2, T * H,
+                                         cudaMemcpyDeviceToDevice, stream_));
+  } else {
+    for (int64_t t = 0; t < T; ++t)
+      PARASOL_CUDA_CHECK(cudaMemcpy2DAsync(qa + t * H * W + L, W * 2, q.as<k::bf16>() + t * q.stride(0) + nope,
+                                           q.stride(1) * 2, R * 2, H, cudaMemcpyDeviceToDevice, stream_));
+  }
   auto p = upload_meta({&m.tables, &m.ctx, &m.cu_q});
   const int64_t max_ctx = seqs.max_ctx();
   const size_t ws = k::mla_workspace_bytes(T, H, max_ctx);

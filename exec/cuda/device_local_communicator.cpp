@@ -20,6 +20,7 @@
 #include "exec/cuda/communicators.hpp"
 #include "exec/cuda/cuda_backend.hpp"
 #include "exec/cuda/cuda_check.hpp"
+#include "exec/cuda/staging.hpp"
 #include "kernels/kernels.cuh"
 
 namespace parasol::exec::cuda {
@@ -363,7 +364,8 @@ std::vector<std::unique_ptr<Communicator>> make_device_local_world(const std::ve
   auto g = std::make_shared<DevGroup>(world);
   std::vector<std::unique_ptr<Communicator>> out;
   for (size_t i = 0; i < backends.size(); ++i)
-    out.push_back(std::make_unique<DeviceLocalCommunicator>(g, static_cast<int>(i), *backends[i], timeout_s));
+    out.push_back(with_host_staging(
+        std::make_unique<DeviceLocalCommunicator>(g, static_cast<int>(i), *backends[i], timeout_s), *backends[i]));
   return out;
 }
 

@@ -14,6 +14,7 @@
 #include "exec/cuda/communicators.hpp"
 #include "exec/cuda/cuda_backend.hpp"
 #include "exec/cuda/cuda_check.hpp"
+#include "exec/cuda/staging.hpp"
 
 #ifdef PARASOL_HAVE_MPI
 #include <mpi.h>
@@ -309,8 +310,10 @@ std::vector<std::unique_ptr<Communicator>> make_nccl_world_local(const std::vect
   std::vector<std::unique_ptr<Communicator>> out;
   for (int r = 0; r < n; ++r) {
     settle(comms[static_cast<size_t>(r)], timeout_s, "nccl: init of rank " + std::to_string(r));
-    out.push_back(std::make_unique<NcclCommunicator>(comms[static_cast<size_t>(r)], *backends[static_cast<size_t>(r)],
-                                                     world, timeout_s));
+    out.push_back(
+        with_host_staging(std::make_unique<NcclCommunicator>(comms[static_cast<size_t>(r)],
+                                                             *backends[static_cast<size_t>(r)], world, timeout_s),
+                          *backends[static_cast<size_t>(r)]));
   }
   return out;
 }
@@ -352,7 +355,7 @@ std::unique_ptr<Communicator> make_nccl_world_mpi(Backend& backend, double timeo
   settle(comm, timeout_s, "nccl: init of rank " + std::to_string(rank));
   std::vector<int> world(static_cast<size_t>(n));
   for (int r = 0; r < n; ++r) world[static_cast<size_t>(r)] = r;
-  return std::make_unique<NcclCommunicator>(comm, backend, world, timeout_s);
+  return with_host_staging(std::make_unique<NcclCommunicator>(comm, backend, world, timeout_s), backend);
 }
 #endif
 

@@ -121,6 +121,21 @@ TEST(DeviceLocalCommunicator, SendRecvAndSplitFormTheRequestedGroups) {
   });
 }
 
+TEST(DeviceLocalCommunicator, HostBuffersAreStagedThroughTheDevice) {
+  SKIP_WITHOUT_GPU();
+  const int n = 3;
+  World w(n);
+  w.run([&](int r) {
+    int32_t mine = 10 * r + 1;
+    std::vector<int32_t> all(n, -1);
+    w.comms[r]->all_gather(&mine, all.data(), 1, ElemType::kI32, "host.gather");
+    for (int j = 0; j < n; ++j) EXPECT_EQ(all[static_cast<size_t>(j)], 10 * j + 1);
+    std::vector<float> v(5, static_cast<float>(r));
+    w.comms[r]->all_reduce(v.data(), v.data(), 5, ElemType::kF32, "host.allreduce");
+    EXPECT_EQ(v[4], 3.0f);
+  });
+}
+
 TEST(DeviceLocalCommunicator, AMissingRankIsNamedInsteadOfHanging) {
   SKIP_WITHOUT_GPU();
   World w(3, 0.5);

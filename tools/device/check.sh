@@ -60,7 +60,7 @@ echo "parasol_gpu_check exit ${RC} after $(( $(date +%s) - START )) s" | tee -a 
 if [ "${FULL:-1}" != "0" ] && [ -f /usr/include/yaml-cpp/yaml.h ] && [ -d /usr/include/boost/graph ] &&
    [ -f /usr/include/gtest/gtest.h ] && [ -f /usr/include/CLI/CLI.hpp ] && [ -f /usr/include/nlohmann/json.hpp ]; then
   echo "== gpu gtests (whole project without SimGrid/MPI)"
-  if timeout 300 bash -c "cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPARASOL_WITH_SIM=OFF \
+  if timeout 240 bash -c "cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPARASOL_WITH_SIM=OFF \
         -DPARASOL_WITH_MPI=OFF -DPARASOL_BUILD_BENCH=OFF -DCMAKE_CUDA_ARCHITECTURES=$ARCH &&
         cmake --build build-gpu -j $JOBS --target parasol_test_gpu &&
         ./build-gpu/tests/parasol_test_gpu" > "$OUT/gtest_gpu.log" 2>&1; then

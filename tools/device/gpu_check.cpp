@@ -137,6 +137,12 @@ int main(int argc, char** argv) {
     failures += bad;
     std::printf("op checks: %zu run, %d failed (%.1f s)\n", k.results().size(), bad,
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    for (const auto& r : run_comm_checks(3, 0)) {
+      checks_csv << r.op << ',' << r.shape << ',' << r.dtype << ',' << r.rel_err << ",0," << (r.written ? 1 : 0) << ','
+                 << (r.ok ? 1 : 0) << '\n';
+      std::printf("%-34s %s: %s\n", r.op.c_str(), r.shape.c_str(), r.ok ? "ok" : "FAIL");
+      if (!r.ok) ++failures;
+    }
     for (int tp : {2, 4})
       for (exec::ElemType t : {exec::ElemType::kBf16, exec::ElemType::kF32}) {
         const TpResult r = run_tp_check(tp, t, 0, a.seed + static_cast<uint64_t>(tp));

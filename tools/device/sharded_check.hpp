@@ -272,4 +272,92 @@ inline TpResult run_tp_check(int tp, exec::ElemType t, int device, uint64_t seed
   return res;
 }
 
+// The device-local communicator's collectives on `n` ranks against host closed forms (values are small integers, so
+// every sum is exact): all_reduce (fp32, bf16), all_gather, reduce_scatter, all_to_all, send/recv. Returns one
+// OpCheck per collective (rel_err = fraction of wrong elements).
+inline std::vector<OpCheck> run_comm_checks(int n, int device) {
+  using exec::ElemType;
+  using exec::OwnedTensor;
+  const int64_t c = 4099;
+  exec::BackendOptions o;
+  o.device = device;
+  std::vector<std::unique_ptr<exec::Backend>> backends;
+  std::vector<exec::Backend*> raw;
+  for (int r = 0; r < n; ++r) {
+    backends.push_back(exec::make_backend("cuda", o));
+    raw.push_back(backends.back().get());
+  }
+  auto world = exec::cuda::make_device_local_world(raw, 30.0);
+  const std::vector<std::string> names{"all_reduce fp32", "all_reduce bf16", "all_gather",
+                                       "reduce_scatter",  "all_to_all",      "send/recv"};
+  std::vector<std::vector<int64_t>> wrong(static_cast<size_t>(n), std::vector<int64_t>(names.size(), 0));
+  std::vector<std::string> errors(static_cast<size_t>(n));
+  auto val = [](int r, int64_t i) { return static_cast<float>((r + 1) * (i % 31) - 7); };
+  std::vector<std::thread> th;
+  for (int r = 0; r < n; ++r)
+    th.emplace_back([&, r] {
+      try {
+        exec::Backend& b = *raw[static_cast<size_t>(r)];
+        exec::Communicator& comm = *world[static_cast<size_t>(r)];
+        auto& bad = wrong[static_cast<size_t>(r)];
+        std::vector<float> mine(static_cast<size_t>(n * c));
+        for (int64_t i = 0; i < n * c; ++i) mine[static_cast<size_t>(i)] = val(r, i);
+        for (int ti = 0; ti < 2; ++ti) {
+          const ElemType t = ti == 0 ? ElemType::kF32 : ElemType::kBf16;
+          OwnedTensor x(b, t, {c});
+          exec::upload_f32(b, std::vector<float>(mine.begin(), mine.begin() + c), *x);
+          comm.all_reduce(x->data, x->data, c, t, "check.all_reduce");
+          const auto got = exec::download_f32(b, *x);
+          for (int64_t i = 0; i < c; ++i) {
+            float want = 0;
+            for (int j = 0; j < n; ++j) want += val(j, i);
+            bad[static_cast<size_t>(ti)] += got[static_cast<size_t>(i)] != want;
+          }
+        }
+        OwnedTensor x(b, ElemType::kF32, {n * c}), y(b, ElemType::kF32, {n * c}), z(b, ElemType::kF32, {c});
+        exec::upload_f32(b, mine, *x);
+        comm.all_gather(x->data, y->data, c, ElemType::kF32, "check.all_gather");
+        auto g = exec::download_f32(b, *y);
+        for (int j = 0; j < n; ++j)
+          for (int64_t i = 0; i < c; ++i) bad[2] += g[static_cast<size_t>(j * c + i)] != val(j, i);
+        comm.reduce_scatter(x->data, z->data, c, ElemType::kF32, "check.reduce_scatter");
+        g = exec::download_f32(b, *z);
+        for (int64_t i = 0; i < c; ++i) {
+          float want = 0;
+          for (int j = 0; j < n; ++j) want += val(j, r * c + i);
+          bad[3] += g[static_cast<size_t>(i)] != want;
+        }
+        comm.all_to_all(x->data, y->data, c, ElemType::kF32, "check.all_to_all");
+        g = exec::download_f32(b, *y);
+        for (int j = 0; j < n; ++j)
+          for (int64_t i = 0; i < c; ++i) bad[4] += g[static_cast<size_t>(j * c + i)] != val(j, r * c + i);
+        // Ring: every rank sends its block to the next and receives from the previous.
+        comm.send(x->data, c, ElemType::kF32, (r + 1) % n, "check.send");
+        comm.recv(z->data, c, ElemType::kF32, (r + n - 1) % n, "check.recv");
+        g = exec::download_f32(b, *z);
+        for (int64_t i = 0; i < c; ++i) bad[5] += g[static_cast<size_t>(i)] != val((r + n - 1) % n, i);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  for (auto& t : th) t.join();
+  std::vector<OpCheck> out;
+  for (size_t k = 0; k < names.size(); ++k) {
+    OpCheck ch;
+    ch.op = "device-local " + names[k];
+    ch.shape = std::to_string(n) + " ranks x " + std::to_string(c);
+    ch.dtype = k == 1 ? "bf16" : "fp32";
+    int64_t bad = 0;
+    for (int r = 0; r < n; ++r) bad += wrong[static_cast<size_t>(r)][k];
+    std::string err;
+    for (const auto& e : errors) err += e;
+    ch.rel_err = err.empty() ? static_cast<double>(bad) / static_cast<double>(n * c) : INFINITY;
+    ch.written = err.empty();
+    ch.ok = err.empty() && bad == 0;
+    if (!err.empty()) ch.shape += " (" + err + ")";
+    out.push_back(ch);
+  }
+  return out;
+}
+
 }  // namespace parasol::device_check

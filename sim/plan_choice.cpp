@@ -1,0 +1,140 @@
+// parasol sim's plan choice (plan_choice.hpp): the search of `parasol plan`, and the workload stand-in.
+#include "sim/plan_choice.hpp"
+
+#include <cstdio>
+#include <utility>
+#include <vector>
+
+#include "core/common/error.hpp"
+#include "core/plan/search.hpp"
+
+namespace parasol::sim {
+namespace {
+
+constexpr int64_t kSyntheticDraws = 20000;  // as `parasol plan`: draws that estimate a synthetic workload's means
+
+// Trace files the workload section names, as (node that names it, found?).
+std::vector<std::pair<yaml::Node, bool>> referenced_traces(const yaml::Node& w) {
+  std::vector<std::pair<yaml::Node, bool>> out;
+  auto check = [&](const yaml::Node& at) {
+    out.emplace_back(at, spec::find_referenced_file(at.as_string(), at.file()).has_value());
+  };
+  if (auto t = w.get("trace"); t && t->is_map())
+    if (auto p = t->get("path")) check(*p);
+  for (const char* k : {"input", "output"})
+    if (auto l = w.get(k); l && l->is_map())
+      if (auto p = l->get("trace")) check(*p);
+  return out;
+}
+
+std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+}  // namespace
+
+plan::WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& source) {
+  const auto& declared = s.search.workload_stats;
+  auto from_declared = [&](const std::string& why) {
+    source = "declared workload_stats (" + why + ")";
+    return plan::WorkloadLoad{declared->rate_per_s, declared->input_mean, declared->output_mean};
+  };
+  if (!s.workload) {
+    if (declared) return from_declared("no workload section");
+    throw ConfigError(s.file, 0, 0, "workload", "a workload section or search.workload_stats", "neither");
+  }
+  for (const auto& [at, found] : referenced_traces(*s.workload))
+    if (!found && declared) return from_declared("trace " + at.as_string() + " not found");
+  const serve::WorkloadSpec spec = serve::load_workload(*s.workload);
+  auto src = serve::make_source(spec, seed);
+  int64_t n = 0;
+  double in = 0, out = 0, first = 0, last = 0;
+  const int64_t cap = spec.kind == serve::WorkloadSpec::Kind::kSynthetic ? kSyntheticDraws : INT64_MAX;
+  while (n < cap) {
+    auto r = src->next();
+    if (!r) break;
+    if (n == 0) first = r->arrival_s;
+    last = r->arrival_s;
+    in += static_cast<double>(r->input_tokens);
+    out += static_cast<double>(r->output_tokens);
+    ++n;
+  }
+  if (n < 2 || !(last > first)) throw ConfigError(s.file, 0, 0, "workload", "at least two requests", std::to_string(n));
+  plan::WorkloadLoad load;
+  load.input_mean = std::max(1.0, in / static_cast<double>(n));
+  load.output_mean = std::max(1.0, out / static_cast<double>(n));
+  load.rate_per_s = static_cast<double>(n - 1) / (last - first);
+  if (spec.kind == serve::WorkloadSpec::Kind::kSynthetic) {
+    const auto& a = spec.arrival;
+    load.rate_per_s = a.rate_per_s * spec.rate_scale;
+    if (a.kind == serve::ArrivalKind::kBurst)
+      load.rate_per_s *= 1 + (a.burst_factor - 1) * a.burst_duration_s / a.burst_period_s;
+  }
+  source = src->describe() + " (" + std::to_string(n) + " requests)";
+  return load;
+}
+
+PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed) {
+  std::string source;
+  plan::SearchInput in;
+  in.model = s.model;
+  in.cluster = &s.cluster;
+  in.gpu_type = s.gpu_type;
+  in.space = s.search;
+  in.slo = s.slo;
+  in.load = planning_load(s, seed, source);
+  const plan::SearchResult r = plan::search(in);
+  if (r.ranked.empty())
+    throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
+                      "none (`parasol plan -v` lists the infeasible layouts and their reasons)");
+  const plan::Candidate& best = r.ranked[0];
+  plan::MadePlan made = plan::candidate_plan(in, best);
+  if (!made.feasibility.ok) throw RuntimeFailure("sim: the chosen layout " + best.label() + " cannot be made");
+  PlanChoice c;
+  c.plan = std::move(made.plan);
+  c.label = best.label();
+  c.why = "searched " + std::to_string(r.stats.layouts) + " layouts (" + std::to_string(r.stats.feasible_layouts) +
+          " feasible, " + std::to_string(r.ranked.size()) + " ranked) for " + fmt("%.4g", in.load.rate_per_s) +
+          " req/s: " + (best.meets_slo ? "meets the SLOs" : "misses the SLOs (" + best.violation + ")") +
+          " with the best goodput (" + fmt("%.5g", best.goodput_tok_s_per_gpu) + " tok/s/GPU)";
+  if (r.ranked.size() > 1) c.why += "; runner-up " + r.ranked[1].label() + ": " + plan::why_lost(r.ranked[1], best);
+  return c;
+}
+
+std::optional<serve::WorkloadSpec> scenario_workload(const spec::Scenario& s, std::string& note) {
+  note.clear();
+  if (!s.workload) return std::nullopt;
+  const auto& declared = s.search.workload_stats;
+  for (const auto& [at, found] : referenced_traces(*s.workload)) {
+    if (found || !declared) continue;
+    // Keep the section's own cap, window end and seed; replace the arrivals and lengths by the declared statistics.
+    serve::WorkloadSpec orig;
+    orig.max_requests = -1;
+    if (auto r = s.workload->get("requests")) orig.max_requests = r->as_int(1, int64_t{1} << 40);
+    serve::WorkloadSpec w;
+    w.kind = serve::WorkloadSpec::Kind::kSynthetic;
+    w.arrival.kind = serve::ArrivalKind::kPoisson;
+    w.arrival.rate_per_s = declared->rate_per_s;
+    auto lengths = [](double mean) {
+      serve::LengthSpec l;
+      l.kind = serve::LengthKind::kLognormal;
+      l.mean = mean;
+      l.cv = 1.0;
+      l.min = 1;
+      l.max = 1 << 17;
+      return l;
+    };
+    w.input = lengths(declared->input_mean);
+    w.output = lengths(declared->output_mean);
+    w.max_requests = orig.max_requests;
+    note = "trace " + at.as_string() + " not found: simulating Poisson arrivals at " + fmt("%.4g", declared->rate_per_s) +
+           " req/s with lognormal lengths (cv 1) of the declared means " + fmt("%.0f", declared->input_mean) + " / " +
+           fmt("%.0f", declared->output_mean) + " tokens (search.workload_stats)";
+    return w;
+  }
+  return serve::load_workload(*s.workload);
+}
+
+}  // namespace parasol::sim

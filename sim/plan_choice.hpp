@@ -1,0 +1,39 @@
+// How `parasol sim` picks the Plan it simulates when none is given (no --plan, no `plan:` in the scenario): the same
+// search as `parasol plan` (core/plan/search.hpp) over the scenario's space, SLOs and load, and its best candidate.
+// The load is the workload's mean rate and lengths (a trace read in full with its window, scaling and cap; a synthetic
+// workload's rate and the means of 20,000 draws), or the scenario's `search.workload_stats` when the trace file is
+// absent, exactly as docs/search.md describes for `parasol plan`.
+// Also: the workload to simulate when the scenario's trace is absent (a Poisson stream with the declared statistics).
+// Owner: simulator. Thread behaviour: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "core/plan/goodput.hpp"
+#include "core/plan/placement.hpp"
+#include "core/serve/workload.hpp"
+#include "core/spec/scenario.hpp"
+
+namespace parasol::sim {
+
+// The load the search plans for; `source` says where it came from ("poisson 10 req/s ... (20000 requests)",
+// "declared workload_stats (trace ... not found)").
+plan::WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& source);
+
+struct PlanChoice {
+  plan::Plan plan;
+  std::string label;  // the chosen layout
+  std::string why;    // one line: how it was chosen
+};
+
+// Searches the scenario's space and returns the best candidate as a Plan. ConfigError when nothing is feasible.
+PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed);
+
+// The scenario's workload, or, when it names a trace file that is absent and the scenario declares
+// `search.workload_stats`, a synthetic stand-in: Poisson arrivals at the declared rate, lognormal lengths (cv 1) with
+// the declared means. `note` is set when the stand-in is used. nullopt when the scenario has no workload at all.
+std::optional<serve::WorkloadSpec> scenario_workload(const spec::Scenario& s, std::string& note);
+
+}  // namespace parasol::sim
