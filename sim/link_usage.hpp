@@ -27,7 +27,7 @@ class LinkUsage {
  public:
   struct Options {
     double bucket_s = 1e-4;     // initial bucket width
-    size_t max_buckets = 4096;  // doubles the width beyond this
+    size_t max_buckets = 1024;  // doubles the width beyond this (rows <= links x 1024)
     size_t max_groups = 5000;   // flow groups kept for the trace
     size_t max_flows_per_group = 64;
   };

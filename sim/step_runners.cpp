@@ -569,7 +569,8 @@ NetworkStepRunner::NetworkStepRunner(const plan::Plan& plan, int pool, Platform&
   if (it != platform.cluster().gpu_types.end()) efficiency_ = it->second.eff.comm_efficiency;
 }
 
-const FlowSet& NetworkStepRunner::flows_for(int replica, const plan::Op& op, int group, const std::vector<double>* a2a) {
+const FlowSet& NetworkStepRunner::flows_for(const plan::Step& step, int replica, const plan::Op& op, int group,
+                                            const std::vector<double>* a2a) {
   const auto& place = plan_.pools[pool_].placement.at(replica);
   Collective c;
   c.kind = coll_kind_of(op.kind);
@@ -577,7 +578,7 @@ const FlowSet& NetworkStepRunner::flows_for(int replica, const plan::Op& op, int
   c.algo = op.algo != plan::CollectiveAlgo::kAuto ? op.algo : algo_;
   c.efficiency = efficiency_;
   if (a2a) {
-    for (int r : step_.groups[group].ranks) c.gpus.push_back(place.at(r));
+    for (int r : step.groups[group].ranks) c.gpus.push_back(place.at(r));
     c.a2a_bytes = *a2a;
     // Not cached: per-pair bytes change with the routing of every step.
     static thread_local FlowSet scratch;
@@ -588,7 +589,7 @@ const FlowSet& NetworkStepRunner::flows_for(int replica, const plan::Op& op, int
   auto it = cache_.find(key);
   if (it != cache_.end()) return it->second;
   if (group >= 0) {
-    for (int r : step_.groups[group].ranks) c.gpus.push_back(place.at(r));
+    for (int r : step.groups[group].ranks) c.gpus.push_back(place.at(r));
   }
   if (cache_.size() > 100000) cache_.clear();
   return cache_.emplace(key, plan_collective(c, platform_.routes())).first->second;
@@ -596,10 +597,12 @@ const FlowSet& NetworkStepRunner::flows_for(int replica, const plan::Op& op, int
 
 serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) {
   const double t0 = sg4::Engine::get_clock();
-  builder_.build(batch, step_);
-  const cost::StepCost sc = cost_.cost(step_);
+  // run() waits on flows, so other replicas' actors enter it meanwhile: the step must be per replica, not shared.
+  plan::Step& step = steps_[replica];
+  builder_.build(batch, step);
+  const cost::StepCost sc = cost_.cost(step);
   const auto& place = plan_.pools[pool_].placement.at(replica);
-  const int R = static_cast<int>(step_.ranks.size());
+  const int R = static_cast<int>(step.ranks.size());
   std::vector<size_t> pc(R, 0);
   std::vector<double> ready(R, t0);
   std::vector<bool> blocked(R, false);
@@ -629,7 +632,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       const int a = std::min(r, op.peer), b = std::max(r, op.peer);
       return {-1 - (static_cast<int64_t>(a) * R + b), {a, b}};
     }
-    return {op.group, step_.groups.at(op.group).ranks};
+    return {op.group, step.groups.at(op.group).ranks};
   };
   auto release = [&](const std::vector<int>& members, double t) {
     for (int m : members) {
@@ -643,7 +646,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
     // Run every unblocked rank up to its next communication.
     for (int r = 0; r < R; ++r) {
       if (blocked[r]) continue;
-      const auto& ops = step_.ranks[r].ops;
+      const auto& ops = step.ranks[r].ops;
       while (pc[r] < ops.size() && !plan::is_communication(ops[pc[r]].kind)) {
         ready[r] += sc.ranks[r].ops[pc[r]].time.time_s;
         ++pc[r];
@@ -661,22 +664,22 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       FlowSet fs;
       if (op.kind == plan::OpKind::kSend || op.kind == plan::OpKind::kRecv) {
         const int a = members[0], b = members[1];
-        const int from = step_.ranks[a].ops[pc[a]].kind == plan::OpKind::kSend ? a : b;
+        const int from = step.ranks[a].ops[pc[a]].kind == plan::OpKind::kSend ? a : b;
         const int to = from == a ? b : a;
-        const plan::Op& send = step_.ranks[from].ops[pc[from]];
+        const plan::Op& send = step.ranks[from].ops[pc[from]];
         const int gv = platform_.routes().gpu_vertex(place.at(from)), hv = platform_.routes().gpu_vertex(place.at(to));
         if (gv != hv) fs.flows.push_back({gv, hv, send.comm_bytes / efficiency_});
       } else if (op.kind == plan::OpKind::kAllToAll) {
-        const auto& grp = step_.groups.at(op.group).ranks;
+        const auto& grp = step.groups.at(op.group).ranks;
         std::vector<double> matrix;
         for (int x : grp) {
-          const auto& row = step_.ranks[x].ops[pc[x]].a2a_send_bytes;
+          const auto& row = step.ranks[x].ops[pc[x]].a2a_send_bytes;
           if (row.size() != grp.size()) throw RuntimeFailure("all-to-all op without per-member bytes");
           matrix.insert(matrix.end(), row.begin(), row.end());
         }
-        fs = flows_for(replica, op, op.group, &matrix);
+        fs = flows_for(step, replica, op, op.group, &matrix);
       } else {
-        fs = flows_for(replica, op, op.group, nullptr);
+        fs = flows_for(step, replica, op, op.group, nullptr);
       }
       meetings.erase({id, k});
       ++stats_.collectives;
@@ -684,7 +687,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
     }
     bool all_done = scheduled.empty() && active.empty();
     for (int r = 0; r < R && all_done; ++r)
-      if (pc[r] < step_.ranks[r].ops.size()) all_done = false;
+      if (pc[r] < step.ranks[r].ops.size()) all_done = false;
     if (all_done) break;
 
     // Start what is due, in time order.
@@ -695,6 +698,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       Started s = std::move(scheduled.front());
       scheduled.erase(scheduled.begin());
       size_t started = 0;
+      platform_.begin_flow_group(algo_name(s.flows.algo));  // names the flows in the trace (sim/link_usage.hpp)
       for (const Flow& f : s.flows.flows) {
         if (f.src == f.dst || f.bytes <= 0) continue;
         const auto bytes = static_cast<uint64_t>(std::llround(f.bytes));
@@ -741,7 +745,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
   ++stats_.steps;
   serve::StepTiming t;
   t.total_s = sg4::Engine::get_clock() - t0;
-  step_work(step_, t.flops, t.bytes);
+  step_work(step, t.flops, t.bytes);
   t.clock_advanced = true;
   return t;
 }

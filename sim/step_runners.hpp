@@ -111,7 +111,8 @@ class NetworkStepRunner final : public serve::StepRunner {
   const NetworkStats& stats() const { return stats_; }
 
  private:
-  const FlowSet& flows_for(int replica, const plan::Op& op, int group, const std::vector<double>* a2a);
+  const FlowSet& flows_for(const plan::Step& step, int replica, const plan::Op& op, int group,
+                           const std::vector<double>* a2a);
 
   const plan::Plan& plan_;
   int pool_;
@@ -120,7 +121,7 @@ class NetworkStepRunner final : public serve::StepRunner {
   double efficiency_ = 1.0;
   plan::StepBuilder builder_;
   cost::CostModel cost_;
-  plan::Step step_;
+  std::map<int, plan::Step> steps_;  // per replica: run() yields to other replicas' actors while flows run
   std::map<std::tuple<int, int, int, double>, FlowSet> cache_;  // (replica, group, kind, bytes) -> flows
   NetworkStats stats_;
 };

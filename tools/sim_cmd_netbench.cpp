@@ -1,9 +1,9 @@
 // `parasol netbench CLUSTER`: nccl-tests on the simulated cluster (sim/netbench.hpp). Prints the automatic choice's
 // curve, and with --out writes netbench.csv (every algorithm) and netbench.svg (busbw against size).
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/common/error.hpp"
@@ -24,14 +24,17 @@ struct NetbenchArgs {
   std::string colls = "all_reduce,all_gather,reduce_scatter,all_to_all";
   double efficiency = -1;
   bool auto_only = false;
+  std::vector<std::string> refs;  // "LABEL=GBPS"
 };
 
 std::vector<int> parse_gpu_list(const std::string& text, int gpu_count) {
   std::vector<int> out;
   std::stringstream ss(text);
   std::string item;
-  auto bad = [&] { return ConfigError("", 0, 0, "--gpus", "a list like '0-7' or '0,2,4,6' of GPUs < " +
-                                                              std::to_string(gpu_count), text); };
+  auto bad = [&] {
+    return ConfigError("", 0, 0, "--gpus", "a list like '0-7' or '0,2,4,6' of GPUs < " + std::to_string(gpu_count),
+                       text);
+  };
   while (std::getline(ss, item, ',')) {
     const auto dash = item.find('-');
     try {
@@ -93,13 +96,27 @@ int run(const NetbenchArgs& a, const CommonOptions& common) {
                             " GPUs, efficiency " + std::to_string(o.efficiency).substr(0, 4);
   if (!common.out_dir.empty()) {
     write_file_atomic(common.out_dir, "netbench.csv", sim::netbench_csv(rows));
-    write_file_atomic(common.out_dir, "netbench.svg", sim::netbench_svg(rows, title));
+    std::vector<sim::NetbenchReference> refs;
+    for (const auto& r : a.refs) {
+      const auto eq = r.rfind('=');
+      char* end = nullptr;
+      const double gbps = eq == std::string::npos ? 0 : std::strtod(r.c_str() + eq + 1, &end);
+      if (eq == std::string::npos || eq == 0 || !(gbps > 0) || (end && *end))
+        throw ConfigError("", 0, 0, "--ref", "LABEL=GBPS, e.g. 'nccl-tests ring=370'", r);
+      refs.push_back({r.substr(0, eq), gbps * 1e9});
+    }
+    write_file_atomic(common.out_dir, "netbench.svg", sim::netbench_svg(rows, title, refs));
   }
   if (common.json) {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows)
-      j.push_back({{"collective", sim::to_string(r.kind)}, {"algorithm", r.algo}, {"bytes", r.bytes},
-                   {"time_s", r.time_s}, {"algbw_Bps", r.algbw_Bps}, {"busbw_Bps", r.busbw_Bps}, {"flows", r.flows}});
+      j.push_back({{"collective", sim::to_string(r.kind)},
+                   {"algorithm", r.algo},
+                   {"bytes", r.bytes},
+                   {"time_s", r.time_s},
+                   {"algbw_Bps", r.algbw_Bps},
+                   {"busbw_Bps", r.busbw_Bps},
+                   {"flows", r.flows}});
     std::cout << j.dump(1) << "\n";
     return 0;
   }
@@ -129,6 +146,7 @@ PARASOL_COMMAND("netbench", 25, [](CLI::App& app, CommonOptions& common) -> std:
   sub->add_option("--colls", args->colls, "Collectives: all_reduce,all_gather,reduce_scatter,all_to_all");
   sub->add_option("--efficiency", args->efficiency,
                   "Achieved / nominal link bandwidth (default: the GPU's comm_efficiency)");
+  sub->add_option("--ref", args->refs, "Reference busbw line on the plot, LABEL=GBPS (repeatable)");
   sub->add_flag("--auto-only", args->auto_only, "Only the automatically chosen algorithm (no per-algorithm rows)");
   add_common_options(sub, common);
   sub->footer("Example: parasol netbench topologies/clusters/dgx-h100.yaml --out /tmp/nb");

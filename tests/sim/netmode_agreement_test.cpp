@@ -4,6 +4,7 @@
 // uplink: the analytic time on a cluster whose uplink is halved). One simulation per TEST (own process).
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
 
 #include "core/plan/placement.hpp"
@@ -59,7 +60,14 @@ void check_lone_replica(const std::string& model, const std::string& cluster, co
   const spec::Model m = spec::load_model_file(data("scenarios/models/" + model + ".yaml"));
   const spec::Cluster c = spec::load_cluster_file(data("topologies/clusters/" + cluster + ".yaml"));
   const plan::Plan p = make(m, c, pc);
-  const std::vector<plan::Batch> batches = {prefill(1, 512), prefill(4, 2048), decode(1, 1024), decode(64, 2048)};
+  plan::Batch mixed = decode(16, 1000);  // chunked prefill: a prompt chunk over cached tokens rides with decodes
+  plan::SeqWork chunk;
+  chunk.seq_id = 99;
+  chunk.new_tokens = 384;
+  chunk.context = 512;
+  mixed.seqs.push_back(chunk);
+  const std::vector<plan::Batch> batches = {prefill(1, 512), prefill(4, 2048), decode(1, 1024), decode(64, 2048),
+                                            mixed,           prefill(3, 77),   prefill(1, 4096)};
   AnalyticStepRunner analytic(p, 0, c);
   std::vector<double> want;
   for (const auto& b : batches) want.push_back(analytic.run(0, b).total_s);
@@ -97,6 +105,86 @@ TEST(NetmodeAgreement, LoneTp8Pp2ReplicaAcrossTwoNodesTakesTheAnalyticStepTime) 
   pc.tp = 8;
   pc.pp = 2;
   check_lone_replica("llama-3.1-70b", "h100-4node-leafspine", pc);
+}
+
+// A serving-like sequence of batches (random mixes of decodes and prompt chunks, shapes repeating so that the
+// analytic runner's memo and the network runner's flow cache are exercised): both modes agree on every step.
+TEST(NetmodeAgreement, RandomBatchSequencesTakeTheAnalyticStepTime) {
+  const spec::Model m = spec::load_model_file(data("scenarios/models/llama-3.1-8b.yaml"));
+  const spec::Cluster c = spec::load_cluster_file(data("topologies/clusters/dgx-h100.yaml"));
+  plan::ParallelConfig pc;
+  pc.tp = 2;
+  pc.dp = 4;
+  const plan::Plan p = make(m, c, pc);
+  std::mt19937_64 rng(5);
+  std::vector<plan::Batch> batches;
+  for (int i = 0; i < 300; ++i) {
+    if (i >= 100 && rng() % 3 == 0) {  // a repeated shape
+      batches.push_back(batches[rng() % batches.size()]);
+      continue;
+    }
+    plan::Batch b;
+    const int decodes = static_cast<int>(rng() % 40);
+    for (int k = 0; k < decodes; ++k) {
+      plan::SeqWork w;
+      w.seq_id = k;
+      w.new_tokens = 1;
+      w.context = 16 + static_cast<int64_t>(rng() % 3000);
+      b.seqs.push_back(w);
+    }
+    if (decodes == 0 || rng() % 2 == 0) {
+      plan::SeqWork w;
+      w.seq_id = 1000;
+      w.new_tokens = 1 + static_cast<int64_t>(rng() % 2048);
+      w.context = static_cast<int64_t>(rng() % 1024);
+      b.seqs.push_back(w);
+    }
+    batches.push_back(b);
+  }
+  AnalyticStepRunner analytic(p, 0, c);
+  std::vector<double> want;
+  for (size_t i = 0; i < batches.size(); ++i) want.push_back(analytic.run(static_cast<int>(i % 4), batches[i]).total_s);
+  auto engine = make_engine();
+  Platform platform(c);
+  NetworkStepRunner network(p, 0, platform);
+  std::vector<double> got;
+  sg4::Actor::create("driver", platform.gpu_host(0), [&] {
+    for (size_t i = 0; i < batches.size(); ++i) got.push_back(network.run(static_cast<int>(i % 4), batches[i]).total_s);
+  });
+  engine->run();
+  ASSERT_EQ(got.size(), batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) EXPECT_NEAR(got[i], want[i], 0.01 * want[i]) << "batch " << i;
+}
+
+// Serving shares one NetworkStepRunner per pool between the replicas' actors, and run() waits on flows: replicas
+// whose steps overlap in time (on disjoint GPUs, so nothing is shared) must each still take the analytic time.
+TEST(NetmodeAgreement, ReplicasSharingOneNetworkRunnerKeepTheirOwnSteps) {
+  const spec::Model m = spec::load_model_file(data("scenarios/models/llama-3.1-8b.yaml"));
+  const spec::Cluster c = spec::load_cluster_file(data("topologies/clusters/dgx-h100.yaml"));
+  plan::ParallelConfig pc;
+  pc.tp = 2;
+  pc.dp = 4;
+  const plan::Plan p = make(m, c, pc);
+  const std::vector<plan::Batch> batches = {prefill(1, 4096), decode(8, 500), prefill(2, 300), decode(40, 2000)};
+  AnalyticStepRunner analytic(p, 0, c);
+  auto engine = make_engine();
+  Platform platform(c);
+  NetworkStepRunner shared(p, 0, platform);
+  std::vector<std::vector<double>> got(4);
+  for (int r = 0; r < 4; ++r)
+    sg4::Actor::create("replica" + std::to_string(r), platform.gpu_host(2 * r), [&, r] {
+      sg4::this_actor::sleep_for(1e-3 * r);  // overlapping, staggered steps
+      for (size_t k = 0; k < batches.size(); ++k)
+        got[r].push_back(shared.run(r, batches[(k + r) % batches.size()]).total_s);
+    });
+  engine->run();
+  for (int r = 0; r < 4; ++r) {
+    ASSERT_EQ(got[r].size(), batches.size());
+    for (size_t k = 0; k < batches.size(); ++k) {
+      const double want = analytic.run(r, batches[(k + r) % batches.size()]).total_s;
+      EXPECT_NEAR(got[r][k], want, 0.01 * want) << "replica " << r << " step " << k;
+    }
+  }
 }
 
 // 2 nodes x 2 GPUs, one leaf per node, one spine; NIC 50 GB/s and leaf -> spine `uplink` GB/s (50: 2:1 oversubscribed).
