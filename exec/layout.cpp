@@ -1,8 +1,10 @@
 #include "exec/layout.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "core/common/error.hpp"
+#include "core/plan/feasibility.hpp"
 
 namespace parasol::exec {
 
@@ -12,7 +14,9 @@ std::string layout_label(const plan::ParallelConfig& c) {
 }
 
 Range balanced_range(int64_t total, int parts, int i) {
-  return {total * i / parts, total * (i + 1) / parts};
+  const int64_t base = total / parts, extra = total % parts;
+  const int64_t begin = i * base + std::min<int64_t>(i, extra);
+  return {begin, begin + base + (i < extra ? 1 : 0)};
 }
 
 RankLayout RankLayout::make(const spec::Model& m, const plan::ParallelConfig& c,
@@ -35,16 +39,15 @@ RankLayout RankLayout::make(const spec::Model& m, const plan::ParallelConfig& c,
   l.moe_tp_index = l.stage_rank % moe_tp;
 
   if (!stage_layers.empty()) {
-    if (static_cast<int>(stage_layers.size()) != c.pp) fail("stage_layers has " + std::to_string(stage_layers.size()) +
-                                                            " entries for pp " + std::to_string(c.pp));
-    l.layer_begin = stage_layers[l.stage].first;
-    l.layer_end = stage_layers[l.stage].second;
+    if (static_cast<int>(stage_layers.size()) != c.pp)
+      fail("stage_layers has " + std::to_string(stage_layers.size()) + " entries for pp " + std::to_string(c.pp));
+    l.stage_layers = stage_layers;
   } else {
     if (m.layers < c.pp) fail("fewer layers than pipeline stages");
-    int64_t base = m.layers / c.pp, extra = m.layers % c.pp;
-    l.layer_begin = l.stage * base + std::min<int64_t>(l.stage, extra);
-    l.layer_end = l.layer_begin + base + (l.stage < extra ? 1 : 0);
+    l.stage_layers = plan::split_layers(m.layers, c.pp);
   }
+  l.layer_begin = l.stage_layers[l.stage].first;
+  l.layer_end = l.stage_layers[l.stage].second;
 
   if (m.heads % c.tp != 0) fail("heads (" + std::to_string(m.heads) + ") not divisible by tp");
   l.q_heads = balanced_range(m.heads, c.tp, l.tp_index);

@@ -26,7 +26,8 @@ struct Range {
   int64_t size() const { return end - begin; }
 };
 
-// Part i of n of [0, total) (balanced: the first parts are never larger than the last by more than one).
+// Part i of n of [0, total): total / parts elements each, the first total % parts parts one more (build_step's
+// convention for token slices and shards, so the executor's shapes are the planner's).
 Range balanced_range(int64_t total, int parts, int i);
 
 // "tp2.pp1.ep2.adp1.dp1" (the format of ParallelConfig::label()).
@@ -39,12 +40,13 @@ struct RankLayout {
   int stage_rank = 0;  // a x tp + t
   int ep_index = 0, moe_tp_index = 0;
   int64_t layer_begin = 0, layer_end = 0;
+  std::vector<std::pair<int64_t, int64_t>> stage_layers;  // every stage's {first, last + 1} layers
   bool first_stage() const { return stage == 0; }
   bool last_stage() const { return stage == config.pp - 1; }
 
-  Range q_heads, kv_heads, vocab, ffn;   // over tp
-  Range experts, expert_ffn;             // over ep / moe_tp
-  Range shared_ffn;                      // gather form: over the stage's ranks; all-to-all form: the whole
+  Range q_heads, kv_heads, vocab, ffn;  // over tp
+  Range experts, expert_ffn;            // over ep / moe_tp
+  Range shared_ffn;                     // gather form: over the stage's ranks; all-to-all form: the whole
   bool moe_all_to_all = false;
 
   // stage_layers empty: layers split as evenly as possible over pp stages (earlier stages take the remainder).

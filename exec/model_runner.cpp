@@ -1,246 +1,126 @@
-// ModelRunner: weights, KV blocks, the step driver, embedding, LM head, pipeline hand-off and sampling. The layer
-// blocks (attention, MLA, MLP, MoE) are in model_layers.cpp.
+// ModelRunner: the step driver (Batch -> build_step -> this rank's program, op by op, each checked against the
+// Step), KV blocks, embedding, LM head, pipeline hand-off and sampling. Weights are loaded in model_weights.cpp; the
+// layer blocks are in model_layers.cpp (attention, MLA, dense MLP) and model_moe.cpp (MoE).
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 
 #include "core/common/error.hpp"
 #include "exec/runner_impl.hpp"
 
 namespace parasol::exec {
+namespace {
 
-std::vector<float> rope_inv_freq(const spec::Model& m, int64_t rot_dim) {
-  std::vector<float> inv(static_cast<size_t>(rot_dim / 2));
-  const float base = static_cast<float>(m.rope_theta);
-  for (int64_t i = 0; i < rot_dim / 2; ++i)
-    inv[i] = 1.0f / std::pow(base, static_cast<float>(2 * i) / static_cast<float>(rot_dim));
-  const auto& s = m.rope_scaling;
-  if (s.type == "llama3") {
-    const float pi = 3.14159265358979323846f;
-    float factor = static_cast<float>(s.factor), lo_ff = static_cast<float>(s.low_freq_factor),
-          hi_ff = static_cast<float>(s.high_freq_factor), L0 = static_cast<float>(s.original_max_position);
-    float lo_wavelen = L0 / lo_ff, hi_wavelen = L0 / hi_ff;
-    for (auto& f : inv) {
-      float wavelen = 2.0f * pi / f;
-      if (wavelen > lo_wavelen) {
-        f = f / factor;
-      } else if (wavelen >= hi_wavelen) {
-        float smooth = (L0 / wavelen - lo_ff) / (hi_ff - lo_ff);
-        f = (1.0f - smooth) * f / factor + smooth * f;
-      }
-    }
-  } else if (s.type != "none" && s.type != "default" && s.type != "yarn") {
-    throw ConfigError("rope scaling '" + s.type + "' is not supported by the executor (none, llama3)");
-  }
-  return inv;
+std::string describe(const plan::Op& op) {
+  std::ostringstream os;
+  os << plan::to_string(op.kind) << " '" << op.name << "'";
+  return os.str();
 }
 
-ModelRunner::Impl::Impl(const spec::Model& m, const RankLayout& l, Backend& b, Communicator& c, const WeightSource& w,
-                        const RunnerOptions& o)
-    : model(m), layout(l), be(b), world(c), weights(w), opt(o) {
-  if (!b.host_memory() && c.name() != "nccl")
-    throw ConfigError("communicator '" + c.name() + "' needs a host-memory backend, not '" + b.name() + "'");
-  if (c.size() != l.config.instance_size())
-    throw ConfigError("the communicator has " + std::to_string(c.size()) + " ranks, the layout " +
-                      std::to_string(l.config.instance_size()));
-  if (m.qkv_bias || m.qk_norm) throw ConfigError("model '" + m.name + "': qkv bias and qk-norm are not supported yet");
-  const auto& cfg = l.config;
-  tp_comm = c.split(l.stage * cfg.attn_dp + l.attn_group, l.tp_index);
-  stage_comm = c.split(l.stage, l.stage_rank);
-  mixtral_names = m.architecture.find("Mixtral") != std::string::npos ||
-                  (m.architecture.empty() && m.is_moe() && m.moe.scoring == "softmax");
+}  // namespace
 
-  const int64_t H = m.hidden;
-  ElemType wt = o.weight_type;
-  if (l.first_stage()) embed = load("model.embed_tokens.weight", {m.vocab, H}, {Slice{0, l.vocab.begin, l.vocab.end}}, wt);
-  if (l.last_stage()) {
-    final_norm = load_full("model.norm.weight", {H}, wt);
-    std::string head = m.tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
-    lm_head = load(head, {m.vocab, H}, {Slice{0, l.vocab.begin, l.vocab.end}}, wt);
+const plan::Op& ModelRunner::Impl::expect(StepState& st, plan::OpKind kind, const std::string& name,
+                                          const OpShape& shape) {
+  const auto& ops = st.program->ops;
+  const std::string where =
+      "executor vs Step (rank " + std::to_string(layout.rank) + ", op " + std::to_string(st.next_op) + "): ";
+  if (st.next_op >= ops.size())
+    throw Error(where + "the executor runs " + plan::to_string(kind) + " '" + name + "' after the program's last op");
+  const plan::Op& op = ops[st.next_op];
+  if (op.kind != kind || op.name != name)
+    throw Error(where + "the Step has " + describe(op) + ", the executor runs " + plan::to_string(kind) + " '" + name +
+                "'");
+  auto check = [&](const char* field, int64_t planned, int64_t actual) {
+    if (actual >= 0 && planned != actual)
+      throw Error(where + describe(op) + ": " + field + " is " + std::to_string(planned) + " in the Step, " +
+                  std::to_string(actual) + " in the executor");
+  };
+  check("n", op.n, shape.n);
+  check("k", op.k, shape.k);
+  if (!shape.data_dependent) {
+    check("m", op.m, shape.m);
+    check("tokens", op.tokens, shape.tokens);
   }
-  int64_t rot = m.mla ? m.mla->qk_rope_head_dim : m.head_dim;
-  std::vector<float> inv = rope_inv_freq(m, rot);
-  inv_freq = OwnedTensor(b, ElemType::kF32, {static_cast<int64_t>(inv.size())});
-  upload_f32(b, inv, *inv_freq);
-
-  for (int64_t i = l.layer_begin; i < l.layer_end; ++i) {
-    layers.emplace_back();
-    layers.back().index = i;
-    load_layer(layers.back());
-  }
-  for (int32_t blk = static_cast<int32_t>(o.kv_blocks) - 1; blk >= 0; --blk) free_blocks.push_back(blk);
-}
-
-OwnedTensor ModelRunner::Impl::load(const std::string& name, const std::vector<int64_t>& shape,
-                                    const std::vector<Slice>& parts, ElemType type) {
-  std::vector<float> host;
-  std::vector<int64_t> out_shape = shape;
-  int64_t dim0 = 0;
-  for (const Slice& s : parts) {
-    std::vector<float> v = weights.read_slice(name, shape, s);
-    host.insert(host.end(), v.begin(), v.end());
-    int64_t end = s.end < 0 ? shape[s.dim] : s.end;
-    if (s.dim == 0) dim0 += end - s.begin;
-    else out_shape[1] = end - s.begin;
-  }
-  if (parts.size() == 1 && parts[0].dim == 1) dim0 = shape[0];
-  out_shape[0] = dim0;
-  OwnedTensor t(be, type, out_shape);
-  upload_f32(be, host, *t);
-  return t;
-}
-
-MlpWeights ModelRunner::Impl::load_mlp(const std::string& gate, const std::string& up, const std::string& down,
-                                       int64_t ffn, Range r) {
-  MlpWeights w;
-  w.f = r.size();
-  if (w.f == 0) return w;
-  const int64_t H = model.hidden;
-  std::vector<float> g = weights.read_slice(gate, {ffn, H}, Slice{0, r.begin, r.end});
-  std::vector<float> u = weights.read_slice(up, {ffn, H}, Slice{0, r.begin, r.end});
-  g.insert(g.end(), u.begin(), u.end());
-  w.gate_up = OwnedTensor(be, opt.weight_type, {2 * w.f, H});
-  upload_f32(be, g, *w.gate_up);
-  w.down = load(down, {H, ffn}, {Slice{1, r.begin, r.end}}, opt.weight_type);
-  return w;
-}
-
-void ModelRunner::Impl::load_layer(LayerWeights& lw) {
-  const auto& m = model;
-  const int64_t H = m.hidden, l = lw.index, slots = opt.kv_blocks * opt.block_tokens;
-  const std::string p = layer_prefix(l);
-  ElemType wt = opt.weight_type;
-  lw.attn_norm = load_full(p + "input_layernorm.weight", {H}, wt);
-  lw.mlp_norm = load_full(p + "post_attention_layernorm.weight", {H}, wt);
-  const Range qh = layout.q_heads;
-  if (m.mla) {
-    const auto& a = *m.mla;
-    int64_t qk = a.qk_nope_head_dim + a.qk_rope_head_dim, vq = a.qk_nope_head_dim + a.v_head_dim;
-    Slice heads_rows{0, qh.begin * qk, qh.end * qk};
-    if (a.q_lora_rank > 0) {
-      lw.q_a = load_full(p + "self_attn.q_a_proj.weight", {a.q_lora_rank, H}, wt);
-      lw.q_a_norm = load_full(p + "self_attn.q_a_layernorm.weight", {a.q_lora_rank}, wt);
-      lw.q_b = load(p + "self_attn.q_b_proj.weight", {m.heads * qk, a.q_lora_rank}, {heads_rows}, wt);
-    } else {
-      lw.q_b = load(p + "self_attn.q_proj.weight", {m.heads * qk, H}, {heads_rows}, wt);
-    }
-    lw.kv_a = load_full(p + "self_attn.kv_a_proj_with_mqa.weight", {a.kv_lora_rank + a.qk_rope_head_dim, H}, wt);
-    lw.kv_a_norm = load_full(p + "self_attn.kv_a_layernorm.weight", {a.kv_lora_rank}, wt);
-    lw.kv_b = load(p + "self_attn.kv_b_proj.weight", {m.heads * vq, a.kv_lora_rank}, {Slice{0, qh.begin * vq, qh.end * vq}},
-                   wt);
-    lw.o = load(p + "self_attn.o_proj.weight", {H, m.heads * a.v_head_dim},
-                {Slice{1, qh.begin * a.v_head_dim, qh.end * a.v_head_dim}}, wt);
-    lw.latent = OwnedTensor(be, opt.kv_type, {slots, a.kv_lora_rank + a.qk_rope_head_dim});
-  } else {
-    const int64_t D = m.head_dim, kv = m.kv_heads > 0 ? m.kv_heads : m.heads;
-    const Range kh = layout.kv_heads;
-    std::vector<float> q = weights.read_slice(p + "self_attn.q_proj.weight", {m.heads * D, H},
-                                              Slice{0, qh.begin * D, qh.end * D});
-    std::vector<float> k = weights.read_slice(p + "self_attn.k_proj.weight", {kv * D, H}, Slice{0, kh.begin * D, kh.end * D});
-    std::vector<float> v = weights.read_slice(p + "self_attn.v_proj.weight", {kv * D, H}, Slice{0, kh.begin * D, kh.end * D});
-    q.insert(q.end(), k.begin(), k.end());
-    q.insert(q.end(), v.begin(), v.end());
-    lw.qkv = OwnedTensor(be, wt, {(qh.size() + 2 * kh.size()) * D, H});
-    upload_f32(be, q, *lw.qkv);
-    lw.o = load(p + "self_attn.o_proj.weight", {H, m.heads * D}, {Slice{1, qh.begin * D, qh.end * D}}, wt);
-    lw.k_cache = OwnedTensor(be, opt.kv_type, {slots, kh.size(), D});
-    lw.v_cache = OwnedTensor(be, opt.kv_type, {slots, kh.size(), D});
-  }
-  lw.moe = m.is_moe_layer(l);
-  if (!lw.moe) {
-    lw.mlp = load_mlp(p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight", p + "mlp.down_proj.weight", m.ffn,
-                      layout.ffn);
-    return;
-  }
-  const int64_t E = m.moe.num_experts, F = m.moe.expert_ffn;
-  std::string moe_p = p + (mixtral_names ? "block_sparse_moe." : "mlp.");
-  lw.router = load_full(moe_p + "gate.weight", {E, H}, ElemType::kF32);  // router math in fp32 (HF)
-  if (m.moe.scoring == "sigmoid") lw.router_bias = load_full(moe_p + "gate.e_score_correction_bias", {E}, ElemType::kF32);
-  for (int64_t e = layout.experts.begin; e < layout.experts.end; ++e) {
-    std::string ep = moe_p + "experts." + std::to_string(e) + ".";
-    if (mixtral_names)
-      lw.experts.push_back(load_mlp(ep + "w1.weight", ep + "w3.weight", ep + "w2.weight", F, layout.expert_ffn));
-    else
-      lw.experts.push_back(
-          load_mlp(ep + "gate_proj.weight", ep + "up_proj.weight", ep + "down_proj.weight", F, layout.expert_ffn));
-  }
-  if (m.moe.num_shared_experts > 0) {
-    std::string sp = p + "mlp.shared_experts.";
-    lw.shared = load_mlp(sp + "gate_proj.weight", sp + "up_proj.weight", sp + "down_proj.weight",
-                         m.moe.num_shared_experts * F, layout.shared_ffn);
-  }
-}
-
-plan::Op ModelRunner::Impl::gemm_op(const std::string& name, int layer, int64_t m, int64_t n, int64_t k) const {
-  plan::Op op;
-  op.kind = plan::OpKind::kGemm;
-  op.name = name;
-  op.layer = layer;
-  op.dtype = opt.weight_type == ElemType::kF32 ? DType::kFp32 : DType::kBf16;
-  op.m = m;
-  op.n = n;
-  op.k = k;
-  op.tokens = m;
-  op.flops = 2.0 * m * n * k;
-  op.bytes = (m * k + m * n) * 4.0 + n * k * static_cast<double>(element_bytes(opt.weight_type));
   return op;
 }
 
-void ModelRunner::Impl::run_op(StepState& st, plan::Op op, const std::function<void()>& fn) {
-  if (!opt.profile) {
-    fn();
-    st.ops->push_back({std::move(op), 0.0});
-    return;
+void ModelRunner::Impl::run_op(StepState& st, plan::OpKind kind, int layer, const std::string& what,
+                               const OpShape& shape, const std::function<void()>& fn) {
+  const plan::Op& planned = expect(st, kind, op_name(layer, what), shape);
+  ++st.next_op;
+  OpRecord rec{planned, 0.0};
+  plan::Op& op = rec.op;
+  if (shape.data_dependent) {
+    // Routed-expert ops: the rows are the (token, expert) pairs the real router sent to this rank's experts. Costs
+    // as build_step states them (GEMM: A + C per row; activation: 5 FLOPs and 3 elements per output element).
+    const int64_t rows = shape.m >= 0 ? shape.m : shape.tokens;
+    op.m = kind == plan::OpKind::kGemm ? rows : op.m;
+    op.tokens = rows;
+    op.expert_tokens = shape.expert_tokens;
+    if (kind == plan::OpKind::kGemm) {
+      int64_t active = 0;
+      for (int64_t v : op.expert_tokens) active += v > 0 ? 1 : 0;
+      op.flops = 2.0 * rows * op.n * op.k;
+      op.bytes = static_cast<double>(rows) * static_cast<double>(op.k + op.n) * act_bytes +
+                 static_cast<double>(active) * static_cast<double>(op.k * op.n) * weight_bytes;
+    } else {
+      op.flops = 5.0 * rows * op.n;
+      op.bytes = 3.0 * rows * op.n * act_bytes;
+    }
+  } else {
+    if (shape.m >= 0) op.m = shape.m;
+    if (shape.tokens >= 0) op.tokens = shape.tokens;
   }
-  auto a = be.create_event(), b = be.create_event();
-  be.record(*a);
-  fn();
-  be.record(*b);
-  double t = be.elapsed_s(*a, *b);
-  st.ops->push_back({std::move(op), t});
+  if (opt.profile) {
+    auto a = be.create_event(), b = be.create_event();
+    be.record(*a);
+    fn();
+    be.record(*b);
+    rec.time_s = be.elapsed_s(*a, *b);
+  } else {
+    fn();
+  }
+  st.ops->push_back(std::move(rec));
 }
 
-void ModelRunner::Impl::gemm(StepState& st, const std::string& name, int layer, const Tensor& x, const Tensor& w,
+void ModelRunner::Impl::gemm(StepState& st, int layer, const std::string& what, const Tensor& x, const Tensor& w,
                              const Tensor& y, bool accumulate) {
-  run_op(st, gemm_op(name, layer, x.numel() / std::max<int64_t>(1, x.dim(-1)), w.dim(0), w.dim(1)),
-         [&] { be.gemm(x, w, y, accumulate); });
-}
-
-void ModelRunner::Impl::all_reduce(StepState& st, Communicator& c, const std::string& name, int layer,
-                                   const Tensor& t) {
-  if (c.size() == 1) return;
-  plan::Op op;
-  op.kind = plan::OpKind::kAllReduce;
-  op.name = name;
-  op.layer = layer;
-  op.dtype = DType::kFp32;
-  op.comm_bytes = static_cast<double>(t.bytes());
-  run_op(st, op, [&] { c.all_reduce(t.data, t.data, t.numel(), t.dtype, name); });
-}
-
-void ModelRunner::Impl::all_gather_v(StepState& st, Communicator& c, const std::string& name, int layer,
-                                     const Tensor& mine, const std::vector<int64_t>& counts, const Tensor& out) {
-  plan::Op op;
-  op.kind = plan::OpKind::kAllGather;
-  op.name = name;
-  op.layer = layer;
-  op.dtype = DType::kFp32;
-  op.comm_bytes = static_cast<double>(out.bytes());
-  run_op(st, op, [&] { c.all_gather_v(mine.data, out.data, counts, mine.dtype, name); });
-}
-
-void ModelRunner::Impl::norm(StepState& st, const std::string& name, int layer, const Tensor& w) {
-  plan::Op op;
-  op.kind = plan::OpKind::kRmsNorm;
-  op.name = name;
-  op.layer = layer;
-  op.tokens = st.T;
-  op.n = model.hidden;
-  op.bytes = 3.0 * st.T * model.hidden * 4;
-  run_op(st, op, [&] {
-    if (st.pending) be.add(*st.x, *st.partial, *st.x);
-    st.pending = false;
-    be.rms_norm(*st.x, w, static_cast<float>(model.rms_eps), *st.h);
+  const int64_t m = x.numel() / std::max<int64_t>(1, x.dim(-1));
+  run_op(st, plan::OpKind::kGemm, layer, what, {m, w.dim(0), w.dim(1), -1, false}, [&] {
+    if (m > 0) be.gemm(x, w, y, accumulate);
   });
+}
+
+void ModelRunner::Impl::collective(StepState& st, plan::OpKind kind, int layer, const std::string& what,
+                                   Communicator& c, const std::vector<int>& members, const std::function<void()>& fn) {
+  const std::string name = op_name(layer, what);
+  const plan::Op& op = expect(st, kind, name, {});
+  if (op.group < 0 || op.group >= static_cast<int>(st.step->groups.size()) ||
+      st.step->groups[static_cast<size_t>(op.group)].ranks != members || c.size() != static_cast<int>(members.size()))
+    throw Error("executor vs Step (rank " + std::to_string(layout.rank) + "): " + describe(op) +
+                " runs over another group than the Step's");
+  run_op(st, kind, layer, what, {}, fn);
+}
+
+void ModelRunner::Impl::all_reduce(StepState& st, int layer, const std::string& what, const Tensor& t) {
+  collective(st, plan::OpKind::kAllReduce, layer, what, *tp_comm, tp_members,
+             [&] { tp_comm->all_reduce(t.data, t.data, t.numel(), t.dtype, op_name(layer, what)); });
+}
+
+void ModelRunner::Impl::all_gather_v(StepState& st, Communicator& c, const std::vector<int>& members, int layer,
+                                     const std::string& what, const Tensor& mine, const std::vector<int64_t>& counts,
+                                     const Tensor& out) {
+  collective(st, plan::OpKind::kAllGather, layer, what, c, members,
+             [&] { c.all_gather_v(mine.data, out.data, counts, mine.dtype, op_name(layer, what)); });
+}
+
+void ModelRunner::Impl::norm(StepState& st, int layer, const std::string& what, const Tensor& w) {
+  run_op(st, plan::OpKind::kRmsNorm, layer, what, {-1, model.hidden, -1, st.T, false}, [&] {
+    if (st.T == 0) return;
+    if (st.pending) be.add(st.x, st.partial, st.x);
+    be.rms_norm(st.x, w, static_cast<float>(model.rms_eps), *st.h);
+  });
+  st.pending = false;
 }
 
 void ModelRunner::Impl::prepare(StepState& st, const StepRequest& req) {
@@ -255,7 +135,7 @@ void ModelRunner::Impl::prepare(StepState& st, const StepRequest& req) {
     if (s.attn_group < 0 || s.attn_group >= layout.config.attn_dp)
       throw ConfigError("sequence " + std::to_string(s.seq_id) + ": attention group " + std::to_string(s.attn_group) +
                         " outside [0, " + std::to_string(layout.config.attn_dp) + ")");
-    if (s.attn_group != layout.attn_group) continue;
+    if (s.attn_group != layout.attn_group || s.tokens.empty()) continue;
     int64_t q = static_cast<int64_t>(s.tokens.size()), ctx = s.context + q;
     auto& table = block_tables[s.seq_id];
     if (static_cast<int64_t>(table.size()) * opt.block_tokens < s.context)
@@ -275,6 +155,7 @@ void ModelRunner::Impl::prepare(StepState& st, const StepRequest& req) {
     st.seqs.ctx_lens.push_back(ctx);
     st.seqs.block_tables.push_back(table);
     st.seq_index.push_back(static_cast<int>(i));
+    st.decode.push_back(q == 1 && s.context > 0);
   }
   st.T = static_cast<int64_t>(pos.size());
   const int64_t H = model.hidden;
@@ -282,20 +163,22 @@ void ModelRunner::Impl::prepare(StepState& st, const StepRequest& req) {
   st.slots = OwnedTensor(be, ElemType::kI32, {st.T});
   upload_i32(be, pos, *st.positions);
   upload_i32(be, slots, *st.slots);
-  st.x = OwnedTensor(be, ElemType::kF32, {st.T, H});
+  st.xp = OwnedTensor(be, ElemType::kF32, {2 * st.T, H});
+  st.x = st.xp->rows(0, st.T);
+  st.partial = st.xp->rows(st.T, 2 * st.T);
   st.h = OwnedTensor(be, ElemType::kF32, {st.T, H});
-  st.partial = OwnedTensor(be, ElemType::kF32, {st.T, H});
 }
 
 void ModelRunner::Impl::embed_or_recv(StepState& st, const StepRequest& req) {
   const int rps = layout.config.ranks_per_stage();
   if (!layout.first_stage()) {
-    plan::Op op;
-    op.kind = plan::OpKind::kRecv;
-    op.name = "pp.recv";
-    op.peer = layout.rank - rps;
-    op.comm_bytes = static_cast<double>(st.x->bytes());
-    run_op(st, op, [&] { world.recv(st.x->data, st.x->numel(), ElemType::kF32, layout.rank - rps, "pp.recv"); });
+    const int peer = layout.rank - rps;
+    const plan::Op& op = expect(st, plan::OpKind::kRecv, "pp.recv", {-1, -1, -1, st.T, false});
+    if (op.peer != peer) throw Error("executor vs Step: pp.recv from rank " + std::to_string(op.peer) + " in the Step");
+    // hidden (x) and residual (partial) of the previous stage, as the Step's payload says
+    run_op(st, plan::OpKind::kRecv, -1, "pp.recv", {-1, -1, -1, st.T, false},
+           [&] { world.recv(st.xp->data, st.xp->numel(), ElemType::kF32, peer, "pp.recv"); });
+    st.pending = true;
     return;
   }
   std::vector<int32_t> ids;
@@ -304,14 +187,10 @@ void ModelRunner::Impl::embed_or_recv(StepState& st, const StepRequest& req) {
     if (id < 0 || id >= model.vocab) throw ConfigError("token id " + std::to_string(id) + " outside the vocabulary");
   OwnedTensor idt(be, ElemType::kI32, {st.T});
   upload_i32(be, ids, *idt);
-  plan::Op op;
-  op.kind = plan::OpKind::kEmbedding;
-  op.name = "embed";
-  op.tokens = st.T;
-  op.n = model.hidden;
-  op.bytes = st.T * model.hidden * 8.0;
-  run_op(st, op, [&] { be.embedding(*idt, *embed, layout.vocab.begin, *st.x); });
-  all_reduce(st, *tp_comm, "embed.allreduce", -1, *st.x);
+  run_op(st, plan::OpKind::kEmbedding, -1, "embed", {-1, embed->dim(0), model.hidden, st.T, false}, [&] {
+    if (st.T > 0) be.embedding(*idt, *embed, layout.vocab.begin, st.x);
+  });
+  if (layout.config.tp > 1) all_reduce(st, -1, "embed.allreduce", st.x);
 }
 
 void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult& res) {
@@ -319,16 +198,15 @@ void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult
   const int rps = layout.config.ranks_per_stage();
   std::vector<int32_t> sampled;  // (request index, token) pairs this rank reports
   if (!layout.last_stage()) {
-    if (st.pending) be.add(*st.x, *st.partial, *st.x);
+    const int peer = layout.rank + rps;
+    const plan::Op& op = expect(st, plan::OpKind::kSend, "pp.send", {-1, -1, -1, st.T, false});
+    if (op.peer != peer) throw Error("executor vs Step: pp.send to rank " + std::to_string(op.peer) + " in the Step");
+    if (!st.pending) be.fill_zero(st.partial);
+    run_op(st, plan::OpKind::kSend, -1, "pp.send", {-1, -1, -1, st.T, false},
+           [&] { world.send(st.xp->data, st.xp->numel(), ElemType::kF32, peer, "pp.send"); });
     st.pending = false;
-    plan::Op op;
-    op.kind = plan::OpKind::kSend;
-    op.name = "pp.send";
-    op.peer = layout.rank + rps;
-    op.comm_bytes = static_cast<double>(st.x->bytes());
-    run_op(st, op, [&] { world.send(st.x->data, st.x->numel(), ElemType::kF32, layout.rank + rps, "pp.send"); });
   } else {
-    norm(st, "final_norm", -1, *final_norm);
+    norm(st, -1, "final_norm", *final_norm);
     std::vector<int32_t> rows;
     int64_t t0 = 0;
     for (size_t s = 0; s < st.seq_index.size(); ++s) {
@@ -344,35 +222,35 @@ void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult
     const int64_t R = static_cast<int64_t>(rows.size()), Vl = layout.vocab.size();
     OwnedTensor idx(be, ElemType::kI32, {R}), hs(be, ElemType::kF32, {R, H}), part(be, ElemType::kF32, {R, Vl});
     upload_i32(be, rows, *idx);
-    be.gather_rows(*st.h, *idx, *hs);
-    gemm(st, "lm_head", -1, *hs, *lm_head, *part);
+    if (R > 0) be.gather_rows(*st.h, *idx, *hs);
+    run_op(st, plan::OpKind::kGemm, -1, "lm_head", {opt.all_logits ? -1 : R, Vl, H, -1, false}, [&] {
+      if (R > 0) be.gemm(*hs, *lm_head, *part);
+    });
     OwnedTensor full(be, ElemType::kF32, {R, V});
     const int tp = layout.config.tp;
     if (tp == 1) {
-      be.copy(full->data, part->data, part->bytes());
+      if (R > 0) be.copy(full->data, part->data, part->bytes());
     } else {
       std::vector<int64_t> counts(tp);
       for (int r = 0; r < tp; ++r) counts[r] = R * balanced_range(V, tp, r).size();
       OwnedTensor gathered(be, ElemType::kF32, {R * V});
-      all_gather_v(st, *tp_comm, "lm_head.allgather", -1, *part, counts, *gathered);
+      all_gather_v(st, *tp_comm, tp_members, -1, "lm_head.allgather", *part, counts, *gathered);
       // [rank][row][vocab slice] -> [row][vocab]
       std::vector<float> g = download_f32(be, *gathered), f(static_cast<size_t>(R * V));
       int64_t off = 0;
       for (int r = 0; r < tp; ++r) {
         Range vr = balanced_range(V, tp, r);
         for (int64_t i = 0; i < R; ++i)
-          std::copy(g.begin() + off + i * vr.size(), g.begin() + off + (i + 1) * vr.size(), f.begin() + i * V + vr.begin);
+          std::copy(g.begin() + off + i * vr.size(), g.begin() + off + (i + 1) * vr.size(),
+                    f.begin() + i * V + vr.begin);
         off += R * vr.size();
       }
       upload_f32(be, f, *full);
     }
     OwnedTensor tok(be, ElemType::kI32, {R});
-    plan::Op op;
-    op.kind = plan::OpKind::kSample;
-    op.name = "sample";
-    op.tokens = R;
-    op.n = V;
-    run_op(st, op, [&] { be.argmax(*full, *tok); });
+    run_op(st, plan::OpKind::kSample, -1, "sample", {-1, V, -1, opt.all_logits ? -1 : R, false}, [&] {
+      if (R > 0) be.argmax(*full, *tok);
+    });
     res.logits = download_f32(be, *full);
     std::vector<int32_t> toks = download_i32(be, *tok);
     if (layout.tp_index == 0)
@@ -384,7 +262,7 @@ void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult
         }
       }
   }
-  // Every rank learns every sampled token (the first stage needs them for the next step).
+  // Control plane, outside the Step: every rank learns every sampled token (the first stage needs them next step).
   int32_t n = static_cast<int32_t>(sampled.size());
   std::vector<int32_t> counts32(world.size());
   world.all_gather(&n, counts32.data(), 1, ElemType::kI32, "sample.tokens");
@@ -405,26 +283,38 @@ ModelRunner::~ModelRunner() = default;
 
 StepResult ModelRunner::step(const StepRequest& request) {
   Impl& im = *impl_;
+  plan::Batch batch;
+  for (const SeqInput& s : request.seqs)
+    batch.seqs.push_back({s.seq_id, static_cast<int64_t>(s.tokens.size()), s.context, s.attn_group, s.sample});
+  im.builder->build(batch, im.step);
   StepResult res;
   StepState st;
   st.ops = &res.ops;
+  st.step = &im.step;
+  st.program = &im.step.ranks.at(static_cast<size_t>(layout_.rank));
   im.prepare(st, request);
   im.embed_or_recv(st, request);
   for (auto& lw : im.layers) {
     int l = static_cast<int>(lw.index);
-    std::string p = "L" + std::to_string(l) + ".";
-    im.norm(st, p + "attn_norm", l, *lw.attn_norm);
+    im.norm(st, l, "attn_norm", *lw.attn_norm);
     if (im.model.mla)
       im.mla(st, lw);
     else
       im.attention(st, lw);
-    im.norm(st, p + "mlp_norm", l, *lw.mlp_norm);
+    if (im.layout.config.tp > 1) im.all_reduce(st, l, "attn.allreduce", st.partial);
+    st.pending = true;
+    im.norm(st, l, "mlp_norm", *lw.mlp_norm);
     if (lw.moe)
       im.moe(st, lw);
     else
       im.dense_block(st, lw);
+    st.pending = true;
   }
   im.finish(st, request, res);
+  if (st.next_op != st.program->ops.size())
+    throw Error("executor vs Step (rank " + std::to_string(layout_.rank) + "): the executor ran " +
+                std::to_string(st.next_op) + " ops of the program's " + std::to_string(st.program->ops.size()) +
+                "; next: " + describe(st.program->ops[st.next_op]));
   return res;
 }
 
@@ -436,6 +326,14 @@ void ModelRunner::release(int64_t seq_id) {
   impl_->block_tables.erase(it);
 }
 
-int64_t ModelRunner::free_kv_blocks() const { return static_cast<int64_t>(impl_->free_blocks.size()); }
+int64_t ModelRunner::free_kv_blocks() const {
+  return static_cast<int64_t>(impl_->free_blocks.size());
+}
+const plan::Step& ModelRunner::last_step() const {
+  return impl_->step;
+}
+const plan::Plan& ModelRunner::plan() const {
+  return impl_->plan;
+}
 
 }  // namespace parasol::exec

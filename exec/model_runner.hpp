@@ -1,13 +1,19 @@
 // ModelRunner: one rank's share of one model instance — its weights (read through a WeightSource as RankLayout says),
-// its paged KV cache, and the forward of one scheduler iteration, issued as the ops of a Step (embedding, rmsnorm,
-// GEMMs, rope, kv append, attention / MLA, SiLU-and-mul, MoE gate / dispatch / combine, collectives, pipeline
-// send/recv, sample) on a Backend and a Communicator. Numerics follow Hugging Face transformers (DESIGN.md,
-// shared/notes/nccl-and-reference-math.md §5).
+// its paged KV cache, and the forward of one scheduler iteration on a Backend and a Communicator. Numerics follow
+// Hugging Face transformers (DESIGN.md, shared/notes/nccl-and-reference-math.md §5).
+//
+// DESIGN contract 2: step() turns the request into a plan::Batch, builds the iteration's Step with core's
+// build_step (StepBuilder) and runs this rank's program of that Step op by op: each op the executor issues must be
+// the program's next one — same kind and name, same sharded shape (m, n, k, tokens), same group (the members of the
+// communicator it runs on) or peer — or step() throws parasol::Error naming the rank, the op index and both ops; the
+// program must be used up at the end. So the executor runs exactly the ops the simulator costs. Outside the Step
+// (control plane, not costed): uploads of ids / positions / slots, the host-side routing bookkeeping of MoE, the
+// LM-head row selection and the all-gather of sampled tokens to every rank.
 //
 // Every rank of the instance constructs its runner at the same time (the constructor splits the instance
 // communicator into the tp and stage groups: collective) and calls step() with the same StepRequest; each rank picks
-// the sequences of its attention-DP group. Each op run is recorded (plan::Op with this rank's shapes) with its time,
-// so a step yields this rank's RankProgram and a per-op profile.
+// the sequences of its attention-DP group. Each op run is recorded (the Step's op, with this rank's actual shapes
+// and, for the routed-expert ops, the actual token counts) with its time, so a step yields a per-op profile.
 // Thread behaviour: a runner belongs to its rank's thread.
 #pragma once
 
@@ -17,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "core/plan/plan.hpp"
 #include "core/plan/step.hpp"
 #include "core/spec/model.hpp"
 #include "exec/backend.hpp"
@@ -29,10 +36,15 @@ namespace parasol::exec {
 struct RunnerOptions {
   ElemType weight_type = ElemType::kF32;  // storage of weights (math is fp32 on cpu)
   ElemType kv_type = ElemType::kF32;
-  int64_t kv_blocks = 256;                 // per rank (per layer), of block_tokens tokens each
+  int64_t kv_blocks = 256;  // per rank (per layer), of block_tokens tokens each
   int64_t block_tokens = 16;
-  bool all_logits = false;                 // logits of every new token (tests), not only each sampled sequence's last
-  bool profile = false;                    // time every op (synchronizes the backend around each op)
+  bool all_logits = false;  // logits of every new token (tests), not only each sampled sequence's last
+                            // (the LM head then runs on more rows than the Step's: not compared)
+  bool profile = false;     // time every op (synchronizes the backend around each op)
+  // The Plan whose Steps this runner executes (pool `pool`; its model and layout must be the runner's): dtypes and
+  // routing come from it. nullptr: a Plan made of the model, the layout and weight_type / kv_type above.
+  const plan::Plan* plan = nullptr;
+  int pool = 0;
 };
 
 struct SeqInput {
@@ -40,7 +52,7 @@ struct SeqInput {
   std::vector<int32_t> tokens;  // the new tokens (prompt chunk, or the one decoded token)
   int64_t context = 0;          // tokens already in this sequence's KV cache
   int attn_group = 0;
-  bool sample = true;           // produce a next token (false for a non-final prefill chunk)
+  bool sample = true;  // produce a next token (false for a non-final prefill chunk)
 };
 
 struct StepRequest {
@@ -75,6 +87,9 @@ class ModelRunner {
   void release(int64_t seq_id);
   int64_t free_kv_blocks() const;
   const RankLayout& layout() const { return layout_; }
+  // The Step of the last step() (every rank's program), and the Plan the Steps are built from.
+  const plan::Step& last_step() const;
+  const plan::Plan& plan() const;
 
   struct Impl;
 

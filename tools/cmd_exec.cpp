@@ -4,23 +4,35 @@
 //     greedy generation over synthetic prompts; every rank of the instance runs as a thread (local) or as an MPI
 //     process (mpirun -np <instance size> parasol exec ... --comm mpi). --logits-out writes tokens and logits (JSON)
 //     from rank 0, for comparing layouts.
-//   Serving mode:     parasol exec --plan PLAN.yaml [--workload ...]
+//   Serving mode:     parasol exec --plan PLAN.yaml --workload SCENARIO.yaml [--comm local|mpi] [--backend cpu]
+//                     [--out DIR] [--profile FILE.csv]
+//     serves the scenario's workload with the plan's layout through core/serve on a wall clock, writing the files of
+//     `parasol sim` (summary.json, requests.csv, trace.json) and per-op times in the calibration CSV format.
 // A failed or stalled peer ends the run within --timeout seconds with an error naming the rank and the op (mpi: the
 // whole job is aborted). --fault-stall-rank / --fault-exit-rank inject such failures for tests.
-#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "core/common/error.hpp"
+#include "core/common/units.hpp"
 #include "core/plan/parallel_config.hpp"
+#include "core/plan/plan_io.hpp"
+#include "core/serve/metrics.hpp"
+#include "core/serve/workload.hpp"
 #include "core/spec/model.hpp"
+#include "core/spec/scenario.hpp"
 #include "exec/generate.hpp"
+#include "exec/serving.hpp"
 #include "exec/test_models.hpp"
 #include "tools/cli.hpp"
 
@@ -29,7 +41,8 @@ namespace {
 
 struct ExecOptions {
   std::string plan_path, model, layout = "tp1.pp1.ep1.adp1.dp1", comm = "local", backend = "cpu";
-  std::string weights = "synthetic", weight_dtype = "fp32", logits_out, workload, profile_out;
+  std::string weights = "synthetic", weight_dtype = "fp32", logits_out, workload, profile_out, profile_gpu;
+  int64_t requests = -1;
   int prompts = 4, decode = 8;
   int64_t prompt_min = 8, prompt_max = 16, kv_blocks = 512, prefill_chunk = 0;
   double timeout_s = 60.0;
@@ -40,6 +53,10 @@ struct ExecOptions {
 spec::Model load_exec_model(const std::string& m) {
   if (m.rfind("builtin:", 0) == 0) return exec::test_model(m.substr(8));
   return spec::load_model_file(resolve_data_path(m));
+}
+
+std::string source_description(const serve::WorkloadSpec& ws, uint64_t seed) {
+  return serve::make_source(ws, seed)->describe();
 }
 
 std::unique_ptr<exec::WeightSource> make_weights(const std::string& w, uint64_t seed) {
@@ -76,10 +93,130 @@ exec::GenerateResult run_rank(const ExecOptions& o, const spec::Model& m, const 
   return exec::generate(runner, comm, spec, m.vocab);
 }
 
-int run_exec_serve(const std::string& plan_path, const std::string& workload, const std::string& profile_out,
-                   const std::string& backend, const std::string& comm, double timeout_s, const CommonOptions& common) {
-  throw ConfigError("", 0, 0, "--plan", "--model (serving a plan through core/serve is not implemented yet)",
-                    plan_path);
+// A file streamed into DIR/NAME.tmp.PID and renamed when complete (as `parasol sim` writes its outputs).
+struct OutFile {
+  std::filesystem::path final_path, tmp;
+  std::ofstream os;
+  OutFile(const std::string& dir, const std::string& name) : final_path(std::filesystem::path(dir) / name) {
+    tmp = final_path;
+    tmp += ".tmp." + std::to_string(::getpid());
+    os.open(tmp, std::ios::binary);
+    if (!os) throw ConfigError(tmp.string(), 0, 0, "--out", "a writable file", "it cannot be opened");
+  }
+  void commit() {
+    os.close();
+    std::filesystem::rename(tmp, final_path);
+  }
+};
+
+// Serving mode: rank 0 drives core/serve on a wall clock (exec/serving.hpp), every rank runs its share of each step.
+int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
+  const plan::Plan plan = plan::load_plan_file(resolve_data_path(o.plan_path));
+  if (plan.disaggregated())
+    throw ConfigError(o.plan_path, 0, 0, "pools", "one mixed pool (exec serves one instance)", "a prefill/decode pair");
+  const plan::ParallelConfig& cfg = plan.pools[0].config;
+  if (o.workload.empty())
+    throw ConfigError("", 0, 0, "--workload", "a scenario file with a workload section (--plan needs one)", "none");
+  const spec::Scenario sc = spec::load_scenario_file(resolve_data_path(o.workload));
+  if (!sc.workload) throw ConfigError(sc.file, 0, 0, "workload", "a workload section", "none");
+  serve::WorkloadSpec ws = serve::load_workload(*sc.workload);
+  if (o.requests >= 0) ws.max_requests = o.requests;
+
+  exec::ServeConfig sc_cfg = exec::make_serve_config(plan, 0, o.kv_blocks);
+  sc_cfg.backend = o.backend;
+  sc_cfg.runner.profile = !o.profile_out.empty();
+  sc_cfg.profile_gpu = o.profile_gpu.empty() ? o.backend : o.profile_gpu;
+  sc_cfg.seed = common.seed;
+  auto weights = make_weights(o.weights, common.seed);
+  const int n = cfg.instance_size();
+
+  // Rank 0's outputs: metrics (with the streamed per-request CSV and trace) and the profile.
+  std::unique_ptr<OutFile> csv, trace;
+  std::unique_ptr<serve::MetricsCollector> metrics;
+  std::unique_ptr<serve::RequestSource> source;
+  auto open_outputs = [&] {
+    serve::MetricsConfig mc;
+    mc.replicas = 1;
+    mc.gpus_per_replica = n;
+    if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
+    if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
+    if (!common.out_dir.empty()) {
+      std::filesystem::create_directories(common.out_dir);
+      csv = std::make_unique<OutFile>(common.out_dir, "requests.csv");
+      trace = std::make_unique<OutFile>(common.out_dir, "trace.json");
+      mc.requests_csv = &csv->os;
+      mc.trace_json = &trace->os;
+    }
+    metrics = std::make_unique<serve::MetricsCollector>(mc);
+    source = serve::make_source(ws, common.seed);
+  };
+
+  exec::ServeResult result;
+  bool is_root = true;
+  if (o.comm == "local") {
+    open_outputs();
+    exec::run_local(n, o.timeout_s, [&](int rank, exec::Communicator& comm) {
+      if (rank == 0)
+        result = exec::serve_driver(plan, *weights, comm, sc_cfg, *source, *metrics);
+      else
+        exec::serve_worker(plan, *weights, comm, sc_cfg);
+    });
+  } else if (o.comm == "mpi") {
+#ifdef PARASOL_HAVE_MPI
+    auto world = exec::make_mpi_world(o.timeout_s);
+    if (world->size() != n)
+      throw ConfigError(o.plan_path, 0, 0, "pools[0]",
+                        "an instance of " + std::to_string(world->size()) + " ranks (mpirun -np)",
+                        cfg.label() + " (" + std::to_string(n) + " ranks)");
+    is_root = world->rank() == 0;
+    try {
+      if (is_root) {
+        open_outputs();
+        result = exec::serve_driver(plan, *weights, *world, sc_cfg, *source, *metrics);
+      } else {
+        exec::serve_worker(plan, *weights, *world, sc_cfg);
+      }
+      world->barrier("exec.end");
+    } catch (const exec::CommError& e) {
+      std::cerr << "parasol: failed: " << e.what() << "\n" << std::flush;
+      exec::mpi_abort(1);
+    }
+#else
+    throw ConfigError("", 0, 0, "--comm", "local (this build has no MPI)", "mpi");
+#endif
+  } else {
+    throw ConfigError("", 0, 0, "--comm", "local or mpi", "'" + o.comm + "'");
+  }
+  if (!is_root) return 0;
+
+  const serve::Summary sum = metrics->finish(result.end_s);
+  if (!common.out_dir.empty()) {
+    csv->commit();
+    trace->commit();
+    std::ostringstream js;
+    serve::MetricsCollector::write_summary_json(sum, js);
+    write_file_atomic(common.out_dir, "summary.json", js.str());
+  }
+  if (!o.profile_out.empty()) {
+    std::ofstream out(o.profile_out);
+    out << result.profile_csv;
+    if (!out) throw RuntimeFailure("writing " + o.profile_out + " failed");
+  }
+  if (common.json) {
+    serve::MetricsCollector::write_summary_json(sum, std::cout);
+    std::cout << "\n";
+    return 0;
+  }
+  if (common.verbosity == 0) return 0;
+  std::cout << "exec: " << plan.model.name << " " << cfg.label() << " on " << n << " " << o.comm << " rank(s) ("
+            << o.backend << "), " << source_description(ws, common.seed) << "\n";
+  if (cfg.dp > 1) std::cout << "note: the plan has dp " << cfg.dp << "; exec serves one instance\n";
+  std::cout << serve::MetricsCollector::summary_text(sum);
+  std::cout << "served in " << format_time(result.end_s) << ": " << result.iterations << " iterations, "
+            << result.generated_tokens << " tokens sampled\n";
+  if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json}\n";
+  if (!o.profile_out.empty()) std::cout << "wrote " << o.profile_out << " (per-op times, calibration CSV)\n";
+  return 0;
 }
 
 int run_generation(const ExecOptions& o, const CommonOptions& common) {
@@ -130,8 +267,9 @@ int run_generation(const ExecOptions& o, const CommonOptions& common) {
   int64_t generated = 0;
   for (const auto& t : result.tokens) generated += static_cast<int64_t>(t.size());
   if (common.json) {
-    nlohmann::json j{{"model", m.name}, {"layout", o.layout}, {"comm", o.comm}, {"backend", o.backend},
-                     {"steps", result.steps}, {"generated_tokens", generated}, {"tokens", result.tokens}};
+    nlohmann::json j{{"model", m.name},        {"layout", o.layout},    {"comm", o.comm},
+                     {"backend", o.backend},   {"steps", result.steps}, {"generated_tokens", generated},
+                     {"tokens", result.tokens}};
     std::cout << j.dump(2) << "\n";
   } else if (common.verbosity > 0) {
     std::cout << "exec: " << m.name << " " << o.layout << " on " << n << " " << o.comm << " rank(s), " << result.steps
@@ -150,8 +288,10 @@ PARASOL_COMMAND("exec", 60, [](CLI::App& app, CommonOptions& common) {
   CLI::App* sub = app.add_subcommand("exec", "Run a model for real: greedy generation, or serve a plan's workload");
   add_common_options(sub, common);
   sub->add_option("--plan", o->plan_path, "Plan YAML (parasol plan output): serve a workload");
-  sub->add_option("--workload", o->workload, "Scenario or workload YAML for --plan (default: the plan's scenario)");
+  sub->add_option("--workload", o->workload, "Scenario YAML whose workload (and SLOs) --plan serves");
+  sub->add_option("--requests", o->requests, "Serve at most this many requests of the workload");
   sub->add_option("--profile", o->profile_out, "Per-op timings CSV (calibration format, docs/cost-model.md)");
+  sub->add_option("--profile-gpu", o->profile_gpu, "The profile rows' gpu column (default: the backend's name)");
   sub->add_option("--model", o->model, "Model YAML / HF config.json, or builtin:NAME (test-llama, test-mixtral, ...)");
   sub->add_option("--layout", o->layout, "Parallel layout label, e.g. tp2.pp1.ep2.adp1.dp1")->capture_default_str();
   sub->add_option("--comm", o->comm, "Communicator: local (threads) or mpi (under mpirun)")->capture_default_str();
@@ -163,15 +303,16 @@ PARASOL_COMMAND("exec", 60, [](CLI::App& app, CommonOptions& common) {
   sub->add_option("--prompt-max", o->prompt_max, "Longest prompt (tokens)")->capture_default_str();
   sub->add_option("--decode", o->decode, "Decode steps after the prefill")->capture_default_str();
   sub->add_option("--prefill-chunk", o->prefill_chunk, "Chunked prefill size (0: whole prompts)");
-  sub->add_option("--kv-blocks", o->kv_blocks, "KV blocks per rank")->capture_default_str();
+  sub->add_option("--kv-blocks", o->kv_blocks, "KV blocks per rank (--plan: the scheduler's KV capacity cap)")
+      ->capture_default_str();
   sub->add_option("--logits-out", o->logits_out, "Write tokens and logits (JSON) from rank 0");
-  sub->add_option("--timeout", o->timeout_s, "Seconds a rank waits for its peers before failing")->capture_default_str();
+  sub->add_option("--timeout", o->timeout_s, "Seconds a rank waits for its peers before failing")
+      ->capture_default_str();
   sub->add_option("--fault-stall-rank", o->stall_rank, "Test: this rank stalls before its first step");
   sub->add_option("--fault-stall-s", o->stall_s, "Test: how long the stalled rank sleeps");
   sub->add_option("--fault-exit-rank", o->exit_rank, "Test: this rank exits before its first step");
   return [o, &common]() -> int {
-    if (!o->plan_path.empty()) return run_exec_serve(o->plan_path, o->workload, o->profile_out, o->backend, o->comm,
-                                                     o->timeout_s, common);
+    if (!o->plan_path.empty()) return run_exec_serve(*o, common);
     if (o->model.empty()) throw ConfigError("", 0, 0, "exec", "--plan PLAN or --model MODEL", "neither");
     return run_generation(*o, common);
   };

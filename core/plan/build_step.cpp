@@ -13,6 +13,9 @@ namespace parasol::plan {
 namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// Rank i's share of `total` split `parts` ways: total / parts, the first total % parts ranks one more (the executor
+// slices weights and tokens the same way, exec/layout.hpp).
+int64_t share(int64_t total, int64_t parts, int64_t i) { return total / parts + (i < total % parts ? 1 : 0); }
 double d(int64_t v) { return static_cast<double>(v); }
 
 // Causal attention products: query i of a chunk of q new tokens after c cached ones sees c + i + 1 keys.
@@ -148,7 +151,7 @@ struct StepBuilder::Impl {
   void emit_layer(Emit& e, int64_t l, int s, int a_group, int t, int j);
   void emit_gqa(Emit& e, int layer, const GroupWork& g);
   void emit_mla(Emit& e, int layer, const GroupWork& g);
-  void emit_dense_mlp(Emit& e, int layer, int64_t T, int tpg);
+  void emit_dense_mlp(Emit& e, int layer, int64_t T, int tpg, int t);
   void emit_moe(Emit& e, int64_t l, int s, int a_group, int j);
 
   void gemm(Op& o, int64_t M, int64_t N, int64_t K, double w_bytes, int64_t batch = 1) const {
@@ -236,7 +239,7 @@ void StepBuilder::Impl::emit_rank(int r, RankProgram& prog) {
   const int tpg = tp_group[static_cast<size_t>(s * c.attn_dp + ag)];
   if (s == 0) {
     Op& o = e.op(OpKind::kEmbedding, -1, "embed", ed);
-    o.tokens = T, o.n = ceil_div(m.vocab, c.tp), o.k = m.hidden;
+    o.tokens = T, o.n = share(m.vocab, c.tp, t), o.k = m.hidden;
     o.bytes = d(T) * h * a + d(T) / c.tp * h * eb;
     if (c.tp > 1) collective(e, OpKind::kAllReduce, -1, "embed.allreduce", tpg, d(T) * h * a);
   } else {
@@ -256,10 +259,11 @@ void StepBuilder::Impl::emit_rank(int r, RankProgram& prog) {
     o.tokens = T;
   } else {
     norm(e, -1, "final_norm", T, m.hidden, true);
-    const int64_t vshard = ceil_div(m.vocab, c.tp);
+    const int64_t vshard = share(m.vocab, c.tp, t);
     gemm(e.op(OpKind::kGemm, -1, "lm_head", ed), g.sampled, vshard, m.hidden, eb);
-    if (c.tp > 1)
-      collective(e, OpKind::kAllGather, -1, "lm_head.allgather", tpg, d(g.sampled) * d(vshard) * c.tp * a);
+    if (c.tp > 1)  // payload: n x the largest share (nccl-tests' S)
+      collective(e, OpKind::kAllGather, -1, "lm_head.allgather", tpg,
+                 d(g.sampled) * d(ceil_div(m.vocab, c.tp)) * c.tp * a);
     Op& o = e.op(OpKind::kSample, -1, "sample", ad);
     o.tokens = g.sampled, o.n = m.vocab;
     o.flops = d(g.sampled) * d(m.vocab);
@@ -282,8 +286,7 @@ void StepBuilder::Impl::emit_layer(Emit& e, int64_t l, int s, int ag, int t, int
   if (m.is_moe_layer(l))
     emit_moe(e, l, s, ag, j);
   else
-    emit_dense_mlp(e, layer, g.tokens, my_tp);
-  (void)t;
+    emit_dense_mlp(e, layer, g.tokens, my_tp, t);
 }
 
 void StepBuilder::Impl::emit_gqa(Emit& e, int layer, const GroupWork& g) {
@@ -362,8 +365,8 @@ void StepBuilder::Impl::emit_mla(Emit& e, int layer, const GroupWork& g) {
   gemm(e.op(OpKind::kGemm, layer, "attn.o", wd), T, m.hidden, hq * L.v_head_dim, wb);
 }
 
-void StepBuilder::Impl::emit_dense_mlp(Emit& e, int layer, int64_t T, int tpg) {
-  const int64_t f = ceil_div(m.ffn, c.tp);
+void StepBuilder::Impl::emit_dense_mlp(Emit& e, int layer, int64_t T, int tpg, int t) {
+  const int64_t f = share(m.ffn, c.tp, t);
   gemm(e.op(OpKind::kGemm, layer, "mlp.gate_up", wd), T, 2 * f, m.hidden, wb);
   activation(e, layer, "mlp.act", T, f);
   gemm(e.op(OpKind::kGemm, layer, "mlp.down", wd), T, m.hidden, f, wb);
@@ -375,20 +378,20 @@ void StepBuilder::Impl::emit_moe(Emit& e, int64_t l, int s, int ag, int j) {
   const int tpg = tp_group[static_cast<size_t>(s * c.attn_dp + ag)], sg = stage_group[static_cast<size_t>(s)];
   const auto& mo = m.moe;
   const int64_t T = gw[static_cast<size_t>(ag)].tokens, E = mo.num_experts, El = E / c.ep;
-  const int64_t ef = mo.expert_ffn / c.moe_tp();
+  const int64_t ef = share(mo.expert_ffn, c.moe_tp(), j % c.moe_tp());
   const int ep_index = j / c.moe_tp();
   const auto& cnt = counts[static_cast<size_t>(l)];
-  // Tokens this rank gates / scatters (its slice in the all-to-all form), and tokens it computes experts for.
+  // Tokens this rank gates / scatters (its slice in the all-to-all form, the stage's tokens in the gather form).
   const int64_t Tin = a2a ? slice[static_cast<size_t>(j)] : (c.attn_dp > 1 ? stage_tokens : T);
-  const int64_t Tgate = a2a ? slice[static_cast<size_t>(j)] : T;
+  const int64_t Tgate = Tin;
+  if (!a2a && c.attn_dp > 1)
+    collective(e, OpKind::kAllGather, layer, "moe.allgather", sg, d(R) * d(max_slice) * h * a);
   {
     Op& o = e.op(OpKind::kMoeGate, layer, "moe.gate", DType::kBf16);
     o.tokens = Tgate, o.m = Tgate, o.n = E, o.k = m.hidden;
     o.flops = 2.0 * d(Tgate) * h * d(E) + 4.0 * d(Tgate) * d(E);
     o.bytes = d(Tgate) * h * a + h * d(E) * 2.0 + d(Tgate) * d(E) * 4.0;
   }
-  if (!a2a && c.attn_dp > 1)
-    collective(e, OpKind::kAllGather, layer, "moe.allgather", sg, d(R) * d(max_slice) * h * a);
   int64_t local_pairs = 0;
   for (int64_t x = ep_index * El; x < (ep_index + 1) * El; ++x) local_pairs += cnt[static_cast<size_t>(x)];
   {
@@ -439,7 +442,7 @@ void StepBuilder::Impl::emit_moe(Emit& e, int64_t l, int s, int ag, int j) {
     o.bytes = (d(o.tokens) + d(pairs)) * h * a;
   }
   if (mo.num_shared_experts > 0) {
-    const int64_t sf = mo.num_shared_experts * mo.expert_ffn / (a2a ? 1 : R);
+    const int64_t sf = a2a ? mo.num_shared_experts * mo.expert_ffn : share(mo.num_shared_experts * mo.expert_ffn, R, j);
     gemm(e.op(OpKind::kGemm, layer, "moe.shared.gate_up", wd), Tin, 2 * sf, m.hidden, wb);
     activation(e, layer, "moe.shared.act", Tin, sf);
     gemm(e.op(OpKind::kGemm, layer, "moe.shared.down", wd), Tin, m.hidden, sf, wb);

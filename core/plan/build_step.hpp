@@ -16,12 +16,15 @@
 //       group's tokens, permute, dispatch all-to-all over the stage (the EP group), grouped expert GEMMs (gate_up,
 //       SiLU-and-mul, down) over the local experts' token counts, combine all-to-all, unpermute + weighted sum, shared
 //       experts (replicated) on the slice, [all-gather over tp to restore the group's full tokens]
-//     MoE, gather form (otherwise): [all-gather of the groups' tokens over the stage when attn_dp > 1], gate + top-k,
-//       grouped expert GEMMs for the local experts sharded moe_tp ways, shared experts sharded over the stage's ranks,
+//     MoE, gather form (otherwise): [all-gather of the groups' tokens over the stage when attn_dp > 1], gate + top-k
+//       over the gathered tokens, permute, grouped expert GEMMs for the local experts sharded moe_tp ways, unpermute,
+//       shared experts sharded over the stage's ranks,
 //       then all-reduce over tp (attn_dp == 1) or reduce-scatter over the stage + all-gather over tp (attn_dp > 1)
 //   stage boundary: send hidden + residual to the same (a, t) rank of the next stage; the next stage starts with recv
 //   last stage: final rmsnorm, LM head GEMM (vocab-parallel) on the sampled sequences' last tokens, all-gather of the
 //     logits over tp, sample.
+// Shards: rank i of n holds total / n (+1 for the first total % n ranks) of the vocabulary, FFN, expert FFN and shared
+// FFN; token slices split the same way (exec/layout.hpp's balanced_range), so the executor's shapes are these.
 // Token counts per expert follow Plan::routing (core/plan/plan.hpp): exact integers summing to tokens x top_k.
 // Conventions for bytes: GEMM bytes = A + B + C; collectives carry comm_bytes = the nccl-tests buffer size S
 // (all-reduce: the buffer; all-gather / reduce-scatter: the full gathered buffer, padded to n x the largest share when

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "core/plan/parallel_config.hpp"
+#include "core/spec/model.hpp"
 #include "exec/generate.hpp"
 #include "exec/test_models.hpp"
 
@@ -61,8 +62,11 @@ GenerateSpec small_spec(int64_t vocab) {
   return s;
 }
 
+// model_name: a builtin test model, or "tiny-NAME" for the model file scenarios/models/tiny-NAME.yaml.
 void check_layouts(const std::string& model_name, const std::vector<plan::ParallelConfig>& layouts) {
-  spec::Model m = test_model(model_name);
+  spec::Model m = model_name.rfind("tiny-", 0) == 0
+                      ? spec::load_model_file(std::string(PARASOL_DATA_DIR) + "/scenarios/models/" + model_name + ".yaml")
+                      : test_model(model_name);
   GenerateSpec spec = small_spec(m.vocab);
   RunnerOptions opt;
   opt.all_logits = true;
@@ -95,6 +99,16 @@ TEST(ModelLayouts, MixtralMoeShardedLogitsEqualUnsharded) {
 TEST(ModelLayouts, DeepseekMlaGroupRoutingShardedLogitsEqualUnsharded) {
   check_layouts("test-deepseek", {layout(2, 1, 1, 1), layout(4, 1, 1, 1), layout(1, 2, 1, 1), layout(2, 1, 2, 1),
                                   layout(4, 1, 4, 1), layout(2, 2, 1, 1), layout(1, 1, 2, 2), layout(2, 1, 4, 2)});
+}
+
+// The model files of scenarios/models/ (tiny-llama: GQA 2:1; tiny-mixtral: 4 experts top-2; tiny-deepseek: MLA with
+// q compression, 8 experts in 4 groups, a shared expert): the same property on the done-when layouts.
+TEST(ModelLayouts, TinyModelFilesShardedLogitsEqualUnsharded) {
+  check_layouts("tiny-llama", {layout(2, 1, 1, 1), layout(4, 1, 1, 1), layout(1, 2, 1, 1), layout(2, 2, 1, 1)});
+  check_layouts("tiny-mixtral", {layout(2, 1, 1, 1), layout(4, 1, 1, 1), layout(1, 2, 1, 1), layout(2, 1, 2, 1),
+                                 layout(4, 1, 4, 1), layout(2, 2, 1, 1), layout(1, 1, 2, 2)});
+  check_layouts("tiny-deepseek", {layout(2, 1, 1, 1), layout(4, 1, 1, 1), layout(1, 2, 1, 1), layout(2, 1, 2, 1),
+                                  layout(4, 1, 4, 1), layout(2, 2, 1, 1), layout(1, 1, 2, 2)});
 }
 
 // Decoding with the paged KV cache equals recomputing the whole sequence from scratch.

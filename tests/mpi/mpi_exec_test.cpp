@@ -12,7 +12,9 @@
 #include <fstream>
 #include <mutex>
 
+#include "core/spec/model.hpp"
 #include "exec/generate.hpp"
+#include "exec/serve_check.hpp"
 #include "exec/test_models.hpp"
 
 namespace parasol::exec {
@@ -80,8 +82,12 @@ double rel_diff(const std::vector<float>& a, const std::vector<float>& b, size_t
   return worst;
 }
 
+// `model`: a builtin test model, or "tiny-NAME" for scenarios/models/tiny-NAME.yaml.
 void check_family(const std::string& model, const std::vector<std::string>& layouts) {
-  spec::Model m = test_model(model);
+  const bool from_file = model.rfind("tiny-", 0) == 0;
+  const std::string path = std::string(PARASOL_DATA_DIR) + "/scenarios/models/" + model + ".yaml";
+  spec::Model m = from_file ? spec::load_model_file(path) : test_model(model);
+  const std::string model_arg = from_file ? path : "builtin:" + model;
   GenerateResult ref = reference(m);
   for (const std::string& layout : layouts) {
     SCOPED_TRACE(model + " " + layout);
@@ -91,7 +97,7 @@ void check_family(const std::string& model, const std::vector<std::string>& layo
                         ("parasol_mpi_" + model + "_" + layout + "_" + std::to_string(::getpid()) + ".json"))
                            .string();
     Outcome o = run_command(mpirun(cfg->instance_size(),
-                                   "--model builtin:" + model + " --layout " + layout + " --comm mpi --prompts " +
+                                   "--model " + model_arg + " --layout " + layout + " --comm mpi --prompts " +
                                        std::to_string(kPrompts) + " --decode " + std::to_string(kDecode) +
                                        " --seed " + std::to_string(kSeed) + " --timeout 60 -q --logits-out " + file));
     ASSERT_EQ(o.rc, 0) << o.output;
@@ -127,6 +133,27 @@ TEST(MpiExec, DeepseekLayoutsUnderMpirunMatchTheUnshardedRun) {
   auto all = kLayouts;
   all.insert(all.end(), kMoeLayouts.begin(), kMoeLayouts.end());
   check_family("test-deepseek", all);
+}
+
+TEST(MpiExec, TinyModelFilesUnderMpirunMatchTheUnshardedRun) {
+  check_family("tiny-llama", {"tp2.pp1.ep1.adp1.dp1"});
+  check_family("tiny-mixtral", {"tp2.pp1.ep2.adp1.dp1"});
+  check_family("tiny-deepseek", {"tp1.pp1.ep2.adp2.dp1"});
+}
+
+// `mpirun -np 2 parasol exec --plan --comm mpi` serves the workload: every request completes with its tokens, the
+// files parse, the profile (gathered from both ranks) loads as a calibration table.
+TEST(MpiExec, ServingAPlanUnderMpirunCompletesEveryRequest) {
+  const std::string dir = (std::filesystem::temp_directory_path() / ("parasol_mpi_serve_" + std::to_string(::getpid())))
+                              .string();
+  const std::string scenario = std::string(PARASOL_DATA_DIR) + "/scenarios/exec/tiny-llama-tp2.yaml";
+  Outcome o = run_command(mpirun(2, "--plan " + std::string(PARASOL_DATA_DIR) +
+                                        "/scenarios/exec/tiny-llama-tp2.plan.yaml --workload " + scenario +
+                                        " --comm mpi --seed 3 --timeout 30 -q --out " + dir + " --profile " + dir +
+                                        "/profile.csv"));
+  ASSERT_EQ(o.rc, 0) << o.output;
+  testing::check_served(dir, scenario, 3);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(MpiExec, AStalledRankFailsTheJobNamingItAndTheOp) {
