@@ -2,9 +2,9 @@
 // network modes agree within 5 % when links are not shared"). A lone pipelined replica with no cross traffic serves
 // the same small Poisson workload in both modes: the step times agree (netmode_agreement_test.cpp) and the scheduling
 // decisions are the same (next micro-batch when stage 0 is free, completion in order), so TTFT, TPOT and E2E must
-// agree within 1 % and the iteration counts must be equal. With the micro-batches run one after another (the old
-// network mode) this load gives ~+10 % TTFT and fewer, larger iterations. One SimGrid engine per process: the analytic
-// run happens in a forked child that sends its figures back through a pipe.
+// agree within 1 % and the iteration counts must be equal (micro-batches run one after another, as network mode once
+// did, made fewer, larger iterations: docs/network.md). One SimGrid engine per process: the analytic run happens in a
+// forked child that sends its figures back through a pipe.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
