@@ -123,9 +123,9 @@ AnalyticStepRunner::AnalyticStepRunner(const plan::Plan& plan, int pool, const s
   // One representative rank: pure TP (no pipeline, one attention group, no experts, one stage of tp ranks).
   const plan::ParallelConfig& c = p.config;
   const int R = c.instance_size();
-  one_rank_ok_ = fast_ && c.pp == 1 && c.attn_dp <= 1 && !plan.model.is_moe() && R > 1 && R == c.tp;
+  one_rank_ok_ = fast_ && c.pp == 1 && c.attn_dp <= 1 && !plan.model.is_moe() && R >= 1 && R == c.tp;
   one_rank_ = one_rank_ok_;
-  probe_ranks_ = {0, R - 1};
+  probe_ranks_ = R > 1 ? std::vector<int>{0, R - 1} : std::vector<int>{0};
 }
 
 AnalyticStepRunner::~AnalyticStepRunner() = default;
@@ -221,7 +221,8 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile(const pla
 
 std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one(const plan::Batch& batch) {
   builder_.build_ranks(batch, probe_ranks_, step_);
-  if (step_.ranks.size() != 2 || !same_program(step_.ranks[0].ops, step_.ranks[1].ops)) return nullptr;
+  if (step_.ranks.size() != probe_ranks_.size()) return nullptr;
+  if (step_.ranks.size() == 2 && !same_program(step_.ranks[0].ops, step_.ranks[1].ops)) return nullptr;
   if (!cost_.cost_symmetric_rank(step_, 0, rank_cost_)) return nullptr;
   const int R = probe_ranks_.back() + 1;
   const auto& ops = step_.ranks[0].ops;

@@ -10,8 +10,8 @@
 //                       attention formula reproduces the built op exactly, else (and for MLA models) the pool falls
 //                       back to building every step, memoized on the exact per-sequence signature. set_verify()
 //                       cross-checks every step against the full path (tests). The clock is advanced by the driver.
-//                       Symmetric pools (one stage, one attention group, dense MLP: pure TP) compile a shape from one
-//                       rank: ranks 0 and R-1 are built (build_ranks), checked equal op by op (uneven shards show
+//                       Symmetric pools (one stage, one attention group, dense MLP: pure TP, TP1 included) compile a
+//                       shape from one rank (skipping the cost model's barrier bookkeeping): ranks 0 and R-1 are built (build_ranks), checked equal op by op (uneven shards show
 //                       there first), and rank 0 alone is costed (CostModel::cost_symmetric_rank); the first shapes
 //                       are also compiled in full and compared, and any difference turns the one-rank path off.
 //   NetworkStepRunner   compute ops take their cost-model time; every collective and send/recv becomes flows on the
