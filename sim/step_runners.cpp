@@ -597,9 +597,14 @@ const FlowSet& NetworkStepRunner::flows_for(const plan::Step& step, int replica,
 }
 
 serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) {
+  return run_micro_batch(replica, 0, batch, {});
+}
+
+serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, const plan::Batch& batch,
+                                                     const std::function<void(double)>& stage0_done) {
   const double t0 = sg4::Engine::get_clock();
-  // run() waits on flows, so other replicas' actors enter it meanwhile: the step must be per replica, not shared.
-  plan::Step& step = steps_[replica];
+  // run() waits on flows, so other actors (replicas, micro-batches) enter it meanwhile: one step per (replica, slot).
+  plan::Step& step = steps_[{replica, slot}];
   builder_.build(batch, step);
   const cost::StepCost sc = cost_.cost(step);
   const auto& place = plan_.pools[pool_].placement.at(replica);
@@ -634,6 +639,18 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       return {-1 - (static_cast<int64_t>(a) * R + b), {a, b}};
     }
     return {op.group, step.groups.at(op.group).ranks};
+  };
+  bool stage0_signalled = !stage0_done;
+  auto check_stage0 = [&] {  // every stage-0 rank past its last op: report when its last one ends
+    if (stage0_signalled) return;
+    double end = t0;
+    for (int r = 0; r < R; ++r) {
+      if (step.ranks[r].stage != 0) continue;
+      if (pc[r] < step.ranks[r].ops.size()) return;
+      end = std::max(end, ready[r]);
+    }
+    stage0_signalled = true;
+    stage0_done(end);
   };
   auto release = [&](const std::vector<int>& members, double t) {
     for (int m : members) {
@@ -686,6 +703,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       ++stats_.collectives;
       scheduled.push_back({start, members, std::move(fs)});
     }
+    check_stage0();
     bool all_done = scheduled.empty() && active.empty();
     for (int r = 0; r < R && all_done; ++r)
       if (pc[r] < step.ranks[r].ops.size()) all_done = false;

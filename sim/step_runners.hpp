@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -107,6 +108,12 @@ class NetworkStepRunner final : public serve::StepRunner {
   NetworkStepRunner(const plan::Plan& plan, int pool, Platform& platform,
                     plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto);
   serve::StepTiming run(int replica, const plan::Batch& batch) override;
+  // One micro-batch of a pipelined replica (sim/serving runs up to pp of them at once, each in its own actor): slot
+  // keeps concurrent micro-batches of one replica apart (0 <= slot < pp); stage0_done, when set, is called once with
+  // the absolute time at which stage 0's ranks finish their part (known as soon as its last send completes, possibly
+  // ahead of the clock), so the caller can start the next micro-batch then, as the analytic mode does.
+  serve::StepTiming run_micro_batch(int replica, int slot, const plan::Batch& batch,
+                                    const std::function<void(double)>& stage0_done);
   std::string name() const override { return "network"; }
   const NetworkStats& stats() const { return stats_; }
 
@@ -121,7 +128,7 @@ class NetworkStepRunner final : public serve::StepRunner {
   double efficiency_ = 1.0;
   plan::StepBuilder builder_;
   cost::CostModel cost_;
-  std::map<int, plan::Step> steps_;  // per replica: run() yields to other replicas' actors while flows run
+  std::map<std::pair<int, int>, plan::Step> steps_;  // per (replica, slot): run() yields to other actors meanwhile
   std::map<std::tuple<int, int, int, double>, FlowSet> cache_;  // (replica, group, kind, bytes) -> flows
   NetworkStats stats_;
 };
