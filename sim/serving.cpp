@@ -252,6 +252,10 @@ class Simulation {
   void replica_loop(Replica& r) {
     const int pp = std::max(1, plan_.pools[r.pool].config.pp);
     serve::StepRunner& runner = *runners_[r.pool];
+    if (auto* net = dynamic_cast<NetworkStepRunner*>(&runner); net && pp > 1) {
+      network_pipeline_loop(r, *net, pp);
+      return;
+    }
     std::vector<InFlight> ring(static_cast<size_t>(pp));
     size_t head = 0, count = 0;
     auto front = [&]() -> InFlight& { return ring[head]; };
@@ -309,6 +313,75 @@ class Simulation {
       if (r.sched->idle() && finished()) break;
     }
     r.next_end_s = std::numeric_limits<double>::infinity();
+  }
+
+  // Network mode with pp > 1: the same scheduling decisions as replica_loop's analytic path (up to pp micro-batches
+  // in flight, the next one started when stage 0 is free, completed in order), but each micro-batch runs its step as
+  // flows in its own short-lived actor, so micro-batches on different stages overlap in simulated time and share
+  // links only where their flows really do. The micro-batch reports when its stage 0 is done (its time may be ahead
+  // of the clock: the ranks' trailing compute is known) and when it ends; the replica's actor waits on its condition
+  // variable for either. Like the analytic mode, a micro-batch's stage s does not wait for the previous micro-batch's
+  // stage s (only its completion is ordered).
+  struct MicroBatch {
+    InFlight f;
+    double stage0_s = std::numeric_limits<double>::infinity();
+    bool done = false;
+  };
+  void network_pipeline_loop(Replica& r, NetworkStepRunner& net, int pp) {
+    constexpr double kInf = std::numeric_limits<double>::infinity();
+    std::vector<MicroBatch> ring(static_cast<size_t>(pp));
+    size_t head = 0, count = 0;
+    int last_slot = -1;  // the micro-batch started last: its stage 0 gates the next one
+    sg4::Host* host = platform_.gpu_host(plan_.pools[r.pool].placement[r.index].at(0));
+    std::unique_lock<sg4::Mutex> lock(*r.mutex);
+    while (true) {
+      const double now = sg4::Engine::get_clock();
+      while (count > 0 && ring[head].done) {
+        complete(r, ring[head].f);
+        head = (head + 1) % ring.size();
+        --count;
+        maybe_finish();
+      }
+      double stage0_free = last_slot < 0 ? 0.0 : ring[static_cast<size_t>(last_slot)].stage0_s;
+      while (static_cast<int>(count) < pp && now >= stage0_free) {
+        const size_t slot = (head + count) % ring.size();
+        MicroBatch& mb = ring[slot];
+        if (!r.sched->schedule(now, mb.f.it)) break;
+        mb.done = false;
+        mb.stage0_s = kInf;
+        mb.f.end_s = kInf;
+        last_slot = static_cast<int>(slot);
+        stage0_free = kInf;
+        ++count;
+        sg4::Actor::create("micro-batch", host, [this, &r, &net, &mb, slot] {
+          mb.f.timing = net.run_micro_batch(r.index, static_cast<int>(slot), mb.f.it.batch, [this, &r, &mb](double t) {
+            mb.stage0_s = t;
+            wake(r);
+          });
+          mb.f.end_s = sg4::Engine::get_clock();
+          mb.done = true;
+          wake(r);
+        });
+      }
+      if (count > 0) {
+        const bool gated = static_cast<int>(count) < pp && stage0_free > now && r.sched->has_runnable();
+        r.next_end_s = gated ? stage0_free : kInf;
+        r.waiting = true;
+        if (gated && stage0_free < kInf)
+          r.cv->wait_until(lock, stage0_free);
+        else
+          r.cv->wait(lock);
+        r.waiting = false;
+        continue;
+      }
+      r.next_end_s = kInf;
+      if (r.sched->idle() && finished()) break;
+      r.waiting = true;
+      r.cv->wait(lock);
+      r.waiting = false;
+      if (r.sched->idle() && finished()) break;
+    }
+    r.next_end_s = kInf;
   }
 
   const plan::Plan& plan_;

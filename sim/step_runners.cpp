@@ -120,6 +120,12 @@ AnalyticStepRunner::AnalyticStepRunner(const plan::Plan& plan, int pool, const s
   kv_bytes_ = dtype_bytes(plan.kv_dtype);
   // MLA attention has prefill/decode forms and a context-sized GEMM: not compiled (exact memo only).
   if (plan.model.attention == spec::AttentionKind::kMla) fast_ = false;
+  // One representative rank: pure TP (no pipeline, one attention group, no experts, one stage of tp ranks).
+  const plan::ParallelConfig& c = p.config;
+  const int R = c.instance_size();
+  one_rank_ok_ = fast_ && c.pp == 1 && c.attn_dp <= 1 && !plan.model.is_moe() && R >= 1 && R == c.tp;
+  one_rank_ = one_rank_ok_;
+  probe_ranks_ = R > 1 ? std::vector<int>{0, R - 1} : std::vector<int>{0};
 }
 
 AnalyticStepRunner::~AnalyticStepRunner() = default;
@@ -161,7 +167,136 @@ serve::StepTiming AnalyticStepRunner::exact_memo(const plan::Batch& batch) {
   return t;
 }
 
+namespace {
+
+// Same program on two ranks, up to the op names and the rank itself.
+bool same_program(const std::vector<plan::Op>& a, const std::vector<plan::Op>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const plan::Op &x = a[i], &y = b[i];
+    if (x.kind != y.kind || x.layer != y.layer || x.dtype != y.dtype || x.m != y.m || x.n != y.n || x.k != y.k ||
+        x.batch != y.batch || x.tokens != y.tokens || x.heads != y.heads || x.kv_heads != y.kv_heads ||
+        x.head_dim != y.head_dim || x.v_head_dim != y.v_head_dim || x.group != y.group || x.peer != y.peer ||
+        x.comm_bytes != y.comm_bytes || x.algo != y.algo || x.flops != y.flops || x.bytes != y.bytes ||
+        x.q_lens != y.q_lens || x.ctx_lens != y.ctx_lens || x.expert_tokens != y.expert_tokens ||
+        x.a2a_send_bytes != y.a2a_send_bytes)
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile(const plan::Batch& batch) {
+  if (one_rank_) {
+    auto one = compile_one(batch);
+    if (one && one_rank_checks_ > 0) {  // the first shapes: compare with the full compilation, bit for bit
+      --one_rank_checks_;
+      auto all = compile_full(batch);
+      bool same = all && all->single && all->segs[0].size() == one->segs[0].size() && all->var_ref.size() >= one->var_ref.size() &&
+                  std::equal(one->var_ref.begin(), one->var_ref.end(), all->var_ref.begin()) &&
+                  all->barriers.size() == one->barriers.size() && all->vars.size() == one->vars.size() &&
+                  all->fixed_flops == one->fixed_flops && all->fixed_bytes == one->fixed_bytes;
+      for (size_t k = 0; same && k < one->segs[0].size(); ++k) {
+        const auto &x = all->segs[0][k], &y = one->segs[0][k];
+        same = x.fixed_s == y.fixed_s && x.vbeg == y.vbeg && x.vend == y.vend;
+      }
+      for (size_t k = 0; same && k < one->barriers.size(); ++k) same = all->barriers[k].dur == one->barriers[k].dur;
+      for (size_t v = 0; same && v < one->vars.size(); ++v) {
+        const auto &x = all->vars[v], &y = one->vars[v];
+        same = x.group == y.group && x.count == y.count && x.op.heads == y.op.heads &&
+               x.op.kv_heads == y.op.kv_heads && x.op.head_dim == y.op.head_dim && x.op.tokens == y.op.tokens &&
+               x.op.dtype == y.op.dtype;
+      }
+      if (!same) {
+        one_rank_ = false;
+        return all;
+      }
+    }
+    if (one) return one;
+    one_rank_ = false;  // not symmetric (or not compilable): every rank from now on
+  }
+  return compile_full(batch);
+}
+
+std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one(const plan::Batch& batch) {
+  builder_.build_ranks(batch, probe_ranks_, step_);
+  if (step_.ranks.size() != probe_ranks_.size()) return nullptr;
+  if (step_.ranks.size() == 2 && !same_program(step_.ranks[0].ops, step_.ranks[1].ops)) return nullptr;
+  if (!cost_.cost_symmetric_rank(step_, 0, rank_cost_)) return nullptr;
+  const int R = probe_ranks_.back() + 1;
+  const auto& ops = step_.ranks[0].ops;
+  const auto& oc = rank_cost_;
+  auto sh = std::make_unique<Shape>();
+  sh->key = key_;
+  sh->segs.resize(1);
+  sh->stage.assign(1, step_.ranks[0].stage);
+  sh->first_barrier.assign(1, -1);
+  sh->has_ops.assign(1, !ops.empty());
+  sh->single = true;
+  std::vector<std::pair<uint32_t, double>> pending;
+  Shape::Seg seg;
+  auto close_seg = [&] {
+    seg.vbeg = static_cast<uint32_t>(sh->var_ref.size());
+    sh->var_ref.insert(sh->var_ref.end(), pending.begin(), pending.end());
+    seg.vend = static_cast<uint32_t>(sh->var_ref.size());
+    sh->segs[0].push_back(seg);
+    seg = Shape::Seg{};
+    pending.clear();
+  };
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const plan::Op& op = ops[i];
+    if (op.kind == plan::OpKind::kMlaAttention) return nullptr;
+    if (plan::is_communication(op.kind)) {
+      if (i == 0) sh->first_barrier[0] = static_cast<int>(sh->barriers.size());
+      sh->barriers.push_back({oc[i].time.time_s, {}});
+      close_seg();
+      continue;
+    }
+    if (op.kind == plan::OpKind::kAttention) {
+      const int64_t* g = &agg_[0];
+      double f = 0, b = 0;
+      attention_work(op, dd(g[2]), dd(g[3]), act_bytes_, kv_bytes_, f, b);
+      if (f != op.flops || b != op.bytes || op.tokens != g[0]) {
+        fast_ = false;
+        return nullptr;
+      }
+      uint32_t v = 0;
+      for (; v < sh->vars.size(); ++v) {
+        const plan::Op& o = sh->vars[v].op;
+        if (o.heads == op.heads && o.kv_heads == op.kv_heads && o.head_dim == op.head_dim && o.tokens == op.tokens &&
+            o.dtype == op.dtype)
+          break;
+      }
+      if (v == sh->vars.size()) {
+        Shape::Var var;
+        var.group = 0;
+        var.op = op;
+        var.op.q_lens.clear();
+        var.op.ctx_lens.clear();
+        sh->vars.push_back(std::move(var));
+      }
+      sh->vars[v].count += R;  // every rank has it (integers: exact)
+      if (!pending.empty() && pending.back().first == v)
+        pending.back().second += 1;
+      else
+        pending.emplace_back(v, 1.0);
+      continue;
+    }
+    seg.fixed_s += oc[i].time.time_s;
+  }
+  close_seg();
+  // The work totals summed rank by rank in the full path's order (identical ranks: the same additions R times).
+  for (int r = 0; r < R; ++r)
+    for (const plan::Op& op : ops) {
+      if (plan::is_communication(op.kind) || op.kind == plan::OpKind::kAttention) continue;
+      sh->fixed_flops += op.flops;
+      sh->fixed_bytes += op.bytes;
+    }
+  return sh;
+}
+
+std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_full(const plan::Batch& batch) {
   builder_.build(batch, step_);
   cost_.cost(step_, sc_);
   const cost::StepCost& sc = sc_;
@@ -299,7 +434,6 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile(const pla
     }
   }
   sh->single = single;
-  ++shapes_;
   return sh;
 }
 
@@ -400,6 +534,7 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
         ++misses_;
         auto made = compile(batch);
         if (made) {
+          ++shapes_;
           shape_bytes_ += made->bytes_used();
           if (shape_bytes_ > kMaxShapeBytes) {  // bound memory: start over (deterministic: depends on counts only)
             shapes_by_key_.clear();
@@ -462,9 +597,14 @@ const FlowSet& NetworkStepRunner::flows_for(const plan::Step& step, int replica,
 }
 
 serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) {
+  return run_micro_batch(replica, 0, batch, {});
+}
+
+serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, const plan::Batch& batch,
+                                                     const std::function<void(double)>& stage0_done) {
   const double t0 = sg4::Engine::get_clock();
-  // run() waits on flows, so other replicas' actors enter it meanwhile: the step must be per replica, not shared.
-  plan::Step& step = steps_[replica];
+  // run() waits on flows, so other actors (replicas, micro-batches) enter it meanwhile: one step per (replica, slot).
+  plan::Step& step = steps_[{replica, slot}];
   builder_.build(batch, step);
   const cost::StepCost sc = cost_.cost(step);
   const auto& place = plan_.pools[pool_].placement.at(replica);
@@ -499,6 +639,18 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       return {-1 - (static_cast<int64_t>(a) * R + b), {a, b}};
     }
     return {op.group, step.groups.at(op.group).ranks};
+  };
+  bool stage0_signalled = !stage0_done;
+  auto check_stage0 = [&] {  // every stage-0 rank past its last op: report when its last one ends
+    if (stage0_signalled) return;
+    double end = t0;
+    for (int r = 0; r < R; ++r) {
+      if (step.ranks[r].stage != 0) continue;
+      if (pc[r] < step.ranks[r].ops.size()) return;
+      end = std::max(end, ready[r]);
+    }
+    stage0_signalled = true;
+    stage0_done(end);
   };
   auto release = [&](const std::vector<int>& members, double t) {
     for (int m : members) {
@@ -551,6 +703,7 @@ serve::StepTiming NetworkStepRunner::run(int replica, const plan::Batch& batch) 
       ++stats_.collectives;
       scheduled.push_back({start, members, std::move(fs)});
     }
+    check_stage0();
     bool all_done = scheduled.empty() && active.empty();
     for (int r = 0; r < R && all_done; ++r)
       if (pc[r] < step.ranks[r].ops.size()) all_done = false;

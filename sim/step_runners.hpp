@@ -10,6 +10,10 @@
 //                       attention formula reproduces the built op exactly, else (and for MLA models) the pool falls
 //                       back to building every step, memoized on the exact per-sequence signature. set_verify()
 //                       cross-checks every step against the full path (tests). The clock is advanced by the driver.
+//                       Symmetric pools (one stage, one attention group, dense MLP: pure TP, TP1 included) compile a
+//                       shape from one rank (skipping the cost model's barrier bookkeeping): ranks 0 and R-1 are built (build_ranks), checked equal op by op (uneven shards show
+//                       there first), and rank 0 alone is costed (CostModel::cost_symmetric_rank); the first shapes
+//                       are also compiled in full and compared, and any difference turns the one-rank path off.
 //   NetworkStepRunner   compute ops take their cost-model time; every collective and send/recv becomes flows on the
 //                       platform (sim/collectives.hpp) started when the last member of its group arrives, so they share
 //                       links with everything else in flight (other replicas, KV transfers). It simulates the step
@@ -20,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -46,6 +51,8 @@ class AnalyticStepRunner final : public serve::StepRunner {
   int64_t memo_misses() const { return misses_; }  // steps built and costed in full
   int64_t shapes() const { return shapes_; }       // compiled shapes made
   bool compiled() const { return fast_; }          // false: this pool's steps go through the exact memo only
+  bool one_rank() const { return one_rank_; }      // shapes compiled from one representative rank
+  void set_one_rank(bool v) { one_rank_ = v && one_rank_ok_; }  // tests: allow / forbid it (on where it applies)
   // Tests: also build and cost every step in full and throw RuntimeFailure when the two differ by more than 1e-12
   // relative (total, stage times, FLOPs, bytes).
   void set_verify(bool v) { verify_ = v; }
@@ -59,6 +66,8 @@ class AnalyticStepRunner final : public serve::StepRunner {
   serve::StepTiming full(const plan::Batch& batch);
   serve::StepTiming exact_memo(const plan::Batch& batch);
   std::unique_ptr<Shape> compile(const plan::Batch& batch);
+  std::unique_ptr<Shape> compile_full(const plan::Batch& batch);
+  std::unique_ptr<Shape> compile_one(const plan::Batch& batch);
   void evaluate(const Shape& sh, serve::StepTiming& t);
 
   const plan::Plan& plan_;
@@ -71,6 +80,10 @@ class AnalyticStepRunner final : public serve::StepRunner {
   double act_bytes_ = 2, kv_bytes_ = 2;
   bool fast_ = true;
   bool verify_ = false;
+  bool one_rank_ok_ = false, one_rank_ = false;
+  int one_rank_checks_ = 2;                   // shapes still to be compiled both ways and compared
+  std::vector<int> probe_ranks_;              // {0, R-1}
+  std::vector<cost::OpCost> rank_cost_;       // compile_one() scratch
   plan::Step step_;
   cost::StepCost sc_;                         // reused by every full costing
   std::vector<std::vector<int>> instance_;    // compile() scratch
@@ -95,6 +108,12 @@ class NetworkStepRunner final : public serve::StepRunner {
   NetworkStepRunner(const plan::Plan& plan, int pool, Platform& platform,
                     plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto);
   serve::StepTiming run(int replica, const plan::Batch& batch) override;
+  // One micro-batch of a pipelined replica (sim/serving runs up to pp of them at once, each in its own actor): slot
+  // keeps concurrent micro-batches of one replica apart (0 <= slot < pp); stage0_done, when set, is called once with
+  // the absolute time at which stage 0's ranks finish their part (known as soon as its last send completes, possibly
+  // ahead of the clock), so the caller can start the next micro-batch then, as the analytic mode does.
+  serve::StepTiming run_micro_batch(int replica, int slot, const plan::Batch& batch,
+                                    const std::function<void(double)>& stage0_done);
   std::string name() const override { return "network"; }
   const NetworkStats& stats() const { return stats_; }
 
@@ -109,7 +128,7 @@ class NetworkStepRunner final : public serve::StepRunner {
   double efficiency_ = 1.0;
   plan::StepBuilder builder_;
   cost::CostModel cost_;
-  std::map<int, plan::Step> steps_;  // per replica: run() yields to other replicas' actors while flows run
+  std::map<std::pair<int, int>, plan::Step> steps_;  // per (replica, slot): run() yields to other actors meanwhile
   std::map<std::tuple<int, int, int, double>, FlowSet> cache_;  // (replica, group, kind, bytes) -> flows
   NetworkStats stats_;
 };

@@ -215,6 +215,57 @@ double CostModel::step_time_s(const plan::Step& step) {
   return impl_->scratch.total_s;
 }
 
+bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::vector<OpCost>& out) {
+  const Impl& im = *impl_;
+  if (step.pool < 0 || step.pool >= static_cast<int>(im.plan.pools.size()) || index >= step.ranks.size()) return false;
+  const plan::Pool& pool = im.plan.pools[static_cast<size_t>(step.pool)];
+  if (im.options.instance < 0 || im.options.instance >= static_cast<int>(pool.placement.size())) return false;
+  const auto& place = pool.placement[static_cast<size_t>(im.options.instance)];
+  const std::string& type = pool.gpu_type.empty() ? im.plan.gpu_type : pool.gpu_type;
+  auto gt = im.cluster->gpu_types.find(type);
+  if (gt == im.cluster->gpu_types.end()) return false;
+  const spec::Gpu& gpu = gt->second;
+  const CollectiveParams coll_params = CollectiveParams::from(gpu.eff);
+  std::vector<const GroupLinks*> gl(step.groups.size(), nullptr);
+  const auto& ops = step.ranks[index].ops;
+  const int r = step.ranks[index].rank;
+  out.resize(ops.size());
+  double now = 0;
+  std::vector<int> gpus;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const plan::Op& op = ops[i];
+    OpCost& oc = out[i];
+    oc = OpCost{};
+    oc.start_s = now;
+    if (!plan::is_communication(op.kind)) {
+      oc.time = op_time(op, gpu, im.options.calibration);
+    } else {
+      if (op.kind == OpKind::kSend || op.kind == OpKind::kRecv || op.kind == OpKind::kAllToAll) return false;
+      if (op.group < 0 || op.group >= static_cast<int>(step.groups.size())) return false;
+      const auto& members = step.groups[static_cast<size_t>(op.group)].ranks;
+      if (std::find(members.begin(), members.end(), r) == members.end()) return false;
+      const GroupLinks*& g = gl[static_cast<size_t>(op.group)];
+      if (!g) {
+        gpus.clear();
+        for (int m : members) {
+          if (m < 0 || static_cast<size_t>(m) >= place.size()) return false;
+          gpus.push_back(place[static_cast<size_t>(m)]);
+        }
+        g = &impl_->group(gpus);
+      }
+      plan::Op shaped = op;  // as run(): the payload is the largest member's (all equal here, and not below 0)
+      shaped.comm_bytes = std::max(0.0, op.comm_bytes);
+      const CollectiveTime ct =
+          collective_time(shaped, *g, coll_params, op.algo != plan::CollectiveAlgo::kAuto ? op.algo : im.options.algo);
+      oc.time.bound = Bound::kCommunication;
+      oc.time.comm_s = oc.time.time_s = ct.time_s;
+      oc.algo = ct.algo;
+    }
+    now += oc.time.time_s;
+  }
+  return true;
+}
+
 StepCost cost_step(const plan::Step& step, const plan::Plan& plan, const spec::Cluster& cluster,
                    const CostOptions& options) {
   return CostModel(plan, cluster, options).cost(step);

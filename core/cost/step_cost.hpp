@@ -68,6 +68,11 @@ class CostModel {
   void cost(const plan::Step& step, StepCost& out);
   // The total only (no per-op records): the search's inner loop.
   double step_time_s(const plan::Step& step);
+  // The op times of step.ranks[index] alone, for symmetric ranks: every member of each of its collectives is assumed
+  // to run the same program (so the collective starts when this rank reaches it, with this rank's payload), which
+  // gives exactly the times `cost` gives when that holds. `out` is parallel to the rank's ops (start_s: the running
+  // sum, wait_s = 0). Send/recv and all-to-all need their peers: false (out unspecified), as for a bad group.
+  bool cost_symmetric_rank(const plan::Step& step, size_t index, std::vector<OpCost>& out);
 
  private:
   struct Impl;

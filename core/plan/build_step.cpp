@@ -475,6 +475,20 @@ void StepBuilder::build(const Batch& batch, Step& out) {
   for (int r = 0; r < n; ++r) im.emit_rank(r, out.ranks[static_cast<size_t>(r)]);
 }
 
+void StepBuilder::build_ranks(const Batch& batch, const std::vector<int>& ranks, Step& out) {
+  Impl& im = *impl_;
+  im.prepare(batch);
+  out.groups = im.groups;
+  out.tokens = batch.tokens();
+  out.pool = im.pool;
+  out.ranks.resize(ranks.size());
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    if (ranks[i] < 0 || ranks[i] >= im.c.instance_size())
+      throw Error("build_step: rank " + std::to_string(ranks[i]) + " out of range");
+    im.emit_rank(ranks[i], out.ranks[i]);
+  }
+}
+
 Step StepBuilder::build(const Batch& batch) {
   Step s;
   build(batch, s);

@@ -72,6 +72,9 @@ class StepBuilder {
 
   Step build(const Batch& batch);
   void build(const Batch& batch, Step& out);  // out's vectors are reused
+  // Only the programs of `ranks` (out.ranks[i] is rank ranks[i]; groups as in build): for callers that cost one
+  // representative rank of symmetric ranks (the simulator's analytic step runner).
+  void build_ranks(const Batch& batch, const std::vector<int>& ranks, Step& out);
 
  private:
   struct Impl;

@@ -25,6 +25,7 @@ SchedulerConfig SchedulerConfig::from_pool(const plan::Pool& pool) {
   c.max_batch_seqs = pool.max_batch_seqs;
   c.kv_block_tokens = pool.memory.kv_block_tokens;
   c.kv_blocks = c.kv_block_tokens > 0 ? pool.memory.kv_tokens / c.kv_block_tokens : 0;
+  c.attn_dp = std::max(1, pool.config.attn_dp);
   if (pool.role == "prefill") c.role = SchedulerRole::kPrefill;
   else if (pool.role == "decode") c.role = SchedulerRole::kDecode;
   return c;
@@ -245,6 +246,7 @@ void Scheduler::put(int32_t s, int64_t new_tokens, double now_s, Iteration& it) 
   w.seq_id = q.req.id;
   w.new_tokens = new_tokens;
   w.context = q.context;
+  w.attn_group = config_.attn_dp > 1 ? static_cast<int>(q.req.id % config_.attn_dp) : 0;
   it.batch.seqs.push_back(w);
   it.slots.push_back(s);
   q.in_flight = true;

@@ -60,6 +60,9 @@ struct SchedulerConfig {
   bool prefix_caching = false;      // needs kPrefixHashTokens % kv_block_tokens == 0
   PreemptionMode preemption = PreemptionMode::kRecompute;
   int64_t swap_blocks = 0;          // CPU swap capacity (kSwap); when full, preemption falls back to recompute
+  // Attention-DP groups of the instance: request id % attn_dp serves it (the executor uses the same rule), so
+  // build_step sees each group's own sequences. KV stays one pool of kv_blocks (an approximation for attn_dp > 1).
+  int attn_dp = 1;
 
   // max_batch_tokens / max_batch_seqs / kv_block_tokens / kv_blocks from a Plan pool.
   static SchedulerConfig from_pool(const plan::Pool& pool);
