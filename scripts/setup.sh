@@ -39,7 +39,9 @@ cmake --build "$BUILD_DIR" -j "$JOBS"
 case "$mode" in
   run)
     shift || true
-    if "$BUILD_DIR/parasol" --help | grep -q '^  sim'; then
+    # Capture the help first: `grep -q` closing the pipe early would make pipefail see SIGPIPE.
+    commands="$("$BUILD_DIR/parasol" --help)"
+    if grep -qE '^  sim( |$)' <<<"$commands"; then
       exec "$BUILD_DIR/parasol" sim "$@"
     else
       exec "$BUILD_DIR/parasol" describe scenarios/default.yaml "$@"

@@ -8,14 +8,15 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace parasol::tools {
 
 struct CommonOptions {
-  bool json = false;        // machine-readable result on stdout
-  std::string out_dir;      // where files go (none written when empty, unless the command says otherwise)
+  bool json = false;    // machine-readable result on stdout
+  std::string out_dir;  // where files go (none written when empty, unless the command says otherwise)
   uint64_t seed = 1;
-  int verbosity = 1;        // 0 quiet, 1 normal, 2+ verbose
+  int verbosity = 1;  // 0 quiet, 1 normal, 2+ verbose
 };
 
 // A command adds its subcommand to `app`, its options bound to storage it owns, and returns the function that runs it.
@@ -27,6 +28,15 @@ struct CommandRegistration {
 
 // Adds --json, --out, --seed, -q, -v to a subcommand.
 void add_common_options(CLI::App* sub, CommonOptions& common);
+
+// Sets the "Examples:" footer of a subcommand's --help (every command has some; tests/cli checks it). Each example is
+// one command line, optionally followed by "  # what it does". The first example also appears in `parasol --help`.
+void set_examples(CLI::App* sub, const std::vector<std::string>& examples);
+// The examples registered for `command` (empty when none).
+const std::vector<std::string>& examples_of(const std::string& command);
+
+// The exit code of a run that had outcomes `a` and `b`: internal failure (1) beats bad input (2) beats ok (0).
+int worse_exit_code(int a, int b);
 
 // Writes `text` to `dir/name` atomically (temp file + rename), creating `dir`. Nothing half-written on failure.
 void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text);

@@ -6,7 +6,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
+#include <sstream>
 #include <vector>
 
 #include "core/common/error.hpp"
@@ -26,6 +28,25 @@ std::vector<Entry>& registry() {
   return r;
 }
 
+std::map<std::string, std::vector<std::string>>& example_registry() {
+  static std::map<std::string, std::vector<std::string>> r;
+  return r;
+}
+
+std::string examples_text(const std::vector<std::string>& examples) {
+  std::string s = "Examples:\n";
+  for (const auto& e : examples) s += "  " + e + "\n";
+  return s;
+}
+
+// One line for a usage error, naming the help to read.
+int usage_error(const CLI::App& app, const CLI::ParseError& e) {
+  std::string where = "parasol";
+  for (const CLI::App* sub : app.get_subcommands()) where += " " + sub->get_name();
+  std::cerr << "parasol: usage error: " << e.what() << " (see '" << where << " --help')\n";
+  return 2;
+}
+
 }  // namespace
 
 CommandRegistration::CommandRegistration(const char* name, int order, CommandSetup setup) {
@@ -36,9 +57,27 @@ void add_common_options(CLI::App* sub, CommonOptions& common) {
   sub->add_flag("--json", common.json, "Print a machine-readable JSON result on stdout");
   sub->add_option("--out", common.out_dir, "Directory for output files");
   sub->add_option("--seed", common.seed, "Random seed (same inputs + seed = identical outputs)");
-  sub->add_flag("-q,--quiet", [&common](int64_t) { common.verbosity = 0; }, "Print only errors");
-  sub->add_flag("-v,--verbose", [&common](int64_t n) { common.verbosity = 1 + static_cast<int>(n); },
-                "More detail (repeat for more)");
+  sub->add_flag(
+      "-q,--quiet", [&common](int64_t) { common.verbosity = 0; }, "Print only errors");
+  sub->add_flag(
+      "-v,--verbose", [&common](int64_t n) { common.verbosity = 1 + static_cast<int>(n); },
+      "More detail (repeat for more)");
+}
+
+void set_examples(CLI::App* sub, const std::vector<std::string>& examples) {
+  example_registry()[sub->get_name()] = examples;
+  sub->footer(examples_text(examples));
+}
+
+const std::vector<std::string>& examples_of(const std::string& command) {
+  static const std::vector<std::string> kNone;
+  auto it = example_registry().find(command);
+  return it == example_registry().end() ? kNone : it->second;
+}
+
+int worse_exit_code(int a, int b) {
+  auto rank = [](int c) { return c == 0 ? 0 : c == 2 ? 1 : 2; };
+  return rank(a) >= rank(b) ? a : b;
 }
 
 void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text) {
@@ -74,7 +113,6 @@ int main(int argc, char** argv) {
   CLI::App app{"parasol: plan, simulate and run distributed LLM inference"};
   app.require_subcommand(0, 1);
   app.set_version_flag("--version", "parasol 0.1.0");
-  app.footer("Run 'parasol COMMAND --help' for a command's options and examples.");
   auto& reg = registry();
   std::stable_sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
   std::vector<std::unique_ptr<CommonOptions>> commons;
@@ -84,11 +122,36 @@ int main(int argc, char** argv) {
     auto run = e.setup(app, *commons.back());
     runs.emplace_back(app.get_subcommand(e.name), std::move(run));
   }
+  // The first example of every command, from set_examples or, for a command that wrote its own footer, the first
+  // footer line that shows the command.
+  std::vector<std::string> firsts;
+  for (auto& e : reg) {
+    if (!examples_of(e.name).empty()) {
+      firsts.push_back(examples_of(e.name).front());
+      continue;
+    }
+    std::istringstream footer(app.get_subcommand(e.name)->get_footer());
+    std::string line;
+    while (std::getline(footer, line)) {
+      auto at = line.find("parasol " + e.name);
+      if (at == std::string::npos) continue;
+      firsts.push_back(line.substr(at));
+      break;
+    }
+  }
+  app.footer(examples_text(firsts) +
+             "\n'parasol' alone prints this help. Run 'parasol COMMAND --help' for a command's options and examples.\n"
+             "Exit codes: 0 ok, 2 bad input or usage, 1 internal failure.");
   try {
     app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : 2;
+    return usage_error(app, e);
   }
   try {
     for (auto& [sub, run] : runs)

@@ -180,7 +180,7 @@ Scenario load_scenario(const yaml::Node& root) {
   if (auto c = root.get("sim")) s.sim = load_sim(*c);
   if (auto c = root.get("plan")) s.plan_path = resolve_referenced_file(*c);
   if (auto c = root.get("workload")) {
-    if (!c->is_map()) c->fail("a workload map (see docs/scenario.md)");
+    if (!c->is_map()) c->fail("a workload map (see docs/workloads.md)");
     s.workload = *c;
   }
 
@@ -216,7 +216,9 @@ Scenario load_scenario(const yaml::Node& root) {
   return s;
 }
 
-Scenario load_scenario_file(const std::string& path) { return load_scenario(yaml::load_file(path)); }
+Scenario load_scenario_file(const std::string& path) {
+  return load_scenario(yaml::load_file(path));
+}
 
 std::string to_string(Disaggregation d) {
   switch (d) {
@@ -230,7 +232,9 @@ std::string to_string(Disaggregation d) {
   return "?";
 }
 
-std::string to_string(Fidelity f) { return f == Fidelity::kNetwork ? "network" : "analytic"; }
+std::string to_string(Fidelity f) {
+  return f == Fidelity::kNetwork ? "network" : "analytic";
+}
 
 nlohmann::json to_json(const Scenario& s) {
   nlohmann::json j;
@@ -241,7 +245,8 @@ nlohmann::json to_json(const Scenario& s) {
   j["gpu_type"] = s.gpu_type;
   j["workload"] = s.workload ? yaml_to_json(s.workload->raw()) : nlohmann::json(nullptr);
   auto opt = [](const std::optional<double>& v) { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
-  j["slo"] = {{"ttft_p99_s", opt(s.slo.ttft_p99_s)}, {"tpot_p99_s", opt(s.slo.tpot_p99_s)},
+  j["slo"] = {{"ttft_p99_s", opt(s.slo.ttft_p99_s)},
+              {"tpot_p99_s", opt(s.slo.tpot_p99_s)},
               {"e2e_p99_s", opt(s.slo.e2e_p99_s)}};
   j["search"] = {{"tp", s.search.tp},
                  {"pp", s.search.pp},

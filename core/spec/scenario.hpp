@@ -2,14 +2,14 @@
 // parallel layouts to search (or a fixed plan) and the simulator's options. Loaded from `schema: parasol.scenario/1`
 // YAML (scenarios/*.yaml; the schema is documented in docs/scenario.md). The model and the cluster are either paths
 // (resolved relative to the scenario file, then to the data directory) or inline maps; they are loaded here, so a
-// Scenario is ready to plan. The `workload:` section is kept as a checked YAML node and parsed by core/serve
-// (load_workload), so this header does not depend on serve. Owned by the CLI helper; read by planner, sim and exec.
+// Scenario is ready to plan. The `workload:` section is kept as a YAML node for core/serve's load_workload (which also
+// checks that trace files exist; traces may live outside the repository, so loading a scenario does not), so this
+// header does not depend on serve. Owned by the CLI helper; read by planner, sim and exec.
 // Thread behaviour: plain value; loading is reentrant.
 #pragma once
 
-#include <nlohmann/json_fwd.hpp>
-
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,10 +46,10 @@ struct SearchSpace {
   std::vector<int> attn_dp;
   bool allow_cross_domain_tp = false;  // tensor parallelism across scale-up domains (usually a bad idea)
   Disaggregation disaggregation = Disaggregation::kOff;
-  int top_n = 5;                        // how many ranked plans to report
-  DType weight_dtype = DType::kBf16;    // defaults to the model's weight dtype
-  DType kv_dtype = DType::kBf16;        // defaults to the model's KV dtype
-  std::optional<int> gpus;              // GPU budget; absent = every GPU of the scenario's type in the cluster
+  int top_n = 5;                                // how many ranked plans to report
+  DType weight_dtype = DType::kBf16;            // defaults to the model's weight dtype
+  DType kv_dtype = DType::kBf16;                // defaults to the model's KV dtype
+  std::optional<int> gpus;                      // GPU budget; absent = every GPU of the scenario's type in the cluster
   std::optional<WorkloadStats> workload_stats;  // `workload_stats: {rate, input_mean, output_mean}`
 };
 
@@ -57,19 +57,19 @@ enum class Fidelity { kAnalytic, kNetwork };
 
 struct SimOptions {
   Fidelity fidelity = Fidelity::kAnalytic;
-  std::optional<double> duration_s;    // stop admitting arrivals after this simulated time
+  std::optional<double> duration_s;     // stop admitting arrivals after this simulated time
   std::optional<int64_t> max_requests;  // stop after this many requests
 };
 
 struct Scenario {
-  std::string file;         // the scenario file ("" when parsed from a string with no file)
+  std::string file;  // the scenario file ("" when parsed from a string with no file)
   std::string name;
   std::string description;
   Model model;
-  std::string model_source;    // resolved path of the model file, or "inline"
+  std::string model_source;  // resolved path of the model file, or "inline"
   Cluster cluster;
-  std::string cluster_source;  // resolved path of the cluster file, or "inline"
-  std::string gpu_type;        // a key of cluster.gpu_types (defaulted when the cluster has one type)
+  std::string cluster_source;          // resolved path of the cluster file, or "inline"
+  std::string gpu_type;                // a key of cluster.gpu_types (defaulted when the cluster has one type)
   std::optional<yaml::Node> workload;  // the `workload:` map, for serve's load_workload
   Slo slo;
   SearchSpace search;

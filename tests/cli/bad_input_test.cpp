@@ -1,0 +1,248 @@
+// Bad input, one test per class (issue 2, item 8): each writes a small broken file into a scratch directory, runs
+// `parasol describe` on it and checks exit code 2 and a single stderr line
+//   parasol: error: FILE:LINE:COL: key 'a.b': expected X, found Y
+// whose LINE is where the offending text is in the file, whose key path names it, and whose expected/found say what.
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "tests/cli/cli_runner.hpp"
+
+namespace parasol::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string data(const std::string& rel) {
+  return (fs::path(PARASOL_DATA_DIR) / rel).string();
+}
+
+// A valid scenario referencing the shipped model and cluster by absolute path.
+std::string valid_scenario() {
+  return "schema: parasol.scenario/1\n"
+         "name: probe\n"
+         "model: " +
+         data("scenarios/models/llama-3.1-8b.yaml") +
+         "\n"
+         "cluster: " +
+         data("topologies/clusters/dgx-h100.yaml") +
+         "\n"
+         "workload:\n"
+         "  kind: synthetic\n"
+         "  requests: 10\n"
+         "  arrival: {process: poisson, rate: 1}\n"
+         "slo:\n"
+         "  ttft_p99: 500 ms\n"
+         "search:\n"
+         "  tp: [1, 2]\n"
+         "  top_n: 3\n"
+         "sim:\n"
+         "  duration: 10 s\n";
+}
+
+// Replaces the first occurrence of `from` by `to`; the test fails when `from` is absent.
+std::string edit(std::string text, const std::string& from, const std::string& to) {
+  auto pos = text.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  if (pos != std::string::npos) text.replace(pos, from.size(), to);
+  return text;
+}
+
+// 1-based line of the first occurrence of `needle` in `text`.
+int line_of(const std::string& text, const std::string& needle) {
+  auto pos = text.find(needle);
+  EXPECT_NE(pos, std::string::npos) << needle;
+  return 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<long>(pos), '\n'));
+}
+
+struct Located {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string key;
+  std::string expected;
+  std::string found;
+};
+
+// Parses the one-line error; fails the test when the shape is wrong.
+Located expect_one_line_error(const RunResult& r) {
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_EQ(line_count(r.err), 1) << r.err;
+  std::smatch m;
+  static const std::regex kShape(
+      R"re(parasol: error: (.+):(\d+):(\d+): (?:key '([^']*)': )?expected (.+), found (.+)\n)re");
+  Located loc;
+  if (!std::regex_match(r.err, m, kShape)) {
+    ADD_FAILURE() << "not a located one-line error: " << r.err;
+    return loc;
+  }
+  loc = {m[1], std::stoi(m[2]), std::stoi(m[3]), m[4], m[5], m[6]};
+  EXPECT_GT(loc.column, 0);
+  return loc;
+}
+
+struct Case {
+  TempDir dir;
+  fs::path file;
+  std::string text;
+  RunResult result;
+  Located loc;
+  Case(const std::string& name, std::string content) : file(dir / name), text(std::move(content)) {
+    write_text(file, text);
+    result = run_parasol({"describe", file.string()});
+    loc = expect_one_line_error(result);
+  }
+};
+
+TEST(BadInput, MissingRequiredKeyNamesTheKey) {
+  Case c("s.yaml", edit(valid_scenario(), "name: probe\n", ""));
+  EXPECT_EQ(c.loc.file, c.file.string());
+  EXPECT_EQ(c.loc.key, "name");
+  EXPECT_NE(c.loc.expected.find("'name'"), std::string::npos) << c.result.err;
+  EXPECT_NE(c.loc.found.find("missing"), std::string::npos) << c.result.err;
+}
+
+TEST(BadInput, UnknownKeySuggestsTheClosestKnownOne) {
+  Case c("s.yaml", edit(valid_scenario(), "workload:", "worklaod:"));
+  EXPECT_EQ(c.loc.line, line_of(c.text, "worklaod:"));
+  EXPECT_EQ(c.loc.key, "worklaod");
+  EXPECT_NE(c.loc.expected.find("did you mean 'workload'"), std::string::npos) << c.result.err;
+  EXPECT_NE(c.loc.found.find("'worklaod'"), std::string::npos) << c.result.err;
+}
+
+TEST(BadInput, UnknownNestedKeyHasItsFullPath) {
+  Case c("s.yaml", edit(valid_scenario(), "  top_n: 3", "  topn: 3"));
+  EXPECT_EQ(c.loc.line, line_of(c.text, "topn:"));
+  EXPECT_EQ(c.loc.key, "search.topn");
+  EXPECT_NE(c.loc.expected.find("did you mean 'top_n'"), std::string::npos) << c.result.err;
+}
+
+TEST(BadInput, WrongTypeSaysWhatWasExpected) {
+  Case c("s.yaml", edit(valid_scenario(), "top_n: 3", "top_n: many"));
+  EXPECT_EQ(c.loc.line, line_of(c.text, "top_n: many"));
+  EXPECT_EQ(c.loc.key, "search.top_n");
+  EXPECT_NE(c.loc.expected.find("integer"), std::string::npos);
+  EXPECT_NE(c.loc.found.find("'many'"), std::string::npos);
+}
+
+TEST(BadInput, ListWhereAMapBelongsIsAWrongType) {
+  Case c("s.yaml", edit(valid_scenario(), "slo:\n  ttft_p99: 500 ms", "slo: [500 ms]"));
+  EXPECT_EQ(c.loc.key, "slo");
+  EXPECT_NE(c.loc.expected.find("map"), std::string::npos);
+  EXPECT_NE(c.loc.found.find("list"), std::string::npos);
+}
+
+TEST(BadInput, WrongUnitIsRejectedWithAnExample) {
+  Case c("s.yaml", edit(valid_scenario(), "ttft_p99: 500 ms", "ttft_p99: 500 GB/s"));
+  EXPECT_EQ(c.loc.line, line_of(c.text, "ttft_p99"));
+  EXPECT_EQ(c.loc.key, "slo.ttft_p99");
+  EXPECT_NE(c.loc.expected.find("a time like"), std::string::npos);
+  EXPECT_NE(c.loc.found.find("'500 GB/s'"), std::string::npos);
+}
+
+TEST(BadInput, MissingUnitIsRejected) {
+  Case c("s.yaml", edit(valid_scenario(), "duration: 10 s", "duration: 10"));
+  EXPECT_EQ(c.loc.line, line_of(c.text, "duration: 10"));
+  EXPECT_EQ(c.loc.key, "sim.duration");
+  EXPECT_NE(c.loc.expected.find("a time like"), std::string::npos);
+  EXPECT_NE(c.loc.found.find("'10'"), std::string::npos);
+}
+
+TEST(BadInput, OutOfRangeValueGivesTheRange) {
+  Case c("s.yaml", edit(valid_scenario(), "tp: [1, 2]", "tp: [1, 0]"));
+  EXPECT_EQ(c.loc.line, line_of(c.text, "tp: [1, 0]"));
+  EXPECT_EQ(c.loc.key, "search.tp[1]");
+  EXPECT_NE(c.loc.expected.find("[1, "), std::string::npos) << c.result.err;
+  EXPECT_NE(c.loc.found.find("'0'"), std::string::npos);
+}
+
+TEST(BadInput, NegativeTimeIsOutOfRange) {
+  Case c("s.yaml", edit(valid_scenario(), "ttft_p99: 500 ms", "ttft_p99: -5 ms"));
+  EXPECT_EQ(c.loc.key, "slo.ttft_p99");
+  EXPECT_NE(c.loc.found.find("'-5 ms'"), std::string::npos);
+}
+
+TEST(BadInput, YamlSyntaxErrorHasTheLocation) {
+  Case c("s.yaml", edit(valid_scenario(), "  tp: [1, 2]", "  tp: [1, 2"));
+  EXPECT_EQ(c.loc.file, c.file.string());
+  EXPECT_GE(c.loc.line, line_of(c.text, "tp: [1, 2"));
+  EXPECT_NE(c.loc.expected.find("syntax"), std::string::npos);
+}
+
+TEST(BadInput, JsonSyntaxErrorHasTheLocation) {
+  // A missing comma after "hidden_size": 4096; the parser notices on the next line.
+  const std::string text =
+      "{\n  \"architectures\": [\"LlamaForCausalLM\"],\n  \"hidden_size\": 4096\n  \"vocab_size\": 5\n}\n";
+  Case c("config.json", text);
+  EXPECT_EQ(c.loc.line, line_of(text, "vocab_size"));
+  EXPECT_NE(c.loc.expected.find("syntax"), std::string::npos);
+}
+
+TEST(BadInput, MissingReferencedFileSaysWhereItLooked) {
+  Case c("s.yaml", edit(valid_scenario(), data("scenarios/models/llama-3.1-8b.yaml"), "models/no-such-model.yaml"));
+  EXPECT_EQ(c.loc.line, line_of(c.text, "no-such-model"));
+  EXPECT_EQ(c.loc.key, "model");
+  EXPECT_NE(c.loc.expected.find("an existing file"), std::string::npos);
+  EXPECT_NE(c.loc.expected.find((c.dir / "models/no-such-model.yaml").string()), std::string::npos) << c.result.err;
+  EXPECT_NE(c.loc.found.find("'models/no-such-model.yaml'"), std::string::npos);
+}
+
+TEST(BadInput, MissingFileOnTheCommandLine) {
+  RunResult r = run_parasol({"describe", "/no/such/dir/file.yaml"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(line_count(r.err), 1);
+  EXPECT_NE(r.err.find("/no/such/dir/file.yaml"), std::string::npos);
+}
+
+TEST(BadInput, UnknownSchemaSuggestsAKnownOne) {
+  Case c("s.yaml", edit(valid_scenario(), "parasol.scenario/1", "parasol.scenaro/1"));
+  EXPECT_EQ(c.loc.line, 1);
+  EXPECT_EQ(c.loc.key, "schema");
+  EXPECT_NE(c.loc.expected.find("did you mean 'parasol.scenario/1'"), std::string::npos) << c.result.err;
+}
+
+TEST(BadInput, UnknownEnumValueListsTheChoices) {
+  Case c("s.yaml", edit(valid_scenario(), "duration: 10 s", "duration: 10 s\n  fidelity: netwrok"));
+  EXPECT_EQ(c.loc.key, "sim.fidelity");
+  EXPECT_NE(c.loc.expected.find("analytic, network"), std::string::npos);
+  EXPECT_NE(c.loc.expected.find("did you mean 'network'"), std::string::npos);
+}
+
+TEST(BadInput, GpuTypeNotInTheCluster) {
+  Case c("s.yaml", valid_scenario() + "gpu_type: H100-SXN\n");
+  EXPECT_EQ(c.loc.key, "gpu_type");
+  EXPECT_EQ(c.loc.line, line_of(c.text, "gpu_type"));
+  EXPECT_NE(c.loc.expected.find("GPU type of the cluster"), std::string::npos) << c.result.err;
+}
+
+TEST(BadInput, DisconnectedClusterIsRejectedAtTheFabric) {
+  // The shipped two-node cluster with its fabric removed: the nodes cannot reach each other.
+  std::string text = read_all(data("topologies/clusters/h200-2node.yaml"));
+  const auto fabric = text.find("\nfabric:");
+  ASSERT_NE(fabric, std::string::npos);
+  text = text.substr(0, fabric) + "\nfabric:\n  kind: none\n";
+  Case c("c.yaml", text);
+  EXPECT_EQ(c.loc.file, c.file.string());
+  EXPECT_EQ(c.loc.key, "fabric");
+  EXPECT_GE(c.loc.line, line_of(c.text, "fabric:"));
+  EXPECT_TRUE(c.result.err.find("reach") != std::string::npos || c.result.err.find("connected") != std::string::npos)
+      << c.result.err;
+}
+
+TEST(BadInput, ErrorInAReferencedFileNamesThatFile) {
+  TempDir dir;
+  std::string model = read_all(data("scenarios/models/llama-3.1-8b.yaml"));
+  const std::string broken = std::regex_replace(model, std::regex("\nlayers: *[0-9]+"), "\nlayers: -3",
+                                                std::regex_constants::format_first_only);
+  ASSERT_NE(broken, model) << "the shipped model has no top-level 'layers:'";
+  write_text(dir / "m.yaml", broken);
+  write_text(dir / "s.yaml", edit(valid_scenario(), data("scenarios/models/llama-3.1-8b.yaml"), "m.yaml"));
+  RunResult r = run_parasol({"describe", (dir / "s.yaml").string()});
+  Located loc = expect_one_line_error(r);
+  EXPECT_EQ(loc.file, (dir / "m.yaml").string());
+  EXPECT_EQ(loc.line, line_of(broken, "layers: -3"));
+  EXPECT_EQ(loc.key, "layers");
+}
+
+}  // namespace
+}  // namespace parasol::testing
