@@ -19,6 +19,7 @@ std::string data(const std::string& rel) {
 // The kind a shipped file must have, from where it lives.
 std::string expected_kind(const fs::path& file) {
   const std::string rel = fs::relative(file, PARASOL_DATA_DIR).string();
+  if (rel.ends_with(".plan.yaml")) return "plan";
   if (rel.rfind("scenarios/models/", 0) == 0) return "model";
   if (rel.rfind("topologies/gpus/", 0) == 0) return "gpu";
   if (rel.rfind("topologies/clusters/", 0) == 0) return "cluster";
