@@ -113,7 +113,8 @@ int run(const SimArgs& a, const CommonOptions& common) {
   if (a.scenario.empty()) {
     const std::string text = sim::default_scenario_yaml();
     if (text.empty()) throw ConfigError("no SCENARIO given and this build has no embedded default scenario");
-    sc = spec::load_scenario(yaml::load_string(text, "<embedded default scenario>"));
+    // Named after the file it was compiled from, so its relative model/cluster references resolve from any directory.
+    sc = spec::load_scenario(yaml::load_string(text, std::string(PARASOL_DATA_DIR) + "/scenarios/default.yaml"));
   } else {
     sc = spec::load_scenario_file(resolve_data_path(a.scenario));
   }
