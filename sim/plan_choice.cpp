@@ -11,22 +11,6 @@
 namespace parasol::sim {
 namespace {
 
-constexpr int64_t kSyntheticDraws = 20000;  // as `parasol plan`: draws that estimate a synthetic workload's means
-
-// Trace files the workload section names, as (node that names it, found?).
-std::vector<std::pair<yaml::Node, bool>> referenced_traces(const yaml::Node& w) {
-  std::vector<std::pair<yaml::Node, bool>> out;
-  auto check = [&](const yaml::Node& at) {
-    out.emplace_back(at, spec::find_referenced_file(at.as_string(), at.file()).has_value());
-  };
-  if (auto t = w.get("trace"); t && t->is_map())
-    if (auto p = t->get("path")) check(*p);
-  for (const char* k : {"input", "output"})
-    if (auto l = w.get(k); l && l->is_map())
-      if (auto p = l->get("trace")) check(*p);
-  return out;
-}
-
 std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);
@@ -34,47 +18,6 @@ std::string fmt(const char* f, double v) {
 }
 
 }  // namespace
-
-plan::WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& source) {
-  const auto& declared = s.search.workload_stats;
-  auto from_declared = [&](const std::string& why) {
-    source = "declared workload_stats (" + why + ")";
-    return plan::WorkloadLoad{declared->rate_per_s, declared->input_mean, declared->output_mean};
-  };
-  if (!s.workload) {
-    if (declared) return from_declared("no workload section");
-    throw ConfigError(s.file, 0, 0, "workload", "a workload section or search.workload_stats", "neither");
-  }
-  for (const auto& [at, found] : referenced_traces(*s.workload))
-    if (!found && declared) return from_declared("trace " + at.as_string() + " not found");
-  const serve::WorkloadSpec spec = serve::load_workload(*s.workload);
-  auto src = serve::make_source(spec, seed);
-  int64_t n = 0;
-  double in = 0, out = 0, first = 0, last = 0;
-  const int64_t cap = spec.kind == serve::WorkloadSpec::Kind::kSynthetic ? kSyntheticDraws : INT64_MAX;
-  while (n < cap) {
-    auto r = src->next();
-    if (!r) break;
-    if (n == 0) first = r->arrival_s;
-    last = r->arrival_s;
-    in += static_cast<double>(r->input_tokens);
-    out += static_cast<double>(r->output_tokens);
-    ++n;
-  }
-  if (n < 2 || !(last > first)) throw ConfigError(s.file, 0, 0, "workload", "at least two requests", std::to_string(n));
-  plan::WorkloadLoad load;
-  load.input_mean = std::max(1.0, in / static_cast<double>(n));
-  load.output_mean = std::max(1.0, out / static_cast<double>(n));
-  load.rate_per_s = static_cast<double>(n - 1) / (last - first);
-  if (spec.kind == serve::WorkloadSpec::Kind::kSynthetic) {
-    const auto& a = spec.arrival;
-    load.rate_per_s = a.rate_per_s * spec.rate_scale;
-    if (a.kind == serve::ArrivalKind::kBurst)
-      load.rate_per_s *= 1 + (a.burst_factor - 1) * a.burst_duration_s / a.burst_period_s;
-  }
-  source = src->describe() + " (" + std::to_string(n) + " requests)";
-  return load;
-}
 
 PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed) {
   std::string source;
@@ -84,7 +27,7 @@ PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed) {
   in.gpu_type = s.gpu_type;
   in.space = s.search;
   in.slo = s.slo;
-  in.load = planning_load(s, seed, source);
+  in.load = plan::planning_load(s, seed, source);
   const plan::SearchResult r = plan::search(in);
   if (r.ranked.empty())
     throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
@@ -107,7 +50,7 @@ std::optional<serve::WorkloadSpec> scenario_workload(const spec::Scenario& s, st
   note.clear();
   if (!s.workload) return std::nullopt;
   const auto& declared = s.search.workload_stats;
-  for (const auto& [at, found] : referenced_traces(*s.workload)) {
+  for (const auto& [at, found] : plan::referenced_traces(*s.workload)) {
     if (found || !declared) continue;
     // Keep the section's own cap, window end and seed; replace the arrivals and lengths by the declared statistics.
     serve::WorkloadSpec orig;

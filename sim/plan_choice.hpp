@@ -13,14 +13,11 @@
 
 #include "core/plan/goodput.hpp"
 #include "core/plan/placement.hpp"
+#include "core/plan/planning_load.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/scenario.hpp"
 
 namespace parasol::sim {
-
-// The load the search plans for; `source` says where it came from ("poisson 10 req/s ... (20000 requests)",
-// "declared workload_stats (trace ... not found)").
-plan::WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& source);
 
 struct PlanChoice {
   plan::Plan plan;

@@ -1,0 +1,24 @@
+// The load a search plans for (core/plan/search.hpp): a scenario workload's mean arrival rate and mean prompt and
+// output lengths, or the declared `search.workload_stats` when the workload's trace file is absent. Shared by
+// `parasol plan` and `parasol sim` (which searches when no plan is given), so the two can never disagree.
+// Thread behaviour: pure function of its inputs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/plan/goodput.hpp"
+#include "core/spec/scenario.hpp"
+
+namespace parasol::plan {
+
+// `source` says where the load came from ("poisson 10 req/s ... (20000 requests)",
+// "declared workload_stats (trace ... not found)"). Bad or missing workloads are ConfigErrors.
+WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& source);
+
+// Trace files a workload section names, as (node that names it, found on this machine?).
+std::vector<std::pair<yaml::Node, bool>> referenced_traces(const yaml::Node& workload);
+
+}  // namespace parasol::plan
