@@ -21,12 +21,15 @@ class LogHistogram {
 
   LogHistogram() : counts_(size_t(kMaxExp - kMinExp) * kSub, 0) {}
 
-  void add(double v) {
-    ++count_;
-    sum_ += v;
-    max_ = count_ == 1 ? v : std::max(max_, v);
+  // Adds `n` samples equal to v (as n calls of add(v): the sum is accumulated one sample at a time, so the mean is
+  // bit-identical however the samples are grouped).
+  void add(double v, int64_t n = 1) {
+    if (n <= 0) return;
+    max_ = count_ == 0 ? v : std::max(max_, v);
+    count_ += n;
+    for (int64_t k = 0; k < n; ++k) sum_ += v;
     if (!(v > 0)) {
-      ++zeros_;
+      zeros_ += n;
       return;
     }
     // The bucket from the IEEE-754 bits (a hot path: one call per generated token). For a normal v = 1.f 2^(E-1023),
@@ -39,7 +42,7 @@ class LogHistogram {
     if (e <= kMinExp) idx = 0;
     else if (e > kMaxExp) idx = counts_.size() - 1;
     else idx = size_t(e - 1 - kMinExp) * kSub + size_t((bits >> 42) & 0x3ff);
-    ++counts_[idx];
+    counts_[idx] += n;
   }
   int64_t count() const { return count_; }
   double mean() const { return count_ ? sum_ / double(count_) : kNoTime; }
@@ -290,6 +293,10 @@ void MetricsCollector::on_step(const StepSample& s) {
 
 void MetricsCollector::on_itl(std::span<const double> itl_s) {
   for (double v : itl_s) impl_->itl.add(v);
+}
+
+void MetricsCollector::on_itl(std::span<const ItlRun> runs) {
+  for (const ItlRun& r : runs) impl_->itl.add(r.gap_s, r.count);
 }
 
 Summary MetricsCollector::finish(double end_s) {

@@ -105,6 +105,7 @@ class MetricsCollector {
   void on_request(const RequestRecord& r);
   void on_step(const StepSample& s);
   void on_itl(std::span<const double> itl_s);
+  void on_itl(std::span<const ItlRun> runs);  // the same as each run's gap `count` times, in order
   // Computes the summary as of end_s and closes the trace JSON. Call once.
   Summary finish(double end_s);
 

@@ -62,6 +62,12 @@ void StepEvents::clear() {
   first_tokens = 0;
 }
 
+int64_t StepEvents::itl_tokens() const {
+  int64_t n = 0;
+  for (const ItlRun& r : itl_s) n += r.count;
+  return n;
+}
+
 Scheduler::Scheduler(SchedulerConfig config, int replica)
     : config_(config), replica_(replica), kv_(config.kv_blocks, config.kv_block_tokens, config.prefix_caching) {
   if (config_.max_batch_tokens < 1 || config_.max_batch_seqs < 1) {
@@ -204,6 +210,7 @@ bool Scheduler::preempt_last(int32_t keep, Iteration& it) {
     if (q.in_flight || v == keep) continue;
     outstanding_tokens_ -= work_left(q);
     const int64_t blocks = q.owned_blocks + int64_t(q.units.size()) * kv_.unit_blocks();
+    if (q.context < q.prompt_tokens) --running_prefills_;
     if (config_.preemption == PreemptionMode::kSwap && swap_used_ + blocks <= config_.swap_blocks) {
       release_kv(q);
       q.owned_blocks = blocks;  // all private once swapped back in
@@ -275,6 +282,7 @@ void Scheduler::admit(int64_t& budget, bool whole_prompts, double now_s, Iterati
       q.state = State::kRunning;
       running_.push_back(s);
       const bool decoding = q.context >= q.prompt_tokens;
+      if (!decoding) ++running_prefills_;
       const int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
       if (whole_prompts && (decoding || tokens < q.prompt_tokens - q.context)) continue;
       if (grow_without_preemption(s, tokens)) {
@@ -329,6 +337,7 @@ void Scheduler::admit(int64_t& budget, bool whole_prompts, double now_s, Iterati
     waiting_.pop_front();
     q.state = State::kRunning;
     running_.push_back(s);
+    if (q.context < q.prompt_tokens) ++running_prefills_;
     put(s, chunk, now_s, it);
     budget -= chunk;
   }
@@ -352,8 +361,11 @@ void Scheduler::schedule_running(bool decode_phase, int64_t& budget, double now_
     const bool decoding = q.context >= q.prompt_tokens;
     if (decoding != decode_phase) continue;
     const int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
-    if (!grow(s, tokens, it)) continue;  // nothing left to preempt now: it keeps its blocks and waits
-    while (running_[i] != s) --i;          // preemptions before it shifted it left
+    // grow() only when the block count changes (a decode crosses a block boundary once every block_size tokens).
+    if (kv_.blocks_for(private_tokens(q, q.context + tokens)) != q.owned_blocks) {
+      if (!grow(s, tokens, it)) continue;  // nothing left to preempt now: it keeps its blocks and waits
+      while (running_[i] != s) --i;          // preemptions before it shifted it left
+    }
     put(s, tokens, now_s, it);
     budget -= tokens;
   }
@@ -374,14 +386,15 @@ bool Scheduler::schedule(double now_s, Iteration& it) {
   it.swap_out_blocks = it.swap_in_blocks = 0;
   int64_t budget = config_.max_batch_tokens;
   if (config_.policy == BatchPolicy::kPrefillFirst) {
-    admit(budget, /*whole_prompts=*/true, now_s, it);
+    if (!waiting_.empty()) admit(budget, /*whole_prompts=*/true, now_s, it);
     if (it.batch.seqs.empty()) {
-      schedule_running(/*decode_phase=*/false, budget, now_s, it);  // recomputes admitted earlier, if any
+      // Unfinished prefills (a lone prompt over the budget in flight with pp > 1), if any.
+      if (running_prefills_ > 0) schedule_running(/*decode_phase=*/false, budget, now_s, it);
       schedule_running(/*decode_phase=*/true, budget, now_s, it);
     }
   } else {
     schedule_running(/*decode_phase=*/true, budget, now_s, it);
-    schedule_running(/*decode_phase=*/false, budget, now_s, it);
+    if (running_prefills_ > 0) schedule_running(/*decode_phase=*/false, budget, now_s, it);
     admit(budget, /*whole_prompts=*/false, now_s, it);
   }
   if (it.batch.seqs.empty()) return false;
@@ -439,6 +452,7 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
     const bool was_prefill = q.context < q.prompt_tokens;
     q.context += it.batch.seqs[i].new_tokens;
     const bool token = q.context >= q.prompt_tokens;
+    if (was_prefill && token) --running_prefills_;
     if (was_prefill) insert_prefix_units(q);
     if (token && q.req.output_tokens > 0) {
       ++q.generated;
@@ -448,7 +462,8 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
         ++events.first_tokens;
       } else {
         const double gap = now_s - q.last_token_s;
-        events.itl_s.push_back(gap);
+        if (!events.itl_s.empty() && events.itl_s.back().gap_s == gap) ++events.itl_s.back().count;
+        else events.itl_s.push_back({gap, 1});
         ++q.rec.itl_count;
         q.rec.itl_sum_s += gap;
         q.rec.itl_max_s = std::max(q.rec.itl_max_s, gap);
@@ -507,6 +522,7 @@ void Scheduler::fail_all(double now_s, const std::string& reason, std::vector<Re
   voided_before_ = next_serial_;
   swap_used_ = 0;
   outstanding_tokens_ = 0;
+  running_prefills_ = 0;
 }
 
 }  // namespace parasol::serve

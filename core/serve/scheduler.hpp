@@ -96,7 +96,8 @@ struct Handoff {
 // What one completed iteration produced. Reused across calls by the driver (clear() keeps capacity).
 struct StepEvents {
   std::vector<RequestRecord> finished;  // completed requests (outcome kCompleted)
-  std::vector<double> itl_s;            // one gap per non-first token produced in this iteration
+  std::vector<ItlRun> itl_s;            // the gap of every non-first token produced, in order, run-length encoded
+  int64_t itl_tokens() const;           // tokens in `itl_s` (sum of counts)
   std::vector<Handoff> handoffs;        // role kPrefill only
   int64_t output_tokens = 0;            // tokens produced (first tokens included)
   int64_t first_tokens = 0;
@@ -192,6 +193,8 @@ class Scheduler {
   uint64_t voided_before_ = 0;     // iterations with a smaller serial were voided by fail_all
   int64_t live_ = 0;
   int64_t outstanding_tokens_ = 0;
+  int64_t running_prefills_ = 0;   // sequences in running_ with context < prompt_tokens (a pass over them is skipped
+                                   // when there are none)
   int64_t swap_used_ = 0;
   SchedulerStats stats_;
 };
