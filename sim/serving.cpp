@@ -52,6 +52,7 @@ class Simulation {
       serve::SchedulerConfig cfg = p < o.schedulers.size() ? o.schedulers[p] : serve::SchedulerConfig::from_pool(pool);
       if (plan.disaggregated())
         cfg.role = pool.role == "prefill" ? serve::SchedulerRole::kPrefill : serve::SchedulerRole::kDecode;
+      cfg.first_token_at_decode = o.first_token_at_decode;
       routers_.push_back(serve::make_router(o.router));
       loads_.emplace_back(pool.placement.size());
       pool_replicas_.emplace_back();
@@ -108,8 +109,8 @@ class Simulation {
     for (const auto& r : replicas_) {
       ServeResult::ReplicaEnd e;
       e.pool = r->pool;
-      e.kv_used_blocks = r->sched->kv().used_blocks();
-      e.kv_total_blocks = r->sched->kv().total_blocks();
+      e.kv_used_blocks = r->sched->kv_used_blocks();
+      e.kv_total_blocks = r->sched->kv_total_blocks();
       e.outstanding_requests = r->sched->outstanding_requests();
       e.stats = r->sched->stats();
       result_.replica_end.push_back(e);

@@ -402,9 +402,24 @@ void MetricsCollector::write_summary_json(const Summary& s, std::ostream& os) {
      << ", \"hit_rate\": " << json_number(s.prefix_hit_rate) << "}\n}\n";
 }
 
+// A number for people: three significant figures (whole numbers from 100 on), "-" when not finite. The JSON keeps
+// every digit ("%.9g").
+std::string human_number(double v) {
+  if (!std::isfinite(v)) return "-";
+  const double a = std::fabs(v);
+  char buf[40];
+  if (a >= 100) std::snprintf(buf, sizeof buf, "%.0f", v);
+  else if (a >= 10) std::snprintf(buf, sizeof buf, "%.1f", v);
+  else if (a >= 1) std::snprintf(buf, sizeof buf, "%.2f", v);
+  else if (a == 0) return "0";
+  else std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
 std::string MetricsCollector::summary_text(const Summary& s) {
   std::ostringstream os;
-  auto ms = [](double v) { return std::isfinite(v) ? format_number(std::round(v * 1e6) / 1e3) : std::string("-"); };
+  const auto num = human_number;
+  auto ms = [](double v) { return human_number(v * 1e3); };
   auto row = [&](const char* name, const Percentiles& p) {
     os << "  " << name << " ms   p50 " << ms(p.p50) << "  p90 " << ms(p.p90) << "  p99 " << ms(p.p99)
        << "  p99.9 " << ms(p.p999) << "  mean " << ms(p.mean) << "\n";
@@ -412,21 +427,20 @@ std::string MetricsCollector::summary_text(const Summary& s) {
   os << "requests  " << s.arrived << " arrived, " << s.completed << " completed, " << s.rejected << " rejected, "
      << s.failed << " failed\n";
   for (const auto& [why, n] : s.reasons) os << "  " << n << " x " << why << "\n";
-  os << "duration  " << format_number(s.duration_s) << " s, " << s.steps << " iterations\n";
-  os << "throughput " << format_number(s.request_throughput) << " req/s, "
-     << format_number(s.input_token_throughput) << " in tok/s, " << format_number(s.output_token_throughput)
-     << " out tok/s\n";
+  os << "duration  " << num(s.duration_s) << " s, " << s.steps << " iterations\n";
+  os << "throughput " << num(s.request_throughput) << " req/s, " << num(s.input_token_throughput) << " in tok/s, "
+     << num(s.output_token_throughput) << " out tok/s\n";
   row("ttft    ", s.ttft_s);
   row("tpot    ", s.tpot_s);
   row("itl     ", s.itl_s);
   row("e2e     ", s.e2e_s);
   row("queueing", s.queueing_s);
-  os << "goodput   " << format_number(100 * s.goodput_fraction) << "% of requests meet the SLOs ("
-     << format_number(s.goodput_rps) << " req/s)\n";
-  os << "gpu       MFU " << format_number(100 * s.mfu_mean) << "%, MBU " << format_number(100 * s.mbu_mean)
-     << "%, KV used " << format_number(100 * s.kv_utilization_mean) << "% (mean)\n";
-  os << "kv        " << s.preemptions << " preemptions, prefix-cache hit rate "
-     << format_number(100 * s.prefix_hit_rate) << "%\n";
+  os << "goodput   " << num(100 * s.goodput_fraction) << "% of requests meet the SLOs (" << num(s.goodput_rps)
+     << " req/s)\n";
+  os << "gpu       MFU " << num(100 * s.mfu_mean) << "%, MBU " << num(100 * s.mbu_mean) << "%, KV used "
+     << num(100 * s.kv_utilization_mean) << "% (mean)\n";
+  os << "kv        " << s.preemptions << " preemptions, prefix-cache hit rate " << num(100 * s.prefix_hit_rate)
+     << "%\n";
   return os.str();
 }
 

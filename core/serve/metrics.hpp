@@ -126,5 +126,8 @@ class MetricsCollector {
 double percentile(std::vector<double>& values, double p);
 // "%.9g" in the C locale; NaN and infinities as null-safe strings ("nan", "inf").
 std::string format_number(double v);
+// For the terminal summary: 3 significant figures (no decimals from 100 on: 1234.5 -> "1235", 12.345 -> "12.3",
+// 0.012345 -> "0.0123"), "-" when not finite.
+std::string human_number(double v);
 
 }  // namespace parasol::serve

@@ -143,6 +143,17 @@ TEST(ServeMetrics, ItlRunsEqualIndividualSamples) {
   EXPECT_EQ(a.itl_s.p999, b.itl_s.p999);
 }
 
+TEST(ServeMetrics, HumanNumbersHaveThreeSignificantFigures) {
+  EXPECT_EQ(human_number(1234.6), "1235");
+  EXPECT_EQ(human_number(123.45), "123");
+  EXPECT_EQ(human_number(12.345), "12.3");
+  EXPECT_EQ(human_number(1.2345), "1.23");
+  EXPECT_EQ(human_number(0.012345), "0.0123");
+  EXPECT_EQ(human_number(0), "0");
+  EXPECT_EQ(human_number(-2.5), "-2.50");
+  EXPECT_EQ(human_number(std::numeric_limits<double>::quiet_NaN()), "-");
+}
+
 TEST(ServeMetrics, TraceJsonIsValidAndCapped) {
   MetricsConfig c;
   std::ostringstream trace;
