@@ -198,8 +198,6 @@ SearchResult search(const SearchInput& in) {
     }
     for (int adp : adps) {
       const int64_t stage = int64_t{tp} * adp;
-      if (in.space.attn_dp.empty() && adp > 1 && in.max_ranks_per_stage > 0 && stage > in.max_ranks_per_stage)
-        continue;
       for (int ep : stage_eps(stage)) {
         for (int pp : pps) {
           if (stage * pp > budget) continue;

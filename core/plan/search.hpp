@@ -43,9 +43,6 @@ struct SearchInput {
   spec::Slo slo;
   WorkloadLoad load;
   PlanOptions options;  // search() sets the dtypes and cross-domain flag from `space`
-  // > 0: skip default attn_dp > 1 layouts of more ranks per stage than this (the space before the cap was lifted;
-  // the bench's baseline). 0: none.
-  int64_t max_ranks_per_stage = 0;
   // > 0: keep only the best keep_top ranked candidates (and the Pareto frontier), pruning the prefill/decode pairs
   // that cannot be kept (what `parasol plan` runs, with the N it prints). 0: every candidate is estimated and kept
   // (the exhaustive reference evaluation).
