@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -40,6 +41,23 @@ int worse_exit_code(int a, int b);
 
 // Writes `text` to `dir/name` atomically (temp file + rename), creating `dir`. Nothing half-written on failure.
 void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text);
+
+// A file streamed into `dir/name.tmp.PID` and renamed to `dir/name` by commit(): readers never see a half-written
+// output. Destroyed without commit() (an error unwound past it), it removes the temporary file. Creates `dir`.
+class StagedFile {
+ public:
+  StagedFile(const std::string& dir, const std::string& name);
+  ~StagedFile();
+  StagedFile(const StagedFile&) = delete;
+  StagedFile& operator=(const StagedFile&) = delete;
+  std::ostream& stream() { return os_; }
+  void commit();  // flushes, checks the stream and renames; throws RuntimeFailure on an I/O error
+
+ private:
+  std::string final_path_, tmp_path_;
+  std::ofstream os_;
+  bool committed_ = false;
+};
 
 // Path of a shipped data file: as given when it exists, else relative to the source tree (PARASOL_DATA_DIR).
 std::string resolve_data_path(const std::string& path);

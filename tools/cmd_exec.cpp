@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <mutex>
@@ -94,21 +95,44 @@ exec::GenerateResult run_rank(const ExecOptions& o, const spec::Model& m, const 
   return exec::generate(runner, comm, spec, m.vocab);
 }
 
-// A file streamed into DIR/NAME.tmp.PID and renamed when complete (as `parasol sim` writes its outputs).
-struct OutFile {
-  std::filesystem::path final_path, tmp;
-  std::ofstream os;
-  OutFile(const std::string& dir, const std::string& name) : final_path(std::filesystem::path(dir) / name) {
-    tmp = final_path;
-    tmp += ".tmp." + std::to_string(::getpid());
-    os.open(tmp, std::ios::binary);
-    if (!os) throw ConfigError(tmp.string(), 0, 0, "--out", "a writable file", "it cannot be opened");
-  }
-  void commit() {
-    os.close();
-    std::filesystem::rename(tmp, final_path);
-  }
+// Runs `body(rank, comm)` for every rank of an instance of `n` ranks: as threads (--comm local), or as this process's
+// rank of an MPI world of exactly n processes (--comm mpi, under mpirun -np n). `prepare_root` runs once, before rank 0's
+// body, on the process that reports. A communication failure under MPI aborts the whole job (exec::mpi_abort); the
+// error names the rank and the op. Returns whether this process is the one that reports (rank 0).
+// `what` names the layout for the error when the MPI world's size is not n: {file, key, the layout as given}.
+struct LayoutSource {
+  std::string file, key, found;
 };
+bool run_instance(const ExecOptions& o, int n, const LayoutSource& what, const std::function<void()>& prepare_root,
+                  const std::function<void(int, exec::Communicator&)>& body) {
+  if (o.comm == "local") {
+    prepare_root();
+    exec::run_local(n, o.timeout_s, body);
+    return true;
+  }
+  if (o.comm != "mpi") throw ConfigError("", 0, 0, "--comm", "local or mpi", "'" + o.comm + "'");
+#ifdef PARASOL_HAVE_MPI
+  auto world = exec::make_mpi_world(o.timeout_s);
+  if (world->size() != n)
+    throw ConfigError(what.file, 0, 0, what.key,
+                      "an instance of " + std::to_string(world->size()) + " ranks (mpirun -np)",
+                      what.found + " (" + std::to_string(n) + " ranks)");
+  const bool is_root = world->rank() == 0;
+  try {
+    if (is_root) prepare_root();
+    body(world->rank(), *world);
+    world->barrier("exec.end");
+  } catch (const exec::CommError& e) {
+    std::cerr << "parasol: failed: " << e.what() << "\n" << std::flush;
+    exec::mpi_abort(1);
+  }
+  return is_root;
+#else
+  (void)what;
+  (void)body;
+  throw ConfigError("", 0, 0, "--comm", "local (this build has no MPI)", "mpi");
+#endif
+}
 
 // Serving mode: rank 0 drives core/serve on a wall clock (exec/serving.hpp), every rank runs its share of each step.
 int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
@@ -132,7 +156,7 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   const int n = cfg.instance_size();
 
   // Rank 0's outputs: metrics (with the streamed per-request CSV and trace) and the profile.
-  std::unique_ptr<OutFile> csv, trace;
+  std::unique_ptr<StagedFile> csv, trace;
   std::unique_ptr<serve::MetricsCollector> metrics;
   std::unique_ptr<serve::RequestSource> source;
   auto open_outputs = [&] {
@@ -142,52 +166,23 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
     if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
     if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
     if (!common.out_dir.empty()) {
-      std::filesystem::create_directories(common.out_dir);
-      csv = std::make_unique<OutFile>(common.out_dir, "requests.csv");
-      trace = std::make_unique<OutFile>(common.out_dir, "trace.json");
-      mc.requests_csv = &csv->os;
-      mc.trace_json = &trace->os;
+      csv = std::make_unique<StagedFile>(common.out_dir, "requests.csv");
+      trace = std::make_unique<StagedFile>(common.out_dir, "trace.json");
+      mc.requests_csv = &csv->stream();
+      mc.trace_json = &trace->stream();
     }
     metrics = std::make_unique<serve::MetricsCollector>(mc);
     source = serve::make_source(ws, common.seed);
   };
 
   exec::ServeResult result;
-  bool is_root = true;
-  if (o.comm == "local") {
-    open_outputs();
-    exec::run_local(n, o.timeout_s, [&](int rank, exec::Communicator& comm) {
-      if (rank == 0)
-        result = exec::serve_driver(plan, *weights, comm, sc_cfg, *source, *metrics);
-      else
-        exec::serve_worker(plan, *weights, comm, sc_cfg);
-    });
-  } else if (o.comm == "mpi") {
-#ifdef PARASOL_HAVE_MPI
-    auto world = exec::make_mpi_world(o.timeout_s);
-    if (world->size() != n)
-      throw ConfigError(o.plan_path, 0, 0, "pools[0]",
-                        "an instance of " + std::to_string(world->size()) + " ranks (mpirun -np)",
-                        cfg.label() + " (" + std::to_string(n) + " ranks)");
-    is_root = world->rank() == 0;
-    try {
-      if (is_root) {
-        open_outputs();
-        result = exec::serve_driver(plan, *weights, *world, sc_cfg, *source, *metrics);
-      } else {
-        exec::serve_worker(plan, *weights, *world, sc_cfg);
-      }
-      world->barrier("exec.end");
-    } catch (const exec::CommError& e) {
-      std::cerr << "parasol: failed: " << e.what() << "\n" << std::flush;
-      exec::mpi_abort(1);
-    }
-#else
-    throw ConfigError("", 0, 0, "--comm", "local (this build has no MPI)", "mpi");
-#endif
-  } else {
-    throw ConfigError("", 0, 0, "--comm", "local or mpi", "'" + o.comm + "'");
-  }
+  const LayoutSource what{o.plan_path, "pools[0]", cfg.label()};
+  const bool is_root = run_instance(o, n, what, open_outputs, [&](int rank, exec::Communicator& comm) {
+    if (rank == 0)
+      result = exec::serve_driver(plan, *weights, comm, sc_cfg, *source, *metrics);
+    else
+      exec::serve_worker(plan, *weights, comm, sc_cfg);
+  });
   if (!is_root) return 0;
 
   const serve::Summary sum = metrics->finish(result.end_s);
@@ -230,34 +225,13 @@ int run_generation(const ExecOptions& o, const CommonOptions& common) {
   const int n = cfg->instance_size();
   exec::GenerateResult result;
   auto start = std::chrono::steady_clock::now();
-  bool is_root = true;
-  if (o.comm == "local") {
-    std::mutex mu;
-    exec::run_local(n, o.timeout_s, [&](int rank, exec::Communicator& comm) {
-      exec::GenerateResult r = run_rank(o, m, *cfg, rank, comm, *weights, common.seed);
-      std::lock_guard<std::mutex> lk(mu);
-      if (rank == 0) result = std::move(r);
-    });
-  } else if (o.comm == "mpi") {
-#ifdef PARASOL_HAVE_MPI
-    auto world = exec::make_mpi_world(o.timeout_s);
-    if (world->size() != n)
-      throw ConfigError("", 0, 0, "--layout", "an instance of " + std::to_string(world->size()) + " ranks (mpirun -np)",
-                        o.layout + " (" + std::to_string(n) + " ranks)");
-    is_root = world->rank() == 0;
-    try {
-      result = run_rank(o, m, *cfg, world->rank(), *world, *weights, common.seed);
-      world->barrier("exec.end");
-    } catch (const exec::CommError& e) {
-      std::cerr << "parasol: failed: " << e.what() << "\n" << std::flush;
-      exec::mpi_abort(1);
-    }
-#else
-    throw ConfigError("", 0, 0, "--comm", "local (this build has no MPI)", "mpi");
-#endif
-  } else {
-    throw ConfigError("", 0, 0, "--comm", "local or mpi", "'" + o.comm + "'");
-  }
+  std::mutex mu;
+  const LayoutSource what{"", "--layout", o.layout};
+  const bool is_root = run_instance(o, n, what, [] {}, [&](int rank, exec::Communicator& comm) {
+    exec::GenerateResult r = run_rank(o, m, *cfg, rank, comm, *weights, common.seed);
+    std::lock_guard<std::mutex> lk(mu);
+    if (rank == 0) result = std::move(r);
+  });
   double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!is_root) return 0;
   if (!o.logits_out.empty()) {
@@ -312,6 +286,14 @@ PARASOL_COMMAND("exec", 60, [](CLI::App& app, CommonOptions& common) {
   sub->add_option("--fault-stall-rank", o->stall_rank, "Test: this rank stalls before its first step");
   sub->add_option("--fault-stall-s", o->stall_s, "Test: how long the stalled rank sleeps");
   sub->add_option("--fault-exit-rank", o->exit_rank, "Test: this rank exits before its first step");
+  set_examples(
+      sub, {"parasol exec --model builtin:test-mixtral --layout tp2.pp1.ep2.adp1.dp1 --decode 16  # 2 x 2 ranks as threads",
+            "parasol exec --plan scenarios/exec/tiny-llama-tp2.plan.yaml --workload scenarios/exec/tiny-llama-tp2.yaml "
+            "--out /tmp/exec  # serve a workload",
+            "mpirun -np 4 parasol exec --model builtin:test-deepseek --layout tp1.pp1.ep2.adp2.dp1 --comm mpi  # MPI ranks",
+            "parasol exec --model builtin:test-llama --layout tp1.pp2.ep1.adp1.dp1 --logits-out /tmp/pp2.json  # compare "
+            "layouts",
+            "parasol exec --plan PLAN.yaml --workload SCENARIO.yaml --profile ops.csv  # per-op times (calibration CSV)"});
   return [o, &common]() -> int {
     // The cuda backend is a plugin (exec/plugin.hpp): load it before any rank starts, so that a missing or broken
     // libparasol_cuda.so is one clear error (exit 2), not one per rank thread.

@@ -80,22 +80,46 @@ int worse_exit_code(int a, int b) {
   return rank(a) >= rank(b) ? a : b;
 }
 
-void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text) {
+namespace {
+std::filesystem::path temp_path_for(const std::filesystem::path& final_path) {
+  std::filesystem::path tmp = final_path;
+  tmp += ".tmp." + std::to_string(::getpid());
+  return tmp;
+}
+}  // namespace
+
+StagedFile::StagedFile(const std::string& dir, const std::string& name) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw ConfigError(dir, 0, 0, "--out", "a directory that can be created", ec.message());
-  fs::path final_path = fs::path(dir) / name;
-  fs::path tmp = final_path;
-  tmp += ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    if (!out) throw ConfigError(tmp.string(), 0, 0, "--out", "a writable file", "it cannot be opened");
-    out << text;
-    if (!out) throw RuntimeFailure("writing " + tmp.string() + " failed");
-  }
-  fs::rename(tmp, final_path, ec);
-  if (ec) throw RuntimeFailure("renaming " + tmp.string() + " failed: " + ec.message());
+  const fs::path final_path = fs::path(dir) / name;
+  final_path_ = final_path.string();
+  tmp_path_ = temp_path_for(final_path).string();
+  os_.open(tmp_path_, std::ios::binary);
+  if (!os_) throw ConfigError(tmp_path_, 0, 0, "--out", "a writable file", "it cannot be opened");
+}
+
+StagedFile::~StagedFile() {
+  if (committed_) return;
+  os_.close();
+  std::error_code ec;
+  std::filesystem::remove(tmp_path_, ec);  // best effort: an unwinding error is already on its way
+}
+
+void StagedFile::commit() {
+  os_.close();
+  if (!os_) throw RuntimeFailure("writing " + tmp_path_ + " failed");
+  std::error_code ec;
+  std::filesystem::rename(tmp_path_, final_path_, ec);
+  if (ec) throw RuntimeFailure("renaming " + tmp_path_ + " failed: " + ec.message());
+  committed_ = true;
+}
+
+void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text) {
+  StagedFile f(dir, name);
+  f.stream() << text;
+  f.commit();
 }
 
 std::string resolve_data_path(const std::string& path) {

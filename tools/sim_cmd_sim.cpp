@@ -90,22 +90,6 @@ ChosenPlan resolve_plan(const spec::Scenario& sc, const SimArgs& a, uint64_t see
   return {std::move(c.plan), "plan " + c.label + ": chosen by the search (no --plan), " + c.why};
 }
 
-// A file streamed into DIR/NAME.tmp and renamed when complete.
-struct OutFile {
-  std::filesystem::path final_path, tmp;
-  std::ofstream os;
-  OutFile(const std::string& dir, const std::string& name) : final_path(std::filesystem::path(dir) / name) {
-    tmp = final_path;
-    tmp += ".tmp." + std::to_string(::getpid());
-    os.open(tmp, std::ios::binary);
-    if (!os) throw ConfigError(tmp.string(), 0, 0, "--out", "a writable file", "it cannot be opened");
-  }
-  void commit() {
-    os.close();
-    std::filesystem::rename(tmp, final_path);
-  }
-};
-
 int run(const SimArgs& a, const CommonOptions& common) {
   const double wall0 = wall_s();
   const Usage use0 = usage();
@@ -182,13 +166,12 @@ int run(const SimArgs& a, const CommonOptions& common) {
   }
   if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
   if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
-  std::unique_ptr<OutFile> csv, trace;
+  std::unique_ptr<StagedFile> csv, trace;
   if (!common.out_dir.empty()) {
-    std::filesystem::create_directories(common.out_dir);
-    csv = std::make_unique<OutFile>(common.out_dir, "requests.csv");
-    trace = std::make_unique<OutFile>(common.out_dir, "trace.json");
-    mc.requests_csv = &csv->os;
-    mc.trace_json = &trace->os;
+    csv = std::make_unique<StagedFile>(common.out_dir, "requests.csv");
+    trace = std::make_unique<StagedFile>(common.out_dir, "trace.json");
+    mc.requests_csv = &csv->stream();
+    mc.trace_json = &trace->stream();
   }
   serve::MetricsCollector metrics(mc);
   const double wall1 = wall_s();

@@ -9,21 +9,30 @@ namespace parasol::cost {
 
 using plan::OpKind;
 
+const GroupLinks& LinkTables::group(const std::vector<int>& gpus) {
+  auto it = groups_.find(gpus);
+  if (it == groups_.end()) it = groups_.emplace(gpus, group_links(links_, gpus)).first;
+  return it->second;
+}
+
 struct CostModel::Impl {
   plan::Plan plan;
   const spec::Cluster* cluster;
   CostOptions options;
-  LinkCache links;
-  std::map<std::vector<int>, GroupLinks> group_cache;  // by GPU list
-  StepCost scratch;                                    // step_time_s reuses its vectors
+  std::unique_ptr<LinkTables> own;  // when not shared
+  LinkTables* tables;
+  LinkCache& links;
+  StepCost scratch;  // step_time_s reuses its vectors
 
-  Impl(const plan::Plan& p, const spec::Cluster& c, CostOptions o) : plan(p), cluster(&c), options(o), links(c) {}
+  Impl(const plan::Plan& p, const spec::Cluster& c, CostOptions o, LinkTables* shared)
+      : plan(p),
+        cluster(&c),
+        options(o),
+        own(shared ? nullptr : std::make_unique<LinkTables>(c)),
+        tables(shared ? shared : own.get()),
+        links(tables->links()) {}
 
-  const GroupLinks& group(const std::vector<int>& gpus) {
-    auto it = group_cache.find(gpus);
-    if (it == group_cache.end()) it = group_cache.emplace(gpus, group_links(links, gpus)).first;
-    return it->second;
-  }
+  const GroupLinks& group(const std::vector<int>& gpus) { return tables->group(gpus); }
 
   void run(const plan::Step& step, StepCost& out);
 };
@@ -197,7 +206,9 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
 }
 
 CostModel::CostModel(const plan::Plan& plan, const spec::Cluster& cluster, CostOptions options)
-    : impl_(std::make_unique<Impl>(plan, cluster, options)) {}
+    : impl_(std::make_unique<Impl>(plan, cluster, options, nullptr)) {}
+CostModel::CostModel(const plan::Plan& plan, const spec::Cluster& cluster, LinkTables& shared, CostOptions options)
+    : impl_(std::make_unique<Impl>(plan, cluster, options, &shared)) {}
 CostModel::~CostModel() = default;
 CostModel::CostModel(CostModel&&) noexcept = default;
 CostModel& CostModel::operator=(CostModel&&) noexcept = default;
@@ -216,6 +227,11 @@ double CostModel::step_time_s(const plan::Step& step) {
 }
 
 bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::vector<OpCost>& out) {
+  return cost_symmetric_rank(step, index, out, false);
+}
+
+bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::vector<OpCost>& out,
+                                    bool symmetric_all_to_all) {
   const Impl& im = *impl_;
   if (step.pool < 0 || step.pool >= static_cast<int>(im.plan.pools.size()) || index >= step.ranks.size()) return false;
   const plan::Pool& pool = im.plan.pools[static_cast<size_t>(step.pool)];
@@ -240,7 +256,8 @@ bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::v
     if (!plan::is_communication(op.kind)) {
       oc.time = op_time(op, gpu, im.options.calibration);
     } else {
-      if (op.kind == OpKind::kSend || op.kind == OpKind::kRecv || op.kind == OpKind::kAllToAll) return false;
+      if (op.kind == OpKind::kSend || op.kind == OpKind::kRecv) return false;
+      if (op.kind == OpKind::kAllToAll && !symmetric_all_to_all) return false;
       if (op.group < 0 || op.group >= static_cast<int>(step.groups.size())) return false;
       const auto& members = step.groups[static_cast<size_t>(op.group)].ranks;
       if (std::find(members.begin(), members.end(), r) == members.end()) return false;
@@ -253,10 +270,15 @@ bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::v
         }
         g = &impl_->group(gpus);
       }
-      plan::Op shaped = op;  // as run(): the payload is the largest member's (all equal here, and not below 0)
-      shaped.comm_bytes = std::max(0.0, op.comm_bytes);
-      const CollectiveTime ct =
-          collective_time(shaped, *g, coll_params, op.algo != plan::CollectiveAlgo::kAuto ? op.algo : im.options.algo);
+      CollectiveTime ct;
+      if (op.kind == OpKind::kAllToAll) {  // as run(), every member running this op
+        ct.algo = plan::CollectiveAlgo::kDirect;
+        ct.time_s = all_to_all_time(std::vector<const plan::Op*>(members.size(), &op), *g, coll_params);
+      } else {
+        plan::Op shaped = op;  // as run(): the payload is the largest member's (all equal here, and not below 0)
+        shaped.comm_bytes = std::max(0.0, op.comm_bytes);
+        ct = collective_time(shaped, *g, coll_params, op.algo != plan::CollectiveAlgo::kAuto ? op.algo : im.options.algo);
+      }
       oc.time.bound = Bound::kCommunication;
       oc.time.comm_s = oc.time.time_s = ct.time_s;
       oc.algo = ct.algo;

@@ -56,9 +56,24 @@ struct StepCost {
   std::map<int, double> layer_s;
 };
 
+// Paths and group links of one cluster, shared by several CostModels of that cluster (the search's stage shapes
+// share one): a path is searched once per source GPU and a group's links once per GPU list. Not thread-safe.
+class LinkTables {
+ public:
+  explicit LinkTables(const spec::Cluster& cluster) : links_(cluster) {}
+  LinkCache& links() { return links_; }
+  const GroupLinks& group(const std::vector<int>& gpus);
+
+ private:
+  LinkCache links_;
+  std::map<std::vector<int>, GroupLinks> groups_;  // by GPU list
+};
+
 class CostModel {
  public:
   CostModel(const plan::Plan& plan, const spec::Cluster& cluster, CostOptions options = {});
+  // Same, with the link tables of `shared` (which must outlive the model and belong to the same cluster).
+  CostModel(const plan::Plan& plan, const spec::Cluster& cluster, LinkTables& shared, CostOptions options = {});
   ~CostModel();
   CostModel(CostModel&&) noexcept;
   CostModel& operator=(CostModel&&) noexcept;
@@ -73,6 +88,9 @@ class CostModel {
   // gives exactly the times `cost` gives when that holds. `out` is parallel to the rank's ops (start_s: the running
   // sum, wait_s = 0). Send/recv and all-to-all need their peers: false (out unspecified), as for a bad group.
   bool cost_symmetric_rank(const plan::Step& step, size_t index, std::vector<OpCost>& out);
+  // Same, and with `symmetric_all_to_all` an all-to-all is costed as the cost model costs it when every member runs
+  // this rank's op (every member sends this rank's a2a_send_bytes): exact when the ranks' programs are identical.
+  bool cost_symmetric_rank(const plan::Step& step, size_t index, std::vector<OpCost>& out, bool symmetric_all_to_all);
 
  private:
   struct Impl;

@@ -72,27 +72,132 @@ struct StageTimer::Impl {
   Plan plan;
   std::unique_ptr<StepBuilder> builder;
   std::unique_ptr<cost::CostModel> cost;
+  std::unique_ptr<cost::LinkTables> own_tables;
+  cost::LinkTables* tables = nullptr;
   std::map<GroupBatch, LayerTimes> memo;
   Step step;
-  int64_t evaluations = 0, lookups = 0;
+  std::vector<int> probes;  // ranks 0 and R-1
+  std::vector<cost::OpCost> rank_cost;
+  std::vector<int64_t> counts;
+  bool one_rank = true;
+  int links_symmetric = -1;  // every group of a size has the same links (-1: not yet known)
+  int64_t evaluations = 0, lookups = 0, one_rank_evaluations = 0;
+
+  void init(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
+            const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables* shared);
+  bool groups_alike();
+  bool routing_even(const GroupBatch& batch);
+  bool cost_one_rank(const GroupBatch& batch, std::map<int, double>& layer_s);
 };
 
-StageTimer::StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-                       const ParallelConfig& shape, const PlanOptions& options)
-    : impl_(std::make_unique<Impl>()) {
+namespace {
+
+// The same program up to the op names and the group indices (the groups' sizes must match; their links are
+// compared separately).
+bool same_program(const Step& step, const RankProgram& a, const RankProgram& b) {
+  if (a.stage != b.stage || a.ops.size() != b.ops.size()) return false;
+  for (size_t i = 0; i < a.ops.size(); ++i) {
+    const Op &x = a.ops[i], &y = b.ops[i];
+    if (x.kind != y.kind || x.layer != y.layer || x.dtype != y.dtype || x.m != y.m || x.n != y.n || x.k != y.k ||
+        x.batch != y.batch || x.tokens != y.tokens || x.heads != y.heads || x.kv_heads != y.kv_heads ||
+        x.head_dim != y.head_dim || x.v_head_dim != y.v_head_dim || x.peer != y.peer || x.comm_bytes != y.comm_bytes ||
+        x.algo != y.algo || x.flops != y.flops || x.bytes != y.bytes || x.q_lens != y.q_lens ||
+        x.ctx_lens != y.ctx_lens || x.expert_tokens != y.expert_tokens || x.a2a_send_bytes != y.a2a_send_bytes ||
+        (x.group < 0) != (y.group < 0))
+      return false;
+    if (x.group >= 0 && step.groups[static_cast<size_t>(x.group)].ranks.size() !=
+                            step.groups[static_cast<size_t>(y.group)].ranks.size())
+      return false;
+  }
+  return true;
+}
+
+bool same_links(const cost::GroupLinks& a, const cost::GroupLinks& b) {
+  return a.n == b.n && a.ring_bw_Bps == b.ring_bw_Bps && a.ring_latency_s == b.ring_latency_s &&
+         a.one_domain == b.one_domain && a.nvls == b.nvls && a.domains == b.domains && a.local_n == b.local_n &&
+         a.intra_bw_Bps == b.intra_bw_Bps && a.intra_latency_s == b.intra_latency_s &&
+         a.inter_bw_Bps == b.inter_bw_Bps && a.inter_latency_s == b.inter_latency_s && a.uniform == b.uniform;
+}
+
+}  // namespace
+
+void StageTimer::Impl::init(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
+                            const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables* shared) {
   ParallelConfig c = shape;
   c.pp = 1;
   c.dp = 1;
-  impl_->proxy = proxy_model(model);
-  MadePlan made = make_plan(impl_->proxy, cluster, gpu_type, c, options);
+  proxy = proxy_model(model);
+  MadePlan made = make_plan(proxy, cluster, gpu_type, c, options);
   if (made.plan.pools.empty() || made.plan.pools[0].placement.empty()) {
     std::string why;
     for (const auto& r : made.feasibility.reasons) why += "; " + r;
     throw Error("search: stage shape " + c.label() + " cannot be placed" + why);
   }
-  impl_->plan = std::move(made.plan);
-  impl_->builder = std::make_unique<StepBuilder>(impl_->plan, 0);
-  impl_->cost = std::make_unique<cost::CostModel>(impl_->plan, cluster);
+  plan = std::move(made.plan);
+  if (!shared) own_tables = std::make_unique<cost::LinkTables>(cluster);
+  tables = shared ? shared : own_tables.get();
+  builder = std::make_unique<StepBuilder>(plan, 0);
+  cost = std::make_unique<cost::CostModel>(plan, cluster, *tables);
+  const int R = c.instance_size();
+  probes = R > 1 ? std::vector<int>{0, R - 1} : std::vector<int>{0};
+}
+
+// Collectives of equal-sized groups take equal times only when the groups' links are alike (step.groups as built).
+bool StageTimer::Impl::groups_alike() {
+  if (links_symmetric >= 0) return links_symmetric == 1;
+  const auto& place = plan.pools[0].placement[0];
+  std::map<size_t, const cost::GroupLinks*> first;  // by size
+  links_symmetric = 1;
+  std::vector<int> gpus;
+  for (const auto& g : step.groups) {
+    gpus.clear();
+    for (int r : g.ranks) gpus.push_back(place[static_cast<size_t>(r)]);
+    const cost::GroupLinks& gl = tables->group(gpus);
+    auto [it, fresh] = first.emplace(g.ranks.size(), &gl);
+    if (!fresh && !same_links(*it->second, gl)) links_symmetric = 0;
+  }
+  return links_symmetric == 1;
+}
+
+// Every expert of every MoE layer receives the same number of tokens (as build_step routes the stage's tokens),
+// so that every EP rank's local experts see the same counts.
+bool StageTimer::Impl::routing_even(const GroupBatch& batch) {
+  if (!proxy.is_moe()) return true;
+  const ParallelConfig& c = plan.pools[0].config;
+  const int64_t stage_tokens = (batch.decode_seqs + batch.prefill_tokens) * c.attn_dp;
+  for (int64_t l = 0; l < proxy.layers; ++l) {
+    if (!proxy.is_moe_layer(l)) continue;
+    expert_token_counts(plan.routing, proxy.moe.num_experts, proxy.moe.top_k, stage_tokens, l, counts);
+    for (int64_t v : counts)
+      if (v != counts.front()) return false;
+  }
+  return true;
+}
+
+// The one-rank path: false (nothing computed) unless every rank runs rank 0's program.
+bool StageTimer::Impl::cost_one_rank(const GroupBatch& batch, std::map<int, double>& layer_s) {
+  if (!routing_even(batch)) return false;
+  builder->build_ranks(batch.to_batch(plan.pools[0].config.attn_dp), probes, step);
+  if (step.ranks.size() == 2 && !same_program(step, step.ranks[0], step.ranks[1])) return false;
+  if (!groups_alike()) return false;
+  if (!cost->cost_symmetric_rank(step, 0, rank_cost, true)) return false;
+  // As CostModel::cost on the critical rank (every rank finishes together; rank 0 is the first of them).
+  layer_s.clear();
+  const auto& ops = step.ranks[0].ops;
+  for (size_t i = 0; i < ops.size(); ++i) layer_s[ops[i].layer] += rank_cost[i].time.time_s + rank_cost[i].wait_s;
+  return true;
+}
+
+StageTimer::StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
+                       const ParallelConfig& shape, const PlanOptions& options)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->init(model, cluster, gpu_type, shape, options, nullptr);
+}
+
+StageTimer::StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
+                       const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables& shared)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->init(model, cluster, gpu_type, shape, options, &shared);
 }
 
 StageTimer::~StageTimer() = default;
@@ -100,24 +205,32 @@ StageTimer::StageTimer(StageTimer&&) noexcept = default;
 StageTimer& StageTimer::operator=(StageTimer&&) noexcept = default;
 
 const LayerTimes& StageTimer::times(const GroupBatch& batch) {
-  ++impl_->lookups;
-  auto it = impl_->memo.find(batch);
-  if (it != impl_->memo.end()) return it->second;
-  ++impl_->evaluations;
-  const int adp = impl_->plan.pools[0].config.attn_dp;
-  impl_->builder->build(batch.to_batch(adp), impl_->step);
-  cost::StepCost sc = impl_->cost->cost(impl_->step);
+  Impl& im = *impl_;
+  ++im.lookups;
+  auto it = im.memo.find(batch);
+  if (it != im.memo.end()) return it->second;
+  ++im.evaluations;
+  std::map<int, double> one;
+  const std::map<int, double>* layer_s = &one;
+  cost::StepCost sc;
+  if (im.one_rank && im.cost_one_rank(batch, one)) {
+    ++im.one_rank_evaluations;
+  } else {
+    im.builder->build(batch.to_batch(im.plan.pools[0].config.attn_dp), im.step);
+    sc = im.cost->cost(im.step);
+    layer_s = &sc.layer_s;
+  }
   LayerTimes t;
   t.tokens = batch.decode_seqs + batch.prefill_tokens;
-  for (const auto& [layer, s] : sc.layer_s) {
+  for (const auto& [layer, s] : *layer_s) {
     if (layer < 0)
       t.ends_s += s;
-    else if (impl_->proxy.is_moe_layer(layer))
+    else if (im.proxy.is_moe_layer(layer))
       t.moe_s += s;
     else
       t.dense_s += s;
   }
-  return impl_->memo.emplace(batch, t).first->second;
+  return im.memo.emplace(batch, t).first->second;
 }
 
 int64_t StageTimer::evaluations() const {
@@ -125,6 +238,12 @@ int64_t StageTimer::evaluations() const {
 }
 int64_t StageTimer::lookups() const {
   return impl_->lookups;
+}
+int64_t StageTimer::one_rank_evaluations() const {
+  return impl_->one_rank_evaluations;
+}
+void StageTimer::set_one_rank(bool allowed) {
+  impl_->one_rank = allowed;
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,9 @@
 //     group gets the same sequences). Costing is done once per *stage shape* (tp, attn_dp, ep) on a proxy model with
 //     one layer of each kind (dense, MoE); the time of every layer kind, of the ends (embedding, LM head, sampling) and
 //     the pipeline transfers then give the stage times of any pp. Results are memoized on the batch signature.
+//     When every rank of the stage runs the same program (checked per batch: ranks 0 and R-1 built and compared, the
+//     routed token counts equal for every expert, and every group of a size has the same links), one rank is built
+//     and costed (CostModel::cost_symmetric_rank) instead of all R: the same numbers, bit for bit (tested).
 //   - A pool of pp stages keeps pp micro-batches in flight: a micro-batch's iteration (its latency) is the sum of the
 //     stage times T; its cycle is C = max(T, pp x slowest stage). Each sequence gets one token per cycle.
 //   - Steady state per attention-DP group at arrival rate lambda (Little's law): with chunked prefill (mixed pools),
@@ -27,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cost/step_cost.hpp"
 #include "core/plan/feasibility.hpp"
 #include "core/plan/plan.hpp"
 #include "core/plan/step.hpp"
@@ -69,6 +73,9 @@ class StageTimer {
  public:
   StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
              const ParallelConfig& shape, const PlanOptions& options);
+  // Same, with link tables shared with other timers of the cluster (must outlive the timer).
+  StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
+             const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables& shared);
   ~StageTimer();
   StageTimer(StageTimer&&) noexcept;
   StageTimer& operator=(StageTimer&&) noexcept;
@@ -76,6 +83,9 @@ class StageTimer {
   const LayerTimes& times(const GroupBatch& batch);
   int64_t evaluations() const;  // steps built and costed
   int64_t lookups() const;      // calls to times()
+  int64_t one_rank_evaluations() const;  // of evaluations(): costed from one representative rank
+  // Allow (default) or forbid the one-rank path (tests compare both).
+  void set_one_rank(bool allowed);
 
  private:
   struct Impl;

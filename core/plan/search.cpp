@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <numeric>
 #include <tuple>
 
 #include "core/common/error.hpp"
@@ -19,6 +20,14 @@ namespace {
 std::vector<int> powers_of_two(int64_t max) {
   std::vector<int> out;
   for (int64_t v = 1; v <= max; v *= 2) out.push_back(static_cast<int>(v));
+  return out;
+}
+
+// Divisors of n up to max, ascending.
+std::vector<int> divisors(int64_t n, int64_t max) {
+  std::vector<int> out;
+  for (int64_t v = 1; v <= std::min(n, max); ++v)
+    if (n % v == 0) out.push_back(static_cast<int>(v));
   return out;
 }
 
@@ -102,32 +111,46 @@ SearchResult search(const SearchInput& in) {
                 " GPUs of type " + in.gpu_type);
   res.gpu_budget = budget;
 
-  // The space.
+  // The space (search.hpp): tp x attn_dp x ep x pp.
   const bool moe = model.is_moe();
-  const std::vector<int> tps =
-      !in.space.tp.empty() ? in.space.tp : powers_of_two(in.space.allow_cross_domain_tp ? budget : domain);
-  const std::vector<int> adps = !in.space.attn_dp.empty() ? in.space.attn_dp
-                                : moe                     ? powers_of_two(budget)
-                                                          : std::vector<int>{1};
+  const std::vector<int> tps = !in.space.tp.empty()
+                                   ? in.space.tp
+                                   : divisors(model.heads, in.space.allow_cross_domain_tp ? budget : domain);
   const std::vector<int> pps =
       !in.space.pp.empty() ? in.space.pp : powers_of_two(std::min<int64_t>(model.layers, budget));
-  const int64_t stage_cap = std::max<int64_t>(domain, moe ? model.moe.num_experts : 1);
+  const int min_pp = *std::min_element(pps.begin(), pps.end());
+  // The ep values of a stage of `stage` ranks: the scenario's (those dividing the stage), else every legal one (ep
+  // divides the experts and the stage, the expert tensor parallelism stage / ep divides the expert FFN).
+  auto stage_eps = [&](int64_t stage) {
+    std::vector<int> eps;
+    if (!in.space.ep.empty()) {
+      for (int ep : in.space.ep)
+        if (ep >= 1 && stage % ep == 0 && (moe || ep == 1)) eps.push_back(ep);
+      return eps;
+    }
+    if (!moe) return std::vector<int>{1};
+    for (int ep : divisors(std::gcd(stage, model.moe.num_experts), stage))
+      if (model.moe.expert_ffn % (stage / ep) == 0) eps.push_back(ep);
+    return eps;
+  };
 
-  cost::LinkCache links(cluster);
+  cost::LinkTables tables(cluster);
+  cost::LinkCache& links = tables.links();
   std::map<ShapeKey, std::unique_ptr<StageTimer>> timers;
   std::vector<Layout> layouts;
-  for (int tp : tps)
+  for (int tp : tps) {
+    // attn_dp: the scenario's, else (MoE) every value whose stage fits the budget and has an ep, else 1.
+    std::vector<int> adps = in.space.attn_dp;
+    if (adps.empty()) {
+      adps = {1};
+      for (int64_t a = 2; moe && int64_t{tp} * a * min_pp <= budget; ++a)
+        if (!stage_eps(int64_t{tp} * a).empty()) adps.push_back(static_cast<int>(a));
+    }
     for (int adp : adps) {
       const int64_t stage = int64_t{tp} * adp;
-      if (in.space.attn_dp.empty() && adp > 1 && stage > stage_cap) continue;
-      std::vector<int> eps = in.space.ep;
-      if (eps.empty()) {
-        if (!moe) eps = {1};
-        for (int e = 1; moe && e <= stage && e <= model.moe.num_experts; e *= 2)
-          if (stage % e == 0 && model.moe.num_experts % e == 0) eps.push_back(e);
-      }
-      for (int ep : eps) {
-        if (stage % ep != 0 || (!moe && ep > 1)) continue;  // not a layout (ep must divide tp x attn_dp)
+      if (in.space.attn_dp.empty() && adp > 1 && in.max_ranks_per_stage > 0 && stage > in.max_ranks_per_stage)
+        continue;
+      for (int ep : stage_eps(stage)) {
         for (int pp : pps) {
           if (stage * pp > budget) continue;
           ParallelConfig c;
@@ -151,6 +174,7 @@ SearchResult search(const SearchInput& in) {
         }
       }
     }
+  }
   res.stats.feasible_layouts = static_cast<int64_t>(layouts.size());
 
   // Per layout: stage timer, pipeline transfer cost, KV transfer cost.
@@ -158,7 +182,7 @@ SearchResult search(const SearchInput& in) {
   for (auto& L : layouts) {
     const ParallelConfig& c = L.config;
     auto& timer = timers[{c.tp, c.attn_dp, c.ep}];
-    if (!timer) timer = std::make_unique<StageTimer>(model, cluster, in.gpu_type, c, options);
+    if (!timer) timer = std::make_unique<StageTimer>(model, cluster, in.gpu_type, c, options, tables);
     L.timer = timer.get();
     double bw = 0, lat = 0;
     for (int s = 0; s + 1 < c.pp; ++s) {
@@ -286,6 +310,7 @@ SearchResult search(const SearchInput& in) {
 
   for (const auto& [k, t] : timers) {
     res.stats.step_evaluations += t->evaluations();
+    res.stats.one_rank_steps += t->one_rank_evaluations();
     res.stats.step_lookups += t->lookups();
   }
   std::sort(res.ranked.begin(), res.ranked.end(), ranks_before);

@@ -1,9 +1,11 @@
 // Plan search: every layout of a model on a cluster (or a GPU budget), estimated with the steady-state model of
 // core/plan/goodput.hpp and ranked. What `parasol plan` runs; docs/search.md documents the space, the estimate and the
 // objective.
-//   Space: instance layouts tp x attn_dp x pp with ep dividing tp x attn_dp (the scenario's `search:` lists, or
-//   powers of two: tp up to the scale-up domain (or the budget when cross-domain TP is allowed); attn_dp and ep only
-//   for MoE models, ranks per stage up to max(domain, routed experts), ep dividing the experts; pp up to the layers);
+//   Space: instance layouts tp x attn_dp x pp with ep dividing tp x attn_dp. The scenario's `search:` lists are used
+//   as given; otherwise every legal value: tp dividing the attention heads, up to the scale-up domain (or the budget
+//   when cross-domain TP is allowed); for MoE models every attn_dp and ep with ep dividing the routed experts and the
+//   stage (tp x attn_dp ranks) and the expert tensor parallelism stage / ep dividing the expert FFN, the stage
+//   fitting the budget (dense models: attn_dp = ep = 1); pp in powers of two up to the layers and the budget;
 //   every feasible layout (core/plan/feasibility.hpp + placement) is a pool; a colocated candidate fills the budget
 //   with dp instances of one layout; a disaggregated candidate pairs a prefill layout with a decode layout and tries
 //   every split of the budget (dp_p, dp_d filling the rest), keeping the split with the highest goodput per GPU.
@@ -36,6 +38,9 @@ struct SearchInput {
   spec::Slo slo;
   WorkloadLoad load;
   PlanOptions options;  // search() sets the dtypes and cross-domain flag from `space`
+  // > 0: skip default attn_dp > 1 layouts of more ranks per stage than this (the space before the cap was lifted;
+  // the bench's baseline). 0: none.
+  int64_t max_ranks_per_stage = 0;
 };
 
 // What one pool contributes to a candidate (per attention-DP group numbers scale with dp x attn_dp).
@@ -75,6 +80,7 @@ struct SearchStats {
   int64_t stage_shapes = 0;      // distinct (tp, attn_dp, ep) costed
   int64_t candidates = 0;        // deployments evaluated (colocated layouts + every P/D split)
   int64_t step_evaluations = 0;  // steps built and costed
+  int64_t one_rank_steps = 0;    // of those: costed from one representative rank (symmetric ranks)
   int64_t step_lookups = 0;      // memoized step-time queries
 };
 

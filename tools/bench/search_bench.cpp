@@ -1,7 +1,8 @@
 // Plan search on one core: the full search for DeepSeek-V3 on the 1,024-GPU H200 leaf-spine cluster (every tp, pp,
 // ep, attention-DP and dp layout, colocated and every prefill/decode split), and a small one (Llama-3.1-70B on one
 // DGX). Counters: candidates/s (deployments evaluated per second), layouts, steps costed (memoized on batch
-// signatures).
+// signatures; one_rank_steps of them from one representative rank). The CappedStages variant is the space before the
+// stage cap was lifted, as a baseline.
 //   build/parasol_bench --benchmark_filter=Search
 #include <benchmark/benchmark.h>
 
@@ -15,7 +16,7 @@ namespace parasol::plan {
 namespace {
 
 void run_search(benchmark::State& state, const std::string& model, const std::string& cluster_file,
-                spec::Disaggregation d, WorkloadLoad load) {
+                spec::Disaggregation d, WorkloadLoad load, int64_t max_ranks_per_stage = 0) {
   const std::string data = PARASOL_DATA_DIR;
   const spec::Cluster cluster = spec::load_cluster_file(data + "/topologies/clusters/" + cluster_file);
   SearchInput in;
@@ -28,6 +29,7 @@ void run_search(benchmark::State& state, const std::string& model, const std::st
   in.slo.ttft_p99_s = 2.0;
   in.slo.tpot_p99_s = 0.05;
   in.load = load;
+  in.max_ranks_per_stage = max_ranks_per_stage;
   SearchStats stats;
   size_t ranked = 0;
   for (auto _ : state) {
@@ -43,6 +45,7 @@ void run_search(benchmark::State& state, const std::string& model, const std::st
   state.counters["feasible"] = static_cast<double>(stats.feasible_layouts);
   state.counters["shapes"] = static_cast<double>(stats.stage_shapes);
   state.counters["steps_costed"] = static_cast<double>(stats.step_evaluations);
+  state.counters["one_rank_steps"] = static_cast<double>(stats.one_rank_steps);
   state.counters["step_queries"] = static_cast<double>(stats.step_lookups);
   state.counters["ranked"] = static_cast<double>(ranked);
 }
@@ -51,6 +54,14 @@ void BM_SearchDeepSeekV3On1024H200(benchmark::State& state) {
   run_search(state, "deepseek-v3.yaml", "h200-128node-leafspine.yaml", spec::Disaggregation::kBoth, {400, 2048, 512});
 }
 BENCHMARK(BM_SearchDeepSeekV3On1024H200)->Unit(benchmark::kSecond)->Iterations(1);
+
+// Baseline: the space before the cap was lifted (attention-DP stages up to max(scale-up domain, routed experts) = 256
+// ranks), with today's estimator.
+void BM_SearchDeepSeekV3On1024H200CappedStages(benchmark::State& state) {
+  run_search(state, "deepseek-v3.yaml", "h200-128node-leafspine.yaml", spec::Disaggregation::kBoth, {400, 2048, 512},
+             256);
+}
+BENCHMARK(BM_SearchDeepSeekV3On1024H200CappedStages)->Unit(benchmark::kSecond)->Iterations(1);
 
 void BM_SearchLlama70bOnDgx(benchmark::State& state) {
   run_search(state, "llama-3.1-70b.yaml", "dgx-h100.yaml", spec::Disaggregation::kBoth, {5.5, 1155, 211});
