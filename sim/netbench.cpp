@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/common/error.hpp"
+#include "core/common/units.hpp"
 #include "sim/flows.hpp"
 #include "sim/platform.hpp"
 
@@ -16,11 +17,7 @@ namespace parasol::sim {
 
 namespace {
 
-std::string num(double v, const char* fmt = "%.9g") {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, fmt, v);
-  return buf;
-}
+std::string num(double v, const char* fmt = "%.9g") { return format_number(fmt, v); }
 
 }  // namespace
 

@@ -6,16 +6,13 @@
 #include <vector>
 
 #include "core/common/error.hpp"
+#include "core/common/units.hpp"
 #include "core/plan/search.hpp"
 
 namespace parasol::sim {
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+std::string fmt(const char* f, double v) { return format_number(f, v); }
 
 }  // namespace
 

@@ -172,6 +172,11 @@ std::string format_count(double n) {
   static const char* const kU[] = {"", "k", "M", "B", "T"};
   return scaled(n, kU, 5, 1000.0);
 }
+std::string format_number(const char* printf_format, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, printf_format, v);
+  return buf;
+}
 std::string format_time(double s) {
   if (s == 0) return "0 s";
   double a = std::fabs(s);

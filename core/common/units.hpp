@@ -24,5 +24,8 @@ std::string format_bandwidth(double bytes_per_s);
 std::string format_time(double seconds);
 std::string format_flop_rate(double flops_per_s);
 std::string format_count(double n);  // 8.03e9 -> "8.03 B"
+// One number through a printf format with one double conversion, e.g. format_number("%.4g", v); locale-independent
+// for the "C" locale the process runs in.
+std::string format_number(const char* printf_format, double v);
 
 }  // namespace parasol

@@ -32,11 +32,7 @@ std::string schema_list() {
   return s;
 }
 
-std::string num(double v, const char* fmt = "%.4g") {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, fmt, v);
-  return buf;
-}
+std::string num(double v, const char* fmt = "%.4g") { return format_number(fmt, v); }
 
 std::string join_ints(const std::vector<int>& v) {
   if (v.empty()) return "auto";
