@@ -34,6 +34,9 @@ struct Replica {
   bool busy = false;     // !sched->idle(), as last seen
   bool waiting = false;  // blocked on cv (a notify is needed to wake it)
   double next_end_s = std::numeric_limits<double>::infinity();  // when it wakes next by itself (iteration end)
+  // What its last completed iteration produced. Per replica, not shared: hand_off() creates an actor, a simcall
+  // during which other replicas' actors run and complete their own iterations.
+  serve::StepEvents events;
 };
 
 class Simulation {
@@ -49,6 +52,7 @@ class Simulation {
       serve::SchedulerConfig cfg = p < o.schedulers.size() ? o.schedulers[p] : serve::SchedulerConfig::from_pool(pool);
       if (plan.disaggregated())
         cfg.role = pool.role == "prefill" ? serve::SchedulerRole::kPrefill : serve::SchedulerRole::kDecode;
+      cfg.first_token_at_decode = o.first_token_at_decode;
       routers_.push_back(serve::make_router(o.router));
       loads_.emplace_back(pool.placement.size());
       pool_replicas_.emplace_back();
@@ -75,6 +79,8 @@ class Simulation {
     }
     if (plan.disaggregated() && (plan.pools[0].role != "prefill" || plan.pools[1].role != "decode"))
       throw ConfigError("a disaggregated plan lists its prefill pool first, then its decode pool");
+    // One replica whose steps do not run on the platform: only arrivals can interleave with its iterations.
+    run_ahead_ = replicas_.size() == 1 && !plan.disaggregated() && network_.empty();
   }
 
   ServeResult run() {
@@ -103,8 +109,8 @@ class Simulation {
     for (const auto& r : replicas_) {
       ServeResult::ReplicaEnd e;
       e.pool = r->pool;
-      e.kv_used_blocks = r->sched->kv().used_blocks();
-      e.kv_total_blocks = r->sched->kv().total_blocks();
+      e.kv_used_blocks = r->sched->kv_used_blocks();
+      e.kv_total_blocks = r->sched->kv_total_blocks();
       e.outstanding_requests = r->sched->outstanding_requests();
       e.stats = r->sched->stats();
       result_.replica_end.push_back(e);
@@ -120,12 +126,12 @@ class Simulation {
   }
 
  private:
-  void emit(const serve::RequestRecord& rec) {
+  void emit(const serve::RequestRecord& rec) { emit(rec, sg4::Engine::get_clock()); }
+  void emit(const serve::RequestRecord& rec, double now) {
     metrics_.on_request(rec);
     ++result_.requests;
-    last_event_s_ = std::max(last_event_s_, sg4::Engine::get_clock());
-    if (o_.progress && o_.progress_every > 0 && result_.requests % o_.progress_every == 0)
-      o_.progress(sg4::Engine::get_clock(), result_.requests);
+    last_event_s_ = std::max(last_event_s_, now);
+    if (o_.progress && o_.progress_every > 0 && result_.requests % o_.progress_every == 0) o_.progress(now, result_.requests);
   }
 
   void refresh(Replica& r) {
@@ -165,6 +171,7 @@ class Simulation {
       if (o_.max_requests >= 0 && admitted >= o_.max_requests) break;
       std::optional<serve::Request> req = source_.next();
       if (!req || req->arrival_s >= o_.duration_s) break;
+      next_arrival_s_ = req->arrival_s;
       if (req->arrival_s > sg4::Engine::get_clock()) sg4::this_actor::sleep_until(req->arrival_s);
       if (something_ends_at(sg4::Engine::get_clock())) sg4::this_actor::yield();  // they complete first
       ++admitted;
@@ -183,13 +190,16 @@ class Simulation {
       wake(r);
     }
     arrivals_done_ = true;
+    next_arrival_s_ = std::numeric_limits<double>::infinity();
     maybe_finish();
   }
 
-  void complete(Replica& r, InFlight& f) {
-    const double now = sg4::Engine::get_clock();
-    events_.clear();
-    r.sched->complete(f.it, now, events_);
+  void complete(Replica& r, InFlight& f) { complete(r, f, sg4::Engine::get_clock()); }
+  // `now`: the iteration's end (the clock, or ahead of it when replica_loop runs ahead).
+  void complete(Replica& r, InFlight& f, double now) {
+    serve::StepEvents& events = r.events;
+    events.clear();
+    r.sched->complete(f.it, now, events);
     ++result_.iterations;
     last_event_s_ = std::max(last_event_s_, now);
     serve::StepSample s;
@@ -204,9 +214,9 @@ class Simulation {
     s.bytes = f.timing.bytes;
     s.kv_utilization = r.sched->kv_utilization();
     metrics_.on_step(s);
-    metrics_.on_itl(events_.itl_s);
-    for (const auto& rec : events_.finished) emit(rec);
-    for (auto& h : events_.handoffs) hand_off(r, std::move(h));
+    metrics_.on_itl(events.itl_s);
+    for (const auto& rec : events.finished) emit(rec, now);
+    for (auto& h : events.handoffs) hand_off(r, std::move(h));
     refresh(r);
   }
 
@@ -290,7 +300,26 @@ class Simulation {
         if (pp == 1) break;
         now = sg4::Engine::get_clock();
       }
-      if (started && front().end_s <= sg4::Engine::get_clock()) continue;
+      // Run ahead (one replica, nothing else to interleave with): an iteration that ends before the next arrival
+      // completes at its end time and the next one starts then, without a SimGrid event each. Nothing else can
+      // happen in between, so the order of every record, sample and decision is the same as sleeping until it.
+      if (run_ahead_ && pp == 1) {
+        while (count == 1 && !front().timing.clock_advanced && front().end_s < next_arrival_s_) {
+          const double t = front().end_s;
+          complete(r, front(), t);
+          head = (head + 1) % ring.size();
+          --count;
+          maybe_finish();
+          InFlight& f = ring[(head + count) % ring.size()];
+          if (!r.sched->schedule(t, f.it)) break;
+          f.timing = runner.run(r.index, f.it.batch);
+          f.end_s = std::max(t + f.timing.total_s, last_end);
+          stage0_free = t + f.timing.total_s;
+          last_end = f.end_s;
+          ++count;
+        }
+      }
+      if (started && count > 0 && front().end_s <= sg4::Engine::get_clock()) continue;
       if (count > 0) {
         double next = front().end_s;
         if (pp > 1 && static_cast<int>(count) < pp && stage0_free > now && r.sched->has_runnable())
@@ -397,9 +426,10 @@ class Simulation {
   std::vector<std::unique_ptr<AnalyticStepRunner>> analytic_;
   std::vector<std::unique_ptr<NetworkStepRunner>> network_;
   std::vector<serve::StepRunner*> runners_;
-  serve::StepEvents events_;
   ServeResult result_;
   bool arrivals_done_ = false;
+  double next_arrival_s_ = 0;  // of the request the arrivals actor waits for (infinity when none is left)
+  bool run_ahead_ = false;     // replica_loop may run ahead of the clock (see there)
   int64_t busy_ = 0;
   int64_t pending_kv_ = 0;
   double last_event_s_ = 0;

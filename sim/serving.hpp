@@ -34,6 +34,9 @@ struct ServeOptions {
   spec::Fidelity fidelity = spec::Fidelity::kAnalytic;
   std::vector<serve::SchedulerConfig> schedulers;  // one per pool of the plan; empty: SchedulerConfig::from_pool
   std::string router = "least_outstanding_tokens";
+  // P/D plans: the first token is delivered by the decode instance when its first decode iteration starts (TTFT
+  // includes the KV transfer and decode-side queueing), else at the end of the prefill (scenario `sim.first_token`).
+  bool first_token_at_decode = true;
   plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto;  // network mode: force one collective algorithm
   double duration_s = std::numeric_limits<double>::infinity();  // no arrivals admitted at or after this time
   int64_t max_requests = -1;                                    // stop admitting after this many (-1: no cap)

@@ -126,6 +126,7 @@ AnalyticStepRunner::AnalyticStepRunner(const plan::Plan& plan, int pool, const s
   one_rank_ok_ = fast_ && c.pp == 1 && c.attn_dp <= 1 && !plan.model.is_moe() && R >= 1 && R == c.tp;
   one_rank_ = one_rank_ok_;
   probe_ranks_ = R > 1 ? std::vector<int>{0, R - 1} : std::vector<int>{0};
+  set_layer_template(true);
 }
 
 AnalyticStepRunner::~AnalyticStepRunner() = default;
@@ -219,20 +220,109 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile(const pla
   return compile_full(batch);
 }
 
+struct AnalyticStepRunner::LayerTemplate {
+  plan::Plan one_layer;  // the pool's plan with a one-layer model
+  plan::StepBuilder builder;
+  int64_t layers = 0;  // of the real model
+  LayerTemplate(plan::Plan p, int pool, int64_t l) : one_layer(std::move(p)), builder(one_layer, pool), layers(l) {}
+};
+
+void AnalyticStepRunner::set_layer_template(bool v) {
+  template_.reset();
+  if (!v || !one_rank_ok_ || plan_.model.layers <= 1 || plan_.pools.at(pool_).config.pp != 1) return;
+  plan::Plan one = plan_;
+  one.model.layers = 1;
+  one.pools[static_cast<size_t>(pool_)].stage_layers.clear();
+  try {
+    template_ = std::make_unique<LayerTemplate>(std::move(one), pool_, plan_.model.layers);
+  } catch (const Error&) {
+    template_.reset();  // a model that cannot be cut to one layer: build the full model
+  }
+  template_checks_ = 3;
+}
+
+namespace {
+
+bool same_shape_op(const plan::Op& x, const plan::Op& y) {
+  return x.kind == y.kind && x.heads == y.heads && x.kv_heads == y.kv_heads && x.head_dim == y.head_dim &&
+         x.v_head_dim == y.v_head_dim && x.tokens == y.tokens && x.dtype == y.dtype && x.m == y.m && x.n == y.n &&
+         x.k == y.k && x.batch == y.batch;
+}
+
+}  // namespace
+
+// Every field of two compiled shapes, exactly (the layer template against the full model).
+bool AnalyticStepRunner::same_shape(const Shape& a, const Shape& b) {
+  if (a.key != b.key || a.var_ref != b.var_ref || a.stage != b.stage || a.first_barrier != b.first_barrier ||
+      a.has_ops != b.has_ops || a.single != b.single || a.fixed_flops != b.fixed_flops ||
+      a.fixed_bytes != b.fixed_bytes || a.vars.size() != b.vars.size() || a.segs.size() != b.segs.size() ||
+      a.barriers.size() != b.barriers.size())
+    return false;
+  for (size_t v = 0; v < a.vars.size(); ++v)
+    if (a.vars[v].group != b.vars[v].group || a.vars[v].count != b.vars[v].count ||
+        !same_shape_op(a.vars[v].op, b.vars[v].op))
+      return false;
+  for (size_t r = 0; r < a.segs.size(); ++r) {
+    if (a.segs[r].size() != b.segs[r].size()) return false;
+    for (size_t k = 0; k < a.segs[r].size(); ++k)
+      if (a.segs[r][k].fixed_s != b.segs[r][k].fixed_s || a.segs[r][k].vbeg != b.segs[r][k].vbeg ||
+          a.segs[r][k].vend != b.segs[r][k].vend)
+        return false;
+  }
+  for (size_t k = 0; k < a.barriers.size(); ++k)
+    if (a.barriers[k].dur != b.barriers[k].dur || a.barriers[k].members != b.barriers[k].members) return false;
+  return true;
+}
+
 std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one(const plan::Batch& batch) {
-  builder_.build_ranks(batch, probe_ranks_, step_);
+  if (template_) {
+    auto sh = compile_one_from(template_->builder, batch, template_->layers);
+    if (sh && template_checks_ > 0) {  // the first template shapes: compare with the full model's, field by field
+      --template_checks_;
+      auto ref = compile_one_from(builder_, batch, 0);
+      if (!ref || !same_shape(*sh, *ref)) {
+        template_.reset();
+        return ref;
+      }
+    }
+    if (sh) return sh;
+    template_.reset();  // its ops are not laid out as prologue, one layer, epilogue: build the full model
+  }
+  return compile_one_from(builder_, batch, 0);
+}
+
+// `layers` > 0: `builder` is the one-layer template; its layer-0 ops stand for every layer (rank 0's op sequence is
+// read as prologue, layer 0 `layers` times, epilogue). 0: `builder` builds the real model.
+std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one_from(plan::StepBuilder& builder,
+                                                                               const plan::Batch& batch,
+                                                                               int64_t layers) {
+  builder.build_ranks(batch, probe_ranks_, step_);
   if (step_.ranks.size() != probe_ranks_.size()) return nullptr;
   if (step_.ranks.size() == 2 && !same_program(step_.ranks[0].ops, step_.ranks[1].ops)) return nullptr;
   if (!cost_.cost_symmetric_rank(step_, 0, rank_cost_)) return nullptr;
   const int R = probe_ranks_.back() + 1;
-  const auto& ops = step_.ranks[0].ops;
+  const auto& built = step_.ranks[0].ops;
+  size_t pre = built.size(), blk = 0, reps = 1;
+  if (layers > 0) {
+    size_t b = 0;
+    while (b < built.size() && built[b].layer < 0) ++b;
+    size_t e = b;
+    while (e < built.size() && built[e].layer == 0) ++e;
+    if (e == b) return nullptr;
+    for (size_t k = e; k < built.size(); ++k)
+      if (built[k].layer >= 0) return nullptr;
+    pre = b, blk = e - b, reps = static_cast<size_t>(layers);
+  }
+  const size_t n = built.size() + (reps - 1) * blk;
+  // Virtual op i of the real model -> index into the built ops.
+  auto at = [&](size_t i) { return i < pre ? i : i < pre + reps * blk ? pre + (i - pre) % blk : i - (reps - 1) * blk; };
   const auto& oc = rank_cost_;
   auto sh = std::make_unique<Shape>();
   sh->key = key_;
   sh->segs.resize(1);
   sh->stage.assign(1, step_.ranks[0].stage);
   sh->first_barrier.assign(1, -1);
-  sh->has_ops.assign(1, !ops.empty());
+  sh->has_ops.assign(1, n > 0);
   sh->single = true;
   std::vector<std::pair<uint32_t, double>> pending;
   Shape::Seg seg;
@@ -244,12 +334,13 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one(const
     seg = Shape::Seg{};
     pending.clear();
   };
-  for (size_t i = 0; i < ops.size(); ++i) {
-    const plan::Op& op = ops[i];
+  for (size_t i = 0; i < n; ++i) {
+    const size_t j = at(i);
+    const plan::Op& op = built[j];
     if (op.kind == plan::OpKind::kMlaAttention) return nullptr;
     if (plan::is_communication(op.kind)) {
       if (i == 0) sh->first_barrier[0] = static_cast<int>(sh->barriers.size());
-      sh->barriers.push_back({oc[i].time.time_s, {}});
+      sh->barriers.push_back({oc[j].time.time_s, {}});
       close_seg();
       continue;
     }
@@ -283,12 +374,13 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one(const
         pending.emplace_back(v, 1.0);
       continue;
     }
-    seg.fixed_s += oc[i].time.time_s;
+    seg.fixed_s += oc[j].time.time_s;
   }
   close_seg();
   // The work totals summed rank by rank in the full path's order (identical ranks: the same additions R times).
   for (int r = 0; r < R; ++r)
-    for (const plan::Op& op : ops) {
+    for (size_t i = 0; i < n; ++i) {
+      const plan::Op& op = built[at(i)];
       if (plan::is_communication(op.kind) || op.kind == plan::OpKind::kAttention) continue;
       sh->fixed_flops += op.flops;
       sh->fixed_bytes += op.bytes;

@@ -14,6 +14,11 @@
 //                       shape from one rank (skipping the cost model's barrier bookkeeping): ranks 0 and R-1 are built (build_ranks), checked equal op by op (uneven shards show
 //                       there first), and rank 0 alone is costed (CostModel::cost_symmetric_rank); the first shapes
 //                       are also compiled in full and compared, and any difference turns the one-rank path off.
+//                       Such a pool's layers are all alike, so a shape is built from a one-layer copy of the model
+//                       (the layer template): the ops before layer 0, layer 0's, and those after it, the layer's
+//                       ops then taken `layers` times in order (the same additions in the same order: bit-identical);
+//                       the first template shapes are also compiled from the full model and compared field by
+//                       field, and any difference turns the template off.
 //   NetworkStepRunner   compute ops take their cost-model time; every collective and send/recv becomes flows on the
 //                       platform (sim/collectives.hpp) started when the last member of its group arrives, so they share
 //                       links with everything else in flight (other replicas, KV transfers). It simulates the step
@@ -53,6 +58,8 @@ class AnalyticStepRunner final : public serve::StepRunner {
   bool compiled() const { return fast_; }          // false: this pool's steps go through the exact memo only
   bool one_rank() const { return one_rank_; }      // shapes compiled from one representative rank
   void set_one_rank(bool v) { one_rank_ = v && one_rank_ok_; }  // tests: allow / forbid it (on where it applies)
+  bool layer_template() const { return template_ != nullptr; }    // one-rank shapes built from one layer
+  void set_layer_template(bool v);  // tests: allow / forbid it (on where it applies)
   // Tests: also build and cost every step in full and throw RuntimeFailure when the two differ by more than 1e-12
   // relative (total, stage times, FLOPs, bytes).
   void set_verify(bool v) { verify_ = v; }
@@ -68,7 +75,9 @@ class AnalyticStepRunner final : public serve::StepRunner {
   std::unique_ptr<Shape> compile(const plan::Batch& batch);
   std::unique_ptr<Shape> compile_full(const plan::Batch& batch);
   std::unique_ptr<Shape> compile_one(const plan::Batch& batch);
+  std::unique_ptr<Shape> compile_one_from(plan::StepBuilder& builder, const plan::Batch& batch, int64_t layers);
   void evaluate(const Shape& sh, serve::StepTiming& t);
+  static bool same_shape(const Shape& a, const Shape& b);
 
   const plan::Plan& plan_;
   int pool_ = 0;
@@ -83,6 +92,9 @@ class AnalyticStepRunner final : public serve::StepRunner {
   bool one_rank_ok_ = false, one_rank_ = false;
   int one_rank_checks_ = 2;                   // shapes still to be compiled both ways and compared
   std::vector<int> probe_ranks_;              // {0, R-1}
+  struct LayerTemplate;                       // the one-layer model's plan and builder
+  std::unique_ptr<LayerTemplate> template_;   // null: shapes are built from the full model
+  int template_checks_ = 3;                   // template shapes still to be compared with full-model ones
   std::vector<cost::OpCost> rank_cost_;       // compile_one() scratch
   plan::Step step_;
   cost::StepCost sc_;                         // reused by every full costing

@@ -145,6 +145,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
   o.algo = sim::parse_algo(a.algo);
   if (sc.sim.duration_s) o.duration_s = *sc.sim.duration_s;
   if (sc.sim.max_requests) o.max_requests = *sc.sim.max_requests;
+  o.first_token_at_decode = sc.sim.first_token == spec::FirstToken::kDecode;
   const bool tty = common.verbosity > 0 && !common.json && ::isatty(2);
   if (tty) {
     o.progress_every = 1000;

@@ -23,6 +23,8 @@ BlockManager::BlockManager(int64_t total_blocks, int64_t block_tokens, bool pref
     throw ConfigError("KV cache: prefix caching needs a block size dividing " + std::to_string(kPrefixHashTokens) +
                       " tokens, got " + std::to_string(block_tokens));
   }
+  for (int k = 0; k < 62; ++k)
+    if ((int64_t{1} << k) == block_tokens) block_shift_ = k;
 }
 
 bool BlockManager::allocate(int64_t n) {

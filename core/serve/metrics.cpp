@@ -21,12 +21,15 @@ class LogHistogram {
 
   LogHistogram() : counts_(size_t(kMaxExp - kMinExp) * kSub, 0) {}
 
-  void add(double v) {
-    ++count_;
-    sum_ += v;
-    max_ = count_ == 1 ? v : std::max(max_, v);
+  // Adds `n` samples equal to v (as n calls of add(v): the sum is accumulated one sample at a time, so the mean is
+  // bit-identical however the samples are grouped).
+  void add(double v, int64_t n = 1) {
+    if (n <= 0) return;
+    max_ = count_ == 0 ? v : std::max(max_, v);
+    count_ += n;
+    for (int64_t k = 0; k < n; ++k) sum_ += v;
     if (!(v > 0)) {
-      ++zeros_;
+      zeros_ += n;
       return;
     }
     // The bucket from the IEEE-754 bits (a hot path: one call per generated token). For a normal v = 1.f 2^(E-1023),
@@ -39,7 +42,7 @@ class LogHistogram {
     if (e <= kMinExp) idx = 0;
     else if (e > kMaxExp) idx = counts_.size() - 1;
     else idx = size_t(e - 1 - kMinExp) * kSub + size_t((bits >> 42) & 0x3ff);
-    ++counts_[idx];
+    counts_[idx] += n;
   }
   int64_t count() const { return count_; }
   double mean() const { return count_ ? sum_ / double(count_) : kNoTime; }
@@ -292,6 +295,10 @@ void MetricsCollector::on_itl(std::span<const double> itl_s) {
   for (double v : itl_s) impl_->itl.add(v);
 }
 
+void MetricsCollector::on_itl(std::span<const ItlRun> runs) {
+  for (const ItlRun& r : runs) impl_->itl.add(r.gap_s, r.count);
+}
+
 Summary MetricsCollector::finish(double end_s) {
   Impl& m = *impl_;
   if (m.cfg.trace_json) {
@@ -395,9 +402,24 @@ void MetricsCollector::write_summary_json(const Summary& s, std::ostream& os) {
      << ", \"hit_rate\": " << json_number(s.prefix_hit_rate) << "}\n}\n";
 }
 
+// A number for people: three significant figures (whole numbers from 100 on), "-" when not finite. The JSON keeps
+// every digit ("%.9g").
+std::string human_number(double v) {
+  if (!std::isfinite(v)) return "-";
+  const double a = std::fabs(v);
+  char buf[40];
+  if (a >= 100) std::snprintf(buf, sizeof buf, "%.0f", v);
+  else if (a >= 10) std::snprintf(buf, sizeof buf, "%.1f", v);
+  else if (a >= 1) std::snprintf(buf, sizeof buf, "%.2f", v);
+  else if (a == 0) return "0";
+  else std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
 std::string MetricsCollector::summary_text(const Summary& s) {
   std::ostringstream os;
-  auto ms = [](double v) { return std::isfinite(v) ? format_number(std::round(v * 1e6) / 1e3) : std::string("-"); };
+  const auto num = human_number;
+  auto ms = [](double v) { return human_number(v * 1e3); };
   auto row = [&](const char* name, const Percentiles& p) {
     os << "  " << name << " ms   p50 " << ms(p.p50) << "  p90 " << ms(p.p90) << "  p99 " << ms(p.p99)
        << "  p99.9 " << ms(p.p999) << "  mean " << ms(p.mean) << "\n";
@@ -405,21 +427,20 @@ std::string MetricsCollector::summary_text(const Summary& s) {
   os << "requests  " << s.arrived << " arrived, " << s.completed << " completed, " << s.rejected << " rejected, "
      << s.failed << " failed\n";
   for (const auto& [why, n] : s.reasons) os << "  " << n << " x " << why << "\n";
-  os << "duration  " << format_number(s.duration_s) << " s, " << s.steps << " iterations\n";
-  os << "throughput " << format_number(s.request_throughput) << " req/s, "
-     << format_number(s.input_token_throughput) << " in tok/s, " << format_number(s.output_token_throughput)
-     << " out tok/s\n";
+  os << "duration  " << num(s.duration_s) << " s, " << s.steps << " iterations\n";
+  os << "throughput " << num(s.request_throughput) << " req/s, " << num(s.input_token_throughput) << " in tok/s, "
+     << num(s.output_token_throughput) << " out tok/s\n";
   row("ttft    ", s.ttft_s);
   row("tpot    ", s.tpot_s);
   row("itl     ", s.itl_s);
   row("e2e     ", s.e2e_s);
   row("queueing", s.queueing_s);
-  os << "goodput   " << format_number(100 * s.goodput_fraction) << "% of requests meet the SLOs ("
-     << format_number(s.goodput_rps) << " req/s)\n";
-  os << "gpu       MFU " << format_number(100 * s.mfu_mean) << "%, MBU " << format_number(100 * s.mbu_mean)
-     << "%, KV used " << format_number(100 * s.kv_utilization_mean) << "% (mean)\n";
-  os << "kv        " << s.preemptions << " preemptions, prefix-cache hit rate "
-     << format_number(100 * s.prefix_hit_rate) << "%\n";
+  os << "goodput   " << num(100 * s.goodput_fraction) << "% of requests meet the SLOs (" << num(s.goodput_rps)
+     << " req/s)\n";
+  os << "gpu       MFU " << num(100 * s.mfu_mean) << "%, MBU " << num(100 * s.mbu_mean) << "%, KV used "
+     << num(100 * s.kv_utilization_mean) << "% (mean)\n";
+  os << "kv        " << s.preemptions << " preemptions, prefix-cache hit rate " << num(100 * s.prefix_hit_rate)
+     << "%\n";
   return os.str();
 }
 

@@ -105,6 +105,7 @@ class MetricsCollector {
   void on_request(const RequestRecord& r);
   void on_step(const StepSample& s);
   void on_itl(std::span<const double> itl_s);
+  void on_itl(std::span<const ItlRun> runs);  // the same as each run's gap `count` times, in order
   // Computes the summary as of end_s and closes the trace JSON. Call once.
   Summary finish(double end_s);
 
@@ -125,5 +126,8 @@ class MetricsCollector {
 double percentile(std::vector<double>& values, double p);
 // "%.9g" in the C locale; NaN and infinities as null-safe strings ("nan", "inf").
 std::string format_number(double v);
+// For the terminal summary: 3 significant figures (no decimals from 100 on: 1234.5 -> "1235", 12.345 -> "12.3",
+// 0.012345 -> "0.0123"), "-" when not finite.
+std::string human_number(double v);
 
 }  // namespace parasol::serve

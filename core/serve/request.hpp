@@ -67,6 +67,14 @@ struct RequestRecord {
   }
 };
 
+// Inter-token gaps, run-length encoded: `count` consecutive tokens (in production order) that each came `gap_s` after
+// their sequence's previous token. In a decode iteration every sequence that also ran the previous one has the same
+// gap, so an iteration is usually one run, whatever its batch size.
+struct ItlRun {
+  double gap_s = 0;
+  int64_t count = 0;
+};
+
 // A record for a request that ends without being served.
 RequestRecord make_rejected(const Request& r, double now_s, std::string reason, Outcome o = Outcome::kRejected);
 

@@ -62,11 +62,67 @@ void StepEvents::clear() {
   first_tokens = 0;
 }
 
+int64_t StepEvents::itl_tokens() const {
+  int64_t n = 0;
+  for (const ItlRun& r : itl_s) n += r.count;
+  return n;
+}
+
 Scheduler::Scheduler(SchedulerConfig config, int replica)
-    : config_(config), replica_(replica), kv_(config.kv_blocks, config.kv_block_tokens, config.prefix_caching) {
+    : config_(config), replica_(replica) {
   if (config_.max_batch_tokens < 1 || config_.max_batch_seqs < 1) {
     throw ConfigError("scheduler: max_batch_tokens and max_batch_seqs must be at least 1");
   }
+  config_.attn_dp = std::max(1, config_.attn_dp);
+  const auto groups = size_t(config_.attn_dp);
+  kv_.reserve(groups);
+  for (size_t g = 0; g < groups; ++g) kv_.emplace_back(config.kv_blocks, config.kv_block_tokens, config.prefix_caching);
+  waiting_.resize(groups);
+  group_tokens_.assign(groups, 0);
+  blocked_.assign(groups, 0);
+}
+
+int64_t Scheduler::waiting() const {
+  int64_t n = 0;
+  for (const auto& w : waiting_) n += int64_t(w.size());
+  return n;
+}
+
+int64_t Scheduler::kv_used_blocks() const {
+  int64_t n = 0;
+  for (const auto& k : kv_) n += k.used_blocks();
+  return n;
+}
+
+int64_t Scheduler::kv_total_blocks() const {
+  int64_t n = 0;
+  for (const auto& k : kv_) n += k.total_blocks();
+  return n;
+}
+
+double Scheduler::kv_utilization() const {
+  const int64_t total = kv_total_blocks();
+  return total ? double(kv_used_blocks()) / double(total) : 0;
+}
+
+bool Scheduler::any_waiting() const {
+  for (const auto& w : waiting_)
+    if (!w.empty()) return true;
+  return false;
+}
+
+// The group a new request joins: least outstanding tokens (prompt to prefill + output to generate), lowest index on
+// ties — SGLang's / vLLM's DP-attention routing of a request to one DP rank.
+int Scheduler::pick_group() const {
+  int best = 0;
+  for (int g = 1; g < config_.attn_dp; ++g)
+    if (group_tokens_[size_t(g)] < group_tokens_[size_t(best)]) best = g;
+  return best;
+}
+
+void Scheduler::add_outstanding(const Seq& q, int64_t delta) {
+  outstanding_tokens_ += delta;
+  group_tokens_[size_t(q.group)] += delta;
 }
 
 int64_t Scheduler::tokens_needed_at_end(const Request& r) const {
@@ -105,12 +161,13 @@ std::optional<RequestRecord> Scheduler::add(Request request, double now_s) {
     throw Error("Scheduler::add on a decode-role replica: use add_prefilled");
   }
   ++stats_.added;
-  const int64_t need = kv_.blocks_for(tokens_needed_at_end(request));
+  const int64_t need = kv_[0].blocks_for(tokens_needed_at_end(request));
   std::string why;
   if (request.input_tokens <= 0) why = "empty prompt";
-  else if (need > kv_.total_blocks()) {
+  else if (need > kv_[0].total_blocks()) {
     why = "needs " + std::to_string(need) + " KV blocks for " + std::to_string(tokens_needed_at_end(request)) +
-          " tokens, replica has " + std::to_string(kv_.total_blocks());
+          " tokens, replica has " + std::to_string(kv_[0].total_blocks());
+    if (config_.attn_dp > 1) why += " per attention-DP group";
   }
   if (!why.empty()) {
     ++stats_.rejected;
@@ -136,24 +193,28 @@ std::optional<RequestRecord> Scheduler::add(Request request, double now_s) {
   q.owned_blocks = 0;
   q.unit_key = 0;
   q.last_token_s = 0;
+  q.first_token_pending = false;
+  q.group = pick_group();
+  q.order = next_order_++;
   ++live_;
-  outstanding_tokens_ += work_left(q);
-  waiting_.push_back(s);
+  add_outstanding(q, work_left(q));
+  waiting_[size_t(q.group)].push_back(s);
   return std::nullopt;
 }
 
 std::optional<RequestRecord> Scheduler::add_prefilled(Handoff h, double now_s) {
   if (config_.role != SchedulerRole::kDecode) throw Error("Scheduler::add_prefilled on a non-decode replica");
   ++stats_.added;
-  const int64_t need = kv_.blocks_for(tokens_needed_at_end(h.request));
-  if (need > kv_.total_blocks()) {
+  const int64_t need = kv_[0].blocks_for(tokens_needed_at_end(h.request));
+  if (need > kv_[0].total_blocks()) {
     ++stats_.rejected;
     RequestRecord rec = h.record;
     rec.finish_s = now_s;
     rec.outcome = Outcome::kRejected;
     rec.replica = replica_;
     rec.reason = "needs " + std::to_string(need) + " KV blocks, decode replica has " +
-                 std::to_string(kv_.total_blocks());
+                 std::to_string(kv_[0].total_blocks());
+    if (config_.attn_dp > 1) rec.reason += " per attention-DP group";
     return rec;
   }
   const int32_t s = new_slot();
@@ -167,17 +228,20 @@ std::optional<RequestRecord> Scheduler::add_prefilled(Handoff h, double now_s) {
   q.prompt_tokens = q.req.input_tokens;
   q.context = q.req.input_tokens;
   q.generated = std::max<int64_t>(q.rec.generated_tokens, 1);
-  q.owned_blocks = kv_.blocks_for(q.context);
+  q.owned_blocks = kv_[0].blocks_for(q.context);
   q.unit_key = 0;
   q.last_token_s = q.rec.first_token_s;
+  q.first_token_pending = config_.first_token_at_decode;
+  q.group = pick_group();
+  q.order = next_order_++;
   ++live_;
-  outstanding_tokens_ += work_left(q);
-  waiting_.push_back(s);
+  add_outstanding(q, work_left(q));
+  waiting_[size_t(q.group)].push_back(s);
   return std::nullopt;
 }
 
 bool Scheduler::has_runnable() const {
-  if (!waiting_.empty() && int64_t(running_.size()) < config_.max_batch_seqs) return true;
+  if (int64_t(running_.size()) < config_.max_batch_seqs && any_waiting()) return true;
   for (int32_t s : running_) {
     if (!seqs_[size_t(s)].in_flight) return true;
   }
@@ -185,9 +249,10 @@ bool Scheduler::has_runnable() const {
 }
 
 void Scheduler::release_kv(Seq& q) {
-  kv_.release(q.owned_blocks);
+  BlockManager& kv = kv_[size_t(q.group)];
+  kv.release(q.owned_blocks);
   q.owned_blocks = 0;
-  for (int32_t u : q.units) kv_.unpin(u);
+  for (int32_t u : q.units) kv.unpin(u);
   q.units.clear();
   q.unit_key = 0;
 }
@@ -197,13 +262,16 @@ int64_t Scheduler::private_tokens(const Seq& q, int64_t kv_tokens) const {
 }
 
 bool Scheduler::preempt_last(int32_t keep, Iteration& it) {
-  // The most recently admitted running sequence that is not part of an iteration (this one or one in flight).
+  // The most recently admitted running sequence of keep's attention-DP group (whose KV pool ran out) that is not part
+  // of an iteration (this one or one in flight).
+  const int32_t group = seqs_[size_t(keep)].group;
   for (size_t i = running_.size(); i-- > 0;) {
     const int32_t v = running_[i];
     Seq& q = seqs_[size_t(v)];
-    if (q.in_flight || v == keep) continue;
-    outstanding_tokens_ -= work_left(q);
-    const int64_t blocks = q.owned_blocks + int64_t(q.units.size()) * kv_.unit_blocks();
+    if (q.in_flight || v == keep || q.group != group) continue;
+    add_outstanding(q, -work_left(q));
+    const int64_t blocks = q.owned_blocks + int64_t(q.units.size()) * kv_[size_t(group)].unit_blocks();
+    if (q.context < q.prompt_tokens) --running_prefills_;
     if (config_.preemption == PreemptionMode::kSwap && swap_used_ + blocks <= config_.swap_blocks) {
       release_kv(q);
       q.owned_blocks = blocks;  // all private once swapped back in
@@ -218,12 +286,12 @@ bool Scheduler::preempt_last(int32_t keep, Iteration& it) {
       q.context = 0;
       q.state = State::kWaiting;
     }
-    outstanding_tokens_ += work_left(q);
+    add_outstanding(q, work_left(q));
     ++q.rec.preemptions;
     ++stats_.preemptions;
     ++it.preempted;
     running_.erase(running_.begin() + std::ptrdiff_t(i));
-    waiting_.push_front(v);
+    waiting_[size_t(group)].push_front(v);
     return true;
   }
   return false;
@@ -231,11 +299,12 @@ bool Scheduler::preempt_last(int32_t keep, Iteration& it) {
 
 bool Scheduler::grow(int32_t s, int64_t new_tokens, Iteration& it) {
   Seq& q = seqs_[size_t(s)];
-  const int64_t need = kv_.blocks_for(private_tokens(q, q.context + new_tokens)) - q.owned_blocks;
-  while (need > kv_.free_blocks()) {
+  BlockManager& kv = kv_[size_t(q.group)];
+  const int64_t need = kv.blocks_for(private_tokens(q, q.context + new_tokens)) - q.owned_blocks;
+  while (need > kv.free_blocks()) {
     if (!preempt_last(s, it)) return false;
   }
-  kv_.allocate(need);
+  kv.allocate(need);
   q.owned_blocks += need;
   return true;
 }
@@ -246,53 +315,83 @@ void Scheduler::put(int32_t s, int64_t new_tokens, double now_s, Iteration& it) 
   w.seq_id = q.req.id;
   w.new_tokens = new_tokens;
   w.context = q.context;
-  w.attn_group = config_.attn_dp > 1 ? static_cast<int>(q.req.id % config_.attn_dp) : 0;
+  w.attn_group = q.group;
   it.batch.seqs.push_back(w);
   it.slots.push_back(s);
   q.in_flight = true;
   if (std::isnan(q.rec.first_scheduled_s)) q.rec.first_scheduled_s = now_s;
+  if (q.first_token_pending) {  // first_token: decode — the decode instance streams the first token now
+    q.first_token_pending = false;
+    q.rec.first_token_s = now_s;
+    q.last_token_s = now_s;
+  }
   if (q.context < q.prompt_tokens) it.prefill_tokens += new_tokens;
   else it.decode_tokens += new_tokens;
 }
 
 // Admits waiting sequences FCFS while they fit. `whole_prompts`: a prompt is only admitted whole (prefill-first),
-// except a lone one over the budget. Returns false when the head of the queue blocked.
+// except a lone one over the budget. With attention-DP groups the next candidate is the earliest head (arrival
+// order) of the groups' queues; a head that finds no KV blocks in its group blocks that group only (the other
+// groups keep admitting), a head that does not fit the iteration's token budget stops admission.
 void Scheduler::admit(int64_t& budget, bool whole_prompts, double now_s, Iteration& it) {
-  while (!waiting_.empty() && int64_t(running_.size()) < config_.max_batch_seqs &&
+  if (config_.attn_dp > 1) std::fill(blocked_.begin(), blocked_.end(), char{0});
+  while (int64_t(running_.size()) < config_.max_batch_seqs &&
          int64_t(it.batch.seqs.size()) < config_.max_batch_seqs && budget > 0) {
-    const int32_t s = waiting_.front();
+    int g = -1;
+    for (int k = 0; k < config_.attn_dp; ++k) {
+      const auto& w = waiting_[size_t(k)];
+      if (w.empty() || blocked_[size_t(k)]) continue;
+      if (g < 0 || seqs_[size_t(w.front())].order < seqs_[size_t(waiting_[size_t(g)].front())].order) g = k;
+    }
+    if (g < 0) return;
+    const Admission a = admit_head(g, budget, whole_prompts, now_s, it);
+    if (a == Admission::kStop) return;
+    if (a == Admission::kGroupFull) {
+      if (config_.attn_dp == 1) return;
+      blocked_[size_t(g)] = 1;
+    }
+  }
+}
+
+// Tries the head of group g's queue.
+Scheduler::Admission Scheduler::admit_head(int g, int64_t& budget, bool whole_prompts, double now_s, Iteration& it) {
+  std::deque<int32_t>& waiting = waiting_[size_t(g)];
+  BlockManager& kv = kv_[size_t(g)];
+  {
+    const int32_t s = waiting.front();
     Seq& q = seqs_[size_t(s)];
     if (q.state == State::kSwapped) {
       // Swapped out (or a decode-side handoff): bring the KV back, then it runs as a running sequence.
-      if (!kv_.allocate(q.owned_blocks)) return;
+      if (!kv.allocate(q.owned_blocks)) return Admission::kGroupFull;
       if (q.swap_counted) {
         swap_used_ -= q.owned_blocks;
         it.swap_in_blocks += q.owned_blocks;
         stats_.swapped_in_blocks += q.owned_blocks;
         q.swap_counted = false;
       }
-      waiting_.pop_front();
+      waiting.pop_front();
       q.state = State::kRunning;
       running_.push_back(s);
       const bool decoding = q.context >= q.prompt_tokens;
+      if (!decoding) ++running_prefills_;
       const int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
-      if (whole_prompts && (decoding || tokens < q.prompt_tokens - q.context)) continue;
+      if (whole_prompts && (decoding || tokens < q.prompt_tokens - q.context)) return Admission::kAdmitted;
       if (grow_without_preemption(s, tokens)) {
         put(s, tokens, now_s, it);
         budget -= tokens;
       }
-      continue;
+      return Admission::kAdmitted;
     }
     // Prefix-cache lookup for a fresh (or recomputing) prompt.
     int64_t hit_units = 0;
-    if (kv_.prefix_caching() && q.context == 0 && q.units.empty() && !q.req.prefix_hashes.empty()) {
+    if (kv.prefix_caching() && q.context == 0 && q.units.empty() && !q.req.prefix_hashes.empty()) {
       const int64_t full = std::min<int64_t>(int64_t(q.req.prefix_hashes.size()),
                                              q.req.input_tokens / kPrefixHashTokens);
       const int64_t matchable = std::min(full, (q.prompt_tokens - 1) / kPrefixHashTokens);
       uint64_t key = 0;
       for (int64_t k = 0; k < matchable; ++k) {
         const uint64_t next = BlockManager::chain(key, q.req.prefix_hashes[size_t(k)]);
-        const int32_t u = kv_.acquire(next);
+        const int32_t u = kv.acquire(next);
         if (u < 0) break;
         q.units.push_back(u);
         key = next;
@@ -307,37 +406,40 @@ void Scheduler::admit(int64_t& budget, bool whole_prompts, double now_s, Iterati
       if (!it.batch.seqs.empty()) {
         release_kv(q);
         q.context = 0;
-        return;
+        return Admission::kStop;
       }
       chunk = remaining;  // a lone prompt over the budget runs alone
     }
-    const int64_t need = kv_.blocks_for(private_tokens(q, q.context + chunk));
-    if (!kv_.allocate(need)) {
+    const int64_t need = kv.blocks_for(private_tokens(q, q.context + chunk));
+    if (!kv.allocate(need)) {
       release_kv(q);
       q.context = 0;
-      return;
+      return Admission::kGroupFull;
     }
     q.owned_blocks = need;
-    if (kv_.prefix_caching() && !q.req.prefix_hashes.empty()) {
+    if (kv.prefix_caching() && !q.req.prefix_hashes.empty()) {
       const int64_t full = std::min<int64_t>(int64_t(q.req.prefix_hashes.size()),
                                              q.req.input_tokens / kPrefixHashTokens);
       stats_.prefix_lookup_tokens += full * kPrefixHashTokens;
       stats_.prefix_hit_tokens += hit_units * kPrefixHashTokens;
       q.rec.prefix_hit_tokens += hit_units * kPrefixHashTokens;
     }
-    outstanding_tokens_ -= hit_units * kPrefixHashTokens;
-    waiting_.pop_front();
+    add_outstanding(q, -hit_units * kPrefixHashTokens);
+    waiting.pop_front();
     q.state = State::kRunning;
     running_.push_back(s);
+    if (q.context < q.prompt_tokens) ++running_prefills_;
     put(s, chunk, now_s, it);
     budget -= chunk;
+    return Admission::kAdmitted;
   }
 }
 
 bool Scheduler::grow_without_preemption(int32_t s, int64_t new_tokens) {
   Seq& q = seqs_[size_t(s)];
-  const int64_t need = kv_.blocks_for(private_tokens(q, q.context + new_tokens)) - q.owned_blocks;
-  if (!kv_.allocate(need)) return false;
+  BlockManager& kv = kv_[size_t(q.group)];
+  const int64_t need = kv.blocks_for(private_tokens(q, q.context + new_tokens)) - q.owned_blocks;
+  if (!kv.allocate(need)) return false;
   q.owned_blocks += need;
   return true;
 }
@@ -352,8 +454,11 @@ void Scheduler::schedule_running(bool decode_phase, int64_t& budget, double now_
     const bool decoding = q.context >= q.prompt_tokens;
     if (decoding != decode_phase) continue;
     const int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
-    if (!grow(s, tokens, it)) continue;  // nothing left to preempt now: it keeps its blocks and waits
-    while (running_[i] != s) --i;          // preemptions before it shifted it left
+    // grow() only when the block count changes (a decode crosses a block boundary once every block_size tokens).
+    if (kv_[size_t(q.group)].blocks_for(private_tokens(q, q.context + tokens)) != q.owned_blocks) {
+      if (!grow(s, tokens, it)) continue;  // nothing left to preempt now: it keeps its blocks and waits
+      while (running_[i] != s) --i;          // preemptions before it shifted it left
+    }
     put(s, tokens, now_s, it);
     budget -= tokens;
   }
@@ -374,19 +479,20 @@ bool Scheduler::schedule(double now_s, Iteration& it) {
   it.swap_out_blocks = it.swap_in_blocks = 0;
   int64_t budget = config_.max_batch_tokens;
   if (config_.policy == BatchPolicy::kPrefillFirst) {
-    admit(budget, /*whole_prompts=*/true, now_s, it);
+    if (any_waiting()) admit(budget, /*whole_prompts=*/true, now_s, it);
     if (it.batch.seqs.empty()) {
-      schedule_running(/*decode_phase=*/false, budget, now_s, it);  // recomputes admitted earlier, if any
+      // Unfinished prefills (a lone prompt over the budget in flight with pp > 1), if any.
+      if (running_prefills_ > 0) schedule_running(/*decode_phase=*/false, budget, now_s, it);
       schedule_running(/*decode_phase=*/true, budget, now_s, it);
     }
   } else {
     schedule_running(/*decode_phase=*/true, budget, now_s, it);
-    schedule_running(/*decode_phase=*/false, budget, now_s, it);
+    if (running_prefills_ > 0) schedule_running(/*decode_phase=*/false, budget, now_s, it);
     admit(budget, /*whole_prompts=*/false, now_s, it);
   }
   if (it.batch.seqs.empty()) return false;
   it.serial = next_serial_++;
-  it.kv_used_blocks = kv_.used_blocks();
+  it.kv_used_blocks = kv_used_blocks();
   in_flight_serials_.push_back(it.serial);
   return true;
 }
@@ -403,19 +509,20 @@ void Scheduler::finish(int32_t s, double now_s, StepEvents& events) {
 }
 
 void Scheduler::insert_prefix_units(Seq& q) {
-  if (!kv_.prefix_caching() || q.req.prefix_hashes.empty()) return;
+  BlockManager& kv = kv_[size_t(q.group)];
+  if (!kv.prefix_caching() || q.req.prefix_hashes.empty()) return;
   const int64_t full = std::min<int64_t>(int64_t(q.req.prefix_hashes.size()), q.req.input_tokens / kPrefixHashTokens);
   const int64_t done = std::min(full, q.context / kPrefixHashTokens);
   while (int64_t(q.units.size()) < done) {
     const size_t k = q.units.size();
     const uint64_t key = BlockManager::chain(q.unit_key, q.req.prefix_hashes[k]);
-    int32_t u = kv_.acquire(key);
+    int32_t u = kv.acquire(key);
     if (u >= 0) {
-      kv_.release(kv_.unit_blocks());  // someone else computed it meanwhile: share theirs, drop ours
+      kv.release(kv.unit_blocks());  // someone else computed it meanwhile: share theirs, drop ours
     } else {
-      u = kv_.insert(key);
+      u = kv.insert(key);
     }
-    q.owned_blocks -= kv_.unit_blocks();
+    q.owned_blocks -= kv.unit_blocks();
     q.units.push_back(u);
     q.unit_key = key;
   }
@@ -439,6 +546,7 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
     const bool was_prefill = q.context < q.prompt_tokens;
     q.context += it.batch.seqs[i].new_tokens;
     const bool token = q.context >= q.prompt_tokens;
+    if (was_prefill && token) --running_prefills_;
     if (was_prefill) insert_prefix_units(q);
     if (token && q.req.output_tokens > 0) {
       ++q.generated;
@@ -448,7 +556,8 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
         ++events.first_tokens;
       } else {
         const double gap = now_s - q.last_token_s;
-        events.itl_s.push_back(gap);
+        if (!events.itl_s.empty() && events.itl_s.back().gap_s == gap) ++events.itl_s.back().count;
+        else events.itl_s.push_back({gap, 1});
         ++q.rec.itl_count;
         q.rec.itl_sum_s += gap;
         q.rec.itl_max_s = std::max(q.rec.itl_max_s, gap);
@@ -457,7 +566,7 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
     } else if (token) {
       q.rec.first_token_s = now_s;  // nothing to generate: the response is the end of the prefill
     }
-    outstanding_tokens_ += work_left(q) - before;
+    add_outstanding(q, work_left(q) - before);
     if (!token) continue;
     if (q.generated >= q.req.output_tokens) {
       finish(s, now_s, events);
@@ -465,7 +574,7 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
     } else if (config_.role == SchedulerRole::kPrefill) {
       Handoff h;
       h.kv_tokens = q.context;
-      outstanding_tokens_ -= work_left(q);
+      add_outstanding(q, -work_left(q));
       release_kv(q);
       q.rec.generated_tokens = q.generated;
       h.record = std::move(q.rec);
@@ -500,13 +609,17 @@ void Scheduler::fail_all(double now_s, const std::string& reason, std::vector<Re
     free_slot(s);
   };
   for (int32_t s : running_) fail(s);
-  for (int32_t s : waiting_) fail(s);
+  for (auto& w : waiting_) {
+    for (int32_t s : w) fail(s);
+    w.clear();
+  }
   running_.clear();
-  waiting_.clear();
   in_flight_serials_.clear();
   voided_before_ = next_serial_;
   swap_used_ = 0;
   outstanding_tokens_ = 0;
+  std::fill(group_tokens_.begin(), group_tokens_.end(), 0);
+  running_prefills_ = 0;
 }
 
 }  // namespace parasol::serve

@@ -1,4 +1,4 @@
-// Scheduler: the iteration-level scheduler of one replica (one Plan instance; with attention-DP, one per attn group).
+// Scheduler: the iteration-level scheduler of one replica (one Plan instance, all its attention-DP groups).
 // It decides which sequences run in the next iteration and how many tokens each, owns the replica's paged KV cache
 // (BlockManager) and reports what each finished request went through. Policies:
 //   - kPrefillFirst (vLLM v0-like continuous batching): when waiting prompts fit, an iteration runs prefills only
@@ -24,7 +24,9 @@
 // in the order the iterations were scheduled (FIFO, as a pipeline drains). A driver starts micro-batch i+1 when
 // stage 0 finished micro-batch i (StepTiming::stage_s[0]); the bubble is the time stages wait on each other.
 // Disaggregation: role kPrefill releases a sequence once its prefill is done and hands it off (StepEvents::handoffs)
-// with its first token; role kDecode accepts it through add_prefilled() and only decodes.
+// with its first token; role kDecode accepts it through add_prefilled() and only decodes (first_token_at_decode:
+// the first token's time becomes the start of its first decode iteration).
+// Attention-DP (attn_dp > 1): one KV pool, FCFS queue and preemption order per group (see SchedulerConfig::attn_dp).
 // Cost: schedule() and complete() are O(sequences in the batch + running sequences) — never O(all requests).
 // Thread behaviour: one Scheduler per replica, used by one thread / SimGrid actor; not thread-safe.
 #pragma once
@@ -56,13 +58,20 @@ struct SchedulerConfig {
   int64_t max_batch_tokens = 8192;  // token budget of one iteration
   int64_t max_batch_seqs = 256;
   int64_t kv_block_tokens = 16;
-  int64_t kv_blocks = 0;            // KV capacity in blocks (from the Plan's MemoryBudget::kv_tokens)
+  int64_t kv_blocks = 0;            // KV capacity in blocks of each attention-DP group (from the Plan's
+                                    // MemoryBudget::kv_tokens, which is per group); the replica holds attn_dp x this
   bool prefix_caching = false;      // needs kPrefixHashTokens % kv_block_tokens == 0
   PreemptionMode preemption = PreemptionMode::kRecompute;
   int64_t swap_blocks = 0;          // CPU swap capacity (kSwap); when full, preemption falls back to recompute
-  // Attention-DP groups of the instance: request id % attn_dp serves it (the executor uses the same rule), so
-  // build_step sees each group's own sequences. KV stays one pool of kv_blocks (an approximation for attn_dp > 1).
+  // Attention-DP groups of the instance (SGLang / vLLM DP attention): each group has its own KV pool of kv_blocks
+  // (and prefix cache), its own FCFS queue, and preempts only its own sequences; a request joins one group when it
+  // arrives (least outstanding tokens, lowest index on ties) for its whole life, and build_step sees each group's
+  // own sequences (SeqWork::attn_group). The iteration's token budget and max_batch_seqs are the instance's.
   int attn_dp = 1;
+  // Decode role (P/D disaggregation): true: a sequence's first token reaches the client from the decode instance
+  // when its first decode iteration starts (KV arrived and admitted: TTFT includes the KV transfer and decode-side
+  // queueing; SGLang PD / vLLM's disaggregated proxy / Dynamo); false: at the end of its prefill (DistServe-style).
+  bool first_token_at_decode = true;
 
   // max_batch_tokens / max_batch_seqs / kv_block_tokens / kv_blocks from a Plan pool.
   static SchedulerConfig from_pool(const plan::Pool& pool);
@@ -96,7 +105,8 @@ struct Handoff {
 // What one completed iteration produced. Reused across calls by the driver (clear() keeps capacity).
 struct StepEvents {
   std::vector<RequestRecord> finished;  // completed requests (outcome kCompleted)
-  std::vector<double> itl_s;            // one gap per non-first token produced in this iteration
+  std::vector<ItlRun> itl_s;            // the gap of every non-first token produced, in order, run-length encoded
+  int64_t itl_tokens() const;           // tokens in `itl_s` (sum of counts)
   std::vector<Handoff> handoffs;        // role kPrefill only
   int64_t output_tokens = 0;            // tokens produced (first tokens included)
   int64_t first_tokens = 0;
@@ -142,10 +152,14 @@ class Scheduler {
   int64_t outstanding_requests() const { return live_; }
   // Remaining work: prompt tokens still to prefill + output tokens still to generate, over all its requests.
   int64_t outstanding_tokens() const { return outstanding_tokens_; }
-  int64_t waiting() const { return int64_t(waiting_.size()); }
+  int64_t outstanding_tokens(int group) const { return group_tokens_[size_t(group)]; }
+  int64_t waiting() const;
   int64_t running() const { return int64_t(running_.size()); }
-  const BlockManager& kv() const { return kv_; }
-  double kv_utilization() const { return kv_.total_blocks() ? double(kv_.used_blocks()) / kv_.total_blocks() : 0; }
+  int groups() const { return config_.attn_dp; }
+  const BlockManager& kv(int group = 0) const { return kv_[size_t(group)]; }  // one attention-DP group's pool
+  int64_t kv_used_blocks() const;   // over all groups
+  int64_t kv_total_blocks() const;  // over all groups (attn_dp x kv_blocks)
+  double kv_utilization() const;    // kv_used_blocks / kv_total_blocks
   const SchedulerStats& stats() const { return stats_; }
 
  private:
@@ -163,7 +177,11 @@ class Scheduler {
     std::vector<int32_t> units;  // pinned prefix units, in prompt order
     uint64_t unit_key = 0;       // chain key of the last pinned unit
     double last_token_s = 0;
+    uint64_t order = 0;          // arrival order at this scheduler (FCFS across attention-DP groups)
+    int32_t group = 0;           // attention-DP group
+    bool first_token_pending = false;  // decode role, first_token_at_decode: set when first put in an iteration
   };
+  enum class Admission : uint8_t { kAdmitted, kGroupFull, kStop };
 
   int32_t new_slot();
   void free_slot(int32_t s);
@@ -172,6 +190,10 @@ class Scheduler {
   int64_t tokens_needed_at_end(const Request& r) const;
   void put(int32_t s, int64_t new_tokens, double now_s, Iteration& it);
   void admit(int64_t& budget, bool whole_prompts, double now_s, Iteration& it);
+  Admission admit_head(int group, int64_t& budget, bool whole_prompts, double now_s, Iteration& it);
+  bool any_waiting() const;
+  int pick_group() const;
+  void add_outstanding(const Seq& q, int64_t delta);  // outstanding tokens of the replica and of q's group
   void schedule_running(bool decode_phase, int64_t& budget, double now_s, Iteration& it);
   bool grow(int32_t s, int64_t new_tokens, Iteration& it);  // blocks for new tokens, preempting later sequences
   bool grow_without_preemption(int32_t s, int64_t new_tokens);
@@ -182,16 +204,21 @@ class Scheduler {
 
   SchedulerConfig config_;
   int replica_;
-  BlockManager kv_;
+  std::vector<BlockManager> kv_;   // per attention-DP group
   std::vector<Seq> seqs_;
   std::vector<int32_t> free_slots_;
-  std::deque<int32_t> waiting_;    // FCFS; preempted sequences go to the front
+  std::vector<std::deque<int32_t>> waiting_;  // per group, FCFS; preempted sequences go to the front
+  std::vector<int64_t> group_tokens_;         // outstanding tokens per group
+  std::vector<char> blocked_;                 // admit() scratch: groups whose head found no KV blocks
+  uint64_t next_order_ = 0;
   std::vector<int32_t> running_;   // admission order
   std::deque<uint64_t> in_flight_serials_;
   uint64_t next_serial_ = 0;
   uint64_t voided_before_ = 0;     // iterations with a smaller serial were voided by fail_all
   int64_t live_ = 0;
   int64_t outstanding_tokens_ = 0;
+  int64_t running_prefills_ = 0;   // sequences in running_ with context < prompt_tokens (a pass over them is skipped
+                                   // when there are none)
   int64_t swap_used_ = 0;
   SchedulerStats stats_;
 };

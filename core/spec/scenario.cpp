@@ -83,7 +83,7 @@ SearchSpace load_search(const yaml::Node& n, const Model& model) {
 }
 
 SimOptions load_sim(const yaml::Node& n) {
-  n.allow_keys({"fidelity", "duration", "max_requests"});
+  n.allow_keys({"fidelity", "duration", "max_requests", "first_token"});
   SimOptions s;
   if (auto c = n.get("fidelity"))
     s.fidelity = c->as_enum({"analytic", "network"}) == "network" ? Fidelity::kNetwork : Fidelity::kAnalytic;
@@ -92,6 +92,8 @@ SimOptions load_sim(const yaml::Node& n) {
     if (*s.duration_s <= 0) c->fail("a time > 0, like '60 s'");
   }
   if (auto c = n.get("max_requests")) s.max_requests = c->as_int(1, int64_t{1} << 40);
+  if (auto c = n.get("first_token"))
+    s.first_token = c->as_enum({"decode", "prefill"}) == "prefill" ? FirstToken::kPrefill : FirstToken::kDecode;
   return s;
 }
 

@@ -55,8 +55,14 @@ struct SearchSpace {
 
 enum class Fidelity { kAnalytic, kNetwork };
 
+// P/D disaggregation: when a request's first token counts as delivered. kDecode: from the decode instance once its KV
+// arrived and its first decode iteration starts (TTFT includes the KV transfer and decode-side queueing: SGLang PD,
+// vLLM's disaggregated proxy, NVIDIA Dynamo); kPrefill: at the end of its prefill (DistServe-style accounting).
+enum class FirstToken { kDecode, kPrefill };
+
 struct SimOptions {
   Fidelity fidelity = Fidelity::kAnalytic;
+  FirstToken first_token = FirstToken::kDecode;  // `first_token: decode | prefill` (P/D plans only)
   std::optional<double> duration_s;     // stop admitting arrivals after this simulated time
   std::optional<int64_t> max_requests;  // stop after this many requests
 };

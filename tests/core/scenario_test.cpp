@@ -190,6 +190,17 @@ TEST(Scenario, SimOptionsParseUnitsAndFidelity) {
   EXPECT_FALSE(d.sim.duration_s);
 }
 
+TEST(Scenario, FirstTokenIsDecodeOrPrefillAndNothingElse) {
+  EXPECT_EQ(parse(scenario(kModel, kCluster)).sim.first_token, FirstToken::kDecode);
+  EXPECT_EQ(parse(scenario(kModel, kCluster, "sim: {first_token: prefill}\n")).sim.first_token, FirstToken::kPrefill);
+  EXPECT_EQ(parse(scenario(kModel, kCluster, "sim: {first_token: decode}\n")).sim.first_token, FirstToken::kDecode);
+  ConfigError e = error_of(scenario(kModel, kCluster, "sim:\n  first_token: prefil\n"));
+  EXPECT_EQ(e.key_path(), "sim.first_token");
+  EXPECT_EQ(e.line(), 6);
+  EXPECT_NE(e.expected().find("prefill"), std::string::npos) << e.what();
+  EXPECT_EQ(e.found(), "'prefil'");
+}
+
 TEST(Scenario, ErrorsCarryTheKeyPathAndLine) {
   const std::string base = scenario(kModel, kCluster);  // 4 lines
   ConfigError unit = error_of(base + "slo:\n  ttft_p99: 1 s\n  tpot_p99: 30\n");

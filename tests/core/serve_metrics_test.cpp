@@ -118,6 +118,42 @@ TEST(ServeMetrics, ItlPercentilesAreWithinHistogramResolution) {
   EXPECT_DOUBLE_EQ(s.itl_s.max, mx);
 }
 
+// Run-length encoded ITL samples (the scheduler's StepEvents::itl_s) give the same summary, bit for bit, as the same
+// samples one by one: count, mean (the sum is accumulated sample by sample), max and every percentile.
+TEST(ServeMetrics, ItlRunsEqualIndividualSamples) {
+  MetricsCollector one(MetricsConfig{}), runs(MetricsConfig{});
+  std::vector<double> v;
+  std::vector<ItlRun> r;
+  for (int i = 1; i <= 3000; ++i) {
+    const double gap = i % 7 == 0 ? 0.0 : 1e-3 * (1 + 0.37 * std::sin(i / 13));  // runs of equal gaps, some zero
+    v.push_back(gap);
+    if (!r.empty() && r.back().gap_s == gap) ++r.back().count;
+    else r.push_back({gap, 1});
+  }
+  ASSERT_LT(r.size(), v.size() / 2);
+  one.on_itl(v);
+  runs.on_itl(r);
+  const Summary a = one.finish(1.0), b = runs.finish(1.0);
+  EXPECT_EQ(a.itl_s.count, b.itl_s.count);
+  EXPECT_EQ(a.itl_s.mean, b.itl_s.mean);
+  EXPECT_EQ(a.itl_s.max, b.itl_s.max);
+  EXPECT_EQ(a.itl_s.p50, b.itl_s.p50);
+  EXPECT_EQ(a.itl_s.p90, b.itl_s.p90);
+  EXPECT_EQ(a.itl_s.p99, b.itl_s.p99);
+  EXPECT_EQ(a.itl_s.p999, b.itl_s.p999);
+}
+
+TEST(ServeMetrics, HumanNumbersHaveThreeSignificantFigures) {
+  EXPECT_EQ(human_number(1234.6), "1235");
+  EXPECT_EQ(human_number(123.45), "123");
+  EXPECT_EQ(human_number(12.345), "12.3");
+  EXPECT_EQ(human_number(1.2345), "1.23");
+  EXPECT_EQ(human_number(0.012345), "0.0123");
+  EXPECT_EQ(human_number(0), "0");
+  EXPECT_EQ(human_number(-2.5), "-2.50");
+  EXPECT_EQ(human_number(std::numeric_limits<double>::quiet_NaN()), "-");
+}
+
 TEST(ServeMetrics, TraceJsonIsValidAndCapped) {
   MetricsConfig c;
   std::ostringstream trace;

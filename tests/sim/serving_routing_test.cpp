@@ -1,8 +1,9 @@
 // Router policies and prefill/decode disaggregation in the serving simulation. Round-robin sends request i to replica
 // i mod n; least-outstanding-tokens sends each request to the replica with the least remaining work (prompt + output
 // tokens), lowest index on ties, which for a burst arriving at once is the greedy assignment computed here. A P/D plan
-// completes every request, and a lone request's KV transfer shows up exactly: E2E = TTFT (the prefill step) + the
-// uncontended transfer (route latency + bytes / bottleneck bandwidth) + every decode step. One simulation per TEST.
+// completes every request, and a lone request's KV transfer shows up exactly: E2E = the prefill step + the uncontended
+// transfer (route latency + bytes / bottleneck bandwidth) + every decode step; TTFT = prefill + transfer with
+// first_token: decode (the default), TTFT = prefill with first_token: prefill. One simulation per TEST.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -71,7 +72,8 @@ struct Dgx {
 };
 
 std::map<int64_t, Row> serve_list(const Dgx& d, const plan::Plan& p, std::vector<serve::Request> reqs,
-                                  const std::string& router, serve::Summary* summary = nullptr) {
+                                  const std::string& router, serve::Summary* summary = nullptr,
+                                  bool first_token_at_decode = true) {
   ListSource src(std::move(reqs));
   std::ostringstream csv;
   serve::MetricsConfig mc;
@@ -80,6 +82,7 @@ std::map<int64_t, Row> serve_list(const Dgx& d, const plan::Plan& p, std::vector
   serve::MetricsCollector metrics(mc);
   ServeOptions o;
   o.router = router;
+  o.first_token_at_decode = first_token_at_decode;
   const ServeResult res = simulate_serving(p, d.cluster, src, metrics, o);
   const serve::Summary s = metrics.finish(res.end_s);
   if (summary) *summary = s;
@@ -167,9 +170,11 @@ double step_time(const plan::Plan& p, const spec::Cluster& c, int pool, int64_t 
   return cost::CostModel(p, c, o).step_time_s(plan::build_step(p, pool, b));
 }
 
-// A lone request: its first token comes from the prefill instance (TTFT = the prefill step), then its KV (prompt x
-// KV bytes per token) crosses the NVSwitch uncontended, then the decode instance decodes the rest.
-TEST(ServingDisaggregated, LoneRequestPaysPrefillThenExactKvTransferThenDecodeSteps) {
+// A lone request: the prefill instance computes its first token, its KV (prompt x KV bytes per token) crosses the
+// NVSwitch uncontended, then the decode instance decodes the rest. first_token_at_decode: the first token is delivered
+// when the decode instance starts on it (TTFT = prefill + transfer, the idle decode replica starts at once);
+// otherwise at the end of the prefill. E2E is the same either way.
+void lone_request(bool first_token_at_decode) {
   Dgx d;
   const plan::Plan p = disaggregated(d, 1, 1);
   const int64_t in = 3000, out = 12;
@@ -184,15 +189,27 @@ TEST(ServingDisaggregated, LoneRequestPaysPrefillThenExactKvTransferThenDecodeSt
   ASSERT_GT(transfer, 1e-5);
 
   serve::Summary s;
-  const auto r = serve_list(d, p, {request(0, 0.5, in, out)}, "round_robin", &s);
+  const auto r = serve_list(d, p, {request(0, 0.5, in, out)}, "round_robin", &s, first_token_at_decode);
   ASSERT_EQ(s.completed, 1);
   EXPECT_EQ(r.at(0).prefill_replica, 0);
   EXPECT_EQ(r.at(0).replica, 1);
-  EXPECT_NEAR(s.ttft_s.mean, prefill, 1e-12);
   EXPECT_NEAR(s.e2e_s.mean, prefill + transfer + decode, 1e-12);
-  // The second token waits for the transfer: the largest inter-token gap is transfer + the first decode step.
-  EXPECT_NEAR(s.itl_s.max, transfer + step_time(p, d.cluster, 1, 1, in), 1e-12);
+  const double first_decode = step_time(p, d.cluster, 1, 1, in);
+  if (first_token_at_decode) {
+    EXPECT_NEAR(s.ttft_s.mean, prefill + transfer, 1e-12);
+    // Every gap is one decode step (the transfer is in TTFT): the largest is the last, at the longest context.
+    EXPECT_NEAR(s.itl_s.max, step_time(p, d.cluster, 1, 1, in + out - 2), 1e-12);
+    EXPECT_NEAR(s.tpot_s.mean, decode / double(out - 1), 1e-12);
+  } else {
+    EXPECT_NEAR(s.ttft_s.mean, prefill, 1e-12);
+    // The second token waits for the transfer: the largest inter-token gap is transfer + the first decode step.
+    EXPECT_NEAR(s.itl_s.max, transfer + first_decode, 1e-12);
+  }
 }
+
+TEST(ServingDisaggregated, LoneRequestFirstTokenAtDecodeHasTtftPrefillPlusKvTransfer) { lone_request(true); }
+
+TEST(ServingDisaggregated, LoneRequestFirstTokenAtPrefillHasTtftPrefill) { lone_request(false); }
 
 }  // namespace
 }  // namespace parasol::sim

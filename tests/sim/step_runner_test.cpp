@@ -5,6 +5,8 @@
 // and goes through the exact memo). No SimGrid engine is needed: the runner does not touch the clock.
 // One representative rank: a runner that compiles pure-TP shapes from rank 0 alone gives bit-identical timings to one
 // that compiles every rank, for TP1, TP4, TP8 (where it is used), PP2 and MoE with EP (where it must fall back).
+// Layer template: shapes built from a one-layer copy of the model give bit-identical timings to shapes built from the
+// whole model (TP1, TP4), and the template is on where the one-rank path is.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -134,6 +136,47 @@ void check_one_rank(const std::string& model_file, const std::string& cluster_fi
   EXPECT_EQ(fast.one_rank(), one_rank);
   EXPECT_EQ(fast.memo_misses(), all.memo_misses());
   EXPECT_GT(fast.memo_hits(), 30);
+}
+
+// Step times with and without the layer template, compared exactly over random batches (new shapes and repeats).
+void check_layer_template(const std::string& model_file, const std::string& cluster_file, plan::ParallelConfig pc) {
+  const spec::Model model = spec::load_model_file(kData + "/scenarios/models/" + model_file);
+  const spec::Cluster cluster = spec::load_cluster_file(kData + "/topologies/clusters/" + cluster_file);
+  const auto made = plan::make_plan(model, cluster, "", pc);
+  ASSERT_TRUE(made.feasibility.ok) << pc.label();
+  AnalyticStepRunner with(made.plan, 0, cluster), without(made.plan, 0, cluster);
+  without.set_layer_template(false);
+  EXPECT_TRUE(with.layer_template());
+  EXPECT_FALSE(without.layer_template());
+  std::mt19937_64 rng(17);
+  auto uni = [&](int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1)); };
+  for (int i = 0; i < 120; ++i) {
+    plan::Batch b;
+    const int n = static_cast<int>(uni(1, 40));
+    for (int k = 0; k < n; ++k) {
+      plan::SeqWork w;
+      w.seq_id = k;
+      w.new_tokens = uni(0, 3) == 0 ? uni(1, 2000) : 1;
+      w.context = uni(0, 6000);
+      b.seqs.push_back(w);
+    }
+    const serve::StepTiming x = with.run(0, b), y = without.run(0, b);
+    ASSERT_EQ(x.total_s, y.total_s) << "batch " << i;
+    ASSERT_EQ(x.flops, y.flops) << "batch " << i;
+    ASSERT_EQ(x.bytes, y.bytes) << "batch " << i;
+  }
+  EXPECT_TRUE(with.layer_template());  // its first shapes matched the full model's field by field
+  EXPECT_EQ(with.memo_misses(), without.memo_misses());
+}
+
+TEST(AnalyticStepRunner, LayerTemplateEqualsFullModelTp1) {
+  check_layer_template("llama-2-7b.yaml", "a100-1gpu.yaml", plan::ParallelConfig{});
+}
+
+TEST(AnalyticStepRunner, LayerTemplateEqualsFullModelTp4) {
+  plan::ParallelConfig pc;
+  pc.tp = 4;
+  check_layer_template("llama-3.1-70b.yaml", "dgx-h100.yaml", pc);
 }
 
 TEST(AnalyticStepRunner, OneRankEqualsAllRanksTp1) {
