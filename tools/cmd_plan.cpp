@@ -52,7 +52,7 @@ void print_table(const spec::Scenario& s, const plan::SearchResult& r, const std
   std::cout << "\n"
             << r.stats.layouts << " layouts (" << r.stats.feasible_layouts << " feasible, " << r.infeasible.size()
             << " infeasible" << (verbosity >= 2 ? "" : ", -v lists them") << "), " << r.stats.candidates
-            << " candidates, " << r.ranked.size() << " ranked, " << r.pareto.size() << " on the Pareto frontier; "
+            << " candidates, " << r.ranked_total << " ranked, " << r.pareto.size() << " on the Pareto frontier; "
             << r.stats.step_evaluations << " steps costed for " << r.stats.step_lookups << " step-time queries over "
             << r.stats.stage_shapes << " stage shapes\n";
   if (verbosity >= 2 && !r.infeasible.empty()) {
@@ -93,8 +93,9 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
     in.space = s.search;
     in.slo = s.slo;
     in.load = plan::planning_load(s, common.seed, source);
-    const plan::SearchResult r = plan::search(in);
     const int top = args->top > 0 ? args->top : s.search.top_n;
+    in.keep_top = top;  // the rows printed (and in --json); the frontier is kept whatever its ranks
+    const plan::SearchResult r = plan::search(in);
     if (r.ranked.empty())
       throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
                         "none (run with -v for the infeasible layouts and their reasons)");

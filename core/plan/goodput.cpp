@@ -260,11 +260,16 @@ PoolModel::PoolModel(StageTimer& timer, const spec::Model& model, const Parallel
       load_(load),
       options_(options),
       kv_tokens_(memory.kv_tokens) {
-  for (const auto& [first, last] : stage_layers) {
-    int64_t dense = 0, moe = 0;
-    for (int64_t l = first; l < last; ++l) (model.is_moe_layer(l) ? moe : dense) += 1;
-    dense_per_stage_.push_back(dense);
-    moe_per_stage_.push_back(moe);
+  for (size_t s = 0; s < stage_layers.size(); ++s) {
+    const auto [first, last] = stage_layers[s];
+    StageKind k;
+    for (int64_t l = first; l < last; ++l) (model.is_moe_layer(l) ? k.moe : k.dense) += 1;
+    k.ends = s + 1 == stage_layers.size();
+    k.p2p = s > 0;
+    auto same = [&](const StageKind& o) { return o.dense == k.dense && o.moe == k.moe && o.ends == k.ends && o.p2p == k.p2p; };
+    auto it = std::find_if(kinds_.begin(), kinds_.end(), same);
+    if (it == kinds_.end()) it = kinds_.insert(kinds_.end(), k);
+    it->count += 1;
   }
   const int64_t cap = role == PoolRole::kDecode ? options.max_batch_seqs : options.max_batch_tokens;
   for (int64_t t = 1; t < cap; t *= 2) curve_.tau.push_back(static_cast<double>(t));
@@ -307,16 +312,10 @@ LayerTimes PoolModel::interpolate(double tau) {
     i = n - 2;  // extrapolate from the last segment
   else
     while (i + 2 < n && tau > c.tau[i + 1]) ++i;
-  for (size_t k : {i, i + 1}) {
-    if (!c.done[k]) {
-      c.times[k] = timer_->times(batch_at(static_cast<int64_t>(c.tau[k])));
-      c.done[k] = true;
-    }
-  }
-  if (tau <= c.tau[0]) return c.times[0];
+  const LayerTimes& a = grid(i);
+  const LayerTimes& b = grid(i + 1);
+  if (tau <= c.tau[0]) return a;
   const double w = (tau - c.tau[i]) / (c.tau[i + 1] - c.tau[i]);
-  const LayerTimes& a = c.times[i];
-  const LayerTimes& b = c.times[i + 1];
   LayerTimes t;
   t.dense_s = a.dense_s + w * (b.dense_s - a.dense_s);
   t.moe_s = a.moe_s + w * (b.moe_s - a.moe_s);
@@ -325,18 +324,65 @@ LayerTimes PoolModel::interpolate(double tau) {
   return t;
 }
 
+const LayerTimes& PoolModel::grid(size_t k) {
+  if (!curve_.done[k]) {
+    curve_.times[k] = timer_->times(batch_at(static_cast<int64_t>(curve_.tau[k])));
+    curve_.done[k] = true;
+  }
+  return curve_.times[k];
+}
+
 void PoolModel::stage_times(const LayerTimes& t, double& latency, double& cycle) const {
-  const size_t pp = dense_per_stage_.size();
   latency = 0;
   double slowest = 0;
-  for (size_t s = 0; s < pp; ++s) {
-    double st = static_cast<double>(dense_per_stage_[s]) * t.dense_s + static_cast<double>(moe_per_stage_[s]) * t.moe_s;
-    if (s + 1 == pp) st += t.ends_s;
-    if (s > 0) st += p2p_latency_s_ + p2p_s_per_token_ * static_cast<double>(t.tokens);
-    latency += st;
+  const double p2p = p2p_latency_s_ + p2p_s_per_token_ * static_cast<double>(t.tokens);
+  for (const StageKind& k : kinds_) {
+    double st = k.dense * t.dense_s + k.moe * t.moe_s;
+    if (k.ends) st += t.ends_s;
+    if (k.p2p) st += p2p;
+    latency += k.count * st;
     slowest = std::max(slowest, st);
   }
-  cycle = std::max(latency, static_cast<double>(pp) * slowest);
+  cycle = std::max(latency, static_cast<double>(config_.pp) * slowest);
+}
+
+// On a segment [tau_i, tau_i+1] of the grid the layer times are linear in tau and the transfer term only grows, so
+// every stage time is at least the smaller of its values at the two ends without the per-token transfer, and so are
+// the latency (their sum) and pp x the slowest stage; below tau_0 the times are those of tau_0.
+double PoolModel::cycle_lower_bound(double tau_min) {
+  const size_t n = curve_.tau.size();
+  if (segment_bound_.empty()) {
+    const double pp = config_.pp;
+    std::vector<double> lat(n), st(n * kinds_.size());
+    for (size_t i = 0; i < n; ++i) {
+      const LayerTimes& t = grid(i);
+      for (size_t g = 0; g < kinds_.size(); ++g) {
+        const StageKind& k = kinds_[g];
+        double s = k.dense * t.dense_s + k.moe * t.moe_s;
+        if (k.ends) s += t.ends_s;
+        if (k.p2p) s += p2p_latency_s_;
+        st[i * kinds_.size() + g] = s;
+        lat[i] += k.count * s;
+      }
+    }
+    segment_bound_.assign(n - 1, 0);
+    for (size_t i = 0; i + 1 < n; ++i) {
+      double slowest = 0;
+      for (size_t g = 0; g < kinds_.size(); ++g)
+        slowest = std::max(slowest, std::min(st[i * kinds_.size() + g], st[(i + 1) * kinds_.size() + g]));
+      segment_bound_[i] = std::max(std::min(lat[i], lat[i + 1]), pp * slowest) * (1 - 1e-9);
+    }
+    for (size_t i = n - 1; i-- > 1;) segment_bound_[i - 1] = std::min(segment_bound_[i - 1], segment_bound_[i]);
+  }
+  size_t i = 0;  // the segment holding tau_min
+  while (i + 2 < n && tau_min > curve_.tau[i + 1]) ++i;
+  return segment_bound_[i];
+}
+
+double PoolModel::tpot_mean_lower_bound(double rate) {
+  const double per_tau = role_ == PoolRole::kMixed ? load_.input_mean + load_.output_mean : load_.output_mean;
+  const double tau_min = rate * per_tau * cycle_lower_bound(0) / config_.pp * (1 - 1e-9);
+  return cycle_lower_bound(tau_min);
 }
 
 double PoolModel::latency_s(double tau) {

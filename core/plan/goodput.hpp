@@ -122,6 +122,13 @@ class PoolModel {
   // Micro-batch latency T and cycle C at `tau` tokens (mixed, prefill) or sequences (decode) per micro-batch.
   double latency_s(double tau);
   double cycle_s(double tau);
+  // A lower bound of cycle_s(tau) over every tau in [tau_min, the last grid point] (every tau at() settles on lies
+  // there): from the cost grid (all of whose points it costs), exact up to a relative margin of 1e-9 for rounding.
+  // The search uses it to bound tokens/s per user without solving the steady state.
+  double cycle_lower_bound(double tau_min);
+  // A lower bound of at(rate).tpot_mean_s where the pool is stable at `rate` (mixed and decode pools): the steady
+  // state tau satisfies tau >= rate x (tokens per tau) x C(tau) / pp >= rate x ... x cycle_lower_bound(0) / pp.
+  double tpot_mean_lower_bound(double rate);
   PoolRole role() const { return role_; }
   int64_t kv_tokens() const { return kv_tokens_; }
 
@@ -132,13 +139,22 @@ class PoolModel {
     std::vector<bool> done;
   };
   LayerTimes interpolate(double tau);
+  // Stages with the same layers (dense, MoE), ends (last stage) and incoming transfer (every stage but the first):
+  // an uneven split of L layers over pp stages has at most four kinds, so a stage time costs O(1) in pp.
+  struct StageKind {
+    double dense = 0, moe = 0;
+    bool ends = false, p2p = false;
+    double count = 0;
+  };
   void stage_times(const LayerTimes& t, double& latency, double& cycle) const;
+  const LayerTimes& grid(size_t k);
   GroupBatch batch_at(int64_t tau) const;
   double tau_limit(std::string& why) const;
 
   StageTimer* timer_;
   ParallelConfig config_;
-  std::vector<int64_t> dense_per_stage_, moe_per_stage_;
+  std::vector<StageKind> kinds_;  // in order of first appearance
+  std::vector<double> segment_bound_;  // suffix minima of the per-segment lower bounds of the cycle (lazy)
   double p2p_s_per_token_, p2p_latency_s_;
   PoolRole role_;
   WorkloadLoad load_;

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <deque>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <tuple>
@@ -12,14 +14,15 @@
 #include "core/common/units.hpp"
 #include "core/cost/collective_cost.hpp"
 #include "core/plan/feasibility.hpp"
+#include "core/plan/search_collect.hpp"
 
 namespace parasol::plan {
 
 namespace {
 
-std::vector<int> powers_of_two(int64_t max) {
+std::vector<int> one_to(int64_t max) {
   std::vector<int> out;
-  for (int64_t v = 1; v <= max; v *= 2) out.push_back(static_cast<int>(v));
+  for (int64_t v = 1; v <= max; ++v) out.push_back(static_cast<int>(v));
   return out;
 }
 
@@ -46,21 +49,68 @@ struct ShapeKey {
   bool operator<(const ShapeKey& o) const { return std::tie(tp, adp, ep) < std::tie(o.tp, o.adp, o.ep); }
 };
 
+enum class Miss { kNone, kOverloaded, kTtft, kTpot, kE2e };
+
+// The first SLO a pool misses at a point (one test for the verdict and its text).
+Miss first_miss(const PoolPoint& p, PoolRole role, const spec::Slo& slo, double extra_ttft_s, double output_mean) {
+  if (!p.stable) return Miss::kOverloaded;
+  if (role != PoolRole::kDecode && slo.ttft_p99_s && p.ttft_p99_s + extra_ttft_s > *slo.ttft_p99_s) return Miss::kTtft;
+  if (role != PoolRole::kPrefill && slo.tpot_p99_s && p.tpot_p99_s > *slo.tpot_p99_s) return Miss::kTpot;
+  if (role == PoolRole::kMixed && slo.e2e_p99_s &&
+      p.ttft_p99_s + std::max(0.0, output_mean - 1) * p.tpot_p99_s > *slo.e2e_p99_s)
+    return Miss::kE2e;
+  return Miss::kNone;
+}
+
 std::string violation_at(const PoolPoint& p, PoolRole role, const spec::Slo& slo, double extra_ttft_s,
                          double output_mean, double rate) {
   char at[64];
   std::snprintf(at, sizeof at, " at %.4g req/s", rate);
-  if (!p.stable) return std::string(to_string(role)) + " pool overloaded (" + p.limit + ")" + at;
-  const double ttft = p.ttft_p99_s + extra_ttft_s;
-  if (role != PoolRole::kDecode && slo.ttft_p99_s && ttft > *slo.ttft_p99_s)
-    return "TTFT p99 " + format_time(ttft) + " > SLO " + format_time(*slo.ttft_p99_s) + at;
-  if (role != PoolRole::kPrefill && slo.tpot_p99_s && p.tpot_p99_s > *slo.tpot_p99_s)
-    return "TPOT p99 " + format_time(p.tpot_p99_s) + " > SLO " + format_time(*slo.tpot_p99_s) + at;
-  if (role == PoolRole::kMixed && slo.e2e_p99_s) {
-    const double e2e = p.ttft_p99_s + std::max(0.0, output_mean - 1) * p.tpot_p99_s;
-    if (e2e > *slo.e2e_p99_s) return "E2E p99 " + format_time(e2e) + " > SLO " + format_time(*slo.e2e_p99_s) + at;
+  switch (first_miss(p, role, slo, extra_ttft_s, output_mean)) {
+    case Miss::kNone:
+      return "";
+    case Miss::kOverloaded:
+      return std::string(to_string(role)) + " pool overloaded (" + p.limit + ")" + at;
+    case Miss::kTtft:
+      return "TTFT p99 " + format_time(p.ttft_p99_s + extra_ttft_s) + " > SLO " + format_time(*slo.ttft_p99_s) + at;
+    case Miss::kTpot:
+      return "TPOT p99 " + format_time(p.tpot_p99_s) + " > SLO " + format_time(*slo.tpot_p99_s) + at;
+    case Miss::kE2e: {
+      const double e2e = p.ttft_p99_s + std::max(0.0, output_mean - 1) * p.tpot_p99_s;
+      return "E2E p99 " + format_time(e2e) + " > SLO " + format_time(*slo.e2e_p99_s) + at;
+    }
   }
   return "";
+}
+
+// Scenario-load points per (layout, instances), computed on first use.
+class PointMemo {
+ public:
+  PointMemo(const std::vector<int>& size, int budget) {
+    for (int s : size) {
+      offset_.push_back(slots_.size());
+      slots_.resize(slots_.size() + static_cast<size_t>(budget / s) + 1, -1);
+    }
+  }
+  template <class F>
+  const PoolPoint& get(size_t layout, int dp, F&& compute) {
+    int32_t& slot = slots_[offset_[layout] + static_cast<size_t>(dp)];
+    if (slot < 0) {
+      slot = static_cast<int32_t>(points_.size());
+      points_.push_back(compute());
+    }
+    return points_[static_cast<size_t>(slot)];
+  }
+
+ private:
+  std::vector<size_t> offset_;
+  std::vector<int32_t> slots_;
+  std::deque<PoolPoint> points_;  // stable addresses
+};
+
+// tokens/s/user = 1 / mean TPOT <= 1 / a lower bound of it.
+double user_bound(double tpot_lower_bound_s) {
+  return tpot_lower_bound_s > 0 ? 1 / tpot_lower_bound_s : std::numeric_limits<double>::infinity();
 }
 
 }  // namespace
@@ -117,7 +167,7 @@ SearchResult search(const SearchInput& in) {
                                    ? in.space.tp
                                    : divisors(model.heads, in.space.allow_cross_domain_tp ? budget : domain);
   const std::vector<int> pps =
-      !in.space.pp.empty() ? in.space.pp : powers_of_two(std::min<int64_t>(model.layers, budget));
+      !in.space.pp.empty() ? in.space.pp : one_to(std::min<int64_t>(model.layers, budget));
   const int min_pp = *std::min_element(pps.begin(), pps.end());
   // The ep values of a stage of `stage` ranks: the scenario's (those dividing the stage), else every legal one (ep
   // divides the experts and the stage, the expert tensor parallelism stage / ep divides the expert FFN).
@@ -223,6 +273,20 @@ SearchResult search(const SearchInput& in) {
     return e;
   };
 
+  const bool keep_all = in.keep_top <= 0;
+  std::vector<Candidate> all;  // keep_all: every ranked candidate
+  std::vector<Candidate> colocated_list;
+  RankedCollector keep(keep_all ? 0 : static_cast<size_t>(in.keep_top));
+  auto offer = [&](Candidate&& c) {
+    ++res.ranked_total;
+    if (keep_all) {
+      all.push_back(std::move(c));
+    } else {
+      keep.offer(c);
+      colocated_list.push_back(std::move(c));  // only colocated candidates are offered this way
+    }
+  };
+
   if (colocated) {
     for (const auto& L : layouts) {
       PoolModel pm = pool_model(L, PoolRole::kMixed);
@@ -240,71 +304,154 @@ SearchResult search(const SearchInput& in) {
       c.meets_slo = c.violation.empty();
       c.ttft_p99_s = now.ttft_p99_s, c.tpot_p99_s = now.tpot_p99_s, c.tpot_mean_s = now.tpot_mean_s;
       ++res.stats.candidates;
-      res.ranked.push_back(std::move(c));
+      offer(std::move(c));
     }
   }
 
+  std::vector<PoolModel> pre, dec;
+  std::vector<double> a, b;          // per-group goodput of each layout as prefill / as decode
+  std::vector<double> alpha, beta;   // the same per GPU of an instance (req/s)
+  std::vector<int> size;             // GPUs of an instance
+  for (const auto& L : layouts) size.push_back(L.config.instance_size());
   if (disagg) {
-    std::vector<PoolModel> pre, dec;
-    std::vector<double> a, b;  // per-group goodput of each layout as prefill / as decode
     for (const auto& L : layouts) {
       pre.push_back(pool_model(L, PoolRole::kPrefill));
       dec.push_back(pool_model(L, PoolRole::kDecode));
       a.push_back(pre.back().max_rate(in.slo, L.kv_transfer_s));
       b.push_back(dec.back().max_rate(in.slo));
+      alpha.push_back(a.back() * L.config.attn_dp / L.config.instance_size());
+      beta.push_back(b.back() * L.config.attn_dp / L.config.instance_size());
     }
-    // Scenario-load points per (layout, instances), memoized: they do not depend on the other pool.
-    std::map<std::pair<size_t, int>, PoolPoint> pre_at, dec_at;
-    auto point = [&](std::map<std::pair<size_t, int>, PoolPoint>& memo, std::vector<PoolModel>& pools, size_t i,
-                     int dp) -> const PoolPoint& {
-      auto it = memo.find({i, dp});
-      if (it != memo.end()) return it->second;
+  }
+  // Scenario-load points per (layout, instances), memoized: they do not depend on the other pool.
+  PointMemo pre_at(size, budget), dec_at(size, budget);
+  auto point = [&](PointMemo& memo, std::vector<PoolModel>& pools, size_t i, int dp) -> const PoolPoint& {
+    return memo.get(i, dp, [&] {
       const double groups = static_cast<double>(dp) * layouts[i].config.attn_dp;
-      return memo.emplace(std::make_pair(i, dp), pools[i].at(load.rate_per_s / groups)).first->second;
-    };
+      return pools[i].at(load.rate_per_s / groups);
+    });
+  };
+  // The split of the budget with the highest goodput per GPU (the first of equals).
+  struct Split {
+    int dp_p = 1, dp_d = 1, gpus = 0;
+    double rate = -1, per_gpu = -1;
+  };
+  auto best_split = [&](size_t p, size_t d) {
+    const int sp = size[p], sd = size[d];
+    const double ap = a[p] * layouts[p].config.attn_dp, bd = b[d] * layouts[d].config.attn_dp;
+    Split s;
+    s.dp_d = (budget - sp) / sd;
+    for (int dp_p = 1; dp_p * sp + sd <= budget; ++dp_p) {
+      const int dp_d = (budget - dp_p * sp) / sd;
+      const int gpus = dp_p * sp + dp_d * sd;
+      const double rate = std::min(dp_p * ap, dp_d * bd);
+      const double per_gpu = rate / gpus;
+      if (per_gpu > s.per_gpu) s.per_gpu = per_gpu, s.rate = rate, s.dp_p = dp_p, s.dp_d = dp_d, s.gpus = gpus;
+    }
+    return s;
+  };
+  auto goodput_per_gpu = [&](const Split& s) { return s.rate * load.output_mean / s.gpus; };
+  // An upper bound of a pair's goodput/GPU: rate / GPUs = min(alpha x, beta y) / (x + y) <= alpha beta / (alpha + beta)
+  // for any x, y GPUs of the two pools (with a margin for rounding).
+  auto gpg_bound = [&](size_t p, size_t d) {
+    return load.output_mean * alpha[p] * beta[d] / (alpha[p] + beta[d]) * (1 + 1e-9);
+  };
+  // The verdict at the scenario's load (as pair_candidate's violation, without the text).
+  auto pair_meets = [&](size_t p, size_t d, const Split& s) {
+    const double kv = layouts[p].kv_transfer_s;
+    const PoolPoint& pn = point(pre_at, pre, p, s.dp_p);
+    if (first_miss(pn, PoolRole::kPrefill, in.slo, kv, load.output_mean) != Miss::kNone) return false;
+    const PoolPoint& dn = point(dec_at, dec, d, s.dp_d);
+    if (first_miss(dn, PoolRole::kDecode, in.slo, 0, load.output_mean) != Miss::kNone) return false;
+    return !(in.slo.e2e_p99_s &&
+             pn.ttft_p99_s + kv + std::max(0.0, load.output_mean - 1) * dn.tpot_p99_s > *in.slo.e2e_p99_s);
+  };
+  auto pair_candidate = [&](size_t p, size_t d, const Split& s) {
+    Candidate c;
+    c.disaggregated = true;
+    c.prefill = estimate(layouts[p], PoolRole::kPrefill, a[p]);
+    c.decode = estimate(layouts[d], PoolRole::kDecode, b[d]);
+    c.prefill.config.dp = s.dp_p;
+    c.decode.config.dp = s.dp_d;
+    c.gpus = s.gpus;
+    c.kv_transfer_s = layouts[p].kv_transfer_s;
+    c.goodput_rps = s.rate;
+    c.goodput_tok_s_per_gpu = goodput_per_gpu(s);
+    const double dec_groups = static_cast<double>(s.dp_d) * layouts[d].config.attn_dp;
+    const PoolPoint at_goodput = dec[d].at(s.rate / dec_groups);
+    c.tok_s_per_user = at_goodput.stable && at_goodput.tpot_mean_s > 0 ? 1 / at_goodput.tpot_mean_s : 0;
+    const PoolPoint& pn = point(pre_at, pre, p, s.dp_p);
+    const PoolPoint& dn = point(dec_at, dec, d, s.dp_d);
+    c.violation = violation_at(pn, PoolRole::kPrefill, in.slo, c.kv_transfer_s, load.output_mean, load.rate_per_s);
+    if (c.violation.empty())
+      c.violation = violation_at(dn, PoolRole::kDecode, in.slo, 0, load.output_mean, load.rate_per_s);
+    if (c.violation.empty() && in.slo.e2e_p99_s) {
+      const double e2e = pn.ttft_p99_s + c.kv_transfer_s + std::max(0.0, load.output_mean - 1) * dn.tpot_p99_s;
+      if (e2e > *in.slo.e2e_p99_s)
+        c.violation = "E2E p99 " + format_time(e2e) + " > SLO " + format_time(*in.slo.e2e_p99_s);
+    }
+    c.meets_slo = c.violation.empty();
+    c.ttft_p99_s = pn.ttft_p99_s + c.kv_transfer_s, c.tpot_p99_s = dn.tpot_p99_s, c.tpot_mean_s = dn.tpot_mean_s;
+    return c;
+  };
+
+  if (disagg) {
+    // Counts in closed form (every pair that fits and each of its splits, pruned or not).
+    const size_t n = layouts.size();
+    for (size_t p = 0; p < n; ++p)
+      for (size_t d = 0; d < n; ++d)
+        if (size[p] + size[d] <= budget) {
+          ++res.stats.pairs;
+          res.stats.candidates += (budget - size[d]) / size[p];
+          // A pair is ranked when some split has a non-zero rate: both pools meet their SLOs at some load.
+          if (a[p] > 0 && b[d] > 0) ++res.ranked_total;
+        }
+  }
+
+  if (disagg && keep_all) {
     for (size_t p = 0; p < layouts.size(); ++p)
       for (size_t d = 0; d < layouts.size(); ++d) {
-        const int sp = layouts[p].config.instance_size(), sd = layouts[d].config.instance_size();
-        if (sp + sd > budget) continue;
-        const double ap = a[p] * layouts[p].config.attn_dp, bd = b[d] * layouts[d].config.attn_dp;
-        int best_p = 1, best_d = (budget - sp) / sd, best_gpus = 0;
-        double best_rate = -1, best_per_gpu = -1;
-        for (int dp_p = 1; dp_p * sp + sd <= budget; ++dp_p) {
-          const int dp_d = (budget - dp_p * sp) / sd;
-          const int gpus = dp_p * sp + dp_d * sd;
-          const double rate = std::min(dp_p * ap, dp_d * bd);
-          const double per_gpu = rate / gpus;
-          ++res.stats.candidates;
-          if (per_gpu > best_per_gpu)
-            best_per_gpu = per_gpu, best_rate = rate, best_p = dp_p, best_d = dp_d, best_gpus = gpus;
+        if (size[p] + size[d] > budget) continue;
+        ++res.stats.pairs_split;
+        const Split s = best_split(p, d);
+        if (!(s.rate > 0)) continue;  // no split meets the SLOs even at a trickle: not ranked
+        ++res.stats.pairs_estimated;
+        all.push_back(pair_candidate(p, d, s));
+      }
+  } else if (disagg) {
+    // Pruned evaluation (docs/search.md): a pair's goodput/GPU is at most O x alpha beta / (alpha + beta) (the best
+    // continuous split of the two per-GPU rates), its tokens/s/user at most 1 / a lower bound of the decode cycle;
+    // a pair is estimated in full only when those bounds leave it a chance among the top N or on the frontier.
+    // Prefill layouts by alpha and decode layouts by beta, best first, so that the thresholds rise early.
+    std::vector<size_t> ps, ds;
+    for (size_t i = 0; i < layouts.size(); ++i) {
+      if (a[i] > 0) ps.push_back(i);
+      if (b[i] > 0) ds.push_back(i);
+    }
+    std::stable_sort(ps.begin(), ps.end(), [&](size_t x, size_t y) { return alpha[x] > alpha[y]; });
+    std::stable_sort(ds.begin(), ds.end(), [&](size_t x, size_t y) { return beta[x] > beta[y]; });
+    std::vector<double> user_max(layouts.size(), 0);  // tokens/s/user bound of each decode layout at any load
+    for (size_t d : ds) user_max[d] = user_bound(dec[d].cycle_lower_bound(0));
+    std::vector<double> user_max_after(ds.size() + 1, 0);  // over ds[k..]
+    for (size_t k = ds.size(); k-- > 0;) user_max_after[k] = std::max(user_max_after[k + 1], user_max[ds[k]]);
+    for (size_t p : ps)
+      for (size_t k = 0; k < ds.size(); ++k) {
+        const size_t d = ds[k];
+        const double g_max = gpg_bound(p, d);
+        if (!keep.top_open_below(g_max) && !keep.frontier_open(g_max, user_max_after[k])) break;  // nor any later d
+        if (size[p] + size[d] > budget) continue;
+        if (!keep.top_open_below(g_max) && !keep.frontier_open(g_max, user_max[d])) continue;
+        ++res.stats.pairs_split;
+        const Split s = best_split(p, d);
+        const double g = goodput_per_gpu(s);
+        bool open = keep.top_open_below(g) && keep.top_open(pair_meets(p, d, s), g);
+        if (!open) {
+          const double dec_groups = static_cast<double>(s.dp_d) * layouts[d].config.attn_dp;
+          open = keep.frontier_open(g, user_bound(dec[d].tpot_mean_lower_bound(s.rate / dec_groups)));
         }
-        if (!(best_rate > 0)) continue;  // no split meets the SLOs even at a trickle: not ranked
-        Candidate c;
-        c.disaggregated = true;
-        c.prefill = estimate(layouts[p], PoolRole::kPrefill, a[p]);
-        c.decode = estimate(layouts[d], PoolRole::kDecode, b[d]);
-        c.prefill.config.dp = best_p;
-        c.decode.config.dp = best_d;
-        c.gpus = best_gpus;
-        c.kv_transfer_s = layouts[p].kv_transfer_s;
-        c.goodput_rps = best_rate;
-        c.goodput_tok_s_per_gpu = best_rate * load.output_mean / best_gpus;
-        const double dec_groups = static_cast<double>(best_d) * layouts[d].config.attn_dp;
-        const PoolPoint at_goodput = dec[d].at(best_rate / dec_groups);
-        c.tok_s_per_user = at_goodput.stable && at_goodput.tpot_mean_s > 0 ? 1 / at_goodput.tpot_mean_s : 0;
-        const PoolPoint& pn = point(pre_at, pre, p, best_p);
-        const PoolPoint& dn = point(dec_at, dec, d, best_d);
-        c.violation = violation_at(pn, PoolRole::kPrefill, in.slo, c.kv_transfer_s, load.output_mean, load.rate_per_s);
-        if (c.violation.empty())
-          c.violation = violation_at(dn, PoolRole::kDecode, in.slo, 0, load.output_mean, load.rate_per_s);
-        if (c.violation.empty() && in.slo.e2e_p99_s) {
-          const double e2e = pn.ttft_p99_s + c.kv_transfer_s + std::max(0.0, load.output_mean - 1) * dn.tpot_p99_s;
-          if (e2e > *in.slo.e2e_p99_s)
-            c.violation = "E2E p99 " + format_time(e2e) + " > SLO " + format_time(*in.slo.e2e_p99_s);
-        }
-        c.meets_slo = c.violation.empty();
-        c.ttft_p99_s = pn.ttft_p99_s + c.kv_transfer_s, c.tpot_p99_s = dn.tpot_p99_s, c.tpot_mean_s = dn.tpot_mean_s;
-        res.ranked.push_back(std::move(c));
+        if (!open) continue;
+        ++res.stats.pairs_estimated;
+        keep.offer(pair_candidate(p, d, s));
       }
   }
 
@@ -313,24 +460,50 @@ SearchResult search(const SearchInput& in) {
     res.stats.one_rank_steps += t->one_rank_evaluations();
     res.stats.step_lookups += t->lookups();
   }
-  std::sort(res.ranked.begin(), res.ranked.end(), ranks_before);
 
-  // Pareto frontier over (goodput/GPU, tokens/s/user), both maximized: sweep by goodput/GPU descending.
-  std::vector<size_t> order;
-  for (size_t i = 0; i < res.ranked.size(); ++i)
-    if (res.ranked[i].goodput_tok_s_per_gpu > 0) order.push_back(i);
-  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
-    const auto& a = res.ranked[x];
-    const auto& b = res.ranked[y];
-    if (a.goodput_tok_s_per_gpu != b.goodput_tok_s_per_gpu) return a.goodput_tok_s_per_gpu > b.goodput_tok_s_per_gpu;
-    return a.tok_s_per_user > b.tok_s_per_user;
-  });
-  double best_user = -1;
-  for (size_t i : order)
-    if (res.ranked[i].tok_s_per_user > best_user) {
-      res.pareto.push_back(i);
-      best_user = res.ranked[i].tok_s_per_user;
-    }
+  if (keep_all) {
+    std::sort(all.begin(), all.end(), ranks_before);
+    // Pareto frontier over (goodput/GPU, tokens/s/user), both maximized: sweep by goodput/GPU descending.
+    std::vector<size_t> order;
+    for (size_t i = 0; i < all.size(); ++i)
+      if (all[i].goodput_tok_s_per_gpu > 0) order.push_back(i);
+    std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+      const auto& u = all[x];
+      const auto& v = all[y];
+      if (u.goodput_tok_s_per_gpu != v.goodput_tok_s_per_gpu) return u.goodput_tok_s_per_gpu > v.goodput_tok_s_per_gpu;
+      return u.tok_s_per_user > v.tok_s_per_user;
+    });
+    double best_user = -1;
+    for (size_t i : order)
+      if (all[i].tok_s_per_user > best_user) {
+        res.pareto.push_back({static_cast<int64_t>(i) + 1, all[i]});
+        best_user = all[i].tok_s_per_user;
+      }
+    res.ranked_total = static_cast<int64_t>(all.size());
+    res.ranked = std::move(all);
+    return res;
+  }
+
+  // The frontier's ranks in the full ranking: one more pass over the keys of every ranked candidate.
+  res.ranked = keep.top();
+  FrontierRanks ranks(keep.frontier());
+  for (const auto& c : colocated_list) ranks.add_full(c);
+  if (disagg)
+    for (size_t p = 0; p < layouts.size(); ++p)
+      for (size_t d = 0; d < layouts.size(); ++d) {
+        if (size[p] + size[d] > budget || !(a[p] > 0 && b[d] > 0)) continue;
+        if (!ranks.matters(gpg_bound(p, d))) continue;
+        ++res.stats.rank_pass_splits;
+        const Split s = best_split(p, d);
+        const bool meets = pair_meets(p, d, s);
+        const double g = goodput_per_gpu(s);
+        if (ranks.ties(meets, g))
+          ranks.add_full(pair_candidate(p, d, s));
+        else
+          ranks.add(meets, g);
+      }
+  const std::vector<int64_t> r = ranks.ranks();
+  for (size_t i = 0; i < r.size(); ++i) res.pareto.push_back({r[i], keep.frontier()[i]});
   return res;
 }
 

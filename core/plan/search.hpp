@@ -5,13 +5,18 @@
 //   as given; otherwise every legal value: tp dividing the attention heads, up to the scale-up domain (or the budget
 //   when cross-domain TP is allowed); for MoE models every attn_dp and ep with ep dividing the routed experts and the
 //   stage (tp x attn_dp ranks) and the expert tensor parallelism stage / ep dividing the expert FFN, the stage
-//   fitting the budget (dense models: attn_dp = ep = 1); pp in powers of two up to the layers and the budget;
-//   every feasible layout (core/plan/feasibility.hpp + placement) is a pool; a colocated candidate fills the budget
+//   fitting the budget (dense models: attn_dp = ep = 1); every pp from 1 to the layers whose stages fit the budget
+//   (uneven layer splits); every feasible layout (core/plan/feasibility.hpp + placement) is a pool; a colocated candidate fills the budget
 //   with dp instances of one layout; a disaggregated candidate pairs a prefill layout with a decode layout and tries
 //   every split of the budget (dp_p, dp_d filling the rest), keeping the split with the highest goodput per GPU.
 //   Objective (the ranking, in order): meets the SLOs at the scenario's load; goodput per GPU (output tokens/s per
 //   GPU at the largest load that meets the SLOs), higher first; tokens/s per user at that load, higher first; fewer
 //   GPUs; the label (so the order is total and deterministic).
+//   Pairs: with keep_top > 0 only the best keep_top candidates and the Pareto frontier are kept, and a pair is
+//   estimated in full only when bounds (goodput/GPU <= O x the harmonic combination of the two pools' per-GPU rates,
+//   tokens/s/user <= 1 / a lower bound of the decode cycle) leave it a chance to be kept: the same top keep_top, the
+//   same frontier and the same frontier ranks as the exhaustive evaluation (keep_top = 0, every candidate kept), which
+//   tests compare.
 // Owner: search. Thread behaviour: search() is reentrant (no shared state); results are plain values.
 #pragma once
 
@@ -41,6 +46,10 @@ struct SearchInput {
   // > 0: skip default attn_dp > 1 layouts of more ranks per stage than this (the space before the cap was lifted;
   // the bench's baseline). 0: none.
   int64_t max_ranks_per_stage = 0;
+  // > 0: keep only the best keep_top ranked candidates (and the Pareto frontier), pruning the prefill/decode pairs
+  // that cannot be kept (what `parasol plan` runs, with the N it prints). 0: every candidate is estimated and kept
+  // (the exhaustive reference evaluation).
+  int64_t keep_top = 0;
 };
 
 // What one pool contributes to a candidate (per attention-DP group numbers scale with dp x attn_dp).
@@ -78,18 +87,28 @@ struct SearchStats {
   int64_t layouts = 0;  // instance layouts enumerated (tp, pp, ep, attn_dp)
   int64_t feasible_layouts = 0;
   int64_t stage_shapes = 0;      // distinct (tp, attn_dp, ep) costed
-  int64_t candidates = 0;        // deployments evaluated (colocated layouts + every P/D split)
+  int64_t candidates = 0;        // deployments considered (colocated layouts + every P/D split), pruned or not
+  int64_t pairs = 0;             // (prefill layout, decode layout) pairs that fit the budget
+  int64_t pairs_split = 0;       // of those: best split computed (split loop run), in the ranking pass
+  int64_t pairs_estimated = 0;   // of those: estimated in full (tokens/s/user, SLOs at load)
+  int64_t rank_pass_splits = 0;  // pairs whose best split the frontier-rank pass recomputed
   int64_t step_evaluations = 0;  // steps built and costed
   int64_t one_rank_steps = 0;    // of those: costed from one representative rank (symmetric ranks)
   int64_t step_lookups = 0;      // memoized step-time queries
 };
 
+struct ParetoPoint {
+  int64_t rank = 0;  // 1-based, in the full ranking
+  Candidate candidate;
+};
+
 struct SearchResult {
   WorkloadLoad load;
   int gpu_budget = 0;
-  std::vector<Candidate> ranked;  // best first (the objective above)
+  std::vector<Candidate> ranked;  // best first (the objective above): every one, or the best keep_top
+  int64_t ranked_total = 0;       // candidates ranked (kept or not)
   std::vector<InfeasibleLayout> infeasible;
-  std::vector<size_t> pareto;  // indices into `ranked`, by goodput/GPU descending
+  std::vector<ParetoPoint> pareto;  // by goodput/GPU descending
   SearchStats stats;
 };
 

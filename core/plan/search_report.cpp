@@ -49,9 +49,9 @@ std::string why_lost(const Candidate& c, const Candidate& best) {
 std::string pareto_csv(const SearchResult& r) {
   std::ostringstream o;
   o << "rank,layout,gpus,goodput_tok_s_per_gpu,tok_s_per_user,goodput_req_s,meets_slo,ttft_p99_s,tpot_p99_s\n";
-  for (size_t i : r.pareto) {
-    const Candidate& c = r.ranked[i];
-    o << (i + 1) << ',' << c.label() << ',' << c.gpus << ',' << fmt("%.6g", c.goodput_tok_s_per_gpu) << ','
+  for (const ParetoPoint& pt : r.pareto) {
+    const Candidate& c = pt.candidate;
+    o << pt.rank << ',' << c.label() << ',' << c.gpus << ',' << fmt("%.6g", c.goodput_tok_s_per_gpu) << ','
       << fmt("%.6g", c.tok_s_per_user) << ',' << fmt("%.6g", c.goodput_rps) << ',' << (c.meets_slo ? 1 : 0) << ','
       << fmt("%.6g", c.ttft_p99_s) << ',' << fmt("%.6g", c.tpot_p99_s) << '\n';
   }
@@ -67,6 +67,8 @@ nlohmann::json to_json(const SearchResult& r, int top_n) {
                 {"feasible_layouts", r.stats.feasible_layouts},
                 {"stage_shapes", r.stats.stage_shapes},
                 {"candidates", r.stats.candidates},
+                {"pairs", r.stats.pairs},
+                {"pairs_estimated", r.stats.pairs_estimated},
                 {"step_evaluations", r.stats.step_evaluations},
                 {"step_lookups", r.stats.step_lookups}};
   nlohmann::json ranked = nlohmann::json::array();
@@ -94,13 +96,13 @@ nlohmann::json to_json(const SearchResult& r, int top_n) {
     ranked.push_back(std::move(e));
   }
   j["ranked"] = std::move(ranked);
-  j["ranked_total"] = r.ranked.size();
+  j["ranked_total"] = r.ranked_total;
   nlohmann::json pareto = nlohmann::json::array();
-  for (size_t i : r.pareto)
-    pareto.push_back({{"rank", i + 1},
-                      {"layout", r.ranked[i].label()},
-                      {"goodput_tok_s_per_gpu", r.ranked[i].goodput_tok_s_per_gpu},
-                      {"tok_s_per_user", r.ranked[i].tok_s_per_user}});
+  for (const ParetoPoint& pt : r.pareto)
+    pareto.push_back({{"rank", pt.rank},
+                      {"layout", pt.candidate.label()},
+                      {"goodput_tok_s_per_gpu", pt.candidate.goodput_tok_s_per_gpu},
+                      {"tok_s_per_user", pt.candidate.tok_s_per_user}});
   j["pareto"] = std::move(pareto);
   nlohmann::json inf = nlohmann::json::array();
   for (const auto& x : r.infeasible) inf.push_back({{"layout", x.config.label()}, {"reasons", x.reasons}});

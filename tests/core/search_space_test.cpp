@@ -118,12 +118,12 @@ TEST(SearchEstimator, OneRankStageCostEqualsAllRanksBitForBit) {
 
 using Combo = std::tuple<int, int, int, int>;  // tp, attn_dp, ep, pp
 
-// Every legal combination, by divisors: tp | heads (tp <= the domain), pp a power of two up to the layers; MoE:
+// Every legal combination, by divisors: tp | heads (tp <= the domain), every pp up to the layers; MoE:
 // ep | experts, expert TP t | expert FFN, stage = ep x t divisible by tp (attn_dp = stage / tp); stage x pp <= budget.
 std::set<Combo> legal_combinations(const spec::Model& m, int domain, int budget) {
   std::set<Combo> out;
   std::vector<int> pps;
-  for (int pp = 1; pp <= std::min<int64_t>(m.layers, budget); pp *= 2) pps.push_back(pp);
+  for (int pp = 1; pp <= std::min<int64_t>(m.layers, budget); ++pp) pps.push_back(pp);
   for (int tp = 1; tp <= domain; ++tp) {
     if (m.heads % tp != 0) continue;
     if (!m.is_moe()) {

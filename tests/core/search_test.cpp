@@ -207,20 +207,26 @@ TEST_F(SearchFacts, RankingFollowsTheObjectiveAndParetoRowsAreMutuallyNonDominat
     return x.goodput_tok_s_per_gpu >= y.goodput_tok_s_per_gpu && x.tok_s_per_user >= y.tok_s_per_user &&
            (x.goodput_tok_s_per_gpu > y.goodput_tok_s_per_gpu || x.tok_s_per_user > y.tok_s_per_user);
   };
-  for (size_t i : r.pareto)
-    for (size_t j : r.pareto)
-      if (i != j) {
-        EXPECT_FALSE(dominates(r.ranked[i], r.ranked[j])) << i << " " << j;
+  EXPECT_EQ(r.ranked_total, static_cast<int64_t>(r.ranked.size()));  // the exhaustive evaluation keeps every one
+  for (const auto& pt : r.pareto) {
+    ASSERT_GE(pt.rank, 1);
+    ASSERT_LE(pt.rank, r.ranked_total);
+    EXPECT_EQ(r.ranked[static_cast<size_t>(pt.rank - 1)].label(), pt.candidate.label());
+  }
+  for (const auto& x : r.pareto)
+    for (const auto& y : r.pareto)
+      if (x.rank != y.rank) {
+        EXPECT_FALSE(dominates(x.candidate, y.candidate)) << x.rank << " " << y.rank;
       }
   // Complete: every ranked candidate off the frontier is dominated by (or equal to) a frontier point.
   for (size_t k = 0; k < r.ranked.size(); ++k) {
     const auto& c = r.ranked[k];
     if (c.goodput_tok_s_per_gpu <= 0) continue;
     bool covered = false;
-    for (size_t i : r.pareto)
-      covered = covered || i == k || dominates(r.ranked[i], c) ||
-                (r.ranked[i].goodput_tok_s_per_gpu == c.goodput_tok_s_per_gpu &&
-                 r.ranked[i].tok_s_per_user == c.tok_s_per_user);
+    for (const auto& pt : r.pareto)
+      covered = covered || pt.rank == static_cast<int64_t>(k) + 1 || dominates(pt.candidate, c) ||
+                (pt.candidate.goodput_tok_s_per_gpu == c.goodput_tok_s_per_gpu &&
+                 pt.candidate.tok_s_per_user == c.tok_s_per_user);
     EXPECT_TRUE(covered) << c.label();
   }
 }
