@@ -5,7 +5,8 @@
 //   - Step times come from cost::CostModel on Steps built by build_step for representative batches (every attention-DP
 //     group gets the same sequences). Costing is done once per *stage shape* (tp, attn_dp, ep) on a proxy model with
 //     one layer of each kind (dense, MoE); the time of every layer kind, of the ends (embedding, LM head, sampling) and
-//     the pipeline transfers then give the stage times of any pp. Results are memoized on the batch signature.
+//     the pipeline transfers then give the stage times of any pp (stages grouped by kind: O(1) per pool in pp).
+//     Results are memoized on the batch signature.
 //     When every rank of the stage runs the same program (checked per batch: ranks 0 and R-1 built and compared, the
 //     routed token counts equal for every expert, and every group of a size has the same links), one rank is built
 //     and costed (CostModel::cost_symmetric_rank) instead of all R: the same numbers, bit for bit (tested).
