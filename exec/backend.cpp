@@ -4,37 +4,32 @@
 
 #include "core/common/error.hpp"
 #include "exec/half.hpp"
+#ifndef PARASOL_CUDA_BACKEND_LINKED
+#include "exec/plugin.hpp"
+#endif
 
 namespace parasol::exec {
 
-int64_t SeqBatch::tokens() const {
-  int64_t t = 0;
-  for (int64_t q : q_lens) t += q;
-  return t;
-}
-
-int64_t SeqBatch::max_ctx() const {
-  int64_t m = 0;
-  for (int64_t c : ctx_lens) m = std::max(m, c);
-  return m;
-}
-
+// "cuda" comes from the cuda plugin (exec/plugin.hpp), loaded on first use, unless the program was built with the cuda
+// backend inside (PARASOL_CUDA_BACKEND_LINKED: the standalone GPU check program, tools/device/CMakeLists.txt).
 std::vector<std::string> available_backends() {
   std::vector<std::string> names{"cpu"};
-#ifdef PARASOL_HAVE_CUDA_BACKEND
+#ifdef PARASOL_CUDA_BACKEND_LINKED
   names.push_back("cuda");
+#else
+  if (cuda_plugin_built()) names.push_back("cuda");
 #endif
   return names;
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& options) {
   if (name == "cpu") return make_cpu_backend(options);
-#ifdef PARASOL_HAVE_CUDA_BACKEND
+#ifdef PARASOL_CUDA_BACKEND_LINKED
   if (name == "cuda") return make_cuda_backend(options);
+#else
+  if (name == "cuda") return cuda_plugin().make_backend(options);
 #endif
-  std::string list;
-  for (const auto& n : available_backends()) list += (list.empty() ? "" : ", ") + n;
-  throw ConfigError("", 0, 0, "--backend", "one of: " + list, "'" + name + "'");
+  throw ConfigError("", 0, 0, "--backend", "cpu or cuda", "'" + name + "'");
 }
 
 void upload_f32(Backend& b, const std::vector<float>& host, const Tensor& dst) {

@@ -34,8 +34,17 @@ struct SeqBatch {
   std::vector<std::vector<int32_t>> block_tables;
   int64_t block_tokens = 16;
 
-  int64_t tokens() const;
-  int64_t max_ctx() const;
+  // Inline: the cuda plugin uses them and links nothing of parasol_exec.
+  int64_t tokens() const {
+    int64_t t = 0;
+    for (int64_t q : q_lens) t += q;
+    return t;
+  }
+  int64_t max_ctx() const {
+    int64_t m = 0;
+    for (int64_t c : ctx_lens) m = c > m ? c : m;
+    return m;
+  }
 };
 
 // Which KV head serves a local query head: kv = (q_head_offset + i) / group - kv_head_offset (HF repeat_kv order:
@@ -145,13 +154,15 @@ class Backend {
   virtual void synchronize() = 0;
 };
 
-// "cpu" (always) or "cuda" (when built with CUDA and exec/cuda/). Unknown names are a ConfigError listing the available ones.
+// "cpu" (always) or "cuda". "cuda" lives in the cuda plugin, libparasol_cuda.so, loaded on first use (exec/plugin.hpp);
+// when it cannot be loaded make_backend throws a ConfigError saying which files were tried and why each failed.
+// Unknown names are a ConfigError. available_backends(): "cpu", plus "cuda" when this build produced the plugin.
 std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& options = {});
 std::vector<std::string> available_backends();
 
 std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options);
 #ifdef PARASOL_HAVE_CUDA_BACKEND
-// Implemented in exec/cuda/ (cuda helper); PARASOL_HAVE_CUDA_BACKEND is defined once exec/cuda/ has sources.
+// Implemented in exec/cuda/ (in the plugin, and in programs that link the cuda library directly).
 std::unique_ptr<Backend> make_cuda_backend(const BackendOptions& options);
 #endif
 

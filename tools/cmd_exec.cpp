@@ -33,6 +33,7 @@
 #include "core/spec/model.hpp"
 #include "core/spec/scenario.hpp"
 #include "exec/generate.hpp"
+#include "exec/plugin.hpp"
 #include "exec/serving.hpp"
 #include "exec/test_models.hpp"
 #include "tools/cli.hpp"
@@ -294,6 +295,9 @@ PARASOL_COMMAND("exec", 60, [](CLI::App& app, CommonOptions& common) {
             "layouts",
             "parasol exec --plan PLAN.yaml --workload SCENARIO.yaml --profile ops.csv  # per-op times (calibration CSV)"});
   return [o, &common]() -> int {
+    // The cuda backend is a plugin (exec/plugin.hpp): load it before any rank starts, so that a missing or broken
+    // libparasol_cuda.so is one clear error (exit 2), not one per rank thread.
+    if (o->backend == "cuda") exec::cuda_plugin();
     if (!o->plan_path.empty()) return run_exec_serve(*o, common);
     if (o->model.empty()) throw ConfigError("", 0, 0, "exec", "--plan PLAN or --model MODEL", "neither");
     return run_generation(*o, common);
