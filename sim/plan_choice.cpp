@@ -18,13 +18,7 @@ std::string fmt(const char* f, double v) { return format_number(f, v); }
 
 PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed) {
   std::string source;
-  plan::SearchInput in;
-  in.model = s.model;
-  in.cluster = &s.cluster;
-  in.gpu_type = s.gpu_type;
-  in.space = s.search;
-  in.slo = s.slo;
-  in.load = plan::planning_load(s, seed, source);
+  plan::SearchInput in = plan::scenario_search_input(s, seed, source);
   in.keep_top = 2;  // the chosen plan and its runner-up (the report below); the pruning keeps the ranking exact
   const plan::SearchResult r = plan::search(in);
   if (r.ranked.empty())

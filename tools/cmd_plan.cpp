@@ -86,13 +86,7 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
   return [args, &common]() -> int {
     const spec::Scenario s = spec::load_scenario_file(resolve_data_path(args->scenario));
     std::string source;
-    plan::SearchInput in;
-    in.model = s.model;
-    in.cluster = &s.cluster;
-    in.gpu_type = s.gpu_type;
-    in.space = s.search;
-    in.slo = s.slo;
-    in.load = plan::planning_load(s, common.seed, source);
+    plan::SearchInput in = plan::scenario_search_input(s, common.seed, source);
     const int top = args->top > 0 ? args->top : s.search.top_n;
     in.keep_top = top;  // the rows printed (and in --json); the frontier is kept whatever its ranks
     const plan::SearchResult r = plan::search(in);

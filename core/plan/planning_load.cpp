@@ -69,4 +69,15 @@ WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& 
   return load;
 }
 
+SearchInput scenario_search_input(const spec::Scenario& s, uint64_t seed, std::string& load_source) {
+  SearchInput in;
+  in.model = s.model;
+  in.cluster = &s.cluster;
+  in.gpu_type = s.gpu_type;
+  in.space = s.search;
+  in.slo = s.slo;
+  in.load = planning_load(s, seed, load_source);
+  return in;
+}
+
 }  // namespace parasol::plan

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/plan/goodput.hpp"
+#include "core/plan/search.hpp"
 #include "core/spec/scenario.hpp"
 
 namespace parasol::plan {
@@ -17,6 +18,9 @@ namespace parasol::plan {
 // `source` says where the load came from ("poisson 10 req/s ... (20000 requests)",
 // "declared workload_stats (trace ... not found)"). Bad or missing workloads are ConfigErrors.
 WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& source);
+
+// The search a scenario asks for: its model, cluster, GPU type, `search:` space, SLOs and planning_load().
+SearchInput scenario_search_input(const spec::Scenario& s, uint64_t seed, std::string& load_source);
 
 // Trace files a workload section names, as (node that names it, found on this machine?).
 std::vector<std::pair<yaml::Node, bool>> referenced_traces(const yaml::Node& workload);

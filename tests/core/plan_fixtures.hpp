@@ -4,6 +4,7 @@
 #include <string>
 
 #include "core/plan/placement.hpp"
+#include "core/plan/search.hpp"
 #include "core/spec/gpu.hpp"
 #include "core/spec/model.hpp"
 
@@ -19,6 +20,19 @@ inline spec::Gpu shipped_gpu(const std::string& name) {
 // numbers are arbitrary test values, not a claim about hardware.
 inline spec::Cluster test_cluster(const spec::Gpu& gpu, int nodes, int gpus_per_node, bool nvls = false) {
   return plan::single_type_cluster(gpu, nodes, gpus_per_node, 50e9, 2e-6, 6e-6, nvls);
+}
+
+// A search of shipped model `model` on `cluster` (its only GPU type), in the model's own dtypes, with prefill/decode
+// disaggregation `d`; the caller sets the SLOs and the load.
+inline plan::SearchInput search_input(const std::string& model, const spec::Cluster& cluster, spec::Disaggregation d) {
+  plan::SearchInput in;
+  in.model = shipped_model(model);
+  in.cluster = &cluster;
+  in.gpu_type = plan::resolve_gpu_type(cluster, "");
+  in.space.weight_dtype = in.model.weight_dtype;
+  in.space.kv_dtype = in.model.kv_dtype;
+  in.space.disaggregation = d;
+  return in;
 }
 
 }  // namespace parasol::testing

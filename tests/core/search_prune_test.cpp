@@ -18,13 +18,7 @@ namespace {
 
 plan::SearchInput input(const std::string& model, const spec::Cluster& cluster, plan::WorkloadLoad load,
                         double ttft_s, double tpot_s) {
-  plan::SearchInput in;
-  in.model = testing::shipped_model(model);
-  in.cluster = &cluster;
-  in.gpu_type = plan::resolve_gpu_type(cluster, "");
-  in.space.weight_dtype = in.model.weight_dtype;
-  in.space.kv_dtype = in.model.kv_dtype;
-  in.space.disaggregation = spec::Disaggregation::kBoth;
+  plan::SearchInput in = testing::search_input(model, cluster, spec::Disaggregation::kBoth);
   in.slo.ttft_p99_s = ttft_s;
   in.slo.tpot_p99_s = tpot_s;
   in.load = load;
@@ -111,14 +105,8 @@ TEST(SearchPrune, DeepSeekV3On32H200EveryPp) {
 
 TEST(SearchPrune, ShippedPdDisaggScenario) {
   const spec::Scenario s = spec::load_scenario_file(std::string(PARASOL_DATA_DIR) + "/scenarios/pd-disagg-mooncake.yaml");
-  plan::SearchInput in;
-  in.model = s.model;
-  in.cluster = &s.cluster;
-  in.gpu_type = s.gpu_type;
-  in.space = s.search;
-  in.slo = s.slo;
   std::string source;
-  in.load = plan::planning_load(s, 1, source);
+  const plan::SearchInput in = plan::scenario_search_input(s, 1, source);
   expect_pruned_equals_exhaustive(in, {1, static_cast<int64_t>(s.search.top_n)});
 }
 

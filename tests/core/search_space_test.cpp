@@ -144,13 +144,8 @@ std::set<Combo> legal_combinations(const spec::Model& m, int domain, int budget)
 }
 
 plan::SearchInput colocated(const std::string& model, const spec::Cluster& cluster) {
-  plan::SearchInput in;
-  in.model = testing::shipped_model(model);
-  in.cluster = &cluster;
-  in.gpu_type = plan::resolve_gpu_type(cluster, "");
-  in.space.weight_dtype = in.model.weight_dtype;
-  in.space.kv_dtype = in.model.kv_dtype;
-  in.space.disaggregation = spec::Disaggregation::kOff;  // one candidate per feasible layout
+  // Colocated only: one candidate per feasible layout.
+  plan::SearchInput in = testing::search_input(model, cluster, spec::Disaggregation::kOff);
   in.slo.ttft_p99_s = 2.0;
   in.slo.tpot_p99_s = 0.05;
   in.load = {50, 2048, 512};

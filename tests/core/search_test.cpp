@@ -25,13 +25,7 @@ ParallelConfig layout(int tp, int pp, int ep = 1, int adp = 1) {
 }
 
 plan::SearchInput input(const std::string& model, const spec::Cluster& cluster, spec::Disaggregation d) {
-  plan::SearchInput in;
-  in.model = testing::shipped_model(model);
-  in.cluster = &cluster;
-  in.gpu_type = plan::resolve_gpu_type(cluster, "");
-  in.space.weight_dtype = in.model.weight_dtype;
-  in.space.kv_dtype = in.model.kv_dtype;
-  in.space.disaggregation = d;
+  plan::SearchInput in = testing::search_input(model, cluster, d);
   in.slo.ttft_p99_s = 1.0;
   in.slo.tpot_p99_s = 0.05;
   in.load = {6.0, 1200, 220};
