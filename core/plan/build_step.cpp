@@ -38,6 +38,10 @@ struct GroupWork {
     keys = ctx_sum = pkeys = dkeys = pctx_sum = dctx_sum = 0;
     q_lens.clear(), ctx_lens.clear(), pq.clear(), pctx.clear(), dq.clear(), dctx.clear();
   }
+  void trim(size_t keep) {
+    for (auto* v : {&q_lens, &ctx_lens, &pq, &pctx, &dq, &dctx})
+      if (v->capacity() > keep) std::vector<int64_t>().swap(*v);
+  }
 };
 
 class Emit {
@@ -487,6 +491,13 @@ void StepBuilder::build_ranks(const Batch& batch, const std::vector<int>& ranks,
       throw Error("build_step: rank " + std::to_string(ranks[i]) + " out of range");
     im.emit_rank(ranks[i], out.ranks[i]);
   }
+}
+
+void StepBuilder::trim_scratch() {
+  size_t total = 0;
+  for (const auto& g : impl_->gw) total += g.q_lens.capacity();
+  if (total <= (size_t{1} << 16)) return;
+  for (auto& g : impl_->gw) g.trim(0);
 }
 
 Step StepBuilder::build(const Batch& batch) {

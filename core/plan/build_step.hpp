@@ -75,6 +75,9 @@ class StepBuilder {
   // Only the programs of `ranks` (out.ranks[i] is rank ranks[i]; groups as in build): for callers that cost one
   // representative rank of symmetric ranks (the simulator's analytic step runner).
   void build_ranks(const Batch& batch, const std::vector<int>& ranks, Step& out);
+  // Frees per-sequence scratch kept between builds beyond 64k sequences (a long-lived builder otherwise holds the
+  // capacity of the largest batch it has seen; the planner keeps one per stage shape, up to 1,024 ranks each).
+  void trim_scratch();
 
  private:
   struct Impl;

@@ -220,6 +220,7 @@ const LayerTimes& StageTimer::times(const GroupBatch& batch) {
     sc = im.cost->cost(im.step);
     layer_s = &sc.layer_s;
   }
+  im.builder->trim_scratch();
   LayerTimes t;
   t.tokens = batch.decode_seqs + batch.prefill_tokens;
   for (const auto& [layer, s] : *layer_s) {
