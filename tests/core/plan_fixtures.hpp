@@ -22,6 +22,13 @@ inline spec::Cluster test_cluster(const spec::Gpu& gpu, int nodes, int gpus_per_
   return plan::single_type_cluster(gpu, nodes, gpus_per_node, 50e9, 2e-6, 6e-6, nvls);
 }
 
+// A layout of one instance: tp x pp ranks, ep expert shards, adp attention-DP groups (dp 1).
+inline plan::ParallelConfig layout(int tp, int pp, int ep = 1, int adp = 1) {
+  plan::ParallelConfig c;
+  c.tp = tp, c.pp = pp, c.ep = ep, c.attn_dp = adp;
+  return c;
+}
+
 // A search of shipped model `model` on `cluster` (its only GPU type), in the model's own dtypes, with prefill/decode
 // disaggregation `d`; the caller sets the SLOs and the load.
 inline plan::SearchInput search_input(const std::string& model, const spec::Cluster& cluster, spec::Disaggregation d) {

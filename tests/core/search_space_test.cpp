@@ -20,11 +20,7 @@ using plan::GroupBatch;
 using plan::ParallelConfig;
 using plan::PoolRole;
 
-ParallelConfig layout(int tp, int pp, int ep = 1, int adp = 1) {
-  ParallelConfig c;
-  c.tp = tp, c.pp = pp, c.ep = ep, c.attn_dp = adp;
-  return c;
-}
+using testing::layout;
 
 // Every rank of the step runs rank 0's program (up to op names and which group of a size it talks to).
 bool all_ranks_alike(const plan::Step& s) {

@@ -18,11 +18,7 @@ namespace {
 using plan::ParallelConfig;
 using plan::PoolRole;
 
-ParallelConfig layout(int tp, int pp, int ep = 1, int adp = 1) {
-  ParallelConfig c;
-  c.tp = tp, c.pp = pp, c.ep = ep, c.attn_dp = adp;
-  return c;
-}
+using testing::layout;
 
 plan::SearchInput input(const std::string& model, const spec::Cluster& cluster, spec::Disaggregation d) {
   plan::SearchInput in = testing::search_input(model, cluster, d);
