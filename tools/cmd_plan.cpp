@@ -18,18 +18,12 @@
 namespace parasol::tools {
 namespace {
 
-std::string fixed(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 void print_table(const spec::Scenario& s, const plan::SearchResult& r, const std::string& source, int top,
                  int verbosity) {
   std::cout << "scenario " << s.name << ": " << s.model.name << " on " << s.cluster.name << " (" << r.gpu_budget
             << " x " << s.gpu_type << ")\n";
-  std::cout << "load: " << fixed("%.4g", r.load.rate_per_s) << " req/s, mean prompt "
-            << fixed("%.0f", r.load.input_mean) << " and output " << fixed("%.0f", r.load.output_mean)
+  std::cout << "load: " << format_number("%.4g", r.load.rate_per_s) << " req/s, mean prompt "
+            << format_number("%.0f", r.load.input_mean) << " and output " << format_number("%.0f", r.load.output_mean)
             << " tokens, from " << source << "\n";
   std::cout << "SLOs:";
   if (s.slo.ttft_p99_s) std::cout << " TTFT p99 <= " << format_time(*s.slo.ttft_p99_s);

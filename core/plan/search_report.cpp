@@ -11,12 +11,6 @@ namespace parasol::plan {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
 nlohmann::json pool_json(const PoolEstimate& p) {
   return {{"role", to_string(p.role)},
           {"layout", p.config.label()},
@@ -36,11 +30,11 @@ std::string why_lost(const Candidate& c, const Candidate& best) {
   if (c.goodput_tok_s_per_gpu < best.goodput_tok_s_per_gpu) {
     if (c.goodput_tok_s_per_gpu <= 0) return "no load meets the SLOs";
     const double pct = 100.0 * (1.0 - c.goodput_tok_s_per_gpu / best.goodput_tok_s_per_gpu);
-    return fmt(pct >= 1 ? "%.0f%% lower goodput/GPU" : "%.2g%% lower goodput/GPU", pct);
+    return format_number(pct >= 1 ? "%.0f%% lower goodput/GPU" : "%.2g%% lower goodput/GPU", pct);
   }
   if (c.tok_s_per_user < best.tok_s_per_user) {
     const double pct = 100.0 * (1.0 - c.tok_s_per_user / best.tok_s_per_user);
-    return fmt("same goodput/GPU, %.2g%% lower tokens/s/user", pct);
+    return format_number("same goodput/GPU, %.2g%% lower tokens/s/user", pct);
   }
   if (c.gpus > best.gpus) return "same goodput, more GPUs";
   return "tie (broken by label)";
@@ -51,9 +45,9 @@ std::string pareto_csv(const SearchResult& r) {
   o << "rank,layout,gpus,goodput_tok_s_per_gpu,tok_s_per_user,goodput_req_s,meets_slo,ttft_p99_s,tpot_p99_s\n";
   for (const ParetoPoint& pt : r.pareto) {
     const Candidate& c = pt.candidate;
-    o << pt.rank << ',' << c.label() << ',' << c.gpus << ',' << fmt("%.6g", c.goodput_tok_s_per_gpu) << ','
-      << fmt("%.6g", c.tok_s_per_user) << ',' << fmt("%.6g", c.goodput_rps) << ',' << (c.meets_slo ? 1 : 0) << ','
-      << fmt("%.6g", c.ttft_p99_s) << ',' << fmt("%.6g", c.tpot_p99_s) << '\n';
+    o << pt.rank << ',' << c.label() << ',' << c.gpus << ',' << format_number("%.6g", c.goodput_tok_s_per_gpu) << ','
+      << format_number("%.6g", c.tok_s_per_user) << ',' << format_number("%.6g", c.goodput_rps) << ',' << (c.meets_slo ? 1 : 0) << ','
+      << format_number("%.6g", c.ttft_p99_s) << ',' << format_number("%.6g", c.tpot_p99_s) << '\n';
   }
   return o.str();
 }

@@ -15,25 +15,14 @@
 #include "core/serve/metrics.hpp"
 #include "sim/routing.hpp"
 #include "sim/serving.hpp"
+#include "tests/sim/list_source.hpp"
 
 namespace parasol::sim {
 namespace {
 
 const std::string kData = PARASOL_DATA_DIR;
 
-class ListSource final : public serve::RequestSource {
- public:
-  explicit ListSource(std::vector<serve::Request> r) : r_(std::move(r)) {}
-  std::optional<serve::Request> next() override {
-    if (i_ >= r_.size()) return std::nullopt;
-    return r_[i_++];
-  }
-  std::string describe() const override { return "list"; }
-
- private:
-  std::vector<serve::Request> r_;
-  size_t i_ = 0;
-};
+using testing::ListSource;
 
 serve::Request request(int64_t id, double t, int64_t in, int64_t out) {
   serve::Request r;

@@ -14,6 +14,7 @@
 #include "core/spec/gpu.hpp"
 #include "core/spec/model.hpp"
 #include "sim/serving.hpp"
+#include "tests/sim/list_source.hpp"
 
 namespace parasol::sim {
 namespace {
@@ -45,20 +46,7 @@ plan::Batch one(int64_t new_tokens, int64_t context) {
   return b;
 }
 
-// Yields the given requests in order.
-class ListSource final : public serve::RequestSource {
- public:
-  explicit ListSource(std::vector<serve::Request> r) : r_(std::move(r)) {}
-  std::optional<serve::Request> next() override {
-    if (i_ >= r_.size()) return std::nullopt;
-    return r_[i_++];
-  }
-  std::string describe() const override { return "list"; }
-
- private:
-  std::vector<serve::Request> r_;
-  size_t i_ = 0;
-};
+using testing::ListSource;
 
 TEST(Serving, LoneRequestTtftIsPrefillStepAndE2eAddsEachDecodeStep) {
   Deployment s;
