@@ -8,6 +8,7 @@
 
 #include "core/common/error.hpp"
 #include "core/cost/calibration.hpp"
+#include "core/cost/profile_samples.hpp"
 #include "exec/layout.hpp"
 
 namespace parasol::exec {
@@ -104,11 +105,11 @@ std::unique_ptr<ModelRunner> make_runner(const plan::Plan& plan, const WeightSou
 
 }  // namespace
 
-std::string profile_rows(const std::vector<OpRecord>& ops, const std::string& gpu) {
+std::string profile_rows(const std::vector<OpRecord>& ops, const std::string& gpu,
+                         const cost::ProfileContext& ctx) {
   std::string out;
   for (const OpRecord& r : ops)
-    if (r.time_s > 0)
-      out += cost::CalibrationTable::csv_row(cost::CalibrationTable::row_for(r.op, gpu, r.time_s)) + "\n";
+    if (r.time_s > 0) out += cost::profile_csv_row(r.op, gpu, r.time_s, ctx) + "\n";
   return out;
 }
 
@@ -132,7 +133,7 @@ ServeConfig make_serve_config(const plan::Plan& plan, int pool_index, int64_t ma
 ExecStepRunner::ExecStepRunner(ModelRunner& runner, Communicator& instance, const serve::Clock& clock,
                                const ServeConfig& config)
     : runner_(runner), comm_(instance), clock_(clock), config_(config) {
-  if (config_.runner.profile) profile_ = cost::CalibrationTable::csv_header() + "\n";
+  if (config_.runner.profile) profile_ = cost::profile_csv_header() + "\n";
 }
 
 ExecStepRunner::~ExecStepRunner() = default;
@@ -179,7 +180,9 @@ serve::StepTiming ExecStepRunner::run(int /*replica*/, const plan::Batch& batch)
     s.seq_id = w.seq_id;
     s.context = w.context;
     s.attn_group = static_cast<int>(w.seq_id % adp);
-    s.sample = w.sample;
+    // Only a step that reaches the end of the sequence's known tokens samples one: a non-final prefill chunk (the
+    // scheduler's SeqWork leaves `sample` at its default) must not, or the prompt would be cut short.
+    s.sample = w.sample && w.context + w.new_tokens == static_cast<int64_t>(toks.size());
     s.tokens.assign(toks.begin() + w.context, toks.begin() + w.context + w.new_tokens);
     if (w.context == 0) {  // a (re)start from an empty cache: blocks held since a preemption are stale
       runner_.release(w.seq_id);
@@ -206,7 +209,9 @@ serve::StepTiming ExecStepRunner::run(int /*replica*/, const plan::Batch& batch)
     toks.push_back(res.next_tokens[i]);
     ++generated_;
   }
-  if (config_.runner.profile) profile_ += exec::profile_rows(res.ops, config_.profile_gpu);
+  if (config_.runner.profile)
+    profile_ += exec::profile_rows(res.ops, config_.profile_gpu, {comm_.rank(), iteration_, timing.total_s});
+  ++iteration_;
   return timing;
 }
 
@@ -300,8 +305,9 @@ ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Co
     decode(msg, releases, req);
     for (int64_t id : releases) model->release(id);
     StepResult res = model->step(req);
+    if (config.runner.profile)
+      rows += profile_rows(res.ops, config.profile_gpu, {instance.rank(), result.iterations, 0.0});
     ++result.iterations;
-    if (config.runner.profile) rows += profile_rows(res.ops, config.profile_gpu);
   }
   if (config.runner.profile) send_text(instance, rows, 0);
   return result;

@@ -8,8 +8,8 @@
 // outside the Step), and every rank runs ModelRunner::step — build_step's program for that rank. The other ranks run
 // serve_worker() until rank 0 says stop. While idle between arrivals rank 0 sends keep-alive messages so that the
 // workers' receive timeout only fires when rank 0 is really gone. With attention-DP, sequence id i is served by group
-// i % attn_dp. Per-op times (RunnerOptions::profile) become calibration CSV rows (core/cost/calibration.hpp), gathered
-// on rank 0 at the end.
+// i % attn_dp. Per-op times (RunnerOptions::profile) become executor-profile rows (calibration CSV plus rank, iteration
+// and per-sequence lengths: core/cost/profile_samples.hpp), gathered on rank 0 at the end.
 // Thread behaviour: each function runs on its rank's thread; the objects passed in are used during the call only.
 #pragma once
 
@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cost/profile_samples.hpp"
 #include "core/plan/plan.hpp"
 #include "core/serve/clock.hpp"
 #include "core/serve/metrics.hpp"
@@ -90,6 +91,7 @@ class ExecStepRunner final : public serve::StepRunner {
   std::map<int64_t, std::vector<int32_t>> outputs_;
   std::string profile_;
   int64_t generated_ = 0;
+  int64_t iteration_ = 0;  // run() calls so far: the profile rows' iteration
 };
 
 // Rank 0: serves `source` to exhaustion on a wall clock, feeding `metrics`. Every other rank calls serve_worker()
@@ -99,7 +101,7 @@ ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Co
 ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
                          const ServeConfig& config);
 
-// Calibration CSV rows (no header) of a step's ops measured on `gpu` (ops with no measured time are left out).
-std::string profile_rows(const std::vector<OpRecord>& ops, const std::string& gpu);
+// Executor-profile rows (no header) of a step's ops measured on `gpu` (ops with no measured time are left out).
+std::string profile_rows(const std::vector<OpRecord>& ops, const std::string& gpu, const cost::ProfileContext& ctx);
 
 }  // namespace parasol::exec

@@ -15,7 +15,7 @@ WERROR="${PARASOL_WERROR:-$([ -n "${CI:-}" ] && echo ON || echo OFF)}"
 
 PACKAGES=(build-essential cmake ninja-build pkg-config libsimgrid-dev libyaml-cpp-dev libboost-graph-dev
           nlohmann-json3-dev libcli11-dev libopenmpi-dev openmpi-bin libgtest-dev libgmock-dev libbenchmark-dev
-          libopenblas-dev)
+          libopenblas-dev libnlopt-cxx-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -120,6 +120,8 @@ AnalyticStepRunner::AnalyticStepRunner(const plan::Plan& plan, int pool, const s
   kv_bytes_ = dtype_bytes(plan.kv_dtype);
   // MLA attention has prefill/decode forms and a context-sized GEMM: not compiled (exact memo only).
   if (plan.model.attention == spec::AttentionKind::kMla) fast_ = false;
+  // A measured table keys attention on its per-sequence lengths, which compiled shapes drop: exact memo only.
+  if (cost::active_calibration()) fast_ = false;
   // One representative rank: pure TP (no pipeline, one attention group, no experts, one stage of tp ranks).
   const plan::ParallelConfig& c = p.config;
   const int R = c.instance_size();

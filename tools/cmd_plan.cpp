@@ -13,6 +13,7 @@
 #include "core/plan/search.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/scenario.hpp"
+#include "tools/calibration_option.hpp"
 #include "tools/cli.hpp"
 
 namespace parasol::tools {
@@ -61,6 +62,7 @@ void print_table(const spec::Scenario& s, const plan::SearchResult& r, const std
 
 struct PlanArgs {
   std::string scenario;
+  std::string calibration;  // --calibration; else the scenario's `calibration:`
   int top = 0;
 };
 
@@ -72,6 +74,9 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
   sub->add_option("scenario", args->scenario, "Scenario YAML (parasol.scenario/1)")->required();
   sub->add_option("--top", args->top, "How many ranked layouts to print (default: the scenario's search.top_n)")
       ->check(CLI::Range(1, 100000));
+  sub->add_option("--calibration", args->calibration,
+                  "Measured tables used where they cover an op (CSV, folder, AIConfigurator GPU folder; overrides the "
+                  "scenario's calibration:)");
   add_common_options(sub, common);
   sub->footer(
       "Writes DIR/plan.yaml (the chosen plan, for `parasol sim --plan` / `parasol exec --plan`) and DIR/pareto.csv "
@@ -79,6 +84,7 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
       "  parasol plan scenarios/llama70b-chat-dgx.yaml --top 5 --out out/llama70b");
   return [args, &common]() -> int {
     const spec::Scenario s = spec::load_scenario_file(resolve_data_path(args->scenario));
+    activate_calibration(!args->calibration.empty() ? args->calibration : s.calibration.value_or(""), common.verbosity);
     std::string source;
     plan::SearchInput in = plan::scenario_search_input(s, common.seed, source);
     const int top = args->top > 0 ? args->top : s.search.top_n;

@@ -15,6 +15,7 @@
 #include "core/spec/cluster.hpp"
 #include "core/spec/gpu.hpp"
 #include "core/spec/model.hpp"
+#include "tools/calibration_option.hpp"
 #include "tools/cli.hpp"
 
 namespace parasol::tools {
@@ -127,13 +128,10 @@ int run_step(const StepArgs& a, const CommonOptions& common) {
   if (!made.feasibility.ok && common.verbosity > 0)
     for (const auto& r : made.feasibility.reasons) std::cerr << "parasol: warning: infeasible: " << r << "\n";
 
-  cost::CalibrationTable table;
   cost::CostOptions copts;
   copts.algo = parse_algo(a.algo);
-  if (!a.calibration.empty()) {
-    table = cost::CalibrationTable::load_csv(a.calibration);
-    copts.calibration = &table;
-  }
+  const auto table = activate_calibration(a.calibration, common.verbosity);
+  copts.calibration = table.get();
   const plan::Step step = plan::build_step(made.plan, 0, batch);
   const cost::StepCost sc = cost::cost_step(step, made.plan, cluster, copts);
 
@@ -230,7 +228,7 @@ PARASOL_COMMAND("step", 30, [](CLI::App& app, CommonOptions& common) -> std::fun
   sub->add_option("--attn-dp", args->attn_dp, "Attention data-parallel groups")->check(CLI::PositiveNumber);
   sub->add_option("--batch", args->batch, "Batch SPEC: prefill:NxL, prefill:NxL@C, decode:N@C, comma-separated")->required();
   sub->add_option("--routing", args->routing, "MoE routing: uniform | zipf | zipf:S (seeded by --seed)");
-  sub->add_option("--calibration", args->calibration, "Calibration CSV (docs/cost-model.md) overriding the roofline");
+  sub->add_option("--calibration", args->calibration, "Measured tables (a calibration CSV, a folder of them, an AIConfigurator GPU folder; docs/calibration.md) used where they cover an op");
   sub->add_option("--algo", args->algo, "Collective algorithm: auto | ring | tree | nvls | hierarchical");
   sub->add_option("--rank", args->rank, "Rank whose ops to list: N, 'critical' or 'all'");
   sub->add_option("--weight-dtype", args->weight_dtype, "Override the model's weight dtype");

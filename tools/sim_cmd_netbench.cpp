@@ -1,5 +1,6 @@
 // `parasol netbench CLUSTER`: nccl-tests on the simulated cluster (sim/netbench.hpp). Prints the automatic choice's
 // curve, and with --out writes netbench.csv (every algorithm) and netbench.svg (busbw against size).
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -10,6 +11,7 @@
 #include "core/common/units.hpp"
 #include "core/spec/cluster.hpp"
 #include "sim/netbench.hpp"
+#include "tools/calibration_option.hpp"
 #include "tools/cli.hpp"
 
 namespace parasol::tools {
@@ -25,6 +27,7 @@ struct NetbenchArgs {
   double efficiency = -1;
   bool auto_only = false;
   std::vector<std::string> refs;  // "LABEL=GBPS"
+  std::string calibration;        // measured tables: their time next to the simulated one where they cover a row
 };
 
 std::vector<int> parse_gpu_list(const std::string& text, int gpu_count) {
@@ -92,6 +95,35 @@ int run(const NetbenchArgs& a, const CommonOptions& common) {
       throw ConfigError("", 0, 0, "--colls", "a list of all_reduce, all_gather, reduce_scatter, all_to_all", item);
   }
   const auto rows = sim::run_netbench(cluster, o);
+  // Measured times (--calibration) where the tables cover a row: same collective, GPU type and group size, the group
+  // inside one node, the size within the measured range.
+  std::vector<double> measured(rows.size(), 0.0);
+  bool any_measured = false;
+  if (const auto table = activate_calibration(a.calibration, common.verbosity)) {
+    bool one_node = false;
+    for (const auto& node : cluster.nodes) {
+      bool all = true;
+      for (int g : o.gpus) all = all && std::find(node.begin(), node.end(), g) != node.end();
+      one_node = one_node || all;
+    }
+    const auto& v = cluster.graph[cluster.gpus[o.gpus[0]]];
+    auto it = cluster.gpu_types.find(v.gpu_type);
+    const std::string gpu_name = it != cluster.gpu_types.end() ? it->second.name : v.gpu_type;
+    for (size_t i = 0; i < rows.size() && one_node; ++i) {
+      plan::OpKind kind = plan::OpKind::kAllReduce;
+      switch (rows[i].kind) {
+        case sim::CollKind::kAllReduce: kind = plan::OpKind::kAllReduce; break;
+        case sim::CollKind::kAllGather: kind = plan::OpKind::kAllGather; break;
+        case sim::CollKind::kReduceScatter: kind = plan::OpKind::kReduceScatter; break;
+        case sim::CollKind::kAllToAll: kind = plan::OpKind::kAllToAll; break;
+        default: continue;
+      }
+      if (auto t = table->lookup_collective(kind, gpu_name, static_cast<int>(o.gpus.size()), rows[i].bytes)) {
+        measured[i] = *t;
+        any_measured = true;
+      }
+    }
+  }
   const std::string title = "parasol netbench: " + cluster.name + ", " + std::to_string(o.gpus.size()) +
                             " GPUs, efficiency " + std::to_string(o.efficiency).substr(0, 4);
   if (!common.out_dir.empty()) {
@@ -109,7 +141,8 @@ int run(const NetbenchArgs& a, const CommonOptions& common) {
   }
   if (common.json) {
     nlohmann::json j = nlohmann::json::array();
-    for (const auto& r : rows)
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto& r = rows[i];
       j.push_back({{"collective", sim::to_string(r.kind)},
                    {"algorithm", r.algo},
                    {"bytes", r.bytes},
@@ -117,17 +150,22 @@ int run(const NetbenchArgs& a, const CommonOptions& common) {
                    {"algbw_Bps", r.algbw_Bps},
                    {"busbw_Bps", r.busbw_Bps},
                    {"flows", r.flows}});
+      if (measured[i] > 0) j.back()["measured_time_s"] = measured[i];
+    }
     std::cout << j.dump(1) << "\n";
     return 0;
   }
   if (common.verbosity == 0) return 0;
   std::cout << title << "\n";
-  std::printf("%-15s %-18s %12s %12s %12s %12s\n", "collective", "algorithm", "size", "time", "algbw", "busbw");
-  for (const auto& r : rows) {
+  std::printf("%-15s %-18s %12s %12s %12s %12s%s\n", "collective", "algorithm", "size", "time", "algbw", "busbw",
+              any_measured ? "     measured" : "");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
     if (r.algo.rfind("auto:", 0) != 0) continue;
-    std::printf("%-15s %-18s %12s %12s %12s %12s\n", sim::to_string(r.kind).c_str(), r.algo.c_str(),
+    const std::string m = !any_measured ? "" : measured[i] > 0 ? " " + std::string(12 - std::min<size_t>(12, format_time(measured[i]).size()), ' ') + format_time(measured[i]) : "            -";
+    std::printf("%-15s %-18s %12s %12s %12s %12s%s\n", sim::to_string(r.kind).c_str(), r.algo.c_str(),
                 format_bytes(r.bytes).c_str(), format_time(r.time_s).c_str(), format_bandwidth(r.algbw_Bps).c_str(),
-                format_bandwidth(r.busbw_Bps).c_str());
+                format_bandwidth(r.busbw_Bps).c_str(), m.c_str());
   }
   if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/netbench.csv and netbench.svg\n";
   return 0;
@@ -148,6 +186,8 @@ PARASOL_COMMAND("netbench", 25, [](CLI::App& app, CommonOptions& common) -> std:
                   "Achieved / nominal link bandwidth (default: the GPU's comm_efficiency)");
   sub->add_option("--ref", args->refs, "Reference busbw line on the plot, LABEL=GBPS (repeatable)");
   sub->add_flag("--auto-only", args->auto_only, "Only the automatically chosen algorithm (no per-algorithm rows)");
+  sub->add_option("--calibration", args->calibration,
+                  "Measured tables (e.g. an AIConfigurator GPU folder): print the measured time next to the simulated");
   add_common_options(sub, common);
   sub->footer("Example: parasol netbench topologies/clusters/dgx-h100.yaml --out /tmp/nb");
   return [args, &common] { return run(*args, common); };

@@ -26,6 +26,7 @@
 #include "sim/default_scenario.hpp"
 #include "sim/plan_choice.hpp"
 #include "sim/serving.hpp"
+#include "tools/calibration_option.hpp"
 #include "tools/cli.hpp"
 
 namespace parasol::tools {
@@ -43,6 +44,7 @@ struct SimArgs {
   std::string router = "least_outstanding_tokens";
   std::string algo = "auto";
   std::string policy;
+  std::string calibration;  // --calibration; else the scenario's `calibration:`
   int64_t requests = -1;
   bool timing = false;
 };
@@ -102,6 +104,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
   } else {
     sc = spec::load_scenario_file(resolve_data_path(a.scenario));
   }
+  activate_calibration(!a.calibration.empty() ? a.calibration : sc.calibration.value_or(""), common.verbosity);
   const ChosenPlan chosen = resolve_plan(sc, a, common.seed);
   const plan::Plan& plan = chosen.plan;
 
@@ -241,6 +244,9 @@ PARASOL_COMMAND("sim", 20, [](CLI::App& app, CommonOptions& common) -> std::func
   sub->add_option("--router", a->router, "round_robin | least_outstanding_tokens");
   sub->add_option("--algo", a->algo, "Network mode: force a collective algorithm (auto, ring, tree, nvls, ...)");
   sub->add_option("--requests", a->requests, "Serve at most this many requests");
+  sub->add_option("--calibration", a->calibration,
+                  "Measured tables used where they cover an op (CSV, folder, AIConfigurator GPU folder; overrides the "
+                  "scenario's calibration:)");
   sub->add_flag("--timing", a->timing,
                 "Print setup / simulation wall and CPU time, steps/s and peak RSS to stderr (benchmarks)");
   sub->add_option("--policy", a->policy,

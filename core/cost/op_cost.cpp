@@ -4,7 +4,9 @@
 #include <algorithm>
 
 #include "core/common/error.hpp"
+#include "core/cost/attention_cost.hpp"
 #include "core/cost/calibration.hpp"
+#include "core/cost/gemm_cost.hpp"
 
 namespace parasol::cost {
 namespace {
@@ -79,23 +81,39 @@ OpTime op_time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable*
     t.bound = Bound::kCommunication;
     return t;
   }
-  t.launch_s = gpu.eff.launch_overhead_s;
-  if (op.flops > 0) t.compute_s = op.flops / (op_peak_flops(op, gpu) * compute_efficiency(op, gpu));
-  if (op.bytes > 0) t.memory_s = op.bytes / (gpu.hbm_bw_Bps * gpu.eff.memory);
+  using plan::OpKind;
+  if (op.kind == OpKind::kGemm || op.kind == OpKind::kMoeGate)
+    t = gemm_op_time(op, gpu);
+  else if (op.kind == OpKind::kAttention || op.kind == OpKind::kMlaAttention)
+    t = attention_op_time(op, gpu);
+  else
+    t = elementwise_op_time(op, gpu);
+  if (!calibration) calibration = active_calibration();  // `--calibration` / a scenario's `calibration:`
   if (calibration) {
     if (auto measured = calibration->lookup(op, gpu.name)) {
       t.time_s = *measured;
       t.bound = Bound::kCalibrated;
-      return t;
     }
   }
+  return t;
+}
+
+OpTime roofline_time(const plan::Op& op, const spec::Gpu& gpu) {
+  OpTime t;
+  t.launch_s = gpu.eff.launch_overhead_s;
+  if (op.flops > 0) t.compute_s = op.flops / (op_peak_flops(op, gpu) * compute_efficiency(op, gpu));
+  if (op.bytes > 0) t.memory_s = op.bytes / (gpu.hbm_bw_Bps * gpu.eff.memory);
+  finish_time(t);
+  return t;
+}
+
+void finish_time(OpTime& t) {
   const double body = std::max(t.compute_s, t.memory_s);
   t.time_s = body + t.launch_s;
   if (t.launch_s > body)
     t.bound = Bound::kLaunch;
   else
     t.bound = t.compute_s >= t.memory_s ? Bound::kCompute : Bound::kMemory;
-  return t;
 }
 
 }  // namespace parasol::cost

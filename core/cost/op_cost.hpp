@@ -35,7 +35,12 @@ double op_peak_flops(const plan::Op& op, const spec::Gpu& gpu);
 // Compute efficiency in (0, 1] of the op's shape.
 double compute_efficiency(const plan::Op& op, const spec::Gpu& gpu);
 
-// Roofline time of a non-communication op. `calibration` (may be null) overrides it when it covers the op.
+// The roofline alone: max(FLOPs / (peak x compute_efficiency), bytes / (HBM x memory)) + launch overhead.
+OpTime roofline_time(const plan::Op& op, const spec::Gpu& gpu);
+// Sets time_s = max(compute_s, memory_s) + launch_s and the bound from the components.
+void finish_time(OpTime& t);
+
+// Time of a non-communication op: the family models (gemm_cost.hpp, attention_cost.hpp). `calibration` (may be null) overrides it when it covers the op.
 OpTime op_time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable* calibration = nullptr);
 
 }  // namespace parasol::cost

@@ -39,6 +39,15 @@ struct CostModel::Impl {
 
 namespace {
 
+// A collective inside one scale-up domain that the calibration measured (options' or the active one) takes the
+// measured time; elsewhere the model's stands.
+void measured_collective(const CostOptions& options, const spec::Gpu& gpu, plan::OpKind kind, const GroupLinks& links,
+                         double bytes, CollectiveTime& ct) {
+  const CalibrationTable* cal = options.calibration ? options.calibration : active_calibration();
+  if (!cal || !links.one_domain) return;
+  if (auto t = cal->lookup_collective(kind, gpu.name, links.n, bytes)) ct.time_s = *t;
+}
+
 struct Barrier {
   int arrived = 0;
   double latest_s = 0;
@@ -160,6 +169,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
           plan::Op shaped = op;
           shaped.comm_bytes = S;
           ct = collective_time(shaped, links_g, coll_params, op.algo != plan::CollectiveAlgo::kAuto ? op.algo : options.algo);
+          measured_collective(options, gpu, op.kind, links_g, S, ct);
         }
         OpTime t;
         t.bound = Bound::kCommunication;
@@ -278,6 +288,7 @@ bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::v
         plan::Op shaped = op;  // as run(): the payload is the largest member's (all equal here, and not below 0)
         shaped.comm_bytes = std::max(0.0, op.comm_bytes);
         ct = collective_time(shaped, *g, coll_params, op.algo != plan::CollectiveAlgo::kAuto ? op.algo : im.options.algo);
+        measured_collective(im.options, gpu, op.kind, *g, shaped.comm_bytes, ct);
       }
       oc.time.bound = Bound::kCommunication;
       oc.time.comm_s = oc.time.time_s = ct.time_s;

@@ -64,6 +64,11 @@ nlohmann::json to_json(const Gpu& g) {
                      {"nvls_efficiency", g.eff.nvls_efficiency},
                      {"collective_latency_s", g.eff.collective_latency_s},
                      {"nvls_latency_s", g.eff.nvls_latency_s}};
+  j["sm_count"] = g.sm_count;
+  j["gemm"] = to_json(g.gemm);
+  j["elementwise"] = to_json(g.elementwise);
+  j["attention"] = to_json(g.attention);
+  j["collective"] = to_json(g.collective);
   // Ridge point of the roofline at bf16: FLOPs per byte above which a kernel is compute-bound.
   if (g.hbm_bw_Bps > 0) j["ridge_flops_per_byte_bf16"] = g.peak(DType::kBf16) / g.hbm_bw_Bps;
   return j;

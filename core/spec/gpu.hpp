@@ -11,6 +11,7 @@
 #include <string>
 
 #include "core/common/dtype.hpp"
+#include "core/spec/kernel_params.hpp"
 
 namespace parasol::spec {
 
@@ -43,7 +44,12 @@ struct Gpu {
   double l2_bytes = 0;
   double tdp_W = 0;
   double idle_W = 0;
+  int sm_count = 0;           // streaming multiprocessors (AMD: compute units); 0: unknown
   Efficiency eff;
+  GemmParams gemm;
+  ElementwiseParams elementwise;
+  AttentionParams attention;
+  CollectiveModelParams collective;
 
   // Peak for a dtype; falls back to the nearest wider dtype the GPU supports (fp8 on A100 runs as bf16).
   double peak(DType t) const;

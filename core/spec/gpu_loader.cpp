@@ -48,7 +48,7 @@ Efficiency load_efficiency(const Node& n) {
 Gpu load_gpu(const yaml::Node& root) {
   if (!root.is_map()) root.fail("a GPU description (a map)");
   root.allow_keys({"schema", "name", "vendor", "peak_flops", "hbm", "hbm_bw", "scaleup_bw", "l2", "tdp", "idle_power",
-                   "efficiency"});
+                   "efficiency", "sm_count", "gemm", "elementwise", "attention", "collective"});
   root.at("schema").as_enum({"parasol.gpu/1"});
   Gpu g;
   g.name = root.str("name");
@@ -64,6 +64,11 @@ Gpu load_gpu(const yaml::Node& root) {
   if (g.idle_W > g.tdp_W)
     root.at("idle_power").fail("an idle power at most the TDP (" + std::to_string(g.tdp_W) + " W)");
   if (auto e = root.get("efficiency")) g.eff = load_efficiency(*e);
+  g.sm_count = static_cast<int>(root.integer_or("sm_count", 0, 0, 100000));
+  if (auto s = root.get("gemm")) load_gemm_params(*s, g.gemm);
+  if (auto s = root.get("elementwise")) load_elementwise_params(*s, g.elementwise);
+  if (auto s = root.get("attention")) load_attention_params(*s, g.attention);
+  if (auto s = root.get("collective")) load_collective_params(*s, g.collective);
   return g;
 }
 

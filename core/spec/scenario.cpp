@@ -168,7 +168,8 @@ std::string resolve_referenced_file(const yaml::Node& at) {
 Scenario load_scenario(const yaml::Node& root) {
   if (!root.is_map()) root.fail("a scenario map with 'schema: " + std::string(kSchema) + "'");
   root.allow_keys(
-      {"schema", "name", "description", "model", "cluster", "gpu_type", "workload", "slo", "search", "plan", "sim"});
+      {"schema", "name", "description", "model", "cluster", "gpu_type", "workload", "slo", "search", "plan", "sim",
+       "calibration"});
   yaml::Node schema = root.at("schema");
   if (schema.as_string() != kSchema) schema.fail("'" + std::string(kSchema) + "'");
 
@@ -181,6 +182,14 @@ Scenario load_scenario(const yaml::Node& root) {
   if (auto c = root.get("slo")) s.slo = load_slo(*c);
   if (auto c = root.get("sim")) s.sim = load_sim(*c);
   if (auto c = root.get("plan")) s.plan_path = resolve_referenced_file(*c);
+  if (auto c = root.get("calibration")) {  // a file or a folder: relative to the scenario, then to the data dir
+    const fs::path ref(c->as_string());
+    std::error_code ec;
+    for (const fs::path& p : {ref.is_absolute() ? ref : fs::path(root.file()).parent_path() / ref,
+                              ref.is_absolute() ? ref : fs::path(data_dir()) / ref})
+      if (!s.calibration && !ref.empty() && fs::exists(p, ec)) s.calibration = p.lexically_normal().string();
+    if (!s.calibration) c->fail("an existing calibration file or folder (docs/calibration.md)");
+  }
   if (auto c = root.get("workload")) {
     if (!c->is_map()) c->fail("a workload map (see docs/workloads.md)");
     s.workload = *c;
@@ -265,6 +274,7 @@ nlohmann::json to_json(const Scenario& s) {
                                      {"input_mean", s.search.workload_stats->input_mean},
                                      {"output_mean", s.search.workload_stats->output_mean}};
   j["plan"] = s.plan_path ? nlohmann::json(*s.plan_path) : nlohmann::json(nullptr);
+  j["calibration"] = s.calibration ? nlohmann::json(*s.calibration) : nlohmann::json(nullptr);
   j["sim"] = {{"fidelity", to_string(s.sim.fidelity)},
               {"duration_s", opt(s.sim.duration_s)},
               {"max_requests", s.sim.max_requests ? nlohmann::json(*s.sim.max_requests) : nlohmann::json(nullptr)}};

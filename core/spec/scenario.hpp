@@ -80,6 +80,9 @@ struct Scenario {
   Slo slo;
   SearchSpace search;
   std::optional<std::string> plan_path;  // resolved path of a fixed plan (`parasol.plan/1`), if given
+  // `calibration:`: resolved path of measured tables (a calibration/profile CSV or a folder of them, or an
+  // AIConfigurator GPU folder; docs/calibration.md) that plan and sim use where they cover an op; nullopt: none.
+  std::optional<std::string> calibration;
   SimOptions sim;
 };
 

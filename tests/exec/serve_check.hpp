@@ -90,12 +90,13 @@ inline void check_served(const std::string& dir, const std::string& scenario, ui
   EXPECT_GT(table.size(), 0u);
   std::ifstream pf(profile);
   ASSERT_TRUE(std::getline(pf, line));
-  EXPECT_EQ(line, cost::CalibrationTable::csv_header());
+  // The calibration columns first, then the executor profile's own (core/cost/profile_samples.hpp).
+  EXPECT_EQ(line.rfind(cost::CalibrationTable::csv_header() + ",", 0), 0u) << line;
   std::map<std::string, int> kinds;
   int64_t covered = 0;
   while (std::getline(pf, line)) {
     const std::vector<std::string> f = split(line);
-    ASSERT_EQ(f.size(), 15u) << line;
+    ASSERT_GE(f.size(), 15u) << line;
     ++kinds[f[1]];
     EXPECT_GT(std::stod(f[14]), 0.0) << line;
     if (f[1] == "gemm" && std::stoll(f[4]) > 0) {
