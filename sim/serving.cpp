@@ -59,10 +59,11 @@ class Simulation {
       if (p < o.runners.size() && o.runners[p]) {
         runners_.push_back(o.runners[p]);
       } else if (o.fidelity == spec::Fidelity::kNetwork) {
-        network_.push_back(std::make_unique<NetworkStepRunner>(plan, static_cast<int>(p), platform_, o.algo));
+        network_.push_back(
+            std::make_unique<NetworkStepRunner>(plan, static_cast<int>(p), platform_, o.algo, o.engine));
         runners_.push_back(network_.back().get());
       } else {
-        analytic_.push_back(std::make_unique<AnalyticStepRunner>(plan, static_cast<int>(p), cluster));
+        analytic_.push_back(std::make_unique<AnalyticStepRunner>(plan, static_cast<int>(p), cluster, o.engine));
         runners_.push_back(analytic_.back().get());
       }
       for (size_t i = 0; i < pool.placement.size(); ++i) {

@@ -38,6 +38,8 @@ struct ServeOptions {
   // includes the KV transfer and decode-side queueing), else at the end of the prefill (scenario `sim.first_token`).
   bool first_token_at_decode = true;
   plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto;  // network mode: force one collective algorithm
+  // The serving engine around the kernels (the scenario's `engine:`; not owned); null: the bare GPU program.
+  const spec::Engine* engine = nullptr;
   double duration_s = std::numeric_limits<double>::infinity();  // no arrivals admitted at or after this time
   int64_t max_requests = -1;                                    // stop admitting after this many (-1: no cap)
   std::function<void(double now_s, int64_t done)> progress;     // every progress_every records

@@ -74,6 +74,7 @@ struct AnalyticStepRunner::Shape {
   std::vector<int> stage;         // rank -> pipeline stage
   std::vector<int> first_barrier; // rank -> its first barrier when its first op is one (a recv), else -1
   std::vector<bool> has_ops;
+  std::vector<int64_t> ops_n, attn_n;  // per rank: ops and attention ops (the engine's launch floor)
   bool single = false;            // all ranks identical, every barrier spans all ranks: evaluate rank 0 alone
   double fixed_flops = 0, fixed_bytes = 0;
   size_t bytes_used() const {
@@ -104,10 +105,14 @@ bool close(double a, double b) { return std::fabs(a - b) <= 1e-12 * std::max({1.
 
 }  // namespace
 
-AnalyticStepRunner::AnalyticStepRunner(const plan::Plan& plan, int pool, const spec::Cluster& cluster)
-    : plan_(plan), pool_(pool), builder_(plan, pool), cost_(plan, cluster, [&] {
+AnalyticStepRunner::AnalyticStepRunner(const plan::Plan& plan, int pool, const spec::Cluster& cluster,
+                                       const spec::Engine* engine)
+    : plan_(plan), pool_(pool), engine_(engine),
+      step_options_(engine ? plan::step_options(*engine, plan, pool, cluster) : plan::StepOptions{}),
+      builder_(plan, pool, step_options_), cost_(plan, cluster, [&] {
         cost::CostOptions o;
         o.instance = 0;
+        o.engine = engine;
         return o;
       }()),
       pp_(plan.pools.at(pool).config.pp), attn_dp_(std::max(1, plan.pools.at(pool).config.attn_dp)) {
@@ -140,6 +145,7 @@ serve::StepTiming AnalyticStepRunner::full(const plan::Batch& batch) {
   serve::StepTiming t;
   t.total_s = sc.total_s;
   t.stage_s = stage_times(step_, sc, pp_);
+  if (!t.stage_s.empty()) t.stage_s[0] += sc.engine_s;  // the engine's CPU work holds the next micro-batch back
   step_work(step_, t.flops, t.bytes);
   return t;
 }
@@ -226,7 +232,8 @@ struct AnalyticStepRunner::LayerTemplate {
   plan::Plan one_layer;  // the pool's plan with a one-layer model
   plan::StepBuilder builder;
   int64_t layers = 0;  // of the real model
-  LayerTemplate(plan::Plan p, int pool, int64_t l) : one_layer(std::move(p)), builder(one_layer, pool), layers(l) {}
+  LayerTemplate(plan::Plan p, int pool, int64_t l, const plan::StepOptions& o)
+      : one_layer(std::move(p)), builder(one_layer, pool, o), layers(l) {}
 };
 
 void AnalyticStepRunner::set_layer_template(bool v) {
@@ -236,7 +243,7 @@ void AnalyticStepRunner::set_layer_template(bool v) {
   one.model.layers = 1;
   one.pools[static_cast<size_t>(pool_)].stage_layers.clear();
   try {
-    template_ = std::make_unique<LayerTemplate>(std::move(one), pool_, plan_.model.layers);
+    template_ = std::make_unique<LayerTemplate>(std::move(one), pool_, plan_.model.layers, step_options_);
   } catch (const Error&) {
     template_.reset();  // a model that cannot be cut to one layer: build the full model
   }
@@ -256,7 +263,8 @@ bool same_shape_op(const plan::Op& x, const plan::Op& y) {
 // Every field of two compiled shapes, exactly (the layer template against the full model).
 bool AnalyticStepRunner::same_shape(const Shape& a, const Shape& b) {
   if (a.key != b.key || a.var_ref != b.var_ref || a.stage != b.stage || a.first_barrier != b.first_barrier ||
-      a.has_ops != b.has_ops || a.single != b.single || a.fixed_flops != b.fixed_flops ||
+      a.has_ops != b.has_ops || a.ops_n != b.ops_n || a.attn_n != b.attn_n || a.single != b.single ||
+      a.fixed_flops != b.fixed_flops ||
       a.fixed_bytes != b.fixed_bytes || a.vars.size() != b.vars.size() || a.segs.size() != b.segs.size() ||
       a.barriers.size() != b.barriers.size())
     return false;
@@ -325,6 +333,8 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one_from(
   sh->stage.assign(1, step_.ranks[0].stage);
   sh->first_barrier.assign(1, -1);
   sh->has_ops.assign(1, n > 0);
+  sh->ops_n.assign(1, static_cast<int64_t>(n));
+  sh->attn_n.assign(1, 0);
   sh->single = true;
   std::vector<std::pair<uint32_t, double>> pending;
   Shape::Seg seg;
@@ -340,6 +350,7 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one_from(
     const size_t j = at(i);
     const plan::Op& op = built[j];
     if (op.kind == plan::OpKind::kMlaAttention) return nullptr;
+    if (op.kind == plan::OpKind::kAttention) ++sh->attn_n[0];
     if (plan::is_communication(op.kind)) {
       if (i == 0) sh->first_barrier[0] = static_cast<int>(sh->barriers.size());
       sh->barriers.push_back({oc[j].time.time_s, {}});
@@ -402,6 +413,8 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_full(cons
   sh->stage.resize(R);
   sh->first_barrier.assign(R, -1);
   sh->has_ops.assign(R, false);
+  sh->ops_n.assign(R, 0);
+  sh->attn_n.assign(R, 0);
   // Barrier instances: the k-th collective of a group on every member is one barrier; so is the k-th send/recv of a
   // (src, dst) pair. instance_[g][k] -> barrier (groups), p2p by (src * R + dst, k).
   const size_t G = step_.groups.size();
@@ -415,6 +428,8 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_full(cons
     const auto& oc = sc.ranks[r].ops;
     sh->stage[r] = step_.ranks[r].stage;
     sh->has_ops[r] = !ops.empty();
+    sh->ops_n[r] = static_cast<int64_t>(ops.size());
+    for (const auto& op : ops) sh->attn_n[r] += op.kind == plan::OpKind::kAttention ? 1 : 0;
     const int ag = c.attn_group_of(r);
     std::fill(seen_group.begin(), seen_group.end(), 0);
     std::map<int64_t, int> seen_p2p;
@@ -550,12 +565,16 @@ void AnalyticStepRunner::evaluate(const Shape& shc, serve::StepTiming& t) {
     for (uint32_t i = s.vbeg; i < s.vend; ++i) x += sh.var_ref[i].second * var_time_[sh.var_ref[i].first];
     return x;
   };
+  // The engine's host launches (CostModel: a rank finishes no earlier than its launches x launch_s).
+  auto floor_s = [&](size_t r) {
+    return floors_ ? cost::launch_floor_s(*engine_, launch_, sh.ops_n[r], sh.attn_n[r]) : 0.0;
+  };
   if (sh.single) {
     const auto& segs = sh.segs[0];
     double now = 0;
     for (size_t k = 0; k < sh.barriers.size(); ++k) now += seg_s(segs[k]) + sh.barriers[k].dur;
     now += seg_s(segs.back());
-    t.total_s = now;
+    t.total_s = std::max(now, floor_s(0));
     return;
   }
   const size_t R = sh.segs.size();
@@ -573,6 +592,7 @@ void AnalyticStepRunner::evaluate(const Shape& shc, serve::StepTiming& t) {
   double total = 0;
   for (size_t r = 0; r < R; ++r) {
     now_[r] += seg_s(sh.segs[r].back());
+    now_[r] = std::max(now_[r], floor_s(r));
     total = std::max(total, now_[r]);
   }
   t.total_s = total;
@@ -596,12 +616,14 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
   if (fast_) {
     agg_.assign(kAgg * attn_dp_, 0);
     bool ok = true;
+    int64_t seqs = 0;
     for (const auto& s : batch.seqs) {
       if (s.attn_group < 0 || s.attn_group >= attn_dp_ || s.new_tokens < 0 || s.context < 0) {
         ok = false;  // the full path reports the error
         break;
       }
       if (s.new_tokens == 0) continue;
+      ++seqs;
       int64_t* g = &agg_[kAgg * s.attn_group];
       g[0] += s.new_tokens;
       g[1] += s.sample ? 1 : 0;
@@ -640,7 +662,18 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
         }
       }
       if (sh) {
+        int64_t tokens = 0;
+        for (int a = 0; a < attn_dp_; ++a) tokens += agg_[kAgg * a];
+        if (engine_) {
+          launch_ = cost::launch_mode(*engine_, seqs, tokens);
+          floors_ = launch_ != cost::Launch::kGraph && engine_->launch_s > 0;
+        }
         evaluate(*sh, t);
+        if (engine_) {  // as CostModel: the engine's CPU work once per iteration
+          const double gpu = t.total_s;
+          t.total_s = cost::engine_step_s(*engine_, gpu, cost::iteration_cpu_s(*engine_, seqs, tokens), pp_);
+          if (!t.stage_s.empty()) t.stage_s[0] += t.total_s - gpu;
+        }
         if (verify_) {
           const serve::StepTiming f = full(batch);
           bool same = close(f.total_s, t.total_s) && close(f.flops, t.flops) && close(f.bytes, t.bytes) &&
@@ -657,9 +690,15 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
   return exact_memo(batch);
 }
 
-NetworkStepRunner::NetworkStepRunner(const plan::Plan& plan, int pool, Platform& platform, plan::CollectiveAlgo algo)
-    : plan_(plan), pool_(pool), platform_(platform), algo_(algo), builder_(plan, pool),
-      cost_(plan, platform.cluster()) {
+NetworkStepRunner::NetworkStepRunner(const plan::Plan& plan, int pool, Platform& platform, plan::CollectiveAlgo algo,
+                                     const spec::Engine* engine)
+    : plan_(plan), pool_(pool), platform_(platform), algo_(algo), engine_(engine),
+      builder_(plan, pool, engine ? plan::step_options(*engine, plan, pool, platform.cluster()) : plan::StepOptions{}),
+      cost_(plan, platform.cluster(), [&] {
+        cost::CostOptions o;
+        o.engine = engine;
+        return o;
+      }()) {
   auto it = platform.cluster().gpu_types.find(plan.gpu_type);
   if (it != platform.cluster().gpu_types.end()) efficiency_ = it->second.eff.comm_efficiency;
 }
@@ -854,6 +893,10 @@ serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, cons
   }
   double end = t0;
   for (double t : ready) end = std::max(end, t);
+  if (engine_) {  // as CostModel: the host's launch floor, then the engine's CPU work once per iteration
+    end = std::max(end, t0 + sc.launch_floor_s);
+    end = t0 + cost::engine_step_s(*engine_, end - t0, sc.engine_cpu_s, plan_.pools[pool_].config.pp);
+  }
   if (end > sg4::Engine::get_clock()) sg4::this_actor::sleep_until(end);
   ++stats_.steps;
   serve::StepTiming t;

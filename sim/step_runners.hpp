@@ -48,7 +48,10 @@ namespace parasol::sim {
 
 class AnalyticStepRunner final : public serve::StepRunner {
  public:
-  AnalyticStepRunner(const plan::Plan& plan, int pool, const spec::Cluster& cluster);
+  // `engine` (may be null: the bare GPU program; must outlive the runner): its fusion and dispatch shape the steps,
+  // its per-iteration costs add to every step (core/cost/step_cost.hpp).
+  AnalyticStepRunner(const plan::Plan& plan, int pool, const spec::Cluster& cluster,
+                     const spec::Engine* engine = nullptr);
   ~AnalyticStepRunner() override;
   serve::StepTiming run(int replica, const plan::Batch& batch) override;
   std::string name() const override { return "analytic"; }
@@ -81,9 +84,13 @@ class AnalyticStepRunner final : public serve::StepRunner {
 
   const plan::Plan& plan_;
   int pool_ = 0;
+  const spec::Engine* engine_ = nullptr;
+  plan::StepOptions step_options_;
   plan::StepBuilder builder_;
   cost::CostModel cost_;
   const spec::Gpu* gpu_ = nullptr;
+  cost::Launch launch_ = cost::Launch::kGraph;  // the current batch's launch mode (evaluate's launch floors)
+  bool floors_ = false;
   int pp_ = 1;
   int attn_dp_ = 1;
   double act_bytes_ = 2, kv_bytes_ = 2;
@@ -118,7 +125,7 @@ struct NetworkStats {
 class NetworkStepRunner final : public serve::StepRunner {
  public:
   NetworkStepRunner(const plan::Plan& plan, int pool, Platform& platform,
-                    plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto);
+                    plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto, const spec::Engine* engine = nullptr);
   serve::StepTiming run(int replica, const plan::Batch& batch) override;
   // One micro-batch of a pipelined replica (sim/serving runs up to pp of them at once, each in its own actor): slot
   // keeps concurrent micro-batches of one replica apart (0 <= slot < pp); stage0_done, when set, is called once with
@@ -137,6 +144,7 @@ class NetworkStepRunner final : public serve::StepRunner {
   int pool_;
   Platform& platform_;
   plan::CollectiveAlgo algo_;
+  const spec::Engine* engine_ = nullptr;
   double efficiency_ = 1.0;
   plan::StepBuilder builder_;
   cost::CostModel cost_;

@@ -181,7 +181,7 @@ int run_fit(const CalibrateArgs& a, const CommonOptions& common, GpuSet& gpus, c
       auto it = sets[g].find(f.name);
       if (it == sets[g].end() || it->second.empty()) continue;
       any = true;
-      const cost::FitResult r = cost::fit_family(f, it->second, gpu, common.seed == 1 ? cost::kSplitSeed : common.seed);
+      const cost::FitResult r = cost::fit_family(f, it->second, gpu);  // the fixed split: the report holds out the same shapes
       gpu = r.gpu;  // later families start from (and may share) the parameters fitted so far
       if (common.json) {
         nlohmann::json jv = nlohmann::json::object();

@@ -5,6 +5,7 @@
 #include <iomanip>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "core/common/error.hpp"
@@ -13,6 +14,7 @@
 #include "core/plan/build_step.hpp"
 #include "core/plan/placement.hpp"
 #include "core/spec/cluster.hpp"
+#include "core/spec/engine.hpp"
 #include "core/spec/gpu.hpp"
 #include "core/spec/model.hpp"
 #include "tools/calibration_option.hpp"
@@ -23,7 +25,7 @@ namespace {
 
 struct StepArgs {
   std::string model, gpu, cluster, batch, routing = "uniform", calibration, algo = "auto", rank = "0";
-  std::string weight_dtype, kv_dtype, nic_bw = "400 Gb/s";
+  std::string weight_dtype, kv_dtype, nic_bw = "400 Gb/s", engine = spec::kDefaultEngine;
   int tp = 1, pp = 1, ep = 1, attn_dp = 1, gpus_per_node = 8;
   bool allow_cross_domain_tp = false;
 };
@@ -132,7 +134,12 @@ int run_step(const StepArgs& a, const CommonOptions& common) {
   copts.algo = parse_algo(a.algo);
   const auto table = activate_calibration(a.calibration, common.verbosity);
   copts.calibration = table.get();
-  const plan::Step step = plan::build_step(made.plan, 0, batch);
+  // The engine around the kernels ("none": the bare GPU program, as parasol's executor runs it).
+  std::optional<spec::Engine> engine;
+  if (a.engine != "none") engine = spec::load_engine_ref(a.engine, "", "--engine");
+  copts.engine = engine ? &*engine : nullptr;
+  const plan::StepOptions sopts = engine ? plan::step_options(*engine, made.plan, 0, cluster) : plan::StepOptions{};
+  const plan::Step step = plan::build_step(made.plan, 0, batch, sopts);
   const cost::StepCost sc = cost::cost_step(step, made.plan, cluster, copts);
 
   std::vector<int> shown;
@@ -163,6 +170,15 @@ int run_step(const StepArgs& a, const CommonOptions& common) {
     j["reasons"] = made.feasibility.reasons;
     j["kv_tokens"] = pool.memory.kv_tokens;
     j["total_s"] = sc.total_s;
+    j["gpu_s"] = sc.gpu_s;
+    j["engine"] = engine ? nlohmann::json{{"name", engine->name},
+                                          {"source", engine->source},
+                                          {"per_iteration_s", sc.engine_s},
+                                          {"cpu_s", sc.engine_cpu_s},
+                                          {"serial_s", engine->iteration.serial_s},
+                                          {"launch", cost::to_string(sc.launch)},
+                                          {"launch_floor_s", sc.launch_floor_s}}
+                         : nlohmann::json(nullptr);
     j["critical_rank"] = sc.critical_rank;
     for (const auto& [l, t] : sc.layer_s) j["layers"].push_back({{"layer", l}, {"time_s", t}});
     for (int r : shown) {
@@ -208,10 +224,21 @@ int run_step(const StepArgs& a, const CommonOptions& common) {
       std::cout << "  " << (l < 0 ? std::string("other") : "L" + std::to_string(l)) << "  " << format_time(t) << "\n";
   }
   const auto& cr = sc.ranks[static_cast<size_t>(sc.critical_rank)];
+  if (engine) {
+    // The engine's per-iteration cost on its own line: what it adds to the GPU time, and where that comes from.
+    const bool overlap = engine->iteration.overlap && (config.pp <= 1 || engine->iteration.overlap_with_pp);
+    std::cout << "engine " << engine->name << ": " << format_time(sc.engine_s) << " per iteration (CPU work "
+              << format_time(sc.engine_cpu_s) << (overlap ? " overlapped with the GPU" : " before the GPU") << ", "
+              << format_time(engine->iteration.serial_s) << " serial; kernels: " << cost::to_string(sc.launch);
+    if (sc.launch_floor_s > 0) std::cout << ", host launches " << format_time(sc.launch_floor_s);
+    std::cout << ")\n";
+  }
   std::cout << "iteration: " << format_time(sc.total_s) << " (critical rank " << sc.critical_rank << ": compute "
             << format_time(cr.compute_bound_s) << ", memory " << format_time(cr.memory_bound_s) << ", communication "
             << format_time(cr.comm_s) << ", launch " << format_time(cr.launch_bound_s) << ", waiting "
-            << format_time(std::max(0.0, cr.finish_s - cr.busy_s)) << ")\n";
+            << format_time(std::max(0.0, cr.finish_s - cr.busy_s));
+  if (engine) std::cout << ", engine " << format_time(sc.engine_s);
+  std::cout << ")\n";
   return 0;
 }
 
@@ -229,6 +256,9 @@ PARASOL_COMMAND("step", 30, [](CLI::App& app, CommonOptions& common) -> std::fun
   sub->add_option("--batch", args->batch, "Batch SPEC: prefill:NxL, prefill:NxL@C, decode:N@C, comma-separated")->required();
   sub->add_option("--routing", args->routing, "MoE routing: uniform | zipf | zipf:S (seeded by --seed)");
   sub->add_option("--calibration", args->calibration, "Measured tables (a calibration CSV, a folder of them, an AIConfigurator GPU folder; docs/calibration.md) used where they cover an op");
+  sub->add_option("--engine", args->engine,
+                  "Serving engine around the kernels: a shipped profile (topologies/engines/NAME.yaml: vllm, sglang, "
+                  "trtllm), an engine file, or 'none' (default vllm)");
   sub->add_option("--algo", args->algo, "Collective algorithm: auto | ring | tree | nvls | hierarchical");
   sub->add_option("--rank", args->rank, "Rank whose ops to list: N, 'critical' or 'all'");
   sub->add_option("--weight-dtype", args->weight_dtype, "Override the model's weight dtype");
@@ -240,6 +270,7 @@ PARASOL_COMMAND("step", 30, [](CLI::App& app, CommonOptions& common) -> std::fun
       "Examples:\n"
       "  parasol step --model llama-3.1-70b --gpu h100-sxm --tp 4 --batch prefill:4x2048\n"
       "  parasol step --model llama-3.1-8b --gpu h100-sxm --batch prefill:2x512@4096,decode:64@8192 --json\n"
+      "  parasol step --model llama-3.1-70b --gpu h100-sxm --tp 8 --batch decode:1@1024 --engine trtllm\n"
       "  parasol step --model deepseek-v3 --cluster h200-2node --tp 2 --attn-dp 8 --ep 16 --batch decode:256@4096 \\\n"
       "               --routing zipf:1.2 --rank critical");
   return [args, &common] { return run_step(*args, common); };

@@ -7,7 +7,8 @@
 // bias), per family over distinct shapes (the Samples `parasol calibrate --profile` fits: median of repeats), per
 // iteration, and the worst shapes; --svg draws predicted against measured per op (log-log, by kind) and the
 // iterations. --held-out keeps only the shapes the calibration split held out of the fit (fitting.hpp), so that
-// `calibrate --profile P --write` then `validate --profile P --held-out` measures the fitted model on data it never saw.
+// `calibrate --profile P --write` then `validate --profile P --held-out` measures the fitted model on data it never
+// saw.
 // Owner: validation. Thread behaviour: single-threaded command.
 #include <spawn.h>
 #include <sys/wait.h>
@@ -128,6 +129,7 @@ struct Report {
   double overhead_median_s = 0;  // wall - measured ops, median over iterations
   std::vector<WorstRow> worst;
   std::vector<Point> points;
+  std::vector<std::string> profile_gpus;  // the rows' gpu column values, sorted
 };
 
 Report compare(const std::vector<cost::ProfileRow>& rows, const spec::Gpu& gpu, const ValidateArgs& a,
@@ -162,6 +164,8 @@ Report compare(const std::vector<cost::ProfileRow>& rows, const spec::Gpu& gpu, 
   std::vector<std::pair<size_t, double>> row_points;  // (sample, measured) of compared rows
   for (const cost::ProfileRow& r : rows) {
     ranks_seen[r.rank] = true;
+    if (std::find(rep.profile_gpus.begin(), rep.profile_gpus.end(), r.gpu) == rep.profile_gpus.end())
+      rep.profile_gpus.push_back(r.gpu);
     const std::string family = cost::profile_family(r.op);
     double pred = r.time_s;  // communication and unmodelled rows count at their measured time in iterations
     if (family.empty()) {
@@ -188,6 +192,7 @@ Report compare(const std::vector<cost::ProfileRow>& rows, const spec::Gpu& gpu, 
     }
   }
   rep.ranks = ranks_seen.size();
+  std::sort(rep.profile_gpus.begin(), rep.profile_gpus.end());
   std::sort(kind_order.begin(), kind_order.end());
   std::map<std::string, size_t> kind_index;
   for (const auto& k : kind_order) {
@@ -258,6 +263,7 @@ nlohmann::json report_json(const Report& r) {
   j["rows"] = r.rows;
   j["compared"] = r.compared;
   j["ranks"] = r.ranks;
+  j["profile_gpus"] = r.profile_gpus;
   j["skipped"] = {{"communication", r.communication}, {"attention_without_lengths", r.no_lengths}};
   j["kinds"] = nlohmann::json::array();
   for (const auto& k : r.kinds) {
@@ -277,7 +283,8 @@ nlohmann::json report_json(const Report& r) {
   j["overall"] = stats_json(r.overall);
   nlohmann::json it = nlohmann::json::array();
   for (const auto& i : r.iterations)
-    it.push_back({{"iteration", i.iteration}, {"wall_s", i.wall_s}, {"ops_s", i.ops_s}, {"predicted_s", i.predicted_s}});
+    it.push_back(
+        {{"iteration", i.iteration}, {"wall_s", i.wall_s}, {"ops_s", i.ops_s}, {"predicted_s", i.predicted_s}});
   j["iterations"] = {{"n", r.iterations.size()},
                      {"vs_wall", stats_json(r.iter_wall)},
                      {"vs_ops", stats_json(r.iter_ops)},
@@ -302,6 +309,10 @@ std::string report_text(const Report& r, int verbosity) {
     << " iterations) against " << r.device << " (" << r.device_file << ")";
   if (r.held_out) s << ", held-out shapes only";
   s << "\n";
+  for (const auto& g : r.profile_gpus)
+    if (g != r.device)
+      s << "note: rows measured on '" << g << "' are predicted on '" << r.device
+        << "' (calibrate fits a device from the rows that name it: exec --profile-gpu)\n";
   if (r.communication + r.no_lengths > 0)
     s << "not predicted: " << r.communication << " communication op(s) (not in the device file), " << r.no_lengths
       << " attention op(s) without per-sequence lengths (an older profile)\n";
@@ -328,7 +339,8 @@ std::string report_text(const Report& r, int verbosity) {
       << "; vs the sum of measured ops: median " << pct(r.iter_ops.median) << ", bias " << signed_pct(r.iter_ops.bias)
       << "\n";
     if (r.iter_wall.n > 0)
-      s << "time outside the Step's ops (host scheduling, control messages): median " << format_time(r.overhead_median_s)
+      s << "time outside the Step's ops (host scheduling, control messages): median "
+        << format_time(r.overhead_median_s)
         << " per iteration\n";
     if (verbosity > 1)
       for (const auto& i : r.iterations)
@@ -369,7 +381,8 @@ std::string report_svg(const Report& r) {
   std::ostringstream s;
   s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << (iter_panel ? 910 : 470)
     << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s << "<text x=\"" << L << "\" y=\"24\" font-size=\"15\">" << xml_escape(r.device) << ": predicted vs measured per op ("
+  s << "<text x=\"" << L << "\" y=\"24\" font-size=\"15\">" << xml_escape(r.device)
+    << ": predicted vs measured per op ("
     << xml_escape(fs::path(r.profile).filename().string()) << (r.held_out ? ", held-out shapes" : "") << ")</text>\n";
   // Panel 1: log10(us) on both axes, one range for both so y = x is the diagonal.
   double lo = 1e300, hi = -1e300;
@@ -586,7 +599,7 @@ PARASOL_COMMAND("validate", 65, [](CLI::App& app, CommonOptions& common) {
   sub->add_option("--svg", a->svg, "Write the picture (predicted vs measured per op, iterations) to FILE");
   sub->add_option("--worst", a->worst, "How many of the worst shapes to list")->capture_default_str();
   sub->add_option("--max-median", a->max_median, "Exit 1 when the median |error| over shapes exceeds this fraction");
-  set_examples(sub, {"parasol validate --profile ops.csv --device host.yaml --svg validate.svg  # a profile vs the model",
+  set_examples(sub, {"parasol validate --profile ops.csv --device host.yaml --svg validate.svg  # profile vs model",
                      "parasol validate --plan scenarios/exec/tiny-llama-tp2.plan.yaml --workload "
                      "scenarios/exec/tiny-llama-tp2.yaml --device host.yaml  # run it, then compare",
                      "parasol validate --profile ops.csv --device host.yaml --held-out --max-median 0.15  # CI check"});

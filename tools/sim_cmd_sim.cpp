@@ -130,6 +130,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
 
   sim::ServeOptions o;
   o.fidelity = sc.sim.fidelity;
+  o.engine = &sc.engine;  // the scenario's `engine:` (default vllm)
   if (!a.fidelity.empty()) {
     if (a.fidelity != "analytic" && a.fidelity != "network")
       throw ConfigError("", 0, 0, "--fidelity", "analytic or network", a.fidelity);

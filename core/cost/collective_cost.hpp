@@ -86,6 +86,11 @@ struct CollectiveParams {
   double nvls_efficiency = 0.0;  // NVLS; 0: efficiency
   double base_latency_s = 0.0;   // every collective
   double nvls_latency_s = 0.0;   // NVLS, on top of base_latency_s
+  // The serving engine's own all-reduce (spec::CustomAllReduce, set by the step cost from CostOptions::engine): an
+  // all-reduce of less than custom_allreduce_max_bytes over at most custom_allreduce_max_gpus GPUs of one NVLink
+  // domain may run on it; 0: NCCL only.
+  double custom_allreduce_max_bytes = 0.0;
+  int custom_allreduce_max_gpus = 0;
   static CollectiveParams from(const spec::Efficiency& e) {
     return {e.comm_efficiency, e.nvls_efficiency, e.collective_latency_s, e.nvls_latency_s};
   }

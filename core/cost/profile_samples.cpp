@@ -139,7 +139,8 @@ std::vector<ProfileRow> read_profile(const CsvTable& t) {
     op.m = opt_integer(t, i, "m");
     op.n = opt_integer(t, i, "n");
     op.k = opt_integer(t, i, "k");
-    op.batch = std::max<int64_t>(1, opt_integer(t, i, "batch"));
+    // `batch` is a GEMM's batch, but an attention row's number of sequences (calibration.hpp): the op's is 1.
+    op.batch = is_attention(op.kind) ? 1 : std::max<int64_t>(1, opt_integer(t, i, "batch"));
     op.heads = opt_integer(t, i, "heads");
     op.kv_heads = opt_integer(t, i, "kv_heads");
     op.head_dim = opt_integer(t, i, "head_dim");

@@ -48,6 +48,8 @@ void measured_collective(const CostOptions& options, const spec::Gpu& gpu, plan:
   if (auto t = cal->lookup_collective(kind, gpu.name, links.n, bytes)) ct.time_s = *t;
 }
 
+bool is_attention(OpKind k) { return k == OpKind::kAttention || k == OpKind::kMlaAttention; }
+
 struct Barrier {
   int arrived = 0;
   double latest_s = 0;
@@ -70,7 +72,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
   if (gt == cluster->gpu_types.end()) throw Error("cost_step: GPU type '" + type + "' not in the cluster");
   const spec::Gpu& gpu = gt->second;
   const double eff = gpu.eff.comm_efficiency;
-  const CollectiveParams coll_params = CollectiveParams::from(gpu.eff);  // NCCL-like latencies, NVLS efficiency
+  const CollectiveParams coll_params = collective_params(gpu, options.engine);  // NCCL-like latencies, custom AR
   const int n = static_cast<int>(step.ranks.size());
   if (static_cast<int>(place.size()) < n) throw Error("cost_step: placement has fewer GPUs than the step's ranks");
 
@@ -189,9 +191,21 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
   }
   out.total_s = 0;
   out.critical_rank = 0;
+  const spec::Engine* eng = options.engine;
+  out.launch = eng ? launch_mode(*eng, step.seqs, step.tokens) : Launch::kGraph;
+  out.launch_floor_s = 0;
+  const bool floors = eng && out.launch != Launch::kGraph && eng->launch_s > 0;
   for (int r = 0; r < n; ++r) {
     auto& rc = out.ranks[static_cast<size_t>(r)];
     rc.finish_s = now[static_cast<size_t>(r)];
+    if (floors) {  // the host issues this rank's kernels one by one
+      const auto& ops = step.ranks[static_cast<size_t>(r)].ops;
+      int64_t attention = 0;
+      for (const auto& op : ops) attention += is_attention(op.kind) ? 1 : 0;
+      const double floor_s = launch_floor_s(*eng, out.launch, static_cast<int64_t>(ops.size()), attention);
+      out.launch_floor_s = std::max(out.launch_floor_s, floor_s);
+      rc.finish_s = std::max(rc.finish_s, floor_s);
+    }
     for (const auto& oc : rc.ops) {
       rc.busy_s += oc.time.time_s;
       switch (oc.time.bound) {
@@ -207,6 +221,10 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
       out.critical_rank = r;
     }
   }
+  out.gpu_s = out.total_s;
+  out.engine_cpu_s = eng ? iteration_cpu_s(*eng, step.seqs, step.tokens) : 0.0;
+  if (eng) out.total_s = engine_step_s(*eng, out.gpu_s, out.engine_cpu_s, pool.config.pp);
+  out.engine_s = out.total_s - out.gpu_s;
   out.layer_s.clear();
   if (n > 0) {
     const auto& ops = step.ranks[static_cast<size_t>(out.critical_rank)].ops;
@@ -251,7 +269,7 @@ bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::v
   auto gt = im.cluster->gpu_types.find(type);
   if (gt == im.cluster->gpu_types.end()) return false;
   const spec::Gpu& gpu = gt->second;
-  const CollectiveParams coll_params = CollectiveParams::from(gpu.eff);
+  const CollectiveParams coll_params = collective_params(gpu, im.options.engine);
   std::vector<const GroupLinks*> gl(step.groups.size(), nullptr);
   const auto& ops = step.ranks[index].ops;
   const int r = step.ranks[index].rank;
@@ -297,6 +315,52 @@ bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::v
     now += oc.time.time_s;
   }
   return true;
+}
+
+const spec::Engine* CostModel::engine() const { return impl_->options.engine; }
+
+const char* to_string(Launch l) {
+  switch (l) {
+    case Launch::kGraph: return "cuda graph";
+    case Launch::kPiecewise: return "piecewise cuda graphs";
+    case Launch::kEager: return "eager";
+  }
+  return "?";
+}
+
+Launch launch_mode(const spec::Engine& e, int64_t seqs, int64_t tokens) {
+  const bool decode_only = seqs > 0 && tokens == seqs;  // every sequence brings exactly one new token
+  if (decode_only && seqs <= e.graphs.decode_max_seqs) return Launch::kGraph;
+  if (e.graphs.mixed_piecewise && tokens <= e.graphs.mixed_max_tokens) return Launch::kPiecewise;
+  return Launch::kEager;
+}
+
+double launch_floor_s(const spec::Engine& e, Launch mode, int64_t ops, int64_t attention_ops) {
+  switch (mode) {
+    case Launch::kGraph: return 0.0;
+    case Launch::kPiecewise: return static_cast<double>(2 * attention_ops + 1) * e.launch_s;
+    case Launch::kEager: return static_cast<double>(ops) * e.launch_s;
+  }
+  return 0.0;
+}
+
+double iteration_cpu_s(const spec::Engine& e, int64_t seqs, int64_t tokens) {
+  const bool decode_only = seqs > 0 && tokens == seqs;
+  return (decode_only ? e.iteration.decode : e.iteration.mixed).at(seqs, tokens);
+}
+
+double engine_step_s(const spec::Engine& e, double gpu_s, double cpu_s, int pp) {
+  const bool overlap = e.iteration.overlap && (pp <= 1 || e.iteration.overlap_with_pp);
+  return e.iteration.serial_s + (overlap ? std::max(gpu_s, cpu_s) : gpu_s + cpu_s);
+}
+
+CollectiveParams collective_params(const spec::Gpu& gpu, const spec::Engine* engine) {
+  CollectiveParams p = CollectiveParams::from(gpu.eff);
+  if (engine && engine->custom_allreduce.enabled) {
+    p.custom_allreduce_max_bytes = engine->custom_allreduce.max_bytes;
+    p.custom_allreduce_max_gpus = engine->custom_allreduce.max_gpus;
+  }
+  return p;
 }
 
 StepCost cost_step(const plan::Step& step, const plan::Plan& plan, const spec::Cluster& cluster,

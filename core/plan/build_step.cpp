@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <string_view>
 
 #include "core/common/error.hpp"
@@ -22,6 +23,28 @@ double d(int64_t v) { return static_cast<double>(v); }
 double attended_keys(int64_t q, int64_t ctx_after) {
   const int64_t c = ctx_after - q;
   return d(q) * d(c) + d(q) * d(q + 1) / 2.0;
+}
+
+// Expected fraction of tokens that route at least one of their k distinct experts (of E) into a set that receives
+// `pairs` of the `total_pairs` (token, expert) pairs: the set counts as s = E x pairs / total_pairs experts of equal
+// popularity, which a token misses with probability C(E - s, k) / C(E, k) = prod_{i<k} (E - s - i) / (E - i) (exact
+// for uniform routing; a real s interpolates skewed routing).
+double hit_fraction(double pairs, double total_pairs, int64_t E, int64_t k) {
+  if (pairs <= 0 || total_pairs <= 0) return 0.0;
+  const double s = d(E) * pairs / total_pairs;
+  double miss = 1.0;
+  for (int64_t i = 0; i < k; ++i) {
+    const double f = (d(E) - s - d(i)) / d(E - i);
+    if (f <= 0) return 1.0;
+    miss *= f;
+  }
+  return 1.0 - miss;
+}
+
+int64_t sequences(const Batch& batch) {
+  int64_t n = 0;
+  for (const auto& sq : batch.seqs) n += sq.new_tokens > 0 ? 1 : 0;
+  return n;
 }
 
 // Sequences of one attention-DP group.
@@ -76,6 +99,7 @@ class Emit {
     return o;
   }
   void finish() { p_.ops.resize(n_); }
+  const Op* last() const { return n_ > 0 ? &p_.ops[n_ - 1] : nullptr; }
 
  private:
   RankProgram& p_;
@@ -104,7 +128,22 @@ struct StepBuilder::Impl {
   std::vector<std::vector<int64_t>> counts;  // per layer: tokens per expert
   std::vector<std::vector<double>> pairs_to;  // per layer: pairs routed to each stage-local rank's experts
 
-  Impl(const Plan& plan, int pool_index) {
+  // Engine options (build_step.hpp). Per stage, for node forwarding: each stage-local rank's domain (0..nodes-1) and
+  // index in it, each domain's members; per build and MoE layer: expected distinct tokens reaching each stage-local
+  // rank (hits_to) and, per stage, each domain (node_hits).
+  StepOptions opts;
+  std::vector<bool> is_tp_group;
+  struct StageNodes {
+    std::vector<int> node, local;
+    std::vector<std::vector<int>> members;
+    std::vector<double> relay_in;  // per build: slice shares the rank relays into its domain (node forwarding)
+  };
+  std::vector<StageNodes> nodes;  // per stage; members.size() <= 1: one domain (no forwarding)
+  std::vector<std::vector<double>> hits_to;                // [layer][x]
+  std::vector<std::vector<std::vector<double>>> node_hits;  // [stage][layer][domain]
+  double dispatch_token_bytes = 0, combine_token_bytes = 0;
+
+  Impl(const Plan& plan, int pool_index, const StepOptions& options) : opts(options) {
     if (pool_index < 0 || pool_index >= static_cast<int>(plan.pools.size()))
       throw Error("build_step: pool " + std::to_string(pool_index) + " out of range");
     const Pool& p = plan.pools[static_cast<size_t>(pool_index)];
@@ -148,7 +187,13 @@ struct StepBuilder::Impl {
     slice.resize(static_cast<size_t>(R));
     counts.resize(static_cast<size_t>(m.layers));
     pairs_to.resize(static_cast<size_t>(m.layers));
+    is_tp_group.assign(groups.size(), false);
+    for (int g : tp_group) is_tp_group[static_cast<size_t>(g)] = true;
+    init_dispatch();
   }
+  void init_dispatch();
+  void dispatch_row(int s, int64_t l, int j, std::vector<double>& out) const;
+  double dispatched(int s, int64_t l, int src, int dst) const;
 
   void prepare(const Batch& batch);
   void emit_rank(int r, RankProgram& prog);
@@ -163,13 +208,43 @@ struct StepBuilder::Impl {
     o.flops = 2.0 * d(M) * d(N) * d(K) * d(batch);
     o.bytes = d(batch) * (d(M) * d(K) * a + d(M) * d(N) * a + d(K) * d(N) * w_bytes);
   }
-  void norm(Emit& e, int layer, std::string_view what, int64_t rows, int64_t width, bool fused) const {
+  // `residual`: the norm that also adds the residual stream (fused: one kernel reads x and the residual and writes
+  // both; an engine that does not fuse them runs an add kernel first). After a layer's TP all-reduce that fuses the
+  // add and the norm (allreduce_rmsnorm), there is no norm kernel at all.
+  void norm(Emit& e, int layer, std::string_view what, int64_t rows, int64_t width, bool residual) const {
+    if (residual && opts.fusion.allreduce_rmsnorm) {
+      const Op* prev = e.last();
+      if (prev && prev->kind == OpKind::kAllReduce && prev->layer >= 0 && is_tp_group[static_cast<size_t>(prev->group)] &&
+          prev->comm_bytes <= opts.fused_allreduce_max_bytes)
+        return;
+    }
+    const bool fused = residual && opts.fusion.residual_rmsnorm;
+    if (residual && !fused) {
+      Op& o = e.op(OpKind::kActivation, layer, what, ad);
+      o.name.append(".residual_add");
+      o.tokens = rows, o.n = width;
+      o.flops = d(rows) * d(width);
+      o.bytes = 3.0 * d(rows) * d(width) * a;
+    }
     Op& o = e.op(OpKind::kRmsNorm, layer, what, ad);
     o.tokens = rows, o.n = width;
     o.flops = 4.0 * d(rows) * d(width);
     o.bytes = d(rows) * d(width) * a * (fused ? 4.0 : 2.0) + d(width) * 2.0;
   }
   void activation(Emit& e, int layer, std::string_view what, int64_t rows, int64_t width) const {
+    if (!opts.fusion.silu_mul) {  // SiLU over the gate half, then the product with the up half
+      Op& s = e.op(OpKind::kActivation, layer, what, ad);
+      s.name.append(".silu");
+      s.tokens = rows, s.n = width;
+      s.flops = 4.0 * d(rows) * d(width);
+      s.bytes = 2.0 * d(rows) * d(width) * a;
+      Op& o = e.op(OpKind::kActivation, layer, what, ad);
+      o.name.append(".mul");
+      o.tokens = rows, o.n = width;
+      o.flops = d(rows) * d(width);
+      o.bytes = 3.0 * d(rows) * d(width) * a;
+      return;
+    }
     Op& o = e.op(OpKind::kActivation, layer, what, ad);
     o.tokens = rows, o.n = width;
     o.flops = 5.0 * d(rows) * d(width);
@@ -217,12 +292,26 @@ void StepBuilder::Impl::prepare(const Batch& batch) {
     max_slice = std::max(max_slice, ceil_div(T, c.tp));
     Ts += slice[static_cast<size_t>(j)];
   }
+  for (auto& sn : nodes) {  // node forwarding: the slice shares each rank relays into its domain
+    if (sn.members.size() <= 1) continue;
+    std::fill(sn.relay_in.begin(), sn.relay_in.end(), 0.0);
+    for (int j = 0; j < R; ++j) {
+      const double share_j = Ts > 0 ? d(slice[static_cast<size_t>(j)]) / d(Ts) : 0.0;
+      for (size_t n = 0; n < sn.members.size(); ++n) {
+        if (static_cast<int>(n) == sn.node[static_cast<size_t>(j)]) continue;
+        const auto& mem = sn.members[n];
+        sn.relay_in[static_cast<size_t>(mem[static_cast<size_t>(sn.local[static_cast<size_t>(j)]) % mem.size()])] += share_j;
+      }
+    }
+  }
   if (Ts == stage_tokens || !m.is_moe()) {
     stage_tokens = Ts;
     return;
   }
   stage_tokens = Ts;
-  const int64_t El = m.moe.num_experts / c.ep;
+  const int64_t E = m.moe.num_experts, k = m.moe.top_k, El = E / c.ep;
+  // Expected distinct tokens reaching a set of experts that receives `pairs` of the Ts x k (token, expert) pairs.
+  auto hits = [&](double pairs) { return std::min(pairs, d(Ts) * hit_fraction(pairs, d(Ts) * d(k), E, k)); };
   for (int64_t l = 0; l < m.layers; ++l) {
     if (!m.is_moe_layer(l)) continue;
     auto& cnt = counts[static_cast<size_t>(l)];
@@ -230,7 +319,68 @@ void StepBuilder::Impl::prepare(const Batch& batch) {
     auto& to = pairs_to[static_cast<size_t>(l)];
     to.assign(static_cast<size_t>(c.ep), 0.0);
     for (int64_t x = 0; x < m.moe.num_experts; ++x) to[static_cast<size_t>(x / El)] += d(cnt[static_cast<size_t>(x)]);
+    if (!a2a || !opts.dispatch.per_rank) continue;
+    auto& ht = hits_to[static_cast<size_t>(l)];
+    ht.resize(to.size());
+    for (size_t x = 0; x < to.size(); ++x) ht[x] = hits(to[x]);
+    for (size_t st = 0; st < nodes.size(); ++st) {
+      const auto& sn = nodes[st];
+      if (sn.members.size() <= 1) continue;
+      auto& nh = node_hits[st][static_cast<size_t>(l)];
+      nh.assign(sn.members.size(), 0.0);
+      for (size_t n = 0; n < sn.members.size(); ++n) {
+        double pairs = 0;
+        for (int x : sn.members[n]) pairs += to[static_cast<size_t>(x)];
+        nh[n] = hits(pairs);
+      }
+    }
   }
+}
+
+void StepBuilder::Impl::init_dispatch() {
+  hits_to.resize(static_cast<size_t>(m.layers));
+  nodes.assign(static_cast<size_t>(c.pp), StageNodes{});
+  node_hits.assign(static_cast<size_t>(c.pp), {});
+  if (!a2a || !opts.dispatch.per_rank || !opts.dispatch.node_forwarding || opts.rank_domain.empty()) return;
+  if (static_cast<int>(opts.rank_domain.size()) < c.instance_size())
+    throw Error("build_step: rank_domain names " + std::to_string(opts.rank_domain.size()) + " ranks, the instance has " +
+                std::to_string(c.instance_size()));
+  for (int st = 0; st < c.pp; ++st) {
+    StageNodes& sn = nodes[static_cast<size_t>(st)];
+    sn.node.resize(static_cast<size_t>(R));
+    sn.local.resize(static_cast<size_t>(R));
+    std::vector<std::pair<int, int>> seen;  // (domain, node index), first-seen order
+    for (int j = 0; j < R; ++j) {
+      const int dom = opts.rank_domain[static_cast<size_t>(st * R + j)];
+      auto it = std::find_if(seen.begin(), seen.end(), [dom](const auto& p) { return p.first == dom; });
+      if (it == seen.end()) {
+        seen.emplace_back(dom, static_cast<int>(sn.members.size()));
+        sn.members.emplace_back();
+        it = seen.end() - 1;
+      }
+      sn.node[static_cast<size_t>(j)] = it->second;
+      sn.local[static_cast<size_t>(j)] = static_cast<int>(sn.members[static_cast<size_t>(it->second)].size());
+      sn.members[static_cast<size_t>(it->second)].push_back(j);
+    }
+    sn.relay_in.assign(static_cast<size_t>(R), 0.0);
+    node_hits[static_cast<size_t>(st)].resize(static_cast<size_t>(m.layers));
+  }
+}
+
+// Tokens (copies of a hidden vector) stage-local rank `src` sends to `dst` in the dispatch of MoE layer l (the
+// combine sends the same counts back, dst to src).
+double StepBuilder::Impl::dispatched(int st, int64_t l, int src, int dst) const {
+  const double share_src = stage_tokens > 0 ? d(slice[static_cast<size_t>(src)]) / d(stage_tokens) : 0.0;
+  if (!opts.dispatch.per_rank) return pairs_to[static_cast<size_t>(l)][static_cast<size_t>(dst)] * share_src;
+  const double to_dst = hits_to[static_cast<size_t>(l)][static_cast<size_t>(dst)];
+  const StageNodes& sn = nodes[static_cast<size_t>(st)];
+  if (sn.members.size() <= 1) return to_dst * share_src;
+  const int ns = sn.node[static_cast<size_t>(src)], nd = sn.node[static_cast<size_t>(dst)];
+  if (ns == nd) return to_dst * (share_src + (src == dst ? 0.0 : sn.relay_in[static_cast<size_t>(src)]));
+  const auto& mem = sn.members[static_cast<size_t>(nd)];
+  return mem[static_cast<size_t>(sn.local[static_cast<size_t>(src)]) % mem.size()] == dst
+             ? node_hits[static_cast<size_t>(st)][static_cast<size_t>(l)][static_cast<size_t>(nd)] * share_src
+             : 0.0;
 }
 
 void StepBuilder::Impl::emit_rank(int r, RankProgram& prog) {
@@ -297,13 +447,18 @@ void StepBuilder::Impl::emit_gqa(Emit& e, int layer, const GroupWork& g) {
   const int64_t T = g.tokens, hq = hs.q_heads, hkv = hs.kv_heads, hd = m.head_dim;
   gemm(e.op(OpKind::kGemm, layer, "attn.qkv", wd), T, (hq + 2 * hkv) * hd, m.hidden, wb);
   if (m.qk_norm) norm(e, layer, "attn.qk_norm", T * (hq + hkv), hd, false);
-  {
-    Op& o = e.op(OpKind::kRope, layer, "attn.rope", ad);
+  if (opts.fusion.rope_kv_append) {  // one kernel: read q, k, v; write the rotated q and k, v into the cache
+    Op& o = e.op(OpKind::kKvAppend, layer, "attn.rope_kv_append", kd);
     o.tokens = T, o.heads = hq, o.kv_heads = hkv, o.head_dim = hd;
     o.flops = 6.0 * d(T) * d((hq + hkv) * hd);
-    o.bytes = 2.0 * d(T) * d((hq + hkv) * hd) * a;
-  }
-  {
+    o.bytes = d(T) * d(hd) * (d(2 * hq + 2 * hkv) * a + d(2 * hkv) * kvb);
+  } else {
+    {
+      Op& o = e.op(OpKind::kRope, layer, "attn.rope", ad);
+      o.tokens = T, o.heads = hq, o.kv_heads = hkv, o.head_dim = hd;
+      o.flops = 6.0 * d(T) * d((hq + hkv) * hd);
+      o.bytes = 2.0 * d(T) * d((hq + hkv) * hd) * a;
+    }
     Op& o = e.op(OpKind::kKvAppend, layer, "attn.kv_append", kd);
     o.tokens = T, o.kv_heads = hkv, o.head_dim = hd;
     o.bytes = d(T) * 2.0 * d(hkv * hd) * (a + kvb);
@@ -333,13 +488,18 @@ void StepBuilder::Impl::emit_mla(Emit& e, int layer, const GroupWork& g) {
     gemm(e.op(OpKind::kGemm, layer, "attn.kv_a", wd), T, latent, m.hidden, wb);
     norm(e, layer, "attn.kv_norm", T, L.kv_lora_rank, false);
   }
-  {
-    Op& o = e.op(OpKind::kRope, layer, "attn.rope", ad);
-    o.tokens = T, o.heads = hq, o.kv_heads = 1, o.head_dim = L.qk_rope_head_dim;
+  if (opts.fusion.rope_kv_append) {  // one kernel: rotate q_pe and k_pe, write the latent (c_kv + k_pe) to the cache
+    Op& o = e.op(OpKind::kKvAppend, layer, "attn.rope_kv_append", kd);
+    o.tokens = T, o.heads = hq, o.kv_heads = 1, o.head_dim = latent;
     o.flops = 6.0 * d(T) * d((hq + 1) * L.qk_rope_head_dim);
-    o.bytes = 2.0 * d(T) * d((hq + 1) * L.qk_rope_head_dim) * a;
-  }
-  {
+    o.bytes = d(T) * (d((2 * hq + 1) * L.qk_rope_head_dim) * a + d(L.kv_lora_rank) * a + d(latent) * kvb);
+  } else {
+    {
+      Op& o = e.op(OpKind::kRope, layer, "attn.rope", ad);
+      o.tokens = T, o.heads = hq, o.kv_heads = 1, o.head_dim = L.qk_rope_head_dim;
+      o.flops = 6.0 * d(T) * d((hq + 1) * L.qk_rope_head_dim);
+      o.bytes = 2.0 * d(T) * d((hq + 1) * L.qk_rope_head_dim) * a;
+    }
     Op& o = e.op(OpKind::kKvAppend, layer, "attn.kv_append", kd);
     o.tokens = T, o.kv_heads = 1, o.head_dim = latent;
     o.bytes = d(T) * d(latent) * (a + kvb);
@@ -407,11 +567,11 @@ void StepBuilder::Impl::emit_moe(Emit& e, int64_t l, int s, int ag, int j) {
   if (a2a) {
     Op& o = e.op(OpKind::kAllToAll, layer, "moe.dispatch", ad);
     o.group = sg;
-    const auto& to = pairs_to[static_cast<size_t>(l)];
-    const double share = stage_tokens > 0 ? d(slice[static_cast<size_t>(j)]) / d(stage_tokens) : 0.0;
     o.a2a_send_bytes.resize(static_cast<size_t>(R));
+    const double fp8_bytes = h + std::ceil(h / d(opts.dispatch.fp8_block)) * 4.0;  // fp8 values + fp32 scales
     for (int x = 0; x < R; ++x) {
-      o.a2a_send_bytes[static_cast<size_t>(x)] = to[static_cast<size_t>(x)] * share * h * a;
+      const double copies = dispatched(s, l, j, x);
+      o.a2a_send_bytes[static_cast<size_t>(x)] = opts.dispatch.fp8 ? copies * fp8_bytes : copies * h * a;
       o.comm_bytes += o.a2a_send_bytes[static_cast<size_t>(x)];
     }
   }
@@ -430,11 +590,9 @@ void StepBuilder::Impl::emit_moe(Emit& e, int64_t l, int s, int ag, int j) {
   if (a2a) {
     Op& o = e.op(OpKind::kAllToAll, layer, "moe.combine", ad);
     o.group = sg;
-    const double mine = pairs_to[static_cast<size_t>(l)][static_cast<size_t>(j)];
     o.a2a_send_bytes.resize(static_cast<size_t>(R));
     for (int x = 0; x < R; ++x) {
-      const double share = stage_tokens > 0 ? d(slice[static_cast<size_t>(x)]) / d(stage_tokens) : 0.0;
-      o.a2a_send_bytes[static_cast<size_t>(x)] = mine * share * h * a;
+      o.a2a_send_bytes[static_cast<size_t>(x)] = dispatched(s, l, x, j) * h * a;  // the dispatch's path, reversed
       o.comm_bytes += o.a2a_send_bytes[static_cast<size_t>(x)];
     }
   }
@@ -463,7 +621,8 @@ void StepBuilder::Impl::emit_moe(Emit& e, int64_t l, int s, int ag, int j) {
   }
 }
 
-StepBuilder::StepBuilder(const Plan& plan, int pool) : impl_(std::make_unique<Impl>(plan, pool)) {}
+StepBuilder::StepBuilder(const Plan& plan, int pool, const StepOptions& options)
+    : impl_(std::make_unique<Impl>(plan, pool, options)) {}
 StepBuilder::~StepBuilder() = default;
 StepBuilder::StepBuilder(StepBuilder&&) noexcept = default;
 StepBuilder& StepBuilder::operator=(StepBuilder&&) noexcept = default;
@@ -473,6 +632,7 @@ void StepBuilder::build(const Batch& batch, Step& out) {
   im.prepare(batch);
   out.groups = im.groups;
   out.tokens = batch.tokens();
+  out.seqs = sequences(batch);
   out.pool = im.pool;
   const int n = im.c.instance_size();
   out.ranks.resize(static_cast<size_t>(n));
@@ -484,6 +644,7 @@ void StepBuilder::build_ranks(const Batch& batch, const std::vector<int>& ranks,
   im.prepare(batch);
   out.groups = im.groups;
   out.tokens = batch.tokens();
+  out.seqs = sequences(batch);
   out.pool = im.pool;
   out.ranks.resize(ranks.size());
   for (size_t i = 0; i < ranks.size(); ++i) {
@@ -506,7 +667,23 @@ Step StepBuilder::build(const Batch& batch) {
   return s;
 }
 
-Step build_step(const Plan& plan, int pool, const Batch& batch) { return StepBuilder(plan, pool).build(batch); }
+Step build_step(const Plan& plan, int pool, const Batch& batch, const StepOptions& options) {
+  return StepBuilder(plan, pool, options).build(batch);
+}
+
+StepOptions step_options(const spec::Engine& engine, const Plan& plan, int pool, const spec::Cluster& cluster) {
+  StepOptions o;
+  o.fusion = engine.fusion;
+  o.dispatch = engine.moe_dispatch;
+  o.fused_allreduce_max_bytes = engine.custom_allreduce.enabled ? engine.custom_allreduce.max_bytes : 0.0;
+  if (pool < 0 || pool >= static_cast<int>(plan.pools.size()) || plan.pools[static_cast<size_t>(pool)].placement.empty())
+    return o;
+  for (int gpu : plan.pools[static_cast<size_t>(pool)].placement.front()) {
+    const int dom = gpu >= 0 && gpu < cluster.gpu_count() ? cluster.domain_of(gpu) : -1;
+    o.rank_domain.push_back(dom >= 0 ? dom : -1 - gpu);  // no scale-up domain: a domain of its own
+  }
+  return o;
+}
 
 double gemm_flops(const RankProgram& rank) {
   double f = 0;

@@ -29,7 +29,21 @@
 // Conventions for bytes: GEMM bytes = A + B + C; collectives carry comm_bytes = the nccl-tests buffer size S
 // (all-reduce: the buffer; all-gather / reduce-scatter: the full gathered buffer, padded to n x the largest share when
 // the groups' token counts differ; all-to-all: a2a_send_bytes per member). See docs/cost-model.md.
-// Owner: planner. Thread behaviour: build_step is pure; a StepBuilder is not thread-safe (one per thread).
+// StepOptions say what the engine that runs the step fuses and how its MoE dispatcher moves tokens (spec::Engine);
+// the defaults are the program parasol's executor runs (exec/ follows these ops one by one), so the executor and the
+// tests that compare with it build with the defaults, and the cost paths (sim, plan, step) with their engine's.
+//   fusion: residual_rmsnorm off: a residual add (an element-wise op of kind activation: it reads two vectors and
+//     writes one, as SiLU-and-mul does) before an unfused norm; silu_mul off: SiLU, then the multiply; rope_kv_append:
+//     one kv_append op that also rotates q and k (no rope op); allreduce_rmsnorm: a layer's TP all-reduce of at most
+//     fused_allreduce_max_bytes also adds the residual and normalizes (the norm after it is not emitted).
+//   dispatch (all-to-all form): per_pair: one vector per (token, expert) pair; per_rank: one per (token, destination
+//     rank), the expected count for the routing: a rank holding a share s = E x pairs / (tokens x k) of the experts
+//     receives tokens x (1 - prod_{i<k} (E - s - i) / (E - i)) distinct tokens (exact for uniform routing, s = E/R:
+//     1 - C(E - E/R, k) / C(E, k)); fp8: h bytes + one fp32 scale per fp8_block channels per copy (the combine stays
+//     in the activation dtype); node_forwarding: a copy for another domain goes once per destination domain to the
+//     member with the sender's index there, which forwards it over its scale-up links to that domain's destinations
+//     (the combine takes the reverse path).
+// Owner: planner (engine options: engine profiles). Thread behaviour: build_step is pure; a StepBuilder is not thread-safe (one per thread).
 #pragma once
 
 #include <cstdint>
@@ -39,8 +53,20 @@
 
 #include "core/plan/plan.hpp"
 #include "core/plan/step.hpp"
+#include "core/spec/cluster.hpp"
+#include "core/spec/engine.hpp"
 
 namespace parasol::plan {
+
+// What the engine fuses and how it dispatches MoE tokens (see above). Default: the executor's own program.
+struct StepOptions {
+  spec::Fusion fusion;
+  spec::MoeDispatch dispatch;
+  double fused_allreduce_max_bytes = 0;  // allreduce_rmsnorm: the largest TP all-reduce that carries the norm
+  std::vector<int> rank_domain;          // per instance rank: its scale-up domain (node forwarding); empty: one domain
+};
+// The options `engine` implies for instance 0 of plan.pools[pool] on `cluster` (the domains of its GPUs).
+StepOptions step_options(const spec::Engine& engine, const Plan& plan, int pool, const spec::Cluster& cluster);
 
 // Tokens routed to each of `num_experts` experts for `tokens` tokens choosing `top_k` distinct experts each, at MoE
 // layer `layer`, under `routing`. Sums to tokens x top_k; no expert gets more than `tokens`.
@@ -59,13 +85,13 @@ Batch parse_batch_spec(const std::string& spec, int attn_dp = 1, const std::stri
 
 // One iteration of instance 0 of plan.pools[pool] (every instance of a pool runs the same program). Sequences with
 // attn_group outside [0, attn_dp) are a ConfigError.
-Step build_step(const Plan& plan, int pool, const Batch& batch);
+Step build_step(const Plan& plan, int pool, const Batch& batch, const StepOptions& options = {});
 
 // Reusable builder for callers that build many steps of one pool (search, simulator): the per-pool structure
 // (groups, shard shapes, weights) is computed once and `build` reuses the output's allocations.
 class StepBuilder {
  public:
-  StepBuilder(const Plan& plan, int pool);
+  StepBuilder(const Plan& plan, int pool, const StepOptions& options = {});
   ~StepBuilder();
   StepBuilder(StepBuilder&&) noexcept;
   StepBuilder& operator=(StepBuilder&&) noexcept;

@@ -80,6 +80,7 @@ struct StageTimer::Impl {
   std::vector<cost::OpCost> rank_cost;
   std::vector<int64_t> counts;
   bool one_rank = true;
+  const spec::Engine* engine = nullptr;
   int links_symmetric = -1;  // every group of a size has the same links (-1: not yet known)
   int64_t evaluations = 0, lookups = 0, one_rank_evaluations = 0;
 
@@ -136,8 +137,10 @@ void StageTimer::Impl::init(const spec::Model& model, const spec::Cluster& clust
   plan = std::move(made.plan);
   if (!shared) own_tables = std::make_unique<cost::LinkTables>(cluster);
   tables = shared ? shared : own_tables.get();
-  builder = std::make_unique<StepBuilder>(plan, 0);
-  cost = std::make_unique<cost::CostModel>(plan, cluster, *tables);
+  builder = std::make_unique<StepBuilder>(plan, 0, engine ? step_options(*engine, plan, 0, cluster) : StepOptions{});
+  cost::CostOptions copts;
+  copts.engine = engine;
+  cost = std::make_unique<cost::CostModel>(plan, cluster, *tables, copts);
   const int R = c.instance_size();
   probes = R > 1 ? std::vector<int>{0, R - 1} : std::vector<int>{0};
 }
@@ -189,14 +192,17 @@ bool StageTimer::Impl::cost_one_rank(const GroupBatch& batch, std::map<int, doub
 }
 
 StageTimer::StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-                       const ParallelConfig& shape, const PlanOptions& options)
+                       const ParallelConfig& shape, const PlanOptions& options, const spec::Engine* engine)
     : impl_(std::make_unique<Impl>()) {
+  impl_->engine = engine;
   impl_->init(model, cluster, gpu_type, shape, options, nullptr);
 }
 
 StageTimer::StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-                       const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables& shared)
+                       const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables& shared,
+                       const spec::Engine* engine)
     : impl_(std::make_unique<Impl>()) {
+  impl_->engine = engine;
   impl_->init(model, cluster, gpu_type, shape, options, &shared);
 }
 
@@ -223,6 +229,18 @@ const LayerTimes& StageTimer::times(const GroupBatch& batch) {
   im.builder->trim_scratch();
   LayerTimes t;
   t.tokens = batch.decode_seqs + batch.prefill_tokens;
+  if (im.engine) {  // the engine's per-iteration CPU cost, once per iteration (see the constructor)
+    const int64_t groups = im.plan.pools[0].config.attn_dp;
+    int64_t prefill_seqs = 0;  // as to_batch splits the group's prefill tokens
+    if (batch.prefill_tokens > 0 && batch.prompt_len > 0)
+      prefill_seqs = batch.prompt_len > batch.prefill_tokens
+                         ? 1
+                         : batch.prefill_tokens / batch.prompt_len + (batch.prefill_tokens % batch.prompt_len > 0);
+    const int64_t seqs = groups * (batch.decode_seqs + prefill_seqs);
+    const int64_t tokens = groups * (batch.decode_seqs + batch.prefill_tokens);
+    const auto& it = im.engine->iteration;
+    t.ends_s += it.serial_s + (it.overlap ? 0.0 : cost::iteration_cpu_s(*im.engine, seqs, tokens));
+  }
   for (const auto& [layer, s] : *layer_s) {
     if (layer < 0)
       t.ends_s += s;

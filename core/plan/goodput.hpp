@@ -72,11 +72,15 @@ struct GroupBatch {
 // Costs representative batches on one stage shape (tp, attn_dp, ep of `shape`; pp and dp ignored), memoized.
 class StageTimer {
  public:
+  // `engine` (may be null; must outlive the timer): its fusion and dispatch shape the steps, and its per-iteration
+  // CPU cost joins ends_s as an addition (serial, plus the CPU work unless the engine overlaps it with the GPU: the
+  // proxy model's GPU time is not the real one's, so max(GPU, CPU) is not taken; nor are launch floors).
   StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-             const ParallelConfig& shape, const PlanOptions& options);
+             const ParallelConfig& shape, const PlanOptions& options, const spec::Engine* engine = nullptr);
   // Same, with link tables shared with other timers of the cluster (must outlive the timer).
   StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-             const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables& shared);
+             const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables& shared,
+             const spec::Engine* engine = nullptr);
   ~StageTimer();
   StageTimer(StageTimer&&) noexcept;
   StageTimer& operator=(StageTimer&&) noexcept;

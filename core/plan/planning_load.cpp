@@ -77,6 +77,7 @@ SearchInput scenario_search_input(const spec::Scenario& s, uint64_t seed, std::s
   in.space = s.search;
   in.slo = s.slo;
   in.load = planning_load(s, seed, load_source);
+  if (!s.engine.name.empty()) in.engine = s.engine;
   return in;
 }
 

@@ -230,7 +230,9 @@ SearchResult search(const SearchInput& in) {
   for (auto& L : layouts) {
     const ParallelConfig& c = L.config;
     auto& timer = timers[{c.tp, c.attn_dp, c.ep}];
-    if (!timer) timer = std::make_unique<StageTimer>(model, cluster, in.gpu_type, c, options, tables);
+    if (!timer)
+      timer = std::make_unique<StageTimer>(model, cluster, in.gpu_type, c, options, tables,
+                                           in.engine ? &*in.engine : nullptr);
     L.timer = timer.get();
     double bw = 0, lat = 0;
     for (int s = 0; s + 1 < c.pp; ++s) {

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <nlohmann/json_fwd.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,7 @@ struct SearchInput {
   spec::Slo slo;
   WorkloadLoad load;
   PlanOptions options;  // search() sets the dtypes and cross-domain flag from `space`
+  std::optional<spec::Engine> engine;  // the serving engine (the scenario's `engine:`); nullopt: the bare GPU program
   // > 0: keep only the best keep_top ranked candidates (and the Pareto frontier), pruning the prefill/decode pairs
   // that cannot be kept (what `parasol plan` runs, with the N it prints). 0: every candidate is estimated and kept
   // (the exhaustive reference evaluation).

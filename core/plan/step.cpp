@@ -35,6 +35,8 @@ std::string to_string(CollectiveAlgo a) {
     case CollectiveAlgo::kNvls: return "nvls";
     case CollectiveAlgo::kHierarchical: return "hierarchical";
     case CollectiveAlgo::kDirect: return "direct";
+    case CollectiveAlgo::kOneShot: return "one_shot";
+    case CollectiveAlgo::kTwoShot: return "two_shot";
   }
   return "unknown";
 }

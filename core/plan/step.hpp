@@ -53,7 +53,9 @@ enum class OpKind {
   kSample,       // final-logit gather + argmax
 };
 
-enum class CollectiveAlgo { kAuto, kRing, kTree, kNvls, kHierarchical, kDirect };
+// kOneShot / kTwoShot: a serving engine's own all-reduce over peer memory inside one NVLink domain (every rank reads
+// all peers' buffers; or reduce-scatter + all-gather through peer loads/stores), core/cost/collective_cost.hpp.
+enum class CollectiveAlgo { kAuto, kRing, kTree, kNvls, kHierarchical, kDirect, kOneShot, kTwoShot };
 
 // A group of ranks (within the instance) that a collective runs over.
 struct Group {
@@ -100,6 +102,7 @@ struct Step {
   std::vector<RankProgram> ranks;  // one per instance rank
   std::vector<Group> groups;
   int64_t tokens = 0;              // total new tokens in the batch
+  int64_t seqs = 0;                // sequences with new tokens (an engine's per-iteration CPU cost grows with them)
   int pool = 0;                    // index into Plan::pools the step was built for
 };
 

@@ -169,7 +169,7 @@ Scenario load_scenario(const yaml::Node& root) {
   if (!root.is_map()) root.fail("a scenario map with 'schema: " + std::string(kSchema) + "'");
   root.allow_keys(
       {"schema", "name", "description", "model", "cluster", "gpu_type", "workload", "slo", "search", "plan", "sim",
-       "calibration"});
+       "calibration", "engine"});
   yaml::Node schema = root.at("schema");
   if (schema.as_string() != kSchema) schema.fail("'" + std::string(kSchema) + "'");
 
@@ -189,6 +189,14 @@ Scenario load_scenario(const yaml::Node& root) {
                               ref.is_absolute() ? ref : fs::path(data_dir()) / ref})
       if (!s.calibration && !ref.empty() && fs::exists(p, ec)) s.calibration = p.lexically_normal().string();
     if (!s.calibration) c->fail("an existing calibration file or folder (docs/calibration.md)");
+  }
+  if (auto c = root.get("engine")) {  // a shipped name, or a file relative to the scenario, then to the data dir
+    const std::string ref = c->as_string();
+    auto path = find_engine_file(ref, root.file());
+    if (!path) c->fail(engine_ref_expected(ref));
+    s.engine = load_engine_file(*path);
+  } else {
+    s.engine = load_engine_ref(kDefaultEngine, root.file(), "engine (default " + std::string(kDefaultEngine) + ")");
   }
   if (auto c = root.get("workload")) {
     if (!c->is_map()) c->fail("a workload map (see docs/workloads.md)");
@@ -275,6 +283,7 @@ nlohmann::json to_json(const Scenario& s) {
                                      {"output_mean", s.search.workload_stats->output_mean}};
   j["plan"] = s.plan_path ? nlohmann::json(*s.plan_path) : nlohmann::json(nullptr);
   j["calibration"] = s.calibration ? nlohmann::json(*s.calibration) : nlohmann::json(nullptr);
+  j["engine"] = {{"name", s.engine.name}, {"source", s.engine.source}};
   j["sim"] = {{"fidelity", to_string(s.sim.fidelity)},
               {"duration_s", opt(s.sim.duration_s)},
               {"max_requests", s.sim.max_requests ? nlohmann::json(*s.sim.max_requests) : nlohmann::json(nullptr)}};

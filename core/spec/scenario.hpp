@@ -17,6 +17,7 @@
 #include "core/common/dtype.hpp"
 #include "core/common/yaml_node.hpp"
 #include "core/spec/cluster.hpp"
+#include "core/spec/engine.hpp"
 #include "core/spec/model.hpp"
 
 namespace parasol::spec {
@@ -83,6 +84,8 @@ struct Scenario {
   // `calibration:`: resolved path of measured tables (a calibration/profile CSV or a folder of them, or an
   // AIConfigurator GPU folder; docs/calibration.md) that plan and sim use where they cover an op; nullopt: none.
   std::optional<std::string> calibration;
+  // `engine:`: a shipped engine profile (topologies/engines/NAME.yaml) or a file; absent: vllm (spec::kDefaultEngine).
+  Engine engine;
   SimOptions sim;
 };
 

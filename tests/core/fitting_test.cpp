@@ -6,10 +6,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "cli/cli_runner.hpp"
 #include "core/common/error.hpp"
+#include "core/cost/calibration.hpp"
 #include "core/cost/fitting.hpp"
 #include "core/cost/measurement.hpp"
 #include "core/spec/gpu.hpp"
@@ -169,6 +171,61 @@ TEST(FitFamily, LoadsAndFitsARealTable) {
   EXPECT_LT(a.held_out.n, samples.size() / 2.5);
   for (size_t i = 0; i < a.values.size(); ++i) EXPECT_EQ(a.values[i].second, b.values[i].second);
   EXPECT_LE(a.train.median, error_stats(f, split(samples).first, g).median);  // the fit did not make it worse
+}
+
+// Attention rows key on the sequence count (the `batch` column) and interpolate between measured counts; collective
+// rows key on the GPU count and interpolate in bytes.
+TEST(CalibrationTableMatching, AttentionBySequencesAndCollectivesByGpuCount) {
+  const std::string head = CalibrationTable::csv_header() + "\n";
+  // Decode attention, 32 heads / 8 KV heads / d128: 1 and 4 sequences, bytes 1e6..1e8.
+  const std::string csv = head +
+                          "h100-sxm,attention,bf16,decode,,,,1,32,8,128,1,,1e6,1e-5\n"
+                          "h100-sxm,attention,bf16,decode,,,,1,32,8,128,1,,1e8,1e-3\n"
+                          "h100-sxm,attention,bf16,decode,,,,4,32,8,128,4,,1e6,4e-5\n"
+                          "h100-sxm,attention,bf16,decode,,,,4,32,8,128,4,,1e8,4e-3\n"
+                          "h100-sxm,all_reduce,bf16,,,8,,,,,,,,1024,1e-5\n"
+                          "h100-sxm,all_reduce,bf16,,,8,,,,,,,,1048576,1e-4\n";
+  const CalibrationTable t = CalibrationTable::parse_csv(csv, "c.csv");
+  plan::Op op;
+  op.kind = plan::OpKind::kAttention;
+  op.heads = 32, op.kv_heads = 8, op.head_dim = 128;
+  op.bytes = 1e7;
+  op.q_lens = {1, 1};  // 2 sequences: between 1 and 4, log-log
+  op.ctx_lens = {100, 100};
+  auto x = t.lookup(op, "h100-sxm");
+  ASSERT_TRUE(x);
+  EXPECT_NEAR(*x, 2e-4, 1e-9);  // 1e-4 at 1 sequence, 4e-4 at 4, geometric middle
+  op.q_lens = {1, 1, 1, 1};
+  EXPECT_NEAR(*t.lookup(op, "h100-sxm"), 4e-4, 1e-9);
+  op.q_lens = std::vector<int64_t>(8, 1);
+  EXPECT_FALSE(t.lookup(op, "h100-sxm"));  // no extrapolation beyond the measured counts
+  op.q_lens = {5, 5};                      // prefill: no rows
+  EXPECT_FALSE(t.lookup(op, "h100-sxm"));
+  EXPECT_NEAR(*t.lookup_collective(plan::OpKind::kAllReduce, "h100-sxm", 8, 32768), std::sqrt(1e-5 * 1e-4), 1e-12);
+  EXPECT_FALSE(t.lookup_collective(plan::OpKind::kAllReduce, "h100-sxm", 4, 32768));
+  EXPECT_FALSE(t.lookup_collective(plan::OpKind::kAllGather, "h100-sxm", 8, 32768));
+  EXPECT_FALSE(t.lookup_collective(plan::OpKind::kAllReduce, "h100-sxm", 8, 1 << 22));
+}
+
+// An AIConfigurator GPU folder as a calibration: its single-op samples become rows that reproduce the measurements.
+TEST(CalibrationTableMatching, AicFolderRowsReproduceTheirSamples) {
+  if (!fs::is_directory(kAic)) GTEST_SKIP() << "no " << kAic;
+  const auto sources = aic_sources(kAic);
+  ASSERT_FALSE(sources.empty());
+  size_t checked = 0;
+  std::optional<CalibrationTable> t;
+  for (const Family& f : families()) {
+    for (const auto& s : subsample(load_samples(sources[0], f), 200)) {
+      if (s.ops.size() != 1 || plan::is_communication(s.ops[0].kind) || !(s.time_s > 0)) continue;
+      if (!t) t = CalibrationTable::load(sources[0].dir);
+      auto x = t->lookup(s.ops[0], s.gpu);
+      ASSERT_TRUE(x) << s.where;
+      // Repeated shapes are averaged (geometric mean): within a factor 2 of each measurement, most often equal.
+      EXPECT_LT(std::fabs(std::log(*x / s.time_s)), std::log(2.0)) << s.where;
+      ++checked;
+    }
+  }
+  if (checked == 0) GTEST_SKIP() << "no compute family registered yet";
 }
 
 TEST(CsvTable, ErrorsCarryFileLineAndColumn) {
