@@ -711,6 +711,11 @@ const FlowSet& NetworkStepRunner::flows_for(const plan::Step& step, int replica,
   c.bytes = op.comm_bytes;
   c.algo = op.algo != plan::CollectiveAlgo::kAuto ? op.algo : algo_;
   c.efficiency = efficiency_;
+  c.dtype = op.dtype;
+  if (engine_ && engine_->custom_allreduce.enabled) {  // the engine's own all-reduce, as the analytic cost model
+    c.custom_allreduce_max_bytes = engine_->custom_allreduce.max_bytes;
+    c.custom_allreduce_max_gpus = engine_->custom_allreduce.max_gpus;
+  }
   if (a2a) {
     for (int r : step.groups[group].ranks) c.gpus.push_back(place.at(r));
     c.a2a_bytes = *a2a;
@@ -819,7 +824,7 @@ serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, cons
         const int to = from == a ? b : a;
         const plan::Op& send = step.ranks[from].ops[pc[from]];
         const int gv = platform_.routes().gpu_vertex(place.at(from)), hv = platform_.routes().gpu_vertex(place.at(to));
-        if (gv != hv) fs.flows.push_back({gv, hv, send.comm_bytes / efficiency_});
+        if (gv != hv) fs = p2p_flows(place.at(from), place.at(to), send.comm_bytes, platform_.routes());
       } else if (op.kind == plan::OpKind::kAllToAll) {
         const auto& grp = step.groups.at(op.group).ranks;
         std::vector<double> matrix;

@@ -1,10 +1,12 @@
-// Alpha-beta collective cost on the cluster graph (collective_cost.hpp).
+// Collective cost per algorithm and protocol on the cluster graph (collective_cost.hpp, docs/network.md).
 #include "core/cost/collective_cost.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <deque>
 #include <limits>
+
+#include "core/spec/gpu.hpp"
 
 #include "core/common/error.hpp"
 
@@ -80,10 +82,19 @@ GroupLinks group_links(LinkCache& links, const std::vector<int>& gpus) {
   gl.one_domain = gl.domains == 1 && c.domain_of(gpus.front()) >= 0;
   gl.nvls = gl.one_domain && c.scaleup_reduces && gl.n > 1;
   if (gl.n <= 1) return gl;
+  gl.ring_intra_bw_Bps = gl.ring_inter_bw_Bps = inf;
   for (int i = 0; i < gl.n; ++i) {
-    const auto& p = links.path(gpus[static_cast<size_t>(i)], gpus[static_cast<size_t>((i + 1) % gl.n)]);
+    const int j = (i + 1) % gl.n;
+    const auto& p = links.path(gpus[static_cast<size_t>(i)], gpus[static_cast<size_t>(j)]);
     gl.ring_bw_Bps = std::min(gl.ring_bw_Bps, p.bw_Bps);
     gl.ring_latency_s = std::max(gl.ring_latency_s, p.latency_s);
+    if (gl.same_domain(i, j)) {
+      gl.ring_intra_bw_Bps = std::min(gl.ring_intra_bw_Bps, p.bw_Bps);
+      gl.ring_intra_latency_s = std::max(gl.ring_intra_latency_s, p.latency_s);
+    } else {
+      gl.ring_inter_bw_Bps = std::min(gl.ring_inter_bw_Bps, p.bw_Bps);
+      gl.ring_inter_latency_s = std::max(gl.ring_inter_latency_s, p.latency_s);
+    }
   }
   for (const auto& [d, members] : by_domain) {
     const size_t k = members.size();
@@ -108,18 +119,103 @@ GroupLinks group_links(LinkCache& links, const std::vector<int>& gpus) {
   }
   gl.a2a_intra_bw_Bps.assign(static_cast<size_t>(gl.n), inf);
   gl.a2a_inter_bw_Bps.assign(static_cast<size_t>(gl.n), inf);
-  gl.a2a_latency_s.assign(static_cast<size_t>(gl.n), 0.0);
-  for (int i = 0; i < gl.n; ++i)
-    for (int j = 0; j < gl.n; ++j) {
+  const size_t un = static_cast<size_t>(gl.n);
+  gl.a2a_latency_s.assign(un, 0.0);
+  gl.a2a_intra_latency_s.assign(un, 0.0);
+  gl.a2a_inter_latency_s.assign(un, 0.0);
+  gl.a2a_intra_peers.assign(un, 0);
+  gl.a2a_inter_peers.assign(un, 0);
+  for (size_t i = 0; i < un; ++i)
+    for (size_t j = 0; j < un; ++j) {
       if (i == j) continue;
-      const auto& p = links.path(gpus[static_cast<size_t>(i)], gpus[static_cast<size_t>(j)]);
-      auto& bw =
-          p.same_domain ? gl.a2a_intra_bw_Bps[static_cast<size_t>(i)] : gl.a2a_inter_bw_Bps[static_cast<size_t>(i)];
+      const auto& p = links.path(gpus[i], gpus[j]);
+      // The peer's kind by scale-up domain (as the ring's), so that members without a domain count as remote.
+      const bool intra = gl.domain[i] == gl.domain[j];
+      auto& bw = intra ? gl.a2a_intra_bw_Bps[i] : gl.a2a_inter_bw_Bps[i];
       bw = std::min(bw, p.bw_Bps);
-      gl.a2a_latency_s[static_cast<size_t>(i)] = std::max(gl.a2a_latency_s[static_cast<size_t>(i)], p.latency_s);
+      gl.a2a_latency_s[i] = std::max(gl.a2a_latency_s[i], p.latency_s);
+      auto& lat = intra ? gl.a2a_intra_latency_s[i] : gl.a2a_inter_latency_s[i];
+      lat = std::max(lat, p.latency_s);
+      ++(intra ? gl.a2a_intra_peers[i] : gl.a2a_inter_peers[i]);
     }
   return gl;
 }
+
+std::string to_string(Protocol p) {
+  switch (p) {
+    case Protocol::kAuto: return "auto";
+    case Protocol::kLL: return "ll";
+    case Protocol::kLL128: return "ll128";
+    case Protocol::kSimple: return "simple";
+  }
+  return "?";
+}
+
+CollectiveParams CollectiveParams::from(const spec::Efficiency& e) {
+  CollectiveParams p;
+  p.efficiency = e.comm_efficiency;
+  p.nvls_efficiency = e.nvls_efficiency;
+  p.base_latency_s = e.collective_latency_s;
+  p.nvls_latency_s = e.nvls_latency_s;
+  return p;
+}
+
+CollectiveParams CollectiveParams::from(const spec::Gpu& g) {
+  CollectiveParams p = from(g.eff);
+  p.model = g.collective;
+  p.copy_Bps = g.hbm_bw_Bps * g.eff.memory;
+  return p;
+}
+
+double CollectiveParams::link_eff(OpKind kind, int n) const {
+  double e = efficiency, r = model.ring_penalty;
+  auto own = [&](const spec::CollectiveKindParams& k) {
+    if (k.efficiency > 0) e = k.efficiency;
+    if (k.ring_penalty >= 0) r = k.ring_penalty;
+  };
+  switch (kind) {
+    case OpKind::kAllGather: own(model.all_gather); break;
+    case OpKind::kReduceScatter: own(model.reduce_scatter); break;
+    case OpKind::kAllToAll:
+      if (model.all_to_all.efficiency > 0) e = model.all_to_all.efficiency;
+      r = model.all_to_all.ring_penalty;
+      break;
+    case OpKind::kAllReduce: break;
+    default: r = 0; break;
+  }
+  const double nn = std::max(1, n);
+  // Short rings lose a share of the link (fewer, larger steps; more synchronisation per byte); never below 5%.
+  return e * std::max(0.05, 1.0 - r / (nn * nn));
+}
+
+double CollectiveParams::proto_bw(OpKind kind, Protocol p) const {
+  const spec::CollectiveKindParams* k = kind == OpKind::kAllGather       ? &model.all_gather
+                                        : kind == OpKind::kReduceScatter ? &model.reduce_scatter
+                                                                         : nullptr;
+  switch (p) {
+    case Protocol::kSimple: return model.simple.bandwidth;
+    case Protocol::kLL:
+      if (kind == OpKind::kAllToAll) return model.all_to_all.ll_bandwidth;
+      return k && k->ll_bandwidth > 0 ? k->ll_bandwidth : model.ll.bandwidth;
+    case Protocol::kLL128:
+      if (kind == OpKind::kAllToAll) return 0.0;
+      return k && k->ll128_bandwidth > 0 ? k->ll128_bandwidth : model.ll128.bandwidth;
+    case Protocol::kAuto: break;
+  }
+  return 0.0;
+}
+
+const spec::ProtocolParams& CollectiveParams::proto(Protocol p) const {
+  return p == Protocol::kLL ? model.ll : p == Protocol::kLL128 ? model.ll128 : model.simple;
+}
+
+double CollectiveParams::step_s(Protocol p, double link_s, bool nic) const {
+  if (nic) return link_s + model.nic_message_s;
+  const double hop = proto(p).hop_s;
+  return hop > 0 ? hop : link_s;  // a fitted hop is the whole step over NVLink (link and protocol handshake)
+}
+
+bool nvls_reduces(DType dt) { return dt == DType::kBf16 || dt == DType::kFp16 || dt == DType::kFp32; }
 
 double bytes_sent_per_rank(OpKind kind, CollectiveAlgo algo, int n, double S) {
   if (n <= 1) return 0.0;
@@ -128,6 +224,7 @@ double bytes_sent_per_rank(OpKind kind, CollectiveAlgo algo, int n, double S) {
     case OpKind::kAllReduce:
       if (algo == CollectiveAlgo::kNvls) return (n + 1.0) / n * S;
       if (algo == CollectiveAlgo::kTree) return 2.0 * S;
+      if (algo == CollectiveAlgo::kOneShot) return (n - 1.0) * S;
       return 2.0 * f * S;
     case OpKind::kAllGather:
     case OpKind::kReduceScatter:
@@ -158,19 +255,129 @@ int tree_max_edges(int domains) {
 
 namespace {
 
-double ring_time(OpKind kind, const GroupLinks& g, double S, double eff) {
+constexpr Protocol kProtocols[] = {Protocol::kLL, Protocol::kLL128, Protocol::kSimple};
+constexpr CollectiveAlgo kAlgos[] = {CollectiveAlgo::kRing, CollectiveAlgo::kNvls, CollectiveAlgo::kHierarchical,
+                                     CollectiveAlgo::kTree};
+
+double ring_time(OpKind kind, const GroupLinks& g, double S, const CollectiveParams& P, Protocol p) {
+  const double f = P.proto_bw(kind, p);
+  if (!(f > 0)) return -1;
   const int n = g.n;
   const double steps = kind == OpKind::kAllReduce ? 2.0 * (n - 1) : (n - 1);
   const double per_edge = steps / n * S;
+  const double e_nv = P.link_eff(kind, n) * f, e_nic = P.nic_eff() * f;
+  const double fixed = P.proto(p).base_s + P.base_latency_s;
   if (g.domains > 1 && g.uniform && g.local_n > 1) {  // rail-aligned channels, one per local GPU
     const double nl = g.local_n;
-    const double t_bw = per_edge * std::max((nl - 1) / nl / (g.intra_bw_Bps * eff), 1.0 / nl / (g.inter_bw_Bps * eff));
-    return t_bw + steps * std::max(g.intra_latency_s, g.inter_latency_s);
+    const double t_bw = per_edge * std::max((nl - 1) / nl / (g.intra_bw_Bps * e_nv), 1.0 / nl / (g.inter_bw_Bps * e_nic));
+    return t_bw + steps * std::max(P.step_s(p, g.intra_latency_s, false), P.step_s(p, g.inter_latency_s, true)) + fixed;
   }
-  return per_edge / (g.ring_bw_Bps * eff) + steps * g.ring_latency_s;
+  if (std::isfinite(g.ring_inter_bw_Bps)) {  // a ring that crosses NICs edge by edge
+    const bool intra = std::isfinite(g.ring_intra_bw_Bps);
+    const double bw = std::min(intra ? g.ring_intra_bw_Bps * e_nv : std::numeric_limits<double>::infinity(),
+                               g.ring_inter_bw_Bps * e_nic);
+    const double step = std::max(intra ? P.step_s(p, g.ring_intra_latency_s, false) : 0.0,
+                                 P.step_s(p, g.ring_inter_latency_s, true));
+    return per_edge / bw + steps * step + fixed;
+  }
+  return per_edge / (g.ring_bw_Bps * e_nv) + steps * P.step_s(p, g.ring_latency_s, false) + fixed;
+}
+
+double nvls_time(const GroupLinks& g, double S, const CollectiveParams& P) {
+  const double n = g.n;
+  return (n + 1.0) / n * S / (g.intra_bw_Bps * P.nvls_eff()) + 2.0 * P.step_s(Protocol::kSimple, g.intra_latency_s, false) +
+         P.model.simple.base_s + P.nvls_latency_s + P.base_latency_s;
+}
+
+double multi_domain_time(CollectiveAlgo algo, const GroupLinks& g, double S, const CollectiveParams& P, Protocol p) {
+  const double f = P.proto_bw(OpKind::kAllReduce, p);
+  if (!(f > 0)) return -1;
+  const double nl = g.local_n, nd = g.domains;
+  const double bi = g.intra_bw_Bps * P.link_eff(OpKind::kAllReduce, g.local_n) * f, bo = g.inter_bw_Bps * P.nic_eff() * f;
+  const double intra_bw = nl > 1 ? 2.0 * (nl - 1) / nl * S / bi : 0.0;
+  const double intra_lat = 2.0 * (nl - 1) * P.step_s(p, g.intra_latency_s, false);
+  const double inter_step = P.step_s(p, g.inter_latency_s, true);
+  const double fixed = P.proto(p).base_s + P.base_latency_s;
+  if (algo == CollectiveAlgo::kHierarchical)
+    return std::max(intra_bw, 2.0 * (nd - 1) / nd * (S / nl) / bo) + intra_lat + 2.0 * (nd - 1) * inter_step + fixed;
+  return std::max(intra_bw, tree_max_edges(g.domains) * S / (2.0 * nl) / bo) + intra_lat +
+         2.0 * std::floor(std::log2(nd)) * inter_step + fixed;
+}
+
+bool algo_applies(const plan::Op& op, const GroupLinks& g, CollectiveAlgo a) {
+  switch (a) {
+    case CollectiveAlgo::kRing: return true;
+    case CollectiveAlgo::kNvls: return op.kind == OpKind::kAllReduce && g.nvls && nvls_reduces(op.dtype);
+    case CollectiveAlgo::kHierarchical:
+      return op.kind == OpKind::kAllReduce && g.domains > 1 && g.uniform && g.local_n > 1;
+    case CollectiveAlgo::kTree: return op.kind == OpKind::kAllReduce && g.domains > 1 && g.uniform;
+    case CollectiveAlgo::kOneShot:
+    case CollectiveAlgo::kTwoShot:
+      return op.kind == OpKind::kAllReduce && g.one_domain && g.n >= 2 &&
+             g.n <= spec::CustomAllReduceParams::kMaxGpus;
+    default: return false;
+  }
+}
+
+// The engine's own kernels (symm: its symmetric-memory path, which stages the buffer through HBM).
+double custom_time(CollectiveAlgo a, bool symm, const GroupLinks& g, double S, const CollectiveParams& P) {
+  const auto& c = P.model.custom_all_reduce;
+  const double n = g.n, B = g.intra_bw_Bps;
+  const double copy = symm && P.copy_Bps > 0 ? 4.0 * S / P.copy_Bps : 0.0;  // copy in and out: read + write, twice
+  auto fixed = [&](double base, double peer) {
+    const double f = base + (n - 1) * peer;
+    return f > 0 ? f : 2.0 * g.intra_latency_s;  // unfitted: one round trip over the links
+  };
+  const double e2 = c.two_shot_efficiency > 0 ? c.two_shot_efficiency : P.efficiency;
+  if (symm) {
+    if (a == CollectiveAlgo::kNvls) {
+      const double es = c.symm_efficiency > 0 ? c.symm_efficiency : P.nvls_eff();
+      return fixed(c.symm_base_s, 0) + (n + 1) / n * S / (B * es) + copy;
+    }
+    return fixed(c.symm_base_s, 0) + 2 * (n - 1) / n * S / (B * e2) + copy;
+  }
+  if (a == CollectiveAlgo::kOneShot) {
+    double e1 = c.one_shot_efficiency > 0 ? c.one_shot_efficiency : P.efficiency;
+    if (c.one_shot_peer_efficiency > 0) e1 = std::min(e1, (n - 1) * c.one_shot_peer_efficiency);
+    return fixed(c.one_shot_base_s, c.one_shot_peer_s) + (n - 1) * S / (B * e1);
+  }
+  return fixed(c.two_shot_base_s, c.two_shot_peer_s) + 2 * (n - 1) / n * S / (B * e2);
 }
 
 }  // namespace
+
+CollectiveAlgo custom_allreduce_choice(const GroupLinks& g, const CollectiveParams& P, double S, bool* symm) {
+  if (symm) *symm = false;
+  const int n = g.n;
+  if (!(P.custom_allreduce_max_bytes > 0) || !g.one_domain || n < 2 || n > spec::CustomAllReduceParams::kMaxGpus ||
+      n > P.custom_allreduce_max_gpus)
+    return CollectiveAlgo::kAuto;
+  const auto& c = P.model.custom_all_reduce;
+  const size_t k = static_cast<size_t>(n);
+  const double limit = std::min(P.custom_allreduce_max_bytes, c.max_bytes[k]);
+  if (c.max_bytes[k] > 0 && S < limit) return S < c.one_shot_bytes[k] ? CollectiveAlgo::kOneShot : CollectiveAlgo::kTwoShot;
+  if (c.symm_max_bytes[k] > 0 && S <= c.symm_max_bytes[k]) {
+    if (symm) *symm = true;
+    return c.multimem[k] && g.nvls ? CollectiveAlgo::kNvls : CollectiveAlgo::kTwoShot;
+  }
+  return CollectiveAlgo::kAuto;
+}
+
+double collective_time_of(const plan::Op& op, const GroupLinks& g, const CollectiveParams& P, CollectiveAlgo algo,
+                          Protocol proto) {
+  if (g.n <= 1) return 0.0;
+  if (!algo_applies(op, g, algo)) return -1;
+  const double S = op.comm_bytes;
+  if (algo == CollectiveAlgo::kOneShot || algo == CollectiveAlgo::kTwoShot) return custom_time(algo, false, g, S, P);
+  if (algo == CollectiveAlgo::kNvls) return proto == Protocol::kAuto || proto == Protocol::kSimple ? nvls_time(g, S, P) : -1;
+  double best = -1;
+  for (Protocol p : kProtocols) {
+    if (proto != Protocol::kAuto && p != proto) continue;
+    const double t = algo == CollectiveAlgo::kRing ? ring_time(op.kind, g, S, P, p) : multi_domain_time(algo, g, S, P, p);
+    if (t >= 0 && (best < 0 || t < best)) best = t;
+  }
+  return best;
+}
 
 CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, double eff, CollectiveAlgo algo) {
   CollectiveParams p;
@@ -178,51 +385,54 @@ CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, double e
   return collective_time(op, g, p, algo);
 }
 
-CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, const CollectiveParams& p,
-                               CollectiveAlgo algo) {
+CollectiveTime collective_time(const plan::Op& op, const GroupLinks& g, const CollectiveParams& P, CollectiveAlgo algo) {
   CollectiveTime out;
-  const int n = g.n;
-  const double S = op.comm_bytes;
-  if (n <= 1) return out;
+  if (g.n <= 1) return out;
   if (op.kind == OpKind::kAllToAll) {
     out.algo = CollectiveAlgo::kDirect;
-    std::vector<const plan::Op*> members(static_cast<size_t>(n), &op);  // symmetric: every member sends alike
-    out.time_s = all_to_all_time(members, g, p);
+    std::vector<const plan::Op*> members(static_cast<size_t>(g.n), &op);  // symmetric: every member sends alike
+    out.time_s = all_to_all_time(members, g, P);
     return out;
   }
-  struct Candidate {
-    CollectiveAlgo algo;
-    double time_s;
+  const double S = op.comm_bytes;
+  if (op.kind == OpKind::kAllReduce && algo == CollectiveAlgo::kAuto) {
+    bool symm = false;
+    const CollectiveAlgo c = custom_allreduce_choice(g, P, S, &symm);
+    if (c != CollectiveAlgo::kAuto) {
+      out.algo = c;
+      out.proto = Protocol::kAuto;
+      out.time_s = custom_time(c, symm, g, S, P);
+      return out;
+    }
+  }
+  if ((algo == CollectiveAlgo::kOneShot || algo == CollectiveAlgo::kTwoShot) && algo_applies(op, g, algo)) {
+    out.algo = algo;
+    out.proto = Protocol::kAuto;
+    out.time_s = custom_time(algo, false, g, S, P);
+    return out;
+  }
+  // NCCL's tuner: the fastest (algorithm, protocol); a forced algorithm that cannot run falls back to the ring.
+  bool have = false;
+  auto consider = [&](CollectiveAlgo a) {
+    if (!algo_applies(op, g, a)) return;
+    for (Protocol p : kProtocols) {
+      double t = -1;
+      if (a == CollectiveAlgo::kNvls) {
+        if (p == Protocol::kSimple) t = nvls_time(g, S, P);
+      } else if (a == CollectiveAlgo::kRing) {
+        t = ring_time(op.kind, g, S, P, p);
+      } else {
+        t = multi_domain_time(a, g, S, P, p);
+      }
+      if (t < 0) continue;
+      if (!have || t < out.time_s) out = {t, a, p};
+      have = true;
+    }
   };
-  std::vector<Candidate> c;
-  const double eff = p.efficiency;
-  c.push_back({CollectiveAlgo::kRing, ring_time(op.kind, g, S, eff)});
-  if (op.kind == OpKind::kAllReduce) {
-    if (g.nvls)
-      c.push_back({CollectiveAlgo::kNvls,
-                   (n + 1.0) / n * S / (g.intra_bw_Bps * p.nvls_eff()) + 2.0 * g.intra_latency_s + p.nvls_latency_s});
-    if (g.domains > 1 && g.uniform) {
-      const double nl = g.local_n, nd = g.domains;
-      const double Bi = g.intra_bw_Bps * eff, Bo = g.inter_bw_Bps * eff;
-      const double intra_bw = nl > 1 ? 2.0 * (nl - 1) / nl * S / Bi : 0.0;
-      const double intra_lat = 2.0 * (nl - 1) * g.intra_latency_s;
-      if (nl > 1)
-        c.push_back({CollectiveAlgo::kHierarchical, std::max(intra_bw, 2.0 * (nd - 1) / nd * (S / nl) / Bo) +
-                                                        intra_lat + 2.0 * (nd - 1) * g.inter_latency_s});
-      c.push_back({CollectiveAlgo::kTree, std::max(intra_bw, tree_max_edges(g.domains) * S / (2.0 * nl) / Bo) +
-                                              intra_lat + 2.0 * std::floor(std::log2(nd)) * g.inter_latency_s});
-    }
-  }
-  const Candidate* best = &c.front();
-  for (const auto& x : c) {
-    if (algo != CollectiveAlgo::kAuto && x.algo == algo) {
-      best = &x;
-      break;
-    }
-    if (algo == CollectiveAlgo::kAuto && x.time_s < best->time_s) best = &x;
-  }
-  out.algo = best->algo;
-  out.time_s = best->time_s + p.base_latency_s;
+  if (algo != CollectiveAlgo::kAuto) consider(algo);
+  if (!have)
+    for (CollectiveAlgo a : kAlgos)
+      if (algo == CollectiveAlgo::kAuto || a == CollectiveAlgo::kRing) consider(a);
   return out;
 }
 
@@ -232,37 +442,62 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
   return all_to_all_time(members, g, p);
 }
 
-double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& g, const CollectiveParams& p) {
-  const double eff = p.efficiency;
+double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& g, const CollectiveParams& P) {
   const int n = g.n;
   if (n <= 1) return 0.0;
-  double worst = 0;
-  for (int i = 0; i < n; ++i) {
-    double intra_out = 0, inter_out = 0, intra_in = 0, inter_in = 0;
-    for (int j = 0; j < n; ++j) {
-      if (i == j) continue;
-      const auto& out_v = members[static_cast<size_t>(i)]->a2a_send_bytes;
-      const auto& in_v = members[static_cast<size_t>(j)]->a2a_send_bytes;
-      const double out = static_cast<size_t>(j) < out_v.size() ? out_v[static_cast<size_t>(j)] : 0.0;
-      const double in = static_cast<size_t>(i) < in_v.size() ? in_v[static_cast<size_t>(i)] : 0.0;
-      if (g.same_domain(i, j)) {
-        intra_out += out, intra_in += in;
-      } else {
-        inter_out += out, inter_in += in;
+  const auto& a = P.model.all_to_all;
+  const double nic_eff = P.nic_eff(), link_eff = P.link_eff(OpKind::kAllToAll, n);
+  double best = -1;
+  for (Protocol p : {Protocol::kLL, Protocol::kSimple}) {
+    const double f = P.proto_bw(OpKind::kAllToAll, p);
+    if (!(f > 0)) continue;
+    const double base = p == Protocol::kLL ? a.ll_base_s : a.simple_base_s;
+    double worst = 0;
+    for (int i = 0; i < n; ++i) {
+      const size_t ui = static_cast<size_t>(i);
+      double intra_out = 0, inter_out = 0, intra_in = 0, inter_in = 0;
+      for (int j = 0; j < n; ++j) {
+        if (i == j) continue;
+        const auto& out_v = members[ui]->a2a_send_bytes;
+        const auto& in_v = members[static_cast<size_t>(j)]->a2a_send_bytes;
+        const double out = static_cast<size_t>(j) < out_v.size() ? out_v[static_cast<size_t>(j)] : 0.0;
+        const double in = ui < in_v.size() ? in_v[ui] : 0.0;
+        if (g.same_domain(i, j)) {
+          intra_out += out, intra_in += in;
+        } else {
+          inter_out += out, inter_in += in;
+        }
       }
+      double t = 0;
+      if (intra_out + intra_in > 0) t = std::max(t, std::max(intra_out, intra_in) / (g.a2a_intra_bw_Bps[ui] * link_eff * f));
+      if (inter_out + inter_in > 0) t = std::max(t, std::max(inter_out, inter_in) / (g.a2a_inter_bw_Bps[ui] * nic_eff * f));
+      worst = std::max(worst, t + a2a_member_latency_s(g, P, p, i));
     }
-    double t = 0;
-    if (intra_out + intra_in > 0)
-      t = std::max(t, std::max(intra_out, intra_in) / (g.a2a_intra_bw_Bps[static_cast<size_t>(i)] * eff));
-    if (inter_out + inter_in > 0)
-      t = std::max(t, std::max(inter_out, inter_in) / (g.a2a_inter_bw_Bps[static_cast<size_t>(i)] * eff));
-    worst = std::max(worst, t + g.a2a_latency_s[static_cast<size_t>(i)]);
+    const double total = worst + base + P.base_latency_s;
+    if (best < 0 || total < best) best = total;
   }
-  return worst + p.base_latency_s;
+  return best;
+}
+
+double a2a_member_latency_s(const GroupLinks& g, const CollectiveParams& P, Protocol p, int i) {
+  const auto& a = P.model.all_to_all;
+  const size_t ui = static_cast<size_t>(i);
+  const double base = p == Protocol::kLL ? a.ll_base_s : a.simple_base_s;
+  const double peer = p == Protocol::kLL ? a.ll_peer_s : a.simple_peer_s;
+  double intra = 0, inter = 0;
+  if (g.a2a_intra_peers[ui] > 0)  // fitted: per peer message inside the domain; else the links' own latency
+    intra = base > 0 || peer > 0 ? g.a2a_intra_peers[ui] * peer : g.a2a_intra_latency_s[ui];
+  if (g.a2a_inter_peers[ui] > 0) inter = g.a2a_inter_latency_s[ui] + g.a2a_inter_peers[ui] * P.model.nic_message_s;
+  return std::max(intra, inter);
 }
 
 double p2p_time(double bytes, const PathLinks& path, double eff) {
   return bytes / (path.bw_Bps * eff) + path.latency_s;
+}
+
+double p2p_time(double bytes, const PathLinks& path, const CollectiveParams& P) {
+  if (path.same_domain) return bytes / (path.bw_Bps * P.efficiency) + path.latency_s;
+  return bytes / (path.bw_Bps * P.nic_eff()) + path.latency_s + P.model.nic_message_s;
 }
 
 }  // namespace parasol::cost

@@ -1,29 +1,41 @@
-// Collective and point-to-point cost in alpha-beta form, on the links of the cluster between the group's GPUs.
+// Collective and point-to-point cost on the links of the cluster between the group's GPUs: NCCL's algorithms (ring,
+// tree, NVLS, hierarchical) times its protocols (LL, LL128, Simple), the NIC, and the serving engines' own one-shot /
+// two-shot all-reduce. docs/network.md derives every formula; the GPU YAML's `collective:` section holds the
+// parameters (spec::CollectiveModelParams, fitted by `parasol calibrate` to nccl-tests / AIConfigurator tables).
 //
-// A group is characterized once (GroupLinks): the bottleneck bandwidth and the latency of the paths between ring
-// neighbours (widest shortest path in the cluster graph), the same inside scale-up domains and across them, and
-// whether the whole group sits in one domain whose switch reduces (NVLS). For n ranks, buffer S (nccl-tests
-// convention, Op::comm_bytes), bandwidth B (x efficiency), latency a, and L0 = CollectiveParams::base_latency_s (the
-// fixed launch + protocol cost NCCL calls base latency), the time of each algorithm is the uncontended time of the
-// flows sim/collectives.hpp decomposes it into, so analytic and network modes agree when links are not shared:
-//   ring     one domain: all-reduce 2(n-1)/n S/B + 2(n-1) a;  all-gather / reduce-scatter (n-1)/n S/B + (n-1) a.
-//            g GPUs per domain in N > 1 domains: g rail-aligned channels, each GPU's NVLink carries (g-1)/g of the
-//            per-edge bytes and its NIC 1/g: per-edge x max((g-1)/g / B_intra, 1/g / B_inter), a = the slowest edge
-//   nvls     all-reduce in one domain whose switch reduces: (n+1)/n S / (B x nvls_efficiency) + 2 a + nvls_latency
-//            (multimem reduce-scatter pulls S up and S/n down, multicast all-gather pushes S/n up and S down)
-//   hier.    all-reduce over N domains of g: intra ring reduce-scatter/all-gather and per-rail inter ring all-reduce of
-//            S/g, pipelined: max(2(g-1)/g S/B_intra, 2(N-1)/N S/g / B_inter) + 2(g-1) a_intra + 2(N-1) a_inter
-//   tree     as hier. with two binary trees per rail across domains (NCCL's double binary tree): the busiest NIC
-//            carries c x S/(2g), c its tree edges over both trees; latency 2(g-1) a_intra + 2 floor(log2 N) a_inter
-//   all-to-all: rank j needs max(sent, received) / B_j (intra- and inter-domain parts in parallel, each on its own
-//            links) + a; the collective ends when the slowest rank ends (skew)
-//   send/recv: S / B_path + a_path (no base latency: the send is part of the pipeline stage's kernel stream)
-// Every collective adds L0; kAuto picks the fastest applicable one (ties: ring, nvls, hierarchical, tree), as NCCL's
-// tuner does with its own model.
-// Owner: network mode (issue 5). Thread behaviour: pure functions; LinkCache is not thread-safe.
+// A group is characterized once (GroupLinks): the bottleneck bandwidth and latency of the paths between ring
+// neighbours (widest shortest path in the cluster graph), inside scale-up domains and across them, and whether the
+// whole group sits in one domain whose switch reduces (NVLS). For n ranks, buffer S (nccl-tests convention,
+// Op::comm_bytes), nominal bandwidth B and protocol p (fixed cost base_p, per-step latency hop_p, bandwidth fraction
+// f_p of Simple), a collective of kind k costs
+//   L0 + base_p + steps x step_p + bytes_on_the_busiest_link / (B x eff_k(n) x f_p)
+// where L0 = Efficiency::collective_latency_s, eff_k(n) = efficiency_k x (1 - ring_penalty_k / n^2) on NVLink and
+// nic_efficiency across NICs, and a step's latency is hop_p inside a domain (the links' own latency when hop_p is 0)
+// and the path's latency + nic_message_s across NICs. Algorithms (steps, bytes):
+//   ring     all-reduce 2(n-1) steps, 2(n-1)/n S per edge; all-gather / reduce-scatter n-1 steps, (n-1)/n S. Across
+//            N > 1 domains of g GPUs: g rail-aligned channels, each GPU's NVLink carries (g-1)/g of the per-edge bytes
+//            and its NIC 1/g.
+//   nvls     all-reduce in one domain whose switch reduces, 16/32-bit floats only, Simple: (n+1)/n S per direction at
+//            nvls_efficiency, 2 steps, + nvls_latency.
+//   hier.    all-reduce over N domains of g: intra ring reduce-scatter/all-gather (2(g-1) steps) and a per-rail inter
+//            ring all-reduce of S/g (2(N-1) NIC steps), pipelined (max of the two bandwidth terms).
+//   tree     as hier. with NCCL's double binary tree per rail across domains: the busiest NIC carries c x S/(2g), c its
+//            tree edges; 2 floor(log2 N) NIC steps.
+//   all-to-all (kDirect): per rank max(sent, received) / B per part (intra- and inter-domain in parallel), (n-1)
+//            peer latencies inside, one NIC message per remote peer; protocols LL / Simple of the all_to_all params.
+//   one-shot / two-shot: the engine's all-reduce (CollectiveParams::custom_allreduce_max_bytes > 0) inside one NVLink
+//            domain: one-shot reads (n-1) S, two-shot moves 2(n-1)/n S per direction; then, up to the engine's
+//            symmetric-memory limit, multimem (NVLS bytes) or two-shot plus a copy in and out of HBM (4 S); NCCL above.
+//            The engine picks by size (its limits per world size: CustomAllReduceParams), not by speed.
+//   send/recv: S / (B x eff) + path latency (+ nic_message_s across NICs; no fixed cost: it rides a stage's stream).
+// kAuto: the minimum over applicable (algorithm, protocol), as NCCL's tuner does with its own model (ties: ring,
+// nvls, hierarchical, tree; LL, LL128, Simple). sim/collectives.hpp decomposes each choice into flows whose
+// uncontended time is the same number, so analytic and network modes agree when links are not shared.
+// Owner: collectives. Thread behaviour: pure functions; LinkCache is not thread-safe.
 #pragma once
 
 #include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -59,6 +71,9 @@ struct GroupLinks {
   bool same_domain(int i, int j) const { return domain[static_cast<size_t>(i)] == domain[static_cast<size_t>(j)]; }
   double ring_bw_Bps = 0;     // min over ring neighbours (group order)
   double ring_latency_s = 0;  // max over ring neighbours
+  // The ring's edges split by kind: inside a domain (NVLink) and across domains (NIC); infinite bw / 0 when none.
+  double ring_intra_bw_Bps = 0, ring_intra_latency_s = 0;
+  double ring_inter_bw_Bps = 0, ring_inter_latency_s = 0;
   bool one_domain = false;
   bool nvls = false;        // one domain and its switch reduces
   int domains = 0;          // distinct scale-up domains
@@ -70,51 +85,86 @@ struct GroupLinks {
   std::vector<double> a2a_intra_bw_Bps;  // per member: bandwidth to its own domain peers
   std::vector<double> a2a_inter_bw_Bps;  // per member: bandwidth to other domains
   std::vector<double> a2a_latency_s;     // per member: the largest latency to a peer
+  std::vector<double> a2a_intra_latency_s, a2a_inter_latency_s;  // per member: largest latency inside / across
+  std::vector<int> a2a_intra_peers, a2a_inter_peers;             // per member: peers inside / across domains
   bool uniform = false;                  // every domain holds the same number of members (local_n)
 };
 
 GroupLinks group_links(LinkCache& links, const std::vector<int>& gpus);
 
+// NCCL's protocols (kAuto: the fastest).
+enum class Protocol { kAuto, kLL, kLL128, kSimple };
+std::string to_string(Protocol p);
+
 struct CollectiveTime {
   double time_s = 0;
   plan::CollectiveAlgo algo = plan::CollectiveAlgo::kRing;
+  Protocol proto = Protocol::kSimple;  // kAuto for the engine's own all-reduce (no NCCL protocol)
 };
 
-// The NCCL-like parameters of the collective model (spec::Efficiency from the GPU YAML).
+// The parameters of the collective model for one GPU type (spec::Efficiency + spec::CollectiveModelParams), and the
+// serving engine's custom all-reduce switch.
 struct CollectiveParams {
-  double efficiency = 1.0;       // achieved / nominal bandwidth: ring, tree, hierarchical, all-to-all
+  double efficiency = 1.0;       // achieved / nominal NVLink bandwidth, Simple, long rings (Efficiency::comm_efficiency)
   double nvls_efficiency = 0.0;  // NVLS; 0: efficiency
-  double base_latency_s = 0.0;   // every collective
-  double nvls_latency_s = 0.0;   // NVLS, on top of base_latency_s
+  double base_latency_s = 0.0;   // every collective, on top of the protocol's base (Efficiency::collective_latency_s)
+  double nvls_latency_s = 0.0;   // NVLS, on top of Simple's base
   // The serving engine's own all-reduce (spec::CustomAllReduce, set by the step cost from CostOptions::engine): an
   // all-reduce of less than custom_allreduce_max_bytes over at most custom_allreduce_max_gpus GPUs of one NVLink
-  // domain may run on it; 0: NCCL only.
+  // domain may run on it, within the GPU's CustomAllReduceParams limits; 0: NCCL only.
   double custom_allreduce_max_bytes = 0.0;
   int custom_allreduce_max_gpus = 0;
-  static CollectiveParams from(const spec::Efficiency& e) {
-    return {e.comm_efficiency, e.nvls_efficiency, e.collective_latency_s, e.nvls_latency_s};
-  }
+  double copy_Bps = 0;               // HBM copy bandwidth (symmetric-memory staging): hbm_bw x Efficiency::memory
+  spec::CollectiveModelParams model;  // protocols, per-kind bandwidths, NIC, custom all-reduce
+
+  // Efficiency fields only (the plain alpha-beta model: one protocol, no custom all-reduce).
+  static CollectiveParams from(const spec::Efficiency& e);
+  // The GPU's whole collective model.
+  static CollectiveParams from(const spec::Gpu& g);
   double nvls_eff() const { return nvls_efficiency > 0 ? nvls_efficiency : efficiency; }
+  double nic_eff() const { return model.nic_efficiency > 0 ? model.nic_efficiency : efficiency; }
+  // Simple's achieved / nominal scale-up bandwidth for `kind` over a ring (or exchange) of n ranks.
+  double link_eff(plan::OpKind kind, int n) const;
+  // Protocol p's bandwidth as a fraction of Simple's for `kind` (0: p is not used).
+  double proto_bw(plan::OpKind kind, Protocol p) const;
+  const spec::ProtocolParams& proto(Protocol p) const;
+  // Latency of one algorithm step with protocol p: inside a domain over a path of latency `link_s`, or across NICs.
+  double step_s(Protocol p, double link_s, bool nic) const;
 };
 
 // Bytes each rank sends for a collective of buffer S over n ranks (ring all-reduce: 2(n-1)/n S).
 double bytes_sent_per_rank(plan::OpKind kind, plan::CollectiveAlgo algo, int n, double S);
 
-// Time of a collective op (kAllReduce, kAllGather, kReduceScatter, kAllToAll) over `group`; `algo` kAuto = fastest.
-// `comm_efficiency` scales bandwidths (Gpu::eff.comm_efficiency).
+// Whether NVLS (the switch's reduction) handles `dt` (fp16, bf16, fp32; not 8-bit types).
+bool nvls_reduces(DType dt);
+
+// Time of a collective op (kAllReduce, kAllGather, kReduceScatter, kAllToAll) over `group`; `algo` kAuto = fastest
+// (all-reduce with the engine's custom all-reduce on: the engine's choice by size).
 // The double forms use CollectiveParams{comm_efficiency} (no fixed latencies).
 CollectiveTime collective_time(const plan::Op& op, const GroupLinks& group, const CollectiveParams& params,
                                plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto);
 CollectiveTime collective_time(const plan::Op& op, const GroupLinks& group, double comm_efficiency,
                                plan::CollectiveAlgo algo = plan::CollectiveAlgo::kAuto);
+// One (algorithm, protocol) pair explicitly (kAuto protocol: the fastest for that algorithm); a negative time when the
+// pair cannot run this op over this group.
+double collective_time_of(const plan::Op& op, const GroupLinks& group, const CollectiveParams& params,
+                          plan::CollectiveAlgo algo, Protocol proto);
+// The algorithm the engine's own all-reduce runs for buffer S over `group` (kOneShot, kTwoShot, kNvls for its
+// multimem path), or kAuto when it hands the op to NCCL; `symm` says whether it is the symmetric-memory path.
+plan::CollectiveAlgo custom_allreduce_choice(const GroupLinks& group, const CollectiveParams& params, double S,
+                                             bool* symm = nullptr);
 // All-to-all over `group` where member i sends members[i]->a2a_send_bytes (group order); the slowest member's time.
 double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& group,
                        const CollectiveParams& params);
 double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& group, double comm_efficiency);
+// Member i's latency in an all-to-all with protocol p (kLL or kSimple): its domain peers' messages (or the links'
+// latency when unfitted) and, across NICs, the path latency plus one NIC message per remote peer.
+double a2a_member_latency_s(const GroupLinks& group, const CollectiveParams& params, Protocol p, int i);
 // Links a NIC of the double binary tree over `domains` domains carries at most (both trees, one direction), in
 // units of S/(2g): the most loaded node's parent + children edges. Shared with sim/collectives.
 int tree_max_edges(int domains);
-// Point-to-point transfer of `bytes` over a path.
+// Point-to-point transfer of `bytes` over a path (across NICs: nic_efficiency and nic_message_s).
 double p2p_time(double bytes, const PathLinks& path, double comm_efficiency);
+double p2p_time(double bytes, const PathLinks& path, const CollectiveParams& params);
 
 }  // namespace parasol::cost

@@ -71,7 +71,6 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
   auto gt = cluster->gpu_types.find(type);
   if (gt == cluster->gpu_types.end()) throw Error("cost_step: GPU type '" + type + "' not in the cluster");
   const spec::Gpu& gpu = gt->second;
-  const double eff = gpu.eff.comm_efficiency;
   const CollectiveParams coll_params = collective_params(gpu, options.engine);  // NCCL-like latencies, custom AR
   const int n = static_cast<int>(step.ranks.size());
   if (static_cast<int>(place.size()) < n) throw Error("cost_step: placement has fewer GPUs than the step's ranks");
@@ -146,7 +145,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
           t.bound = Bound::kCommunication;
           const double bytes = std::max(op.comm_bytes, 0.0);
           t.comm_s = t.time_s =
-              p2p_time(bytes, links.path(place[static_cast<size_t>(src)], place[static_cast<size_t>(dst)]), eff);
+              p2p_time(bytes, links.path(place[static_cast<size_t>(src)], place[static_cast<size_t>(dst)]), coll_params);
           const double start = b.latest_s;
           for (int x : {src, dst}) finish_op(x, start, start - now[static_cast<size_t>(x)], t, plan::CollectiveAlgo::kDirect);
           p2p.erase({src, dst});
@@ -355,7 +354,7 @@ double engine_step_s(const spec::Engine& e, double gpu_s, double cpu_s, int pp) 
 }
 
 CollectiveParams collective_params(const spec::Gpu& gpu, const spec::Engine* engine) {
-  CollectiveParams p = CollectiveParams::from(gpu.eff);
+  CollectiveParams p = CollectiveParams::from(gpu);  // the GPU's whole collective model (protocols, NIC, custom AR)
   if (engine && engine->custom_allreduce.enabled) {
     p.custom_allreduce_max_bytes = engine->custom_allreduce.max_bytes;
     p.custom_allreduce_max_gpus = engine->custom_allreduce.max_gpus;

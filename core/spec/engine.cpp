@@ -85,6 +85,14 @@ MoeDispatch load_dispatch(const Node& n) {
   return d;
 }
 
+// Where shipped profiles live: the data directory, then the source tree this binary was built from (a data directory
+// of the user's own models and clusters need not copy the engines).
+std::vector<fs::path> engine_dirs() {
+  std::vector<fs::path> dirs{fs::path(data_dir()) / "topologies/engines"};
+  if (fs::path(PARASOL_DATA_DIR) != fs::path(data_dir())) dirs.push_back(fs::path(PARASOL_DATA_DIR) / "topologies/engines");
+  return dirs;
+}
+
 }  // namespace
 
 Engine load_engine(const yaml::Node& root) {
@@ -112,10 +120,13 @@ Engine load_engine_file(const std::string& path) {
 
 std::vector<std::string> shipped_engines() {
   std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(fs::path(data_dir()) / "topologies/engines", ec))
-    if (entry.path().extension() == ".yaml") out.push_back(entry.path().stem().string());
+  for (const auto& dir : engine_dirs()) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir, ec))
+      if (entry.path().extension() == ".yaml") out.push_back(entry.path().stem().string());
+  }
   std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
 }
 
@@ -123,9 +134,11 @@ std::optional<std::string> find_engine_file(const std::string& ref, const std::s
   if (ref.empty()) return std::nullopt;
   const bool looks_like_file = ref.find('/') != std::string::npos || fs::path(ref).has_extension();
   if (!looks_like_file) {
-    const fs::path shipped = fs::path(data_dir()) / "topologies/engines" / (ref + ".yaml");
-    std::error_code ec;
-    if (fs::is_regular_file(shipped, ec)) return shipped.lexically_normal().string();
+    for (const auto& dir : engine_dirs()) {
+      const fs::path shipped = dir / (ref + ".yaml");
+      std::error_code ec;
+      if (fs::is_regular_file(shipped, ec)) return shipped.lexically_normal().string();
+    }
   }
   return find_referenced_file(ref, from_file);
 }

@@ -6,6 +6,7 @@
 // Thread behaviour: plain values.
 #pragma once
 
+#include <array>
 #include <map>
 #include <string>
 
@@ -40,11 +41,64 @@ struct AttentionParams {
   double fixed_s = 5e-6;                // per-kernel fixed cost
 };
 
-// Collectives: NCCL protocols and algorithms, the NIC, and the engines' custom all-reduce.
+// Collectives (core/cost/collective_cost.hpp, docs/network.md): NCCL's protocols and algorithms on the scale-up fabric,
+// the NIC, and the engines' custom all-reduce. Defaults reproduce the plain alpha-beta model (one protocol, Simple, at
+// Efficiency::comm_efficiency, no fixed cost beyond Efficiency::collective_latency_s).
+// One NCCL protocol: LL (8-byte flag+data lines), LL128 (128-byte lines, 120 bytes of data), Simple (bulk copies).
+struct ProtocolParams {
+  double base_s = 0;     // fixed cost of a collective run with it (launch, setup, final synchronisation)
+  double hop_s = 0;      // per algorithm step (ring step, tree level), on top of the links' own latency
+  double bandwidth = 0;  // fraction of Simple's bandwidth it reaches (0: the protocol is not used)
+};
+
+// A collective kind's own bandwidth on the scale-up fabric where it differs from all-reduce's.
+struct CollectiveKindParams {
+  double efficiency = 0;      // achieved / nominal with Simple on long rings (0: Efficiency::comm_efficiency)
+  double ring_penalty = -1;   // efficiency x (1 - ring_penalty / n^2) over n ranks (<0: CollectiveModelParams's)
+  double ll_bandwidth = 0;    // LL's fraction of Simple (0: protocols.ll.bandwidth)
+  double ll128_bandwidth = 0;  // (0: protocols.ll128.bandwidth)
+};
+
+// NCCL's all-to-all: one send/recv pair per peer, grouped; LL for small messages, Simple for large ones.
+struct AllToAllParams {
+  double ll_base_s = 0, ll_peer_s = 0;
+  double ll_bandwidth = 0;  // fraction of Simple's bandwidth (0: no LL)
+  double simple_base_s = 0, simple_peer_s = 0;
+  double efficiency = 0;    // Simple, achieved / nominal (0: Efficiency::comm_efficiency)
+  double ring_penalty = 0;  // efficiency x (1 - ring_penalty / n^2)
+};
+
+// The serving engines' own all-reduce inside one NVLink domain (vLLM custom_all_reduce, SGLang, TRT-LLM): one-shot
+// (every rank reads all n-1 peers' buffers and reduces locally), two-shot (reduce-scatter + all-gather through peer
+// loads and stores), and the symmetric-memory path some use next (multimem, i.e. NVLink SHARP, or two-shot, with a
+// copy in and out of the symmetric buffer). The size limits are the engine's, per world size, for this GPU's
+// architecture; the engine profile (spec::Engine::custom_allreduce) switches it on and may lower max_bytes.
+struct CustomAllReduceParams {
+  static constexpr int kMaxGpus = 8;
+  double one_shot_base_s = 0, one_shot_peer_s = 0;
+  double one_shot_efficiency = 0;       // of the GPU's NVLink bandwidth, reading all peers at once (0: comm_efficiency)
+  double one_shot_peer_efficiency = 0;  // cap per peer read (fraction of NVLink bandwidth; 0: none)
+  double two_shot_base_s = 0, two_shot_peer_s = 0;
+  double two_shot_efficiency = 0;       // (0: comm_efficiency)
+  double symm_base_s = 0;
+  double symm_efficiency = 0;           // multimem path, of (n+1)/n x S per direction (0: Efficiency::nvls_efficiency)
+  std::array<double, kMaxGpus + 1> max_bytes{};       // [n]: the custom kernels for S < max_bytes (0: never)
+  std::array<double, kMaxGpus + 1> one_shot_bytes{};  // [n]: one-shot for S < one_shot_bytes, else two-shot
+  std::array<double, kMaxGpus + 1> symm_max_bytes{};  // [n]: then the symmetric-memory path for S <= this (0: none)
+  std::array<bool, kMaxGpus + 1> multimem{};          // [n]: the symmetric-memory path uses multimem (else two-shot)
+};
+
 struct CollectiveModelParams {
-  double nic_efficiency = 0.0;       // achieved / nominal NIC bandwidth (0: the scale-up comm_efficiency)
-  double nic_message_s = 0.0;        // per message on a NIC (the proxy / RDMA posting cost)
-  double hop_latency_s = 0.0;        // per ring/tree hop, on top of the links' own latency
+  ProtocolParams ll, ll128, simple{0, 0, 1};
+  double ring_penalty = 0;  // bandwidth efficiency x (1 - ring_penalty / n^2) over n ranks (short rings pay more)
+  CollectiveKindParams all_gather, reduce_scatter;
+  AllToAllParams all_to_all;
+  double nic_efficiency = 0;  // achieved / nominal NIC bandwidth (0: Efficiency::comm_efficiency)
+  double nic_message_s = 0;   // per message a NIC sends (proxy thread, RDMA post and completion): per inter-node step
+  // This GPU's NVSwitch systems reduce in the switch (NVLS). Clusters say so themselves (scaleup.in_network_reduce); the
+  // NVSwitch node `parasol calibrate` builds for this GPU's measurements uses this.
+  bool in_network_reduce = false;
+  CustomAllReduceParams custom_all_reduce;
 };
 
 void load_gemm_params(const yaml::Node& n, GemmParams& p);
