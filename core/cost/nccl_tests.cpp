@@ -94,8 +94,8 @@ std::vector<Sample> nccl_tests_samples(const std::string& text, const std::strin
     }
     counting = false;
     if (test.empty()) {  // no banner: the binary's name may be the file's
-      reset(std::filesystem::path(name).stem().string(), line_no);
-      counting = false;
+      test = std::filesystem::path(name).stem().string();
+      family = nccl_tests_family(test);
     }
     if (family.empty())
       throw ConfigError(name, test_line ? test_line : line_no, 1, "test",
