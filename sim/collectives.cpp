@@ -200,7 +200,8 @@ plan::OpKind op_kind(CollKind k) {
   return plan::OpKind::kSend;
 }
 
-const cost::Protocol kProtocols[] = {cost::Protocol::kLL, cost::Protocol::kLL128, cost::Protocol::kSimple};
+const cost::Protocol kProtocols[] = {cost::Protocol::kLL, cost::Protocol::kLL128, cost::Protocol::kNarrow,
+                                     cost::Protocol::kSimple};
 
 // Empty FlowSet with algo kAuto: "this (algorithm, protocol) pair does not apply".
 FlowSet none() {
@@ -371,7 +372,7 @@ FlowSet direct(const Collective& c, RouteTable& r, cost::Protocol p) {
   double worst = 0;
   for (int i = 0; i < n; ++i) worst = std::max(worst, cost::a2a_member_latency_s(g, P, p, i));
   const auto& a = P.model.all_to_all;
-  const double base = p == cost::Protocol::kLL ? a.ll_base_s : a.simple_base_s;
+  const double base = p == cost::Protocol::kLL ? a.ll_base_s : p == cost::Protocol::kNarrow ? a.narrow_base_s : a.simple_base_s;
   return b.finish(CollectiveAlgo::kDirect, p, worst + base + P.base_latency_s);
 }
 

@@ -10,7 +10,7 @@
 // else in the simulation. Activity counts stay low: one flow per ring edge and channel, not one per ring step (a
 // single-node ring of 8 is 8 flows; 2(n-1) steps appear only in the latency term).
 //
-// Algorithms (plan::CollectiveAlgo), each with NCCL's protocols (cost::Protocol: LL, LL128, Simple):
+// Algorithms (plan::CollectiveAlgo), each with NCCL's protocols (cost::Protocol: LL, LL128, narrow Simple, Simple):
 //   kRing          ring over the group; one channel inside a scale-up domain, g rail-aligned channels across nodes
 //                  (g = group GPUs per node), as NCCL builds one ring per NIC. All-reduce moves 2(n-1)/n x S per edge,
 //                  all-gather and reduce-scatter (n-1)/n x S, with 2(n-1) resp. n-1 step latencies.
@@ -28,7 +28,7 @@
 // x protocol fraction); the parameters are the GPU type's (spec::CollectiveModelParams) unless the Collective
 // overrides them. kAuto picks the applicable pair with the smallest uncontended estimate (NCCL's tuner does the same
 // with its own model); ties go to the earlier one in the order ring, nvls, hierarchical, tree, direct and LL, LL128,
-// Simple. An all-reduce with the engine's custom all-reduce on takes the engine's choice by size (collective_cost.hpp).
+// narrow, Simple. An all-reduce with the engine's custom all-reduce on takes the engine's choice by size (collective_cost.hpp).
 //
 // Sizes follow nccl-tests: `bytes` is S, the all-reduce buffer, the all-gather output, the reduce-scatter input and the
 // all-to-all per-rank send buffer; bus_factor() gives busbw = algbw x factor.

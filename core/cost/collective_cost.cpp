@@ -146,6 +146,7 @@ std::string to_string(Protocol p) {
     case Protocol::kAuto: return "auto";
     case Protocol::kLL: return "ll";
     case Protocol::kLL128: return "ll128";
+    case Protocol::kNarrow: return "narrow";
     case Protocol::kSimple: return "simple";
   }
   return "?";
@@ -200,13 +201,16 @@ double CollectiveParams::proto_bw(OpKind kind, Protocol p) const {
     case Protocol::kLL128:
       if (kind == OpKind::kAllToAll) return 0.0;
       return k && k->ll128_bandwidth > 0 ? k->ll128_bandwidth : model.ll128.bandwidth;
+    case Protocol::kNarrow:
+      if (kind == OpKind::kAllToAll) return model.all_to_all.narrow_bandwidth;
+      return k && k->narrow_bandwidth > 0 ? k->narrow_bandwidth : model.narrow.bandwidth;
     case Protocol::kAuto: break;
   }
   return 0.0;
 }
 
 const spec::ProtocolParams& CollectiveParams::proto(Protocol p) const {
-  return p == Protocol::kLL ? model.ll : p == Protocol::kLL128 ? model.ll128 : model.simple;
+  return p == Protocol::kLL ? model.ll : p == Protocol::kLL128 ? model.ll128 : p == Protocol::kNarrow ? model.narrow : model.simple;
 }
 
 double CollectiveParams::step_s(Protocol p, double link_s, bool nic) const {
@@ -255,7 +259,7 @@ int tree_max_edges(int domains) {
 
 namespace {
 
-constexpr Protocol kProtocols[] = {Protocol::kLL, Protocol::kLL128, Protocol::kSimple};
+constexpr Protocol kProtocols[] = {Protocol::kLL, Protocol::kLL128, Protocol::kNarrow, Protocol::kSimple};
 constexpr CollectiveAlgo kAlgos[] = {CollectiveAlgo::kRing, CollectiveAlgo::kNvls, CollectiveAlgo::kHierarchical,
                                      CollectiveAlgo::kTree};
 
@@ -448,10 +452,10 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
   const auto& a = P.model.all_to_all;
   const double nic_eff = P.nic_eff(), link_eff = P.link_eff(OpKind::kAllToAll, n);
   double best = -1;
-  for (Protocol p : {Protocol::kLL, Protocol::kSimple}) {
+  for (Protocol p : {Protocol::kLL, Protocol::kNarrow, Protocol::kSimple}) {
     const double f = P.proto_bw(OpKind::kAllToAll, p);
     if (!(f > 0)) continue;
-    const double base = p == Protocol::kLL ? a.ll_base_s : a.simple_base_s;
+    const double base = p == Protocol::kLL ? a.ll_base_s : p == Protocol::kNarrow ? a.narrow_base_s : a.simple_base_s;
     double worst = 0;
     for (int i = 0; i < n; ++i) {
       const size_t ui = static_cast<size_t>(i);
@@ -482,8 +486,8 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
 double a2a_member_latency_s(const GroupLinks& g, const CollectiveParams& P, Protocol p, int i) {
   const auto& a = P.model.all_to_all;
   const size_t ui = static_cast<size_t>(i);
-  const double base = p == Protocol::kLL ? a.ll_base_s : a.simple_base_s;
-  const double peer = p == Protocol::kLL ? a.ll_peer_s : a.simple_peer_s;
+  const double base = p == Protocol::kLL ? a.ll_base_s : p == Protocol::kNarrow ? a.narrow_base_s : a.simple_base_s;
+  const double peer = p == Protocol::kLL ? a.ll_peer_s : p == Protocol::kNarrow ? a.narrow_peer_s : a.simple_peer_s;
   double intra = 0, inter = 0;
   if (g.a2a_intra_peers[ui] > 0)  // fitted: per peer message inside the domain; else the links' own latency
     intra = base > 0 || peer > 0 ? g.a2a_intra_peers[ui] * peer : g.a2a_intra_latency_s[ui];

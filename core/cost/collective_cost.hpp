@@ -22,14 +22,14 @@
 //   tree     as hier. with NCCL's double binary tree per rail across domains: the busiest NIC carries c x S/(2g), c its
 //            tree edges; 2 floor(log2 N) NIC steps.
 //   all-to-all (kDirect): per rank max(sent, received) / B per part (intra- and inter-domain in parallel), (n-1)
-//            peer latencies inside, one NIC message per remote peer; protocols LL / Simple of the all_to_all params.
+//            peer latencies inside, one NIC message per remote peer; LL / narrow / Simple of the all_to_all params.
 //   one-shot / two-shot: the engine's all-reduce (CollectiveParams::custom_allreduce_max_bytes > 0) inside one NVLink
 //            domain: one-shot reads (n-1) S, two-shot moves 2(n-1)/n S per direction; then, up to the engine's
 //            symmetric-memory limit, multimem (NVLS bytes) or two-shot plus a copy in and out of HBM (4 S); NCCL above.
 //            The engine picks by size (its limits per world size: CustomAllReduceParams), not by speed.
 //   send/recv: S / (B x eff) + path latency (+ nic_message_s across NICs; no fixed cost: it rides a stage's stream).
 // kAuto: the minimum over applicable (algorithm, protocol), as NCCL's tuner does with its own model (ties: ring,
-// nvls, hierarchical, tree; LL, LL128, Simple). sim/collectives.hpp decomposes each choice into flows whose
+// nvls, hierarchical, tree; LL, LL128, narrow, Simple). sim/collectives.hpp decomposes each choice into flows whose
 // uncontended time is the same number, so analytic and network modes agree when links are not shared.
 // Owner: collectives. Thread behaviour: pure functions; LinkCache is not thread-safe.
 #pragma once
@@ -92,8 +92,9 @@ struct GroupLinks {
 
 GroupLinks group_links(LinkCache& links, const std::vector<int>& gpus);
 
-// NCCL's protocols (kAuto: the fastest).
-enum class Protocol { kAuto, kLL, kLL128, kSimple };
+// NCCL's protocols (kAuto: the fastest), in order of bandwidth: kNarrow is Simple on a reduced channel count
+// (spec::ProtocolParams). For all-to-all: LL, Simple on its default channels per peer (kNarrow), Simple (kSimple).
+enum class Protocol { kAuto, kLL, kLL128, kNarrow, kSimple };
 std::string to_string(Protocol p);
 
 struct CollectiveTime {
@@ -157,7 +158,7 @@ plan::CollectiveAlgo custom_allreduce_choice(const GroupLinks& group, const Coll
 double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& group,
                        const CollectiveParams& params);
 double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& group, double comm_efficiency);
-// Member i's latency in an all-to-all with protocol p (kLL or kSimple): its domain peers' messages (or the links'
+// Member i's latency in an all-to-all with protocol p (kLL, kNarrow or kSimple): its domain peers' messages (or the links'
 // latency when unfitted) and, across NICs, the path latency plus one NIC message per remote peer.
 double a2a_member_latency_s(const GroupLinks& group, const CollectiveParams& params, Protocol p, int i);
 // Links a NIC of the double binary tree over `domains` domains carries at most (both trees, one direction), in

@@ -8,7 +8,7 @@
 //   S = message_size x element size, the nccl-tests buffer of Op::comm_bytes. Latency is in milliseconds.
 //   custom_allreduce_perf.csv: only the CUDA-graph rows (backend *_graph): eager rows add the engine's Python launch
 //   path (~15-20 us per call), which belongs to the engine profile's host cost, not to the kernels.
-// Fit order and ownership of parameters: all_reduce fits the protocols, the ring penalty, comm_efficiency and NVLS;
+// Fit order and ownership of parameters: all_reduce fits the protocols (LL, LL128, narrow Simple, Simple), the ring penalty, comm_efficiency and NVLS;
 // the later families fit only their own section (all_gather / reduce_scatter bandwidths, all_to_all, the custom
 // all-reduce), so fitting one never moves another's.
 // Owner: collectives. Thread behaviour: the node cache is guarded by a mutex.
@@ -149,6 +149,12 @@ std::vector<Family> collective_families() {
                   0.05 * us, 10 * us),
        {"collective.protocols.ll128.bandwidth",
         [](spec::Gpu& g) -> double& { return g.collective.ll128.bandwidth; }, 0.05, 1.0},
+       time_param("collective.protocols.narrow.base", [](spec::Gpu& g) -> double& { return g.collective.narrow.base_s; },
+                  0.5 * us, 80 * us),
+       time_param("collective.protocols.narrow.hop", [](spec::Gpu& g) -> double& { return g.collective.narrow.hop_s; },
+                  0.05 * us, 10 * us),
+       {"collective.protocols.narrow.bandwidth",
+        [](spec::Gpu& g) -> double& { return g.collective.narrow.bandwidth; }, 0.02, 1.0},
        time_param("collective.protocols.simple.base",
                   [](spec::Gpu& g) -> double& { return g.collective.simple.base_s; }, 0.5 * us, 100 * us),
        time_param("collective.protocols.simple.hop", [](spec::Gpu& g) -> double& { return g.collective.simple.hop_s; },
@@ -166,7 +172,9 @@ std::vector<Family> collective_families() {
         {"collective." + k + ".ll_bandwidth", [m](spec::Gpu& g) -> double& { return (g.collective.*m).ll_bandwidth; },
          0.005, 1.0},
         {"collective." + k + ".ll128_bandwidth",
-         [m](spec::Gpu& g) -> double& { return (g.collective.*m).ll128_bandwidth; }, 0.05, 1.0}};
+         [m](spec::Gpu& g) -> double& { return (g.collective.*m).ll128_bandwidth; }, 0.05, 1.0},
+        {"collective." + k + ".narrow_bandwidth",
+         [m](spec::Gpu& g) -> double& { return (g.collective.*m).narrow_bandwidth; }, 0.02, 1.0}};
   };
   v.push_back(nccl_family("all_gather", kind_params("all_gather", &spec::CollectiveModelParams::all_gather)));
   v.push_back(nccl_family("reduce_scatter", kind_params("reduce_scatter", &spec::CollectiveModelParams::reduce_scatter)));
@@ -178,6 +186,12 @@ std::vector<Family> collective_families() {
                   0.01 * us, 5 * us),
        {"collective.all_to_all.ll_bandwidth", [](spec::Gpu& g) -> double& { return g.collective.all_to_all.ll_bandwidth; },
         0.002, 1.0},
+       time_param("collective.all_to_all.narrow_base",
+                  [](spec::Gpu& g) -> double& { return g.collective.all_to_all.narrow_base_s; }, 0.5 * us, 80 * us),
+       time_param("collective.all_to_all.narrow_peer",
+                  [](spec::Gpu& g) -> double& { return g.collective.all_to_all.narrow_peer_s; }, 0.01 * us, 10 * us),
+       {"collective.all_to_all.narrow_bandwidth",
+        [](spec::Gpu& g) -> double& { return g.collective.all_to_all.narrow_bandwidth; }, 0.02, 1.0},
        time_param("collective.all_to_all.simple_base",
                   [](spec::Gpu& g) -> double& { return g.collective.all_to_all.simple_base_s; }, 0.5 * us, 100 * us),
        time_param("collective.all_to_all.simple_peer",

@@ -9,6 +9,7 @@
 #include "core/plan/plan_io.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/cluster.hpp"
+#include "core/spec/engine.hpp"
 #include "core/spec/gpu.hpp"
 #include "core/spec/model.hpp"
 #include "core/spec/scenario.hpp"
@@ -24,7 +25,8 @@ constexpr KnownSchema kSchemas[] = {{"parasol.model/1", FileKind::kModel},
                                     {"parasol.gpu/1", FileKind::kGpu},
                                     {"parasol.cluster/1", FileKind::kCluster},
                                     {"parasol.scenario/1", FileKind::kScenario},
-                                    {"parasol.plan/1", FileKind::kPlan}};
+                                    {"parasol.plan/1", FileKind::kPlan},
+                                    {"parasol.engine/1", FileKind::kEngine}};
 
 std::string schema_list() {
   std::string s;
@@ -115,6 +117,32 @@ void gpu_lines(const Gpu& g, int verbosity, std::ostringstream& os, const std::s
        << "), memory " << num(g.eff.memory) << ", attention " << num(g.eff.attention_compute) << ", collectives "
        << num(g.eff.comm_efficiency) << ", launch " << format_time(g.eff.launch_overhead_s) << "\n";
   }
+}
+
+// --- engine --------------------------------------------------------------------------------------------------------
+
+Description describe_engine(const yaml::Node& root, int verbosity) {
+  const Engine e = load_engine(root);
+  Description d;
+  d.kind = FileKind::kEngine;
+  std::ostringstream os;
+  os << root.file() << ": engine " << e.name << (e.version.empty() ? "" : " (" + e.version + ")") << "\n";
+  os << "  per iteration: " << format_time(e.iteration.serial_s) << " serial, CPU work "
+     << (e.iteration.overlap ? "overlapped with the GPU" : "before the GPU") << " (decode "
+     << format_time(e.iteration.decode.fixed_s) << " + " << format_time(e.iteration.decode.per_sequence_s)
+     << " per sequence)\n";
+  os << "  kernels: " << format_time(e.launch_s) << " per eager launch; CUDA graphs for decode up to "
+     << e.graphs.decode_max_seqs << " sequences"
+     << (e.graphs.mixed_piecewise ? ", piecewise up to " + std::to_string(e.graphs.mixed_max_tokens) + " tokens" : "")
+     << "\n";
+  if (verbosity >= 2)
+    os << "  custom all-reduce: "
+       << (e.custom_allreduce.enabled ? "below " + format_bytes(e.custom_allreduce.max_bytes) : std::string("off"))
+       << "; MoE dispatch: " << (e.moe_dispatch.per_rank ? "per rank" : "per pair")
+       << (e.moe_dispatch.fp8 ? ", fp8" : "") << (e.moe_dispatch.node_forwarding ? ", node forwarding" : "") << "\n";
+  d.text = os.str();
+  d.json = {{"name", e.name}, {"summary", to_json(e)}};
+  return d;
 }
 
 Description describe_gpu(const yaml::Node& root, int verbosity) {
@@ -230,6 +258,7 @@ Description describe_scenario(const yaml::Node& root, int verbosity) {
      << sc.gpu_type << "\n";
   if (verbosity >= 2) cluster_lines(sc.cluster, cs, verbosity, os, "    ");
   os << "  workload: " << (sc.workload ? workload_line(*sc.workload) : std::string("none")) << "\n";
+  os << "  engine: " << sc.engine.name << " (" << sc.engine.source << ")\n";
   std::string slo;
   auto target = [&slo](const char* what, const std::optional<double>& v) {
     if (v) slo += (slo.empty() ? "" : ", ") + std::string(what) + " <= " + format_time(*v);
@@ -315,6 +344,8 @@ std::string to_string(FileKind k) {
       return "scenario";
     case FileKind::kPlan:
       return "plan";
+    case FileKind::kEngine:
+      return "engine";
   }
   return "?";
 }
@@ -356,6 +387,9 @@ Description describe_file(const std::string& path, int verbosity) {
       break;
     case FileKind::kPlan:
       d = describe_plan(root, verbosity);
+      break;
+    case FileKind::kEngine:
+      d = describe_engine(root, verbosity);
       break;
   }
   d.file = path;

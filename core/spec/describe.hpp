@@ -12,7 +12,7 @@
 
 namespace parasol::spec {
 
-enum class FileKind { kModel, kGpu, kCluster, kScenario, kPlan };
+enum class FileKind { kModel, kGpu, kCluster, kScenario, kPlan, kEngine };
 
 std::string to_string(FileKind k);
 

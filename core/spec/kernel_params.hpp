@@ -44,7 +44,9 @@ struct AttentionParams {
 // Collectives (core/cost/collective_cost.hpp, docs/network.md): NCCL's protocols and algorithms on the scale-up fabric,
 // the NIC, and the engines' custom all-reduce. Defaults reproduce the plain alpha-beta model (one protocol, Simple, at
 // Efficiency::comm_efficiency, no fixed cost beyond Efficiency::collective_latency_s).
-// One NCCL protocol: LL (8-byte flag+data lines), LL128 (128-byte lines, 120 bytes of data), Simple (bulk copies).
+// One NCCL protocol: LL (8-byte flag+data lines), LL128 (128-byte lines, 120 bytes of data), Simple (bulk copies), and
+// "narrow": Simple on a reduced channel count, as NCCL runs mid-size collectives (fewer channels to synchronise: a
+// lower fixed cost, a fraction of the bandwidth).
 struct ProtocolParams {
   double base_s = 0;     // fixed cost of a collective run with it (launch, setup, final synchronisation)
   double hop_s = 0;      // per algorithm step (ring step, tree level), on top of the links' own latency
@@ -57,12 +59,16 @@ struct CollectiveKindParams {
   double ring_penalty = -1;   // efficiency x (1 - ring_penalty / n^2) over n ranks (<0: CollectiveModelParams's)
   double ll_bandwidth = 0;    // LL's fraction of Simple (0: protocols.ll.bandwidth)
   double ll128_bandwidth = 0;  // (0: protocols.ll128.bandwidth)
+  double narrow_bandwidth = 0;  // (0: protocols.narrow.bandwidth)
 };
 
-// NCCL's all-to-all: one send/recv pair per peer, grouped; LL for small messages, Simple for large ones.
+// NCCL's all-to-all: one send/recv pair per peer, grouped; LL for small messages, Simple on its default channels per
+// peer ("narrow") for mid sizes, Simple on more channels for large ones.
 struct AllToAllParams {
   double ll_base_s = 0, ll_peer_s = 0;
   double ll_bandwidth = 0;  // fraction of Simple's bandwidth (0: no LL)
+  double narrow_base_s = 0, narrow_peer_s = 0;
+  double narrow_bandwidth = 0;  // (0: no narrow Simple)
   double simple_base_s = 0, simple_peer_s = 0;
   double efficiency = 0;    // Simple, achieved / nominal (0: Efficiency::comm_efficiency)
   double ring_penalty = 0;  // efficiency x (1 - ring_penalty / n^2)
@@ -89,7 +95,7 @@ struct CustomAllReduceParams {
 };
 
 struct CollectiveModelParams {
-  ProtocolParams ll, ll128, simple{0, 0, 1};
+  ProtocolParams ll, ll128, narrow, simple{0, 0, 1};
   double ring_penalty = 0;  // bandwidth efficiency x (1 - ring_penalty / n^2) over n ranks (short rings pay more)
   CollectiveKindParams all_gather, reduce_scatter;
   AllToAllParams all_to_all;

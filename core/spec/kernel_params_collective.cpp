@@ -18,18 +18,23 @@ void load_protocol(const yaml::Node& n, ProtocolParams& p) {
 }
 
 void load_kind(const yaml::Node& n, CollectiveKindParams& k) {
-  n.allow_keys({"efficiency", "ring_penalty", "ll_bandwidth", "ll128_bandwidth"});
+  n.allow_keys({"efficiency", "ring_penalty", "ll_bandwidth", "ll128_bandwidth", "narrow_bandwidth"});
   k.efficiency = n.number_or("efficiency", k.efficiency, 0.0, 1.0);
   k.ring_penalty = n.number_or("ring_penalty", k.ring_penalty, -1.0, 3.9);
   k.ll_bandwidth = n.number_or("ll_bandwidth", k.ll_bandwidth, 0.0, 1.0);
   k.ll128_bandwidth = n.number_or("ll128_bandwidth", k.ll128_bandwidth, 0.0, 1.0);
+  k.narrow_bandwidth = n.number_or("narrow_bandwidth", k.narrow_bandwidth, 0.0, 1.0);
 }
 
 void load_all_to_all(const yaml::Node& n, AllToAllParams& a) {
-  n.allow_keys({"ll_base", "ll_peer", "ll_bandwidth", "simple_base", "simple_peer", "efficiency", "ring_penalty"});
+  n.allow_keys({"ll_base", "ll_peer", "ll_bandwidth", "narrow_base", "narrow_peer", "narrow_bandwidth", "simple_base",
+                "simple_peer", "efficiency", "ring_penalty"});
   a.ll_base_s = n.quantity_or("ll_base", Dimension::kTime, a.ll_base_s, 0.0, kMaxLatency_s);
   a.ll_peer_s = n.quantity_or("ll_peer", Dimension::kTime, a.ll_peer_s, 0.0, kMaxLatency_s);
   a.ll_bandwidth = n.number_or("ll_bandwidth", a.ll_bandwidth, 0.0, 1.0);
+  a.narrow_base_s = n.quantity_or("narrow_base", Dimension::kTime, a.narrow_base_s, 0.0, kMaxLatency_s);
+  a.narrow_peer_s = n.quantity_or("narrow_peer", Dimension::kTime, a.narrow_peer_s, 0.0, kMaxLatency_s);
+  a.narrow_bandwidth = n.number_or("narrow_bandwidth", a.narrow_bandwidth, 0.0, 1.0);
   a.simple_base_s = n.quantity_or("simple_base", Dimension::kTime, a.simple_base_s, 0.0, kMaxLatency_s);
   a.simple_peer_s = n.quantity_or("simple_peer", Dimension::kTime, a.simple_peer_s, 0.0, kMaxLatency_s);
   a.efficiency = n.number_or("efficiency", a.efficiency, 0.0, 1.0);
@@ -100,7 +105,8 @@ nlohmann::json kind_json(const CollectiveKindParams& k) {
   return {{"efficiency", k.efficiency},
           {"ring_penalty", k.ring_penalty},
           {"ll_bandwidth", k.ll_bandwidth},
-          {"ll128_bandwidth", k.ll128_bandwidth}};
+          {"ll128_bandwidth", k.ll128_bandwidth},
+          {"narrow_bandwidth", k.narrow_bandwidth}};
 }
 
 }  // namespace
@@ -109,9 +115,10 @@ void load_collective_params(const yaml::Node& n, CollectiveModelParams& p) {
   n.allow_keys({"protocols", "ring_penalty", "all_gather", "reduce_scatter", "all_to_all", "nic_efficiency",
                 "nic_message", "in_network_reduce", "custom_all_reduce"});
   if (auto s = n.get("protocols")) {
-    s->allow_keys({"ll", "ll128", "simple"});
+    s->allow_keys({"ll", "ll128", "narrow", "simple"});
     if (auto x = s->get("ll")) load_protocol(*x, p.ll);
     if (auto x = s->get("ll128")) load_protocol(*x, p.ll128);
+    if (auto x = s->get("narrow")) load_protocol(*x, p.narrow);
     if (auto x = s->get("simple")) load_protocol(*x, p.simple);
     if (!(p.simple.bandwidth > 0)) s->at("simple").at("bandwidth").fail("Simple's bandwidth above 0 (it is the reference)");
   }
@@ -131,12 +138,14 @@ nlohmann::json to_json(const CollectiveModelParams& p) {
   for (size_t g = 2; g < c.multimem.size(); ++g)
     if (c.multimem[g]) mm.push_back(g);
   const auto& a = p.all_to_all;
-  return {{"protocols", {{"ll", protocol_json(p.ll)}, {"ll128", protocol_json(p.ll128)}, {"simple", protocol_json(p.simple)}}},
+  return {{"protocols", {{"ll", protocol_json(p.ll)}, {"ll128", protocol_json(p.ll128)}, {"narrow", protocol_json(p.narrow)},
+                         {"simple", protocol_json(p.simple)}}},
           {"ring_penalty", p.ring_penalty},
           {"all_gather", kind_json(p.all_gather)},
           {"reduce_scatter", kind_json(p.reduce_scatter)},
           {"all_to_all",
            {{"ll_base_s", a.ll_base_s}, {"ll_peer_s", a.ll_peer_s}, {"ll_bandwidth", a.ll_bandwidth},
+            {"narrow_base_s", a.narrow_base_s}, {"narrow_peer_s", a.narrow_peer_s}, {"narrow_bandwidth", a.narrow_bandwidth},
             {"simple_base_s", a.simple_base_s}, {"simple_peer_s", a.simple_peer_s}, {"efficiency", a.efficiency},
             {"ring_penalty", a.ring_penalty}}},
           {"nic_efficiency", p.nic_efficiency},

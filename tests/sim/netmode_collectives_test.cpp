@@ -43,7 +43,7 @@ void check_agreement(const spec::Cluster& c, const std::vector<int>& gpus) {
   cost::LinkCache links(c);
   const cost::GroupLinks gl = cost::group_links(links, gpus);
   const spec::Gpu& gpu = c.gpu_spec(gpus.front());
-  const auto params = cost::CollectiveParams::from(gpu.eff);
+  const auto params = cost::CollectiveParams::from(gpu);  // the GPU's whole model, as the flows use it
   int compared = 0;
   for (CollKind kind : {CollKind::kAllReduce, CollKind::kAllGather, CollKind::kReduceScatter, CollKind::kAllToAll}) {
     for (double S = 1024; S <= double(1ull << 30); S *= 8) {
@@ -98,6 +98,42 @@ TEST(NetmodeCollectives, AnalyticAndFlowModelAgreeAcrossRailOptimizedNodes) {
   check_agreement(c, two_nodes);
   check_agreement(c, four_nodes);
   check_agreement(c, one_per_node);
+}
+
+// The engine's own all-reduce (one-shot, two-shot, its symmetric-memory path) as flows: the same choice and time as
+// the analytic model at every size inside the DGX, for 2, 4 and 8 GPUs.
+TEST(NetmodeCollectives, EngineAllReduceFlowsAgreeWithTheAnalyticModel) {
+  const spec::Cluster c = shipped("dgx-h100");
+  RouteTable rt(c);
+  cost::LinkCache links(c);
+  const spec::Gpu& gpu = c.gpu_spec(0);
+  auto params = cost::CollectiveParams::from(gpu);
+  params.custom_allreduce_max_bytes = 8.0 * (1 << 20);
+  params.custom_allreduce_max_gpus = 8;
+  int custom = 0;
+  for (int n : {2, 4, 8}) {
+    std::vector<int> gpus;
+    for (int i = 0; i < n; ++i) gpus.push_back(i);
+    const cost::GroupLinks gl = cost::group_links(links, gpus);
+    for (double S = 1024; S <= double(1ull << 28); S *= 4) {
+      Collective coll;
+      coll.kind = CollKind::kAllReduce;
+      coll.gpus = gpus;
+      coll.bytes = S;
+      coll.efficiency = gpu.eff.comm_efficiency;
+      coll.custom_allreduce_max_bytes = params.custom_allreduce_max_bytes;
+      coll.custom_allreduce_max_gpus = params.custom_allreduce_max_gpus;
+      plan::Op op;
+      op.kind = plan::OpKind::kAllReduce;
+      op.comm_bytes = S;
+      const FlowSet fs = plan_collective(coll, rt);
+      const cost::CollectiveTime an = cost::collective_time(op, gl, params);
+      EXPECT_EQ(fs.algo, an.algo) << "n=" << n << " S=" << S;
+      EXPECT_NEAR(estimate_s(fs, rt), an.time_s, 0.01 * an.time_s) << "n=" << n << " S=" << S;
+      custom += an.algo == CollectiveAlgo::kOneShot || an.algo == CollectiveAlgo::kTwoShot;
+    }
+  }
+  EXPECT_GT(custom, 5);
 }
 
 // Simulated busbw of the shipped 8 x H100 node against public nccl-tests figures, and small-message latency.
