@@ -1,8 +1,142 @@
-// Attention op time (attention_cost.hpp).
+// Attention op time (attention_cost.hpp): flash-attention tiles on the SMs next to the HBM stream.
 #include "core/cost/attention_cost.hpp"
 
-namespace parasol::cost {
+#include <algorithm>
+#include <cmath>
 
-OpTime attention_op_time(const plan::Op& op, const spec::Gpu& gpu) { return roofline_time(op, gpu); }
+namespace parasol::cost {
+namespace {
+
+// A GPU YAML without `sm_count`: a neutral count, so that the per-SM terms stay defined (the tile costs then carry
+// no claim about this GPU's wave quantization).
+constexpr double kUnknownSmCount = 128;
+
+// (a^p + b^p)^(1/p): p = 1 adds the two, a large p takes the larger.
+double soft_max(double a, double b, double p) {
+  if (a <= 0) return b;
+  if (b <= 0) return a;
+  const double m = std::max(a, b);
+  return m * std::pow(std::pow(a / m, p) + std::pow(b / m, p), 1.0 / p);
+}
+
+void finish(OpTime& t) {
+  const double body = t.time_s - t.launch_s;
+  if (t.launch_s > body)
+    t.bound = Bound::kLaunch;
+  else
+    t.bound = t.compute_s >= t.memory_s ? Bound::kCompute : Bound::kMemory;
+}
+
+}  // namespace
+
+OpTime attention_op_time(const plan::Op& op, const spec::Gpu& gpu) { return attention_time(op, gpu, {}); }
+
+OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionBench& bench) {
+  const spec::AttentionParams& p = gpu.attention;
+  OpTime t;
+  const double peak = op_peak_flops(op, gpu);
+  const double bw = gpu.hbm_bw_Bps;
+  if (op.q_lens.empty() || op.q_lens.size() != op.ctx_lens.size()) {
+    // No per-sequence lengths (a hand-made op): the roofline at the model's full-load rates.
+    t.launch_s = p.prefill_fixed_s;
+    if (op.flops > 0) t.compute_s = op.flops / (peak * p.prefill_max_efficiency);
+    if (op.bytes > 0) t.memory_s = op.bytes / (bw * p.decode_memory);
+    t.time_s = t.launch_s + std::max(t.compute_s, t.memory_s);
+    finish(t);
+    return t;
+  }
+  const double S = gpu.sm_count > 0 ? gpu.sm_count : kUnknownSmCount;
+  const bool mla = op.kind == plan::OpKind::kMlaAttention;
+  const double hq = static_cast<double>(std::max<int64_t>(1, op.heads));
+  const double hkv = static_cast<double>(std::max<int64_t>(1, op.kv_heads));
+  const double dk = static_cast<double>(std::max<int64_t>(1, op.head_dim));
+  const double dv = op.v_head_dim > 0 ? static_cast<double>(op.v_head_dim) : dk;
+  const double D = dk + dv;
+  const double g = std::max(1.0, hq / hkv);
+  const double a = dtype_bytes(op.dtype);
+
+  double ctx_sum = 0, tokens = 0;
+  for (size_t i = 0; i < op.q_lens.size(); ++i)
+    ctx_sum += static_cast<double>(op.ctx_lens[i]), tokens += static_cast<double>(op.q_lens[i]);
+  // KV bytes per token per KV head, from the op's bytes (Q and O are the rest): the KV cache dtype without a field
+  // for it. MLA's absorbed decode reads one latent that is both K and V.
+  const double qo = tokens * hq * D * a;
+  const double kv_tok = ctx_sum > 0 ? std::max(0.0, op.bytes - qo) / (ctx_sum * hkv) : 0.0;
+  const double natural = (mla && hkv == 1 ? dk : D) * a;
+  const bool fp8 = kv_tok > 0 && kv_tok < 0.75 * natural;
+
+  const double sm_peak = peak / S;
+  const double nk = std::clamp(std::round(p.tile_kv_elements / dk), 16.0, 256.0);  // keys per KV tile
+  const double softmax = 1 + p.prefill_d_half / D;
+  const double fp8_tile = fp8 ? std::max(0.05, p.prefill_fp8_tile + p.prefill_fp8_tile_slope * (D - 256) / 256) : 1.0;
+  const double t_pair =
+      p.tile_q * nk * 2 * D / (sm_peak * p.prefill_sm_efficiency) * softmax * fp8_tile * (mla ? p.mla_prefill_factor : 1.0);
+  const double fp8_over = fp8 ? p.prefill_fp8_overhead : 1.0;
+  const double derate = std::min(1.0, p.prefill_max_efficiency / p.prefill_sm_efficiency);
+  const double dec_rows = std::ceil(g / p.decode_tile_q) * p.decode_tile_q;
+  const double dec_eff = (mla ? p.mla_decode_mma_efficiency : p.decode_mma_efficiency) * (fp8 ? p.decode_fp8_mma : 1.0);
+  const double t_dec_mma = dec_rows * nk * 2 * D / (sm_peak * dec_eff);
+  const double t_dec_stream = nk * kv_tok / (p.decode_sm_bandwidth * bw / S);
+  const double t_dec_tile = std::max(t_dec_mma, t_dec_stream);
+  const double block_tokens = bench.kv_block_tokens > 0 ? bench.kv_block_tokens : p.kv_block_tokens;
+
+  // Pass 1: how many CTAs, for the split-KV decision.
+  double dec_ctas = 0, pf_tiles = 0, dec_kv_tiles_max = 0, blocks = 0;
+  for (size_t i = 0; i < op.q_lens.size(); ++i) {
+    const double q = static_cast<double>(op.q_lens[i]), c = static_cast<double>(op.ctx_lens[i]);
+    if (q <= 0) continue;
+    if (q == 1) {
+      dec_ctas += hkv;
+      dec_kv_tiles_max = std::max(dec_kv_tiles_max, std::ceil(c / nk));
+      blocks += std::ceil(c / block_tokens) * hkv;
+    } else {
+      pf_tiles += hkv * std::ceil(q * g / p.tile_q);
+    }
+  }
+  double splits = 1;
+  if (dec_ctas > 0 && dec_ctas + pf_tiles < 0.8 * S && dec_kv_tiles_max > 4)
+    splits = std::clamp(std::floor(S / (dec_ctas + pf_tiles)), 1.0, std::min(p.max_splits, dec_kv_tiles_max));
+
+  // Pass 2: SM time.
+  double w_dec = 0, w_pf = 0, longest = 0, seqs = 0;
+  const double cta = p.per_cta_s + p.per_cta_dim_s * D;
+  for (size_t i = 0; i < op.q_lens.size(); ++i) {
+    const double q = static_cast<double>(op.q_lens[i]), c = static_cast<double>(op.ctx_lens[i]);
+    if (q <= 0) continue;
+    seqs += 1;
+    if (q == 1) {
+      const double u = cta + std::ceil(std::ceil(c / nk) / splits) * t_dec_tile;
+      w_dec += hkv * splits * u;
+      longest = std::max(longest, u);
+      continue;
+    }
+    // Tile j (of m) holds positions [j pos, (j+1) pos) of all g heads; it sees c0 + (j+1) pos keys (its last
+    // position's), so sum_j ceil(keys_j / nk) ~ m c0 / nk + pos m (m+1) / (2 nk) - overhang / nk + m / 2.
+    const double pos = p.tile_q / g;
+    const double m = std::ceil(q * g / p.tile_q);
+    const double c0 = std::max(0.0, c - q);
+    const double pairs = m * c0 / nk + pos * m * (m + 1) / (2 * nk) - std::max(0.0, m * pos - q) / nk + 0.5 * m;
+    w_pf += hkv * (m * p.prefill_per_tile_s * fp8_over + pairs * t_pair) +
+            p.prefill_per_kv_token_s * fp8_over * q * hkv * D / 256;
+    longest = std::max(longest, p.prefill_per_tile_s * fp8_over + std::ceil(c / nk) * t_pair);
+  }
+  const bool prefill = w_pf > 0;
+  t.compute_s = std::max((w_dec + w_pf / derate) / S, longest) + blocks * p.per_block_s / S + seqs * p.per_seq_s;
+
+  t.memory_s = op.bytes / (bw * (prefill ? p.prefill_memory : p.decode_memory));
+  if (bench.repeated && !prefill) {
+    const double l2 = (gpu.l2_bytes > 0 ? gpu.l2_bytes : p.bench_l2_bytes) * p.bench_l2_fraction;
+    if (l2 > 0) {
+      const double resident = 1.0 / (1.0 + std::pow(op.bytes / l2, 6.0));
+      t.memory_s *= 1 - resident + resident / p.bench_l2_speedup;
+    }
+  }
+  t.launch_s = prefill ? p.prefill_fixed_s : p.decode_fixed_s;
+  if (fp8) t.launch_s += (prefill ? p.prefill_fp8_fixed_s : p.decode_fp8_fixed_s) * D / 256;
+  if (splits > 1) t.launch_s += p.split_s;
+  t.time_s = t.launch_s + soft_max(t.compute_s, t.memory_s, prefill ? p.prefill_overlap : p.decode_overlap);
+  finish(t);
+  return t;
+}
 
 }  // namespace parasol::cost

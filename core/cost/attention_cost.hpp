@@ -1,4 +1,22 @@
-// Attention op time: prefill (context) and decode (generation), MHA/GQA and MLA (spec::AttentionParams).
+// Attention op time: prefill (context) and decode (generation), MHA/GQA and MLA, as a flash-attention kernel runs them
+// (FlashAttention-3 / FlashInfer / FlashMLA style): the work is tiles of query rows x KV keys spread over the SMs, next
+// to the op's HBM stream. Parameters: spec::AttentionParams (the GPU YAML's `attention:` section); docs/cost-model.md
+// "Attention" has the formulas.
+//   per sequence i (q_i new tokens, c_i keys after the step), KV heads h_kv, group g = heads / h_kv, D = d_qk + d_v:
+//   prefill (q_i > 1): packed GQA tiles of tile_q rows (tile_q / g positions x g heads) per KV head; KV tiles of
+//     n_k = tile_kv_elements / d_qk keys; causal: tile j of m_i = ceil(q_i g / tile_q) sees the keys up to its last
+//     position, so sum_j ceil(keys_j / n_k) tile pairs (closed form, O(1) per sequence). A pair costs
+//     tile_q n_k 2D / (peak/SMs x sm_efficiency) x (1 + d_half / D) of one SM; a tile adds per_tile, a new token
+//     per KV head per_kv_token x D/256. Compute = max(sum / (SMs x max_efficiency / sm_efficiency), longest tile).
+//   decode (q_i = 1): one CTA per (sequence, KV head, split); split-KV (flash-decoding) when the CTAs fill less than
+//     0.8 of the SMs: splits = min(SMs / CTAs, max_splits, KV tiles). A KV tile costs the larger of its tensor time
+//     (the group padded to decode_tile_q rows, at decode_mma_efficiency) and its bytes at one CTA's stream rate
+//     (decode_sm_bandwidth x HBM / SMs); a CTA adds per_cta + per_cta_dim x D, a KV block (kv_block_tokens) per KV
+//     head per_block. SM time = max(sum / SMs, longest CTA).
+//   memory = op bytes / (HBM x memory); time = fixed + (sm^p + memory^p)^(1/p) + per_seq x sequences
+//     [+ split, the combine kernel]. fp8 KV (the op's bytes say so) has its own factors.
+// The SM count is spec::Gpu::sm_count (a GPU without one counts as 128: no wave quantization claim either way).
+// Cost: O(sequences) per op, no allocation.
 // Owner: cost model. Thread behaviour: pure functions.
 #pragma once
 
@@ -6,7 +24,15 @@
 
 namespace parasol::cost {
 
-// kAttention and kMlaAttention.
+// How a measured op ran when it was not as in serving (the calibration families' AIConfigurator samples).
+struct AttentionBench {
+  bool repeated = false;       // one kernel repeated: KV up to AttentionParams::bench_l2_fraction of L2 stays resident
+  double kv_block_tokens = 0;  // > 0: the harness's KV block size instead of AttentionParams::kv_block_tokens
+};
+
+// kAttention and kMlaAttention, as in serving.
 OpTime attention_op_time(const plan::Op& op, const spec::Gpu& gpu);
+// The same under `bench`.
+OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionBench& bench);
 
 }  // namespace parasol::cost

@@ -32,13 +32,52 @@ struct ElementwiseParams {
   double fixed_s = 3e-6;
 };
 
-// Attention (prefill/context and decode/generation, MHA/GQA and MLA).
+// Attention (prefill/context and decode/generation, MHA/GQA and MLA): a flash-attention kernel as tiles of query rows
+// x KV keys on the SMs, next to the HBM stream (core/cost/attention_cost.hpp has the model; docs/cost-model.md).
+// "SM-time" costs are seconds of one SM; the op spreads them over the GPU's SMs.
 struct AttentionParams {
-  double prefill_max_efficiency = 0.6;  // fraction of bf16 peak at long queries and large head dims
-  double prefill_q_half = 512;          // query length at which prefill reaches half its maximum
-  double decode_memory = 0.8;           // fraction of HBM bandwidth the decode kernel streams KV at
-  double per_seq_s = 0.0;               // per-sequence cost (scheduling a sequence's work)
-  double fixed_s = 5e-6;                // per-kernel fixed cost
+  // Kernel structure (cited in the YAML, not fitted).
+  double tile_q = 128;               // query rows of a prefill tile (packed GQA: positions x heads of one KV head)
+  double tile_kv_elements = 16384;   // keys x head dim of one KV tile (keys per tile = this / d_qk)
+  double decode_tile_q = 64;         // query rows of a decode tile (the GQA group, padded)
+  double max_splits = 16;            // split-KV cap: a sequence's keys over at most this many CTAs
+  double kv_block_tokens = 16;       // paged-KV block size
+  // Prefill (context): tiles on the SMs.
+  double prefill_fixed_s = 10e-6;         // per-kernel fixed cost
+  double prefill_max_efficiency = 0.6;    // tensor fraction of bf16 peak with every SM busy
+  double prefill_sm_efficiency = 0.9;     // one SM's tensor fraction when few tiles run (no full-load derate)
+  double prefill_d_half = 64;             // softmax cost in head-dim units: rate x D / (D + d_half), D = d_qk + d_v
+  double prefill_per_tile_s = 2e-6;       // SM-time per query tile (load Q, write O)
+  double prefill_per_kv_token_s = 0;      // SM-time per new token per KV head per 256 of D (its K/V into the cache)
+  double prefill_memory = 0.8;            // fraction of HBM bandwidth for the op's bytes
+  double prefill_overlap = 2;             // p of the combination (compute^p + memory^p)^(1/p)
+  double prefill_fp8_tile = 1;            // fp8 KV cache: factor on the tile time at D = 256 ...
+  double prefill_fp8_tile_slope = 0;      // ... plus this per +256 of D
+  double prefill_fp8_overhead = 1;        // fp8 KV cache: factor on the per-tile and per-token costs
+  double prefill_fp8_fixed_s = 0;         // fp8 KV cache: extra fixed cost per 256 of D
+  double mla_prefill_factor = 1;          // MLA expanded prefill (d_qk 192, d_v 128): factor on the tile time
+  // Decode (generation): CTAs of (sequence, KV head, split) streaming KV.
+  double decode_fixed_s = 8e-6;           // per-kernel fixed cost
+  double decode_fp8_fixed_s = 0;          // fp8 KV cache: extra fixed cost per 256 of D
+  double decode_memory = 0.9;             // fraction of HBM bandwidth the KV stream reaches
+  double decode_sm_bandwidth = 4;         // one CTA's stream rate, in multiples of HBM bandwidth / SMs
+  double decode_mma_efficiency = 0.5;     // tensor fraction of a decode tile (decode_tile_q rows)
+  double decode_fp8_mma = 1;              // fp8 KV cache: factor on that tensor rate
+  double mla_decode_mma_efficiency = 0.5;  // the same for MLA's absorbed decode (all heads on one latent KV head)
+  double per_cta_s = 0;                   // SM-time per decode CTA ...
+  double per_cta_dim_s = 0;               // ... plus this per element of D
+  double per_block_s = 0;                 // SM-time per paged KV block per KV head
+  double per_seq_s = 0;                   // per sequence of the op
+  double split_s = 2e-6;                  // split-KV: the combine kernel
+  double decode_overlap = 4;              // p of the combination of SM time and the HBM stream
+  // The AIConfigurator harness's conditions (calibration families only, never part of an op's time): it repeats
+  // one kernel, so KV up to a fraction of L2 stays resident between repeats; its MLA module calls carry host-side
+  // launch overhead (eager PyTorch); its KV cache uses 64-token blocks.
+  double bench_l2_fraction = 0.8;   // of Gpu::l2_bytes (or bench_l2_bytes when the datasheet gives no L2)
+  double bench_l2_bytes = 0;
+  double bench_l2_speedup = 1.5;    // KV stream rate from L2, in multiples of the HBM rate
+  double bench_mla_context_s = 0;
+  double bench_mla_generation_s = 0;
 };
 
 // Collectives (core/cost/collective_cost.hpp, docs/network.md): NCCL's protocols and algorithms on the scale-up fabric,

@@ -1,4 +1,4 @@
-// Loading AttentionParams from the GPU YAML's `attention:` section (kernel_params.hpp).
+// Loading AttentionParams from the GPU YAML's `attention:` section (kernel_params.hpp, docs/schema-gpu.md).
 #include <nlohmann/json.hpp>
 
 #include "core/common/error.hpp"
@@ -7,20 +7,119 @@
 namespace parasol::spec {
 
 void load_attention_params(const yaml::Node& n, AttentionParams& p) {
-  n.allow_keys({"prefill_max_efficiency", "prefill_q_half", "decode_memory", "per_seq", "fixed"});
-  p.prefill_max_efficiency = n.number_or("prefill_max_efficiency", p.prefill_max_efficiency, 0.01, 1.0);
-  p.prefill_q_half = n.number_or("prefill_q_half", p.prefill_q_half, 0.0, 1e7);
-  p.decode_memory = n.number_or("decode_memory", p.decode_memory, 0.01, 1.0);
-  p.per_seq_s = n.quantity_or("per_seq", Dimension::kTime, p.per_seq_s, 0.0, 1e-3);
-  p.fixed_s = n.quantity_or("fixed", Dimension::kTime, p.fixed_s, 0.0, 1e-3);
+  n.allow_keys({"tile_q",
+                "tile_kv_elements",
+                "decode_tile_q",
+                "max_splits",
+                "kv_block_tokens",
+                "prefill_fixed",
+                "prefill_max_efficiency",
+                "prefill_sm_efficiency",
+                "prefill_d_half",
+                "prefill_per_tile",
+                "prefill_per_kv_token",
+                "prefill_memory",
+                "prefill_overlap",
+                "prefill_fp8_tile",
+                "prefill_fp8_tile_slope",
+                "prefill_fp8_overhead",
+                "prefill_fp8_fixed",
+                "mla_prefill_factor",
+                "decode_fixed",
+                "decode_fp8_fixed",
+                "decode_memory",
+                "decode_sm_bandwidth",
+                "decode_mma_efficiency",
+                "decode_fp8_mma",
+                "mla_decode_mma_efficiency",
+                "per_cta",
+                "per_cta_dim",
+                "per_block",
+                "per_seq",
+                "split",
+                "decode_overlap",
+                "bench_l2_fraction",
+                "bench_l2_bytes",
+                "bench_l2_speedup",
+                "bench_mla_context",
+                "bench_mla_generation"});
+  auto num = [&n](const char* key, double& v, double lo, double hi) { v = n.number_or(key, v, lo, hi); };
+  auto time = [&n](const char* key, double& v, double hi) { v = n.quantity_or(key, Dimension::kTime, v, 0.0, hi); };
+  num("tile_q", p.tile_q, 1, 4096);
+  num("tile_kv_elements", p.tile_kv_elements, 64, 1 << 22);
+  num("decode_tile_q", p.decode_tile_q, 1, 4096);
+  num("max_splits", p.max_splits, 1, 4096);
+  num("kv_block_tokens", p.kv_block_tokens, 1, 1 << 20);
+  time("prefill_fixed", p.prefill_fixed_s, 1e-2);
+  num("prefill_max_efficiency", p.prefill_max_efficiency, 0.01, 1.0);
+  num("prefill_sm_efficiency", p.prefill_sm_efficiency, 0.01, 1.0);
+  num("prefill_d_half", p.prefill_d_half, 0.0, 1e5);
+  time("prefill_per_tile", p.prefill_per_tile_s, 1e-2);
+  time("prefill_per_kv_token", p.prefill_per_kv_token_s, 1e-2);
+  num("prefill_memory", p.prefill_memory, 0.01, 1.0);
+  num("prefill_overlap", p.prefill_overlap, 1.0, 64.0);
+  num("prefill_fp8_tile", p.prefill_fp8_tile, 0.05, 20.0);
+  num("prefill_fp8_tile_slope", p.prefill_fp8_tile_slope, -10.0, 10.0);
+  num("prefill_fp8_overhead", p.prefill_fp8_overhead, 0.05, 20.0);
+  time("prefill_fp8_fixed", p.prefill_fp8_fixed_s, 1e-2);
+  num("mla_prefill_factor", p.mla_prefill_factor, 0.05, 20.0);
+  time("decode_fixed", p.decode_fixed_s, 1e-2);
+  time("decode_fp8_fixed", p.decode_fp8_fixed_s, 1e-2);
+  num("decode_memory", p.decode_memory, 0.01, 1.0);
+  num("decode_sm_bandwidth", p.decode_sm_bandwidth, 0.01, 1e4);
+  num("decode_mma_efficiency", p.decode_mma_efficiency, 0.001, 1.0);
+  num("decode_fp8_mma", p.decode_fp8_mma, 0.05, 20.0);
+  num("mla_decode_mma_efficiency", p.mla_decode_mma_efficiency, 0.001, 1.0);
+  time("per_cta", p.per_cta_s, 1e-2);
+  time("per_cta_dim", p.per_cta_dim_s, 1e-2);
+  time("per_block", p.per_block_s, 1e-2);
+  time("per_seq", p.per_seq_s, 1e-2);
+  time("split", p.split_s, 1e-2);
+  num("decode_overlap", p.decode_overlap, 1.0, 64.0);
+  num("bench_l2_fraction", p.bench_l2_fraction, 0.0, 100.0);
+  num("bench_l2_bytes", p.bench_l2_bytes, 0.0, 1e12);  // plain bytes: the fitter writes numbers
+  num("bench_l2_speedup", p.bench_l2_speedup, 1.0, 100.0);
+  time("bench_mla_context", p.bench_mla_context_s, 1.0);
+  time("bench_mla_generation", p.bench_mla_generation_s, 1.0);
 }
 
 nlohmann::json to_json(const AttentionParams& p) {
-  return {{"prefill_max_efficiency", p.prefill_max_efficiency},
-          {"prefill_q_half", p.prefill_q_half},
+  return {{"tile_q", p.tile_q},
+          {"tile_kv_elements", p.tile_kv_elements},
+          {"decode_tile_q", p.decode_tile_q},
+          {"max_splits", p.max_splits},
+          {"kv_block_tokens", p.kv_block_tokens},
+          {"prefill_fixed_s", p.prefill_fixed_s},
+          {"prefill_max_efficiency", p.prefill_max_efficiency},
+          {"prefill_sm_efficiency", p.prefill_sm_efficiency},
+          {"prefill_d_half", p.prefill_d_half},
+          {"prefill_per_tile_s", p.prefill_per_tile_s},
+          {"prefill_per_kv_token_s", p.prefill_per_kv_token_s},
+          {"prefill_memory", p.prefill_memory},
+          {"prefill_overlap", p.prefill_overlap},
+          {"prefill_fp8_tile", p.prefill_fp8_tile},
+          {"prefill_fp8_tile_slope", p.prefill_fp8_tile_slope},
+          {"prefill_fp8_overhead", p.prefill_fp8_overhead},
+          {"prefill_fp8_fixed_s", p.prefill_fp8_fixed_s},
+          {"mla_prefill_factor", p.mla_prefill_factor},
+          {"decode_fixed_s", p.decode_fixed_s},
+          {"decode_fp8_fixed_s", p.decode_fp8_fixed_s},
           {"decode_memory", p.decode_memory},
+          {"decode_sm_bandwidth", p.decode_sm_bandwidth},
+          {"decode_mma_efficiency", p.decode_mma_efficiency},
+          {"decode_fp8_mma", p.decode_fp8_mma},
+          {"mla_decode_mma_efficiency", p.mla_decode_mma_efficiency},
+          {"per_cta_s", p.per_cta_s},
+          {"per_cta_dim_s", p.per_cta_dim_s},
+          {"per_block_s", p.per_block_s},
           {"per_seq_s", p.per_seq_s},
-          {"fixed_s", p.fixed_s}};
+          {"split_s", p.split_s},
+          {"decode_overlap", p.decode_overlap},
+          {"bench_l2_fraction", p.bench_l2_fraction},
+          {"bench_l2_bytes", p.bench_l2_bytes},
+          {"bench_l2_speedup", p.bench_l2_speedup},
+          {"bench_mla_context_s", p.bench_mla_context_s},
+          {"bench_mla_generation_s", p.bench_mla_generation_s}};
 }
 
 }  // namespace parasol::spec
