@@ -665,13 +665,14 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
         int64_t tokens = 0;
         for (int a = 0; a < attn_dp_; ++a) tokens += agg_[kAgg * a];
         if (engine_) {
-          launch_ = cost::launch_mode(*engine_, seqs, tokens);
+          launch_ = cost::launch_mode(*engine_, seqs, tokens, attn_dp_);
           floors_ = launch_ != cost::Launch::kGraph && engine_->launch_s > 0;
         }
         evaluate(*sh, t);
         if (engine_) {  // as CostModel: the engine's CPU work once per iteration
           const double gpu = t.total_s;
-          t.total_s = cost::engine_step_s(*engine_, gpu, cost::iteration_cpu_s(*engine_, seqs, tokens), pp_);
+          t.total_s =
+              cost::engine_step_s(*engine_, gpu, cost::iteration_cpu_s(*engine_, seqs, tokens, attn_dp_), pp_);
           if (!t.stage_s.empty()) t.stage_s[0] += t.total_s - gpu;
         }
         if (verify_) {

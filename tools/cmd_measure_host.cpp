@@ -6,8 +6,9 @@
 //   bandwidth      a streaming triad a = b + s c over arrays several times the last-level cache, on one thread (the
 //                  cpu backend's element-wise ops run on the rank's thread); STREAM's convention of 3 x 8 bytes per
 //                  element; memcpy likewise (the local communicator copies through host memory: scaleup_bw);
-//   fixed costs    the median time of a minimal op of each family between two timing events (starting points for
-//                  the fit; the fit moves them).
+//   fixed costs    an empty op between two timing events (efficiency.launch_overhead), and in a comment a minimal
+//                  op of each family (the families' own sections are left to `parasol calibrate`, which owns
+//                  their keys and fits them from the cost model's defaults).
 // Every timing is the median of repetitions after a warm-up. Capacities come from the OS (/proc/meminfo, sysconf);
 // power cannot be read here, so tdp/idle_power are placeholders and say so. Every value carries a comment naming
 // this command, the date and the host. The file is loaded back (spec::load_gpu) before it is written.
@@ -237,13 +238,10 @@ std::string device_yaml(const MeasureOptions& o, const HostFacts& f, const HostM
     << "efficiency:\n"
     << "  launch_overhead: " << us_text(m.event_s) << "  # " << by << ": an empty op between two timing events, "
     << "median of 201\n"
-    << "gemm:\n"
-    << "  fixed: " << us_text(m.gemm_fixed_s) << "  # " << by << ": a 1x1x1 GEMM, median of 201\n"
-    << "elementwise:\n"
-    << "  fixed: " << us_text(m.elementwise_fixed_s) << "  # " << by << ": a 1x8 rmsnorm, median of 201\n"
-    << "attention:\n"
-    << "  fixed: " << us_text(m.attention_fixed_s) << "  # " << by << ": one decode token over one cached token, "
-    << "median of 201\n";
+    << "# Fixed costs of a minimal op per family, " << by << " (medians of 201). Not written as keys: the\n"
+    << "# families' sections and their defaults belong to the cost model; `parasol calibrate` fits them from there.\n"
+    << "#   1x1x1 GEMM " << fmt("%.4g", m.gemm_fixed_s * 1e6) << " us, 1x8 rmsnorm "
+    << fmt("%.4g", m.elementwise_fixed_s * 1e6) << " us, one decode token over one cached token " << fmt("%.4g", m.attention_fixed_s * 1e6) << " us\n";
   return y.str();
 }
 

@@ -457,20 +457,22 @@ std::string report_svg(const Report& r) {
     struct Line {
       const char* label;
       const char* color;
+      const char* dash;  // the wall time is drawn last, dashed: it lies just above the sum of ops
       double IterationRow::*field;
     };
-    const Line lines[] = {{"measured (wall)", "#1f77b4", &IterationRow::wall_s},
-                          {"measured (sum of ops)", "#2ca02c", &IterationRow::ops_s},
-                          {"predicted", "#d62728", &IterationRow::predicted_s}};
+    const Line lines[] = {{"measured (sum of ops)", "#2ca02c", "", &IterationRow::ops_s},
+                          {"predicted", "#d62728", "", &IterationRow::predicted_s},
+                          {"measured (wall)", "#1f77b4", " stroke-dasharray=\"5 3\"", &IterationRow::wall_s}};
     for (size_t k = 0; k < 3; ++k) {
-      s << "<polyline fill=\"none\" stroke=\"" << lines[k].color << "\" stroke-width=\"1.5\" points=\"";
+      s << "<polyline fill=\"none\" stroke=\"" << lines[k].color << "\" stroke-width=\"1.5\"" << lines[k].dash
+        << " points=\"";
       for (const auto& i : r.iterations)
         if (i.*(lines[k].field) > 0)
           s << n1(qx(static_cast<double>(i.iteration))) << "," << n1(qy(i.*(lines[k].field))) << " ";
       s << "\"/>\n";
       const double ly = T2 + 10 + 18 * static_cast<double>(k);
       s << "<line x1=\"" << L + pw + 15 << "\" x2=\"" << L + pw + 40 << "\" y1=\"" << ly << "\" y2=\"" << ly
-        << "\" stroke=\"" << lines[k].color << "\" stroke-width=\"2\"/>\n<text x=\"" << L + pw + 46 << "\" y=\""
+        << "\" stroke=\"" << lines[k].color << "\" stroke-width=\"2\"" << lines[k].dash << "/>\n<text x=\"" << L + pw + 46 << "\" y=\""
         << ly + 4 << "\">" << lines[k].label << "</text>\n";
     }
   }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 namespace parasol::cost {
 namespace {
@@ -71,6 +72,7 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   const double fp8_tile = fp8 ? std::max(0.05, p.prefill_fp8_tile + p.prefill_fp8_tile_slope * (D - 256) / 256) : 1.0;
   const double t_pair =
       p.tile_q * nk * 2 * D / (sm_peak * p.prefill_sm_efficiency) * softmax * fp8_tile * (mla ? p.mla_prefill_factor : 1.0);
+  static const double kTmpHq = getenv("ATT_HQ") ? atof(getenv("ATT_HQ")) : 0.0;
   const double fp8_over = fp8 ? p.prefill_fp8_overhead : 1.0;
   const double derate = std::min(1.0, p.prefill_max_efficiency / p.prefill_sm_efficiency);
   const double dec_rows = std::ceil(g / p.decode_tile_q) * p.decode_tile_q;
@@ -98,7 +100,7 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
     splits = std::clamp(std::floor(S / (dec_ctas + pf_tiles)), 1.0, std::min(p.max_splits, dec_kv_tiles_max));
 
   // Pass 2: SM time.
-  double w_dec = 0, w_pf = 0, longest = 0, seqs = 0;
+  double w_dec = 0, w_pf = 0, w_kv = 0, longest = 0, seqs = 0;
   const double cta = p.per_cta_s + p.per_cta_dim_s * D;
   for (size_t i = 0; i < op.q_lens.size(); ++i) {
     const double q = static_cast<double>(op.q_lens[i]), c = static_cast<double>(op.ctx_lens[i]);
@@ -116,14 +118,15 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
     const double m = std::ceil(q * g / p.tile_q);
     const double c0 = std::max(0.0, c - q);
     const double pairs = m * c0 / nk + pos * m * (m + 1) / (2 * nk) - std::max(0.0, m * pos - q) / nk + 0.5 * m;
-    w_pf += hkv * (m * p.prefill_per_tile_s * fp8_over + pairs * t_pair) +
-            p.prefill_per_kv_token_s * fp8_over * q * hkv * D / 256;
+    w_pf += hkv * (m * p.prefill_per_tile_s * fp8_over + pairs * t_pair);
+    w_kv += p.prefill_per_kv_token_s * fp8_over * q * (kTmpHq > 0 ? hq : hkv) * D / 256;
     longest = std::max(longest, p.prefill_per_tile_s * fp8_over + std::ceil(c / nk) * t_pair);
   }
   const bool prefill = w_pf > 0;
   t.compute_s = std::max((w_dec + w_pf / derate) / S, longest) + blocks * p.per_block_s / S + seqs * p.per_seq_s;
 
-  t.memory_s = op.bytes / (bw * (prefill ? p.prefill_memory : p.decode_memory));
+  // The new tokens' K/V through the paged cache runs beside the tiles' math, like the HBM stream.
+  t.memory_s = op.bytes / (bw * (prefill ? p.prefill_memory : p.decode_memory)) + w_kv / S;
   if (bench.repeated && !prefill) {
     const double l2 = (gpu.l2_bytes > 0 ? gpu.l2_bytes : p.bench_l2_bytes) * p.bench_l2_fraction;
     if (l2 > 0) {

@@ -1,10 +1,185 @@
 // GEMM and element-wise op time (gemm_cost.hpp).
 #include "core/cost/gemm_cost.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 namespace parasol::cost {
+namespace {
 
-OpTime gemm_op_time(const plan::Op& op, const spec::Gpu& gpu) { return roofline_time(op, gpu); }
+// The generic tiles (BM x BN) a GEMM library chooses from: the WGMMA/UMMA-friendly shapes of cuBLAS, CUTLASS and the
+// Triton fused-MoE configs, plus a 16-row tile for GEMMs of a few rows (swap-AB / small-M kernels).
+constexpr int kTiles[][2] = {{16, 64}, {64, 64}, {64, 128}, {128, 128}, {128, 256}, {256, 128}};
+constexpr int kTileCount = sizeof(kTiles) / sizeof(kTiles[0]);
+// The distinct BM of kTiles, for the one pass over a grouped GEMM's experts.
+constexpr int kBms[] = {16, 64, 128, 256};
+constexpr int kBmCount = sizeof(kBms) / sizeof(kBms[0]);
+// A GPU that does not state its SM count.
+constexpr int kDefaultSms = 128;
 
-OpTime elementwise_op_time(const plan::Op& op, const spec::Gpu& gpu) { return roofline_time(op, gpu); }
+int bm_index(int bm) {
+  for (int i = 0; i < kBmCount; ++i)
+    if (kBms[i] == bm) return i;
+  return -1;
+}
+
+bool low_precision(DType d) { return d == DType::kFp8 || d == DType::kInt8; }
+
+double ceil_div(double a, double b) { return std::ceil(a / b); }
+
+struct Result {
+  OpTime time;
+  GemmSchedule schedule;
+};
+
+// (c^p + m^p)^(1/p); p >= 32 is max (within 2%).
+double combine(double c, double m, double p) {
+  if (p >= 32 || c <= 0 || m <= 0) return std::max(c, m);
+  const double hi = std::max(c, m), lo = std::min(c, m);
+  return hi * std::pow(1.0 + std::pow(lo / hi, p), 1.0 / p);
+}
+
+Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
+  Result r;
+  const spec::GemmParams& g = gpu.gemm;
+  const bool grouped = !op.expert_tokens.empty();
+  const double m = static_cast<double>(op.m), n = static_cast<double>(op.n), k = static_cast<double>(op.k);
+  const double batch = static_cast<double>(std::max<int64_t>(op.batch, 1));
+  if (m <= 0 || n <= 0 || k <= 0) return r;  // nothing to run (a rank with no rows for its experts)
+  const DType dt = op.dtype;
+  const bool lowp = low_precision(dt);
+  const double act = dt == DType::kFp32 ? 4.0 : 2.0;  // activations (A before quantization, C)
+  const double a_in = lowp ? 1.0 : act;              // A as the main loop reads it
+  const double w = dtype_bytes(dt);                  // B (weights)
+  const double S = gpu.sm_count > 0 ? gpu.sm_count : kDefaultSms;
+  // int4 is weight-only: the math runs at the 16-bit rate.
+  const double peak = dt == DType::kInt4 ? gpu.peak(DType::kBf16) : op_peak_flops(op, gpu);
+  double eff = lowp ? g.fp8_max_efficiency : g.max_efficiency;
+  if (grouped) eff *= g.grouped_efficiency;
+  eff = std::min(eff, 1.0);
+  const double per_sm = peak * eff / S;                 // FLOP/s of one SM's tile
+  const double feed = per_sm / std::max(g.tile_intensity, 1e-9);  // operand bytes/s into one SM's tile
+  const double bw = gpu.hbm_bw_Bps * g.memory;
+  const double p = g.overlap;
+
+  // Rows of tiles per BM: batch x ceil(m / BM), or over a grouped GEMM's experts.
+  double mtiles[kBmCount];
+  double rows = m * batch, active = batch;
+  if (grouped) {
+    for (double& x : mtiles) x = 0;
+    rows = 0, active = 0;
+    for (int64_t v : op.expert_tokens) {
+      if (v <= 0) continue;
+      const double e = static_cast<double>(v);
+      rows += e, active += 1;
+      for (int i = 0; i < kBmCount; ++i) mtiles[i] += ceil_div(e, kBms[i]);
+    }
+    if (rows <= 0) return r;
+  } else {
+    for (int i = 0; i < kBmCount; ++i) mtiles[i] = batch * ceil_div(m, kBms[i]);
+  }
+  const double bytes = rows * k * a_in + rows * n * act + active * k * n * w;
+  const double mem_s = bytes / bw;
+
+  // A tile's time over `kk` k elements of its main loop.
+  auto tile_s = [&](double bm, double bn, double kk) {
+    const double math = 2.0 * bm * bn / per_sm;
+    const double operands = (bm * a_in + bn * w) / feed;
+    return (kk + g.k_half) * std::max({math, operands, g.k_step_s});
+  };
+
+  const bool fixed_tile = lowp && !grouped && !g.fp8_tiles.empty();
+  const bool may_split = !grouped && batch == 1 && !lowp;
+  // Without split-K every candidate streams the same bytes: the cheapest is the one of least compute time, and the
+  // two combine once. Split candidates (GEMMs that fill less than one wave) carry their own partials' traffic.
+  double best_c = INFINITY;
+  GemmSchedule best;
+  double split_body = INFINITY, split_c = 0, split_m = 0;
+  GemmSchedule split_best;
+  auto consider = [&](int bm, double mt, int bn) {
+    const double tiles = mt * ceil_div(n, bn);
+    const double waves = std::ceil(tiles / S);
+    const double c = waves * tile_s(bm, bn, k);
+    if (c < best_c) best_c = c, best = {bm, bn, 1, tiles, waves};
+    if (!may_split || tiles >= S) return;
+    const double smax = std::min(std::floor(S / tiles), std::floor(k / std::max(g.split_k_min, 1.0)));
+    int s = 1;
+    while (2.0 * s <= smax) s *= 2;
+    if (s < 2) return;
+    const double ts = tiles * s;
+    const double ws = std::ceil(ts / S);
+    const double cs = ws * tile_s(bm, bn, std::ceil(k / s));
+    const double ms = mem_s + 2.0 * s * m * n * 4.0 / bw;  // fp32 partials written and read back
+    const double bs = combine(cs, ms, p) + g.split_k_fixed_s;
+    if (bs < split_body) split_body = bs, split_c = cs, split_m = ms, split_best = {bm, bn, s, ts, ws};
+  };
+  if (fixed_tile) {
+    const spec::GemmTile* t = &g.fp8_tiles.back();
+    for (const auto& row : g.fp8_tiles)
+      if (row.max_m == 0 || static_cast<double>(row.max_m) >= m) {
+        t = &row;
+        break;
+      }
+    const int i = bm_index(t->bm);
+    consider(t->bm, i >= 0 ? mtiles[i] : batch * ceil_div(m, t->bm), t->bn);
+  } else {
+    for (int i = 0; i < kTileCount; ++i) consider(kTiles[i][0], mtiles[bm_index(kTiles[i][0])], kTiles[i][1]);
+  }
+
+  double best_body = combine(best_c, mem_s, p), best_m = mem_s;
+  if (split_body < best_body) best_body = split_body, best_c = split_c, best_m = split_m, best = split_best;
+
+  double extra = 0;  // the activation's quantization kernel
+  if (lowp) {
+    extra = g.fp8_quant_fixed_s + rows * k * (act + 1.0) / bw;
+    if (!grouped) extra += rows * g.fp8_quant_row_s;
+  }
+  OpTime& t = r.time;
+  t.launch_s = grouped ? g.grouped_fixed_s : g.fixed_s;
+  t.compute_s = best_c;
+  t.memory_s = best_m + extra;
+  t.time_s = t.launch_s + best_body + extra;
+  if (t.launch_s > best_body + extra)
+    t.bound = Bound::kLaunch;
+  else
+    t.bound = best_c >= best_m + extra ? Bound::kCompute : Bound::kMemory;
+  r.schedule = best;
+  return r;
+}
+
+}  // namespace
+
+OpTime gemm_op_time(const plan::Op& op, const spec::Gpu& gpu) { return gemm_model(op, gpu).time; }
+
+GemmSchedule gemm_schedule(const plan::Op& op, const spec::Gpu& gpu) { return gemm_model(op, gpu).schedule; }
+
+OpTime elementwise_op_time(const plan::Op& op, const spec::Gpu& gpu) {
+  const spec::ElementwiseParams& e = gpu.elementwise;
+  double frac = e.default_memory;
+  if (!e.memory.empty()) {
+    // plan::to_string's names (all within the small-string buffer: no allocation).
+    const char* name = nullptr;
+    switch (op.kind) {
+      case plan::OpKind::kRmsNorm: name = "rmsnorm"; break;
+      case plan::OpKind::kActivation: name = "activation"; break;
+      case plan::OpKind::kRope: name = "rope"; break;
+      case plan::OpKind::kKvAppend: name = "kv_append"; break;
+      case plan::OpKind::kEmbedding: name = "embedding"; break;
+      case plan::OpKind::kMoeGate: name = "moe_gate"; break;
+      case plan::OpKind::kMoeDispatch: name = "moe_dispatch"; break;
+      case plan::OpKind::kMoeCombine: name = "moe_combine"; break;
+      case plan::OpKind::kSample: name = "sample"; break;
+      default: break;
+    }
+    if (name)
+      if (auto it = e.memory.find(name); it != e.memory.end()) frac = it->second;
+  }
+  OpTime t;
+  t.launch_s = e.fixed_s;
+  if (op.bytes > 0) t.memory_s = op.bytes / (gpu.hbm_bw_Bps * frac);
+  if (op.flops > 0) t.compute_s = op.flops / op_peak_flops(op, gpu);
+  finish_time(t);
+  return t;
+}
 
 }  // namespace parasol::cost

@@ -1,4 +1,19 @@
-// GEMM and element-wise op time (spec::GemmParams, spec::ElementwiseParams).
+// GEMM and element-wise op time: the structural model of spec::GemmParams / spec::ElementwiseParams (the GPU YAML's
+// `gemm:` and `elementwise:` sections; docs/cost-model.md "GEMM" and "Element-wise ops" have the formulas).
+//   GEMM C[m,n] = A[m,k] B[k,n] (x batch, or grouped: one GEMM per local expert with expert_tokens[e] rows) on S SMs:
+//   a candidate tile BM x BN gives T = sum over GEMMs of ceil(m_e/BM) ceil(n/BN) tiles, run in ceil(T/S) waves.
+//   One tile costs (k + k_half) x max(2 BM BN / F, (BM a + BN w) / (F / tile_intensity), k_step) with
+//   F = peak(dtype) / S x efficiency (max_efficiency; fp8/int8: fp8_max_efficiency; grouped: x grouped_efficiency),
+//   a and w the A and B element sizes. Memory: A, B and C once (a grouped GEMM reads each active expert's weights)
+//   at HBM x memory. time = fixed + (compute^p + memory^p)^(1/p), p = overlap, with the cheapest tile: cuBLAS-like
+//   libraries pick from a handful of tiles by their own estimate, and a GEMM whose tiles fill less than one wave may
+//   split k into s slices (s a power of two, s T <= S, k/s >= split_k_min; + split_k_fixed and the fp32 partials).
+//   fp8/int8 dense GEMMs run the library's tile for their m when the GPU lists one (GemmParams::fp8_tiles: vLLM's
+//   CUTLASS scaled_mm dispatch), never split, and add the activation's quantization kernel (fp8_quant_fixed +
+//   rows x fp8_quant_row + its bytes); grouped fp8 GEMMs add the quantization without the per-row term (static
+//   scales). The SM count is spec::Gpu::sm_count (a GPU without one counts as 128).
+//   Element-wise: max(bytes / (HBM x memory[kind]), FLOPs / fp32 peak) + fixed.
+// Cost: a handful of tile candidates and one pass over a grouped GEMM's experts; no allocation.
 // Owner: cost model. Thread behaviour: pure functions.
 #pragma once
 
@@ -10,5 +25,14 @@ namespace parasol::cost {
 OpTime gemm_op_time(const plan::Op& op, const spec::Gpu& gpu);
 // Every other compute op that is neither a GEMM nor attention.
 OpTime elementwise_op_time(const plan::Op& op, const spec::Gpu& gpu);
+
+// The schedule the GEMM model chose for an op (tests, `parasol step` explanations).
+struct GemmSchedule {
+  int bm = 0, bn = 0;  // tile
+  int split = 1;       // split-K slices
+  double tiles = 0;    // tiles of all the op's GEMMs (x split)
+  double waves = 0;    // ceil(tiles / SMs)
+};
+GemmSchedule gemm_schedule(const plan::Op& op, const spec::Gpu& gpu);
 
 }  // namespace parasol::cost

@@ -191,7 +191,8 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
   out.total_s = 0;
   out.critical_rank = 0;
   const spec::Engine* eng = options.engine;
-  out.launch = eng ? launch_mode(*eng, step.seqs, step.tokens) : Launch::kGraph;
+  const int adp = std::max(1, pool.config.attn_dp);
+  out.launch = eng ? launch_mode(*eng, step.seqs, step.tokens, adp) : Launch::kGraph;
   out.launch_floor_s = 0;
   const bool floors = eng && out.launch != Launch::kGraph && eng->launch_s > 0;
   for (int r = 0; r < n; ++r) {
@@ -221,7 +222,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
     }
   }
   out.gpu_s = out.total_s;
-  out.engine_cpu_s = eng ? iteration_cpu_s(*eng, step.seqs, step.tokens) : 0.0;
+  out.engine_cpu_s = eng ? iteration_cpu_s(*eng, step.seqs, step.tokens, adp) : 0.0;
   if (eng) out.total_s = engine_step_s(*eng, out.gpu_s, out.engine_cpu_s, pool.config.pp);
   out.engine_s = out.total_s - out.gpu_s;
   out.layer_s.clear();
@@ -327,8 +328,13 @@ const char* to_string(Launch l) {
   return "?";
 }
 
-Launch launch_mode(const spec::Engine& e, int64_t seqs, int64_t tokens) {
+namespace {
+int64_t group_share(int64_t x, int attn_dp) { return attn_dp > 1 ? (x + attn_dp - 1) / attn_dp : x; }
+}  // namespace
+
+Launch launch_mode(const spec::Engine& e, int64_t seqs, int64_t tokens, int attn_dp) {
   const bool decode_only = seqs > 0 && tokens == seqs;  // every sequence brings exactly one new token
+  seqs = group_share(seqs, attn_dp), tokens = group_share(tokens, attn_dp);
   if (decode_only && seqs <= e.graphs.decode_max_seqs) return Launch::kGraph;
   if (e.graphs.mixed_piecewise && tokens <= e.graphs.mixed_max_tokens) return Launch::kPiecewise;
   return Launch::kEager;
@@ -343,8 +349,9 @@ double launch_floor_s(const spec::Engine& e, Launch mode, int64_t ops, int64_t a
   return 0.0;
 }
 
-double iteration_cpu_s(const spec::Engine& e, int64_t seqs, int64_t tokens) {
+double iteration_cpu_s(const spec::Engine& e, int64_t seqs, int64_t tokens, int attn_dp) {
   const bool decode_only = seqs > 0 && tokens == seqs;
+  seqs = group_share(seqs, attn_dp), tokens = group_share(tokens, attn_dp);
   return (decode_only ? e.iteration.decode : e.iteration.mixed).at(seqs, tokens);
 }
 

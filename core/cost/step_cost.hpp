@@ -46,11 +46,13 @@ struct CostOptions {
 // How an iteration's kernels reach the GPU under an engine.
 enum class Launch { kGraph, kPiecewise, kEager };
 const char* to_string(Launch l);
-Launch launch_mode(const spec::Engine& e, int64_t seqs, int64_t tokens);
+// `seqs` and `tokens` are the instance's; with attention-DP every group runs its own scheduler and graphs (vLLM's and
+// SGLang's data-parallel engine cores), so limits and CPU work apply to one group's share: ceil(x / attn_dp).
+Launch launch_mode(const spec::Engine& e, int64_t seqs, int64_t tokens, int attn_dp = 1);
 // The host's floor on one rank's GPU time: launches x launch_s (eager: `ops`; piecewise: 2 x attention_ops + 1).
 double launch_floor_s(const spec::Engine& e, Launch mode, int64_t ops, int64_t attention_ops);
 // The engine's CPU work of one iteration of `seqs` sequences and `tokens` new tokens.
-double iteration_cpu_s(const spec::Engine& e, int64_t seqs, int64_t tokens);
+double iteration_cpu_s(const spec::Engine& e, int64_t seqs, int64_t tokens, int attn_dp = 1);
 // The iteration's time from its GPU time (launch floors included) and its CPU work, for a plan of `pp` stages.
 double engine_step_s(const spec::Engine& e, double gpu_s, double cpu_s, int pp);
 // The CollectiveParams of a GPU under an engine (null: none): NCCL-like latencies plus the custom all-reduce limits.

@@ -214,8 +214,8 @@ struct StepBuilder::Impl {
   void norm(Emit& e, int layer, std::string_view what, int64_t rows, int64_t width, bool residual) const {
     if (residual && opts.fusion.allreduce_rmsnorm) {
       const Op* prev = e.last();
-      if (prev && prev->kind == OpKind::kAllReduce && prev->layer >= 0 && is_tp_group[static_cast<size_t>(prev->group)] &&
-          prev->comm_bytes <= opts.fused_allreduce_max_bytes)
+      if (prev && prev->kind == OpKind::kAllReduce && prev->layer >= 0 &&
+          is_tp_group[static_cast<size_t>(prev->group)] && prev->comm_bytes <= opts.fused_allreduce_max_bytes)
         return;
     }
     const bool fused = residual && opts.fusion.residual_rmsnorm;
@@ -300,7 +300,8 @@ void StepBuilder::Impl::prepare(const Batch& batch) {
       for (size_t n = 0; n < sn.members.size(); ++n) {
         if (static_cast<int>(n) == sn.node[static_cast<size_t>(j)]) continue;
         const auto& mem = sn.members[n];
-        sn.relay_in[static_cast<size_t>(mem[static_cast<size_t>(sn.local[static_cast<size_t>(j)]) % mem.size()])] += share_j;
+        const size_t relay = static_cast<size_t>(mem[static_cast<size_t>(sn.local[static_cast<size_t>(j)]) % mem.size()]);
+        sn.relay_in[relay] += share_j;
       }
     }
   }
@@ -343,8 +344,8 @@ void StepBuilder::Impl::init_dispatch() {
   node_hits.assign(static_cast<size_t>(c.pp), {});
   if (!a2a || !opts.dispatch.per_rank || !opts.dispatch.node_forwarding || opts.rank_domain.empty()) return;
   if (static_cast<int>(opts.rank_domain.size()) < c.instance_size())
-    throw Error("build_step: rank_domain names " + std::to_string(opts.rank_domain.size()) + " ranks, the instance has " +
-                std::to_string(c.instance_size()));
+    throw Error("build_step: rank_domain names " + std::to_string(opts.rank_domain.size()) +
+                " ranks, the instance has " + std::to_string(c.instance_size()));
   for (int st = 0; st < c.pp; ++st) {
     StageNodes& sn = nodes[static_cast<size_t>(st)];
     sn.node.resize(static_cast<size_t>(R));
@@ -676,8 +677,8 @@ StepOptions step_options(const spec::Engine& engine, const Plan& plan, int pool,
   o.fusion = engine.fusion;
   o.dispatch = engine.moe_dispatch;
   o.fused_allreduce_max_bytes = engine.custom_allreduce.enabled ? engine.custom_allreduce.max_bytes : 0.0;
-  if (pool < 0 || pool >= static_cast<int>(plan.pools.size()) || plan.pools[static_cast<size_t>(pool)].placement.empty())
-    return o;
+  if (pool < 0 || pool >= static_cast<int>(plan.pools.size())) return o;
+  if (plan.pools[static_cast<size_t>(pool)].placement.empty()) return o;
   for (int gpu : plan.pools[static_cast<size_t>(pool)].placement.front()) {
     const int dom = gpu >= 0 && gpu < cluster.gpu_count() ? cluster.domain_of(gpu) : -1;
     o.rank_domain.push_back(dom >= 0 ? dom : -1 - gpu);  // no scale-up domain: a domain of its own

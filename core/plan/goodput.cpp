@@ -239,7 +239,8 @@ const LayerTimes& StageTimer::times(const GroupBatch& batch) {
     const int64_t seqs = groups * (batch.decode_seqs + prefill_seqs);
     const int64_t tokens = groups * (batch.decode_seqs + batch.prefill_tokens);
     const auto& it = im.engine->iteration;
-    t.ends_s += it.serial_s + (it.overlap ? 0.0 : cost::iteration_cpu_s(*im.engine, seqs, tokens));
+    const double cpu_s = it.overlap ? 0.0 : cost::iteration_cpu_s(*im.engine, seqs, tokens, static_cast<int>(groups));
+    t.ends_s += it.serial_s + cpu_s;
   }
   for (const auto& [layer, s] : *layer_s) {
     if (layer < 0)

@@ -15,7 +15,7 @@ namespace {
 using yaml::Node;
 namespace fs = std::filesystem;
 
-constexpr double kMaxCpu_s = 1.0;       // per iteration or per unit: far above any engine, catches unit slips
+constexpr double kMaxCpu_s = 1.0;  // per iteration or per unit: far above any engine, catches unit slips
 constexpr int64_t kMaxCount = int64_t{1} << 24;
 
 IterationCpu load_cpu(const Node& n, bool tokens) {
@@ -89,7 +89,8 @@ MoeDispatch load_dispatch(const Node& n) {
 // of the user's own models and clusters need not copy the engines).
 std::vector<fs::path> engine_dirs() {
   std::vector<fs::path> dirs{fs::path(data_dir()) / "topologies/engines"};
-  if (fs::path(PARASOL_DATA_DIR) != fs::path(data_dir())) dirs.push_back(fs::path(PARASOL_DATA_DIR) / "topologies/engines");
+  if (fs::path(PARASOL_DATA_DIR) != fs::path(data_dir()))
+    dirs.push_back(fs::path(PARASOL_DATA_DIR) / "topologies/engines");
   return dirs;
 }
 

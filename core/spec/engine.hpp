@@ -42,9 +42,9 @@ struct IterationCost {
 
 // Which iterations replay a captured CUDA graph (one launch for the whole forward) instead of launching every kernel.
 struct CudaGraphs {
-  int64_t decode_max_seqs = 0;    // decode iterations with at most this many sequences: one full graph (0: none)
-  bool mixed_piecewise = false;   // mixed iterations: graphs between the attention ops, attention launched eagerly
-  int64_t mixed_max_tokens = 0;   // ... for at most this many new tokens
+  int64_t decode_max_seqs = 0;   // decode iterations with at most this many sequences: one full graph (0: none)
+  bool mixed_piecewise = false;  // mixed iterations: graphs between the attention ops, attention launched eagerly
+  int64_t mixed_max_tokens = 0;  // ... for at most this many new tokens
 };
 
 // Which kernels the engine fuses (core/plan/build_step.cpp emits the ops accordingly).
@@ -64,18 +64,18 @@ struct CustomAllReduce {
 
 // How the MoE all-to-all moves tokens (the all-to-all form of build_step: ep > 1, experts not tensor-sharded).
 struct MoeDispatch {
-  bool per_rank = false;        // one copy per destination rank (DeepEP, pplx); false: one per (token, expert) pair
-  bool fp8 = false;             // dispatch payload in fp8 with one fp32 scale per fp8_block channels (combine stays bf16)
+  bool per_rank = false;  // one copy per destination rank (DeepEP, pplx); false: one per (token, expert) pair
+  bool fp8 = false;       // dispatch payload in fp8 with one fp32 scale per fp8_block channels (combine stays bf16)
   int64_t fp8_block = 128;
   bool node_forwarding = false;  // inter-node copies go once per destination node, then over NVLink (DeepEP normal)
 };
 
 struct Engine {
-  std::string name;         // "vllm"
-  std::string version;      // the engine version the profile describes
-  std::string source;       // the file it was loaded from ("" when built in code)
+  std::string name;     // "vllm"
+  std::string version;  // the engine version the profile describes
+  std::string source;   // the file it was loaded from ("" when built in code)
   IterationCost iteration;
-  double launch_s = 0;      // host cost of launching one kernel outside a graph
+  double launch_s = 0;  // host cost of launching one kernel outside a graph
   CudaGraphs graphs;
   Fusion fusion;
   CustomAllReduce custom_allreduce;

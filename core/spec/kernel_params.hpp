@@ -7,8 +7,10 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -16,16 +18,39 @@
 
 namespace parasol::spec {
 
-// GEMMs (dense, batched and grouped expert GEMMs): tile and wave quantization over the SM count.
-struct GemmParams {
-  double max_efficiency = 0.75;  // fraction of the dtype's peak a full wave of large tiles reaches
-  double k_half = 256;           // k at which a tile's main loop reaches half its peak (prologue/epilogue)
-  double fixed_s = 4e-6;         // per-kernel fixed cost (launch, first wave ramp)
-  double memory = 0.85;          // fraction of HBM bandwidth when the GEMM is bound by streaming its operands
+// GEMMs (dense, batched and grouped expert GEMMs): tile and wave quantization over the SM count
+// (core/cost/gemm_cost.hpp, docs/cost-model.md "GEMM"). A GEMM runs as tiles of BM x BN outputs, `sm_count` at a
+// time (waves); a tile's main loop streams k at the SM's share of the dtype's peak x max_efficiency, fed at
+// 1 / tile_intensity of that rate in operand bytes, never faster than k_step per k element, plus k_half of
+// prologue/epilogue; the whole GEMM also streams A, B and C through HBM at `memory` of its bandwidth.
+// One row of a kernel library's fixed tile table: GEMMs with m <= max_m (0: any m) run BM x BN tiles.
+struct GemmTile {
+  int64_t max_m = 0;
+  int bm = 128, bn = 128;
 };
 
-// Element-wise and small ops (rmsnorm, activation, rope, kv_append, embedding, moe gate/dispatch/combine, sample):
-// a per-kind fraction of HBM bandwidth and a per-kernel fixed cost.
+struct GemmParams {
+  double max_efficiency = 0.8;      // bf16/fp16/fp32: fraction of the per-SM peak a tile's main loop reaches
+  double fp8_max_efficiency = 0.65;  // fp8 and int8 GEMMs: the same at the fp8 (int8) peak
+  double tile_intensity = 20;       // FLOP per operand byte at which a tile's operand feed keeps up with its math
+  double k_half = 200;              // prologue + epilogue of a tile, in k elements of its main loop
+  double k_step_s = 1e-9;           // latency floor of a tile's main loop per k element
+  double memory = 0.85;             // fraction of HBM bandwidth when streaming A, B and C
+  double overlap = 4;               // compute and memory time combine as (c^p + m^p)^(1/p); large p: max
+  double fixed_s = 2.5e-6;          // per-kernel fixed cost (launch to first tile, last tile to completion)
+  double split_k_min = 512;         // split-K (only when the tiles fill less than one wave): k per slice at least
+  double split_k_fixed_s = 2e-6;    // split-K's extra cost (the reduction kernel)
+  double fp8_quant_fixed_s = 2e-6;  // dense fp8/int8: the activation's quantization kernel, fixed part
+  double fp8_quant_row_s = 6e-9;    // its cost per row (dynamic per-tensor scale: every row's max reduced to one)
+  double grouped_efficiency = 1.0;  // grouped expert GEMMs (fused-MoE kernels): multiplier on the dtype's efficiency
+  double grouped_fixed_s = 4e-6;    // fixed cost of one grouped expert GEMM kernel (instead of fixed_s)
+  // fp8/int8 dense GEMMs: the library's tile by m (first row whose max_m >= m), not chosen by cost, and no split-K.
+  // Empty: the cheapest of the generic tiles, split-K allowed, as for bf16.
+  std::vector<GemmTile> fp8_tiles;
+};
+
+// Element-wise and small ops (rmsnorm, activation, rope, kv_append, embedding, moe dispatch/combine, sample):
+// time = max(bytes / (HBM bandwidth x memory[kind]), FLOPs / fp32 peak) + fixed.
 struct ElementwiseParams {
   std::map<std::string, double> memory;  // op kind name (plan::to_string) -> bandwidth fraction; absent: `default_memory`
   double default_memory = 0.7;

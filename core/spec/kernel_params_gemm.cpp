@@ -1,4 +1,5 @@
-// Loading GemmParams and ElementwiseParams from the GPU YAML's `gemm:` and `elementwise:` sections (kernel_params.hpp).
+// Loading GemmParams and ElementwiseParams from the GPU YAML's `gemm:` and `elementwise:` sections (kernel_params.hpp,
+// docs/schema-gpu.md).
 #include <nlohmann/json.hpp>
 
 #include "core/common/error.hpp"
@@ -7,11 +8,44 @@
 namespace parasol::spec {
 
 void load_gemm_params(const yaml::Node& n, GemmParams& p) {
-  n.allow_keys({"max_efficiency", "k_half", "fixed", "memory"});
+  n.allow_keys({"max_efficiency", "fp8_max_efficiency", "tile_intensity", "k_half", "k_step", "memory", "overlap",
+                "fixed", "split_k_min", "split_k_fixed", "fp8_quant_fixed", "fp8_quant_row", "grouped_efficiency",
+                "grouped_fixed", "fp8_tiles"});
   p.max_efficiency = n.number_or("max_efficiency", p.max_efficiency, 0.01, 1.0);
+  p.fp8_max_efficiency = n.number_or("fp8_max_efficiency", p.fp8_max_efficiency, 0.01, 1.0);
+  p.tile_intensity = n.number_or("tile_intensity", p.tile_intensity, 0.01, 1e4);
   p.k_half = n.number_or("k_half", p.k_half, 0.0, 1e6);
-  p.fixed_s = n.quantity_or("fixed", Dimension::kTime, p.fixed_s, 0.0, 1e-3);
+  p.k_step_s = n.quantity_or("k_step", Dimension::kTime, p.k_step_s, 0.0, 1e-6);
   p.memory = n.number_or("memory", p.memory, 0.01, 1.0);
+  p.overlap = n.number_or("overlap", p.overlap, 1.0, 64.0);
+  p.fixed_s = n.quantity_or("fixed", Dimension::kTime, p.fixed_s, 0.0, 1e-3);
+  p.split_k_min = n.number_or("split_k_min", p.split_k_min, 1.0, 1e7);
+  p.split_k_fixed_s = n.quantity_or("split_k_fixed", Dimension::kTime, p.split_k_fixed_s, 0.0, 1e-3);
+  p.fp8_quant_fixed_s = n.quantity_or("fp8_quant_fixed", Dimension::kTime, p.fp8_quant_fixed_s, 0.0, 1e-3);
+  p.fp8_quant_row_s = n.quantity_or("fp8_quant_row", Dimension::kTime, p.fp8_quant_row_s, 0.0, 1e-6);
+  p.grouped_efficiency = n.number_or("grouped_efficiency", p.grouped_efficiency, 0.01, 4.0);
+  p.grouped_fixed_s = n.quantity_or("grouped_fixed", Dimension::kTime, p.grouped_fixed_s, 0.0, 1e-3);
+  if (auto t = n.get("fp8_tiles")) {
+    if (!t->is_seq())
+      throw ConfigError(t->file(), t->line(), t->column(), t->path(), "a list of [max_m, bm, bn]", t->describe());
+    p.fp8_tiles.clear();
+    for (const auto& row : t->items()) {
+      const auto v = row.items();
+      if (!row.is_seq() || v.size() != 3)
+        throw ConfigError(row.file(), row.line(), row.column(), row.path(), "[max_m, bm, bn] (max_m 0: any m)",
+                          row.describe());
+      GemmTile g;
+      g.max_m = v[0].as_int(0, int64_t{1} << 40);
+      g.bm = static_cast<int>(v[1].as_int(1, 1024));
+      g.bn = static_cast<int>(v[2].as_int(1, 1024));
+      if (!p.fp8_tiles.empty() && p.fp8_tiles.back().max_m == 0)
+        throw ConfigError(row.file(), row.line(), row.column(), row.path(), "no row after the catch-all [0, bm, bn]",
+                          row.describe());
+      if (!p.fp8_tiles.empty() && g.max_m != 0 && g.max_m <= p.fp8_tiles.back().max_m)
+        throw ConfigError(row.file(), row.line(), row.column(), row.path(), "max_m increasing", row.describe());
+      p.fp8_tiles.push_back(g);
+    }
+  }
 }
 
 void load_elementwise_params(const yaml::Node& n, ElementwiseParams& p) {
@@ -26,7 +60,23 @@ void load_elementwise_params(const yaml::Node& n, ElementwiseParams& p) {
 }
 
 nlohmann::json to_json(const GemmParams& p) {
-  return {{"max_efficiency", p.max_efficiency}, {"k_half", p.k_half}, {"fixed_s", p.fixed_s}, {"memory", p.memory}};
+  nlohmann::json tiles = nlohmann::json::array();
+  for (const auto& t : p.fp8_tiles) tiles.push_back({t.max_m, t.bm, t.bn});
+  return {{"max_efficiency", p.max_efficiency},
+          {"fp8_max_efficiency", p.fp8_max_efficiency},
+          {"tile_intensity", p.tile_intensity},
+          {"k_half", p.k_half},
+          {"k_step_s", p.k_step_s},
+          {"memory", p.memory},
+          {"overlap", p.overlap},
+          {"fixed_s", p.fixed_s},
+          {"split_k_min", p.split_k_min},
+          {"split_k_fixed_s", p.split_k_fixed_s},
+          {"fp8_quant_fixed_s", p.fp8_quant_fixed_s},
+          {"fp8_quant_row_s", p.fp8_quant_row_s},
+          {"grouped_efficiency", p.grouped_efficiency},
+          {"grouped_fixed_s", p.grouped_fixed_s},
+          {"fp8_tiles", tiles}};
 }
 
 nlohmann::json to_json(const ElementwiseParams& p) {

@@ -3,6 +3,8 @@
 // decode step at batch 1 does not scale as 1/TP; the per-iteration cost enters the step exactly once; CUDA graphs
 // remove the host's launch floor; fusion flags change the ops as stated; the MoE dispatch moves the closed-form bytes
 // (one copy per destination rank, fp8 with per-128 scales, one copy per destination node forwarded over NVLink).
+#include "core/spec/engine.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,7 +16,6 @@
 #include "core/cost/step_cost.hpp"
 #include "core/plan/build_step.hpp"
 #include "core/plan/placement.hpp"
-#include "core/spec/engine.hpp"
 #include "core/spec/scenario.hpp"
 #include "plan_fixtures.hpp"
 
@@ -28,9 +29,13 @@ using testing::shipped_model;
 
 const std::string kData = PARASOL_DATA_DIR;
 
-spec::Engine shipped_engine(const std::string& name) { return spec::load_engine_ref(name); }
+spec::Engine shipped_engine(const std::string& name) {
+  return spec::load_engine_ref(name);
+}
 
-double rel(double a, double b) { return std::fabs(a - b) / std::max({1e-300, std::fabs(a), std::fabs(b)}); }
+double rel(double a, double b) {
+  return std::fabs(a - b) / std::max({1e-300, std::fabs(a), std::fabs(b)});
+}
 
 // C(n, k) as a double (exact for the small values used here).
 double binom(int64_t n, int64_t k) {
@@ -48,7 +53,8 @@ plan::MadePlan plan_on(const spec::Model& m, const spec::Cluster& cl, plan::Para
 cost::StepCost cost_with(const plan::MadePlan& made, const spec::Cluster& cl, const std::string& batch,
                          const spec::Engine* engine, plan::Step* built = nullptr) {
   const plan::StepOptions so = engine ? plan::step_options(*engine, made.plan, 0, cl) : plan::StepOptions{};
-  plan::Step step = plan::build_step(made.plan, 0, plan::parse_batch_spec(batch, made.plan.pools[0].config.attn_dp), so);
+  plan::Step step =
+      plan::build_step(made.plan, 0, plan::parse_batch_spec(batch, made.plan.pools[0].config.attn_dp), so);
   cost::CostOptions co;
   co.engine = engine;
   cost::StepCost sc = cost::cost_step(step, made.plan, cl, co);
@@ -90,8 +96,9 @@ TEST(Engine, ShippedProfilesLoadAndCiteEveryNumber) {
 
 TEST(Engine, DefaultIsVllmAndScenarioKeyPicksOne) {
   EXPECT_STREQ(spec::kDefaultEngine, "vllm");
-  const std::string base = "schema: parasol.scenario/1\nname: s\nmodel: scenarios/models/tiny-llama.yaml\n"
-                           "cluster: topologies/clusters/dgx-h100.yaml\n";
+  const std::string base =
+      "schema: parasol.scenario/1\nname: s\nmodel: scenarios/models/tiny-llama.yaml\n"
+      "cluster: topologies/clusters/dgx-h100.yaml\n";
   const std::string file = kData + "/scenarios/engine-test.yaml";  // a name in the data dir for relative references
   EXPECT_EQ(spec::load_scenario(yaml::load_string(base, file)).engine.name, "vllm");
   EXPECT_EQ(spec::load_scenario(yaml::load_string(base + "engine: sglang\n", file)).engine.name, "sglang");
@@ -127,7 +134,8 @@ TEST(Engine, UnknownKeysAndBadValuesAreErrorsAtTheirLine) {
   } catch (const ConfigError& e) {
     EXPECT_EQ(e.line(), 5);
   }
-  const spec::Engine e = load(head + "cuda_graphs:\n  decode_max_seqs: 8\n  mixed: piecewise\n  mixed_max_tokens: 64\n");
+  const spec::Engine e =
+      load(head + "cuda_graphs:\n  decode_max_seqs: 8\n  mixed: piecewise\n  mixed_max_tokens: 64\n");
   EXPECT_EQ(e.graphs.decode_max_seqs, 8);
   EXPECT_TRUE(e.graphs.mixed_piecewise);
 }
@@ -143,7 +151,7 @@ TEST(Engine, DenseDecodeAtBatchOneDoesNotScaleAsOneOverTp) {
   const cost::StepCost tp4 = cost_with(plan_on(m, cl, layout(4, 1)), cl, "decode:1@1024", &vllm);
   const cost::StepCost tp8 = cost_with(plan_on(m, cl, layout(8, 1)), cl, "decode:1@1024", &vllm);
   EXPECT_GT(tp8.total_s / tp4.total_s, 0.6) << tp8.total_s << " vs " << tp4.total_s;
-  EXPECT_EQ(tp8.launch, cost::Launch::kGraph);  // batch 1 is under the captured sizes
+  EXPECT_EQ(tp8.launch, cost::Launch::kGraph);              // batch 1 is under the captured sizes
   EXPECT_DOUBLE_EQ(tp8.engine_s, vllm.iteration.serial_s);  // CPU work (21 us) hides behind the GPU
 }
 

@@ -27,7 +27,9 @@ void check(const std::string& model_file, const std::string& cluster_file, plan:
   AnalyticStepRunner runner(made.plan, 0, cluster, &engine);
   runner.set_verify(true);
   std::mt19937_64 rng(11);
-  auto uni = [&](int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1)); };
+  auto uni = [&](int64_t lo, int64_t hi) {
+    return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
+  };
   const int groups = std::max(1, pc.attn_dp);
   std::vector<plan::Batch> seen;
   for (int i = 0; i < 200; ++i) {

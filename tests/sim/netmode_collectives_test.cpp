@@ -1,8 +1,8 @@
 // Network mode vs the analytic collective model (core/cost/collective_cost) on idle links: for every algorithm both
 // can run, the flow decomposition's uncontended time (sim::estimate_s, and the simulated time where it runs) equals the
-// analytic closed form, and kAuto picks the same algorithm. On the shipped 8 x H100 node the NCCL-like parameters of
-// the GPU YAML put large-message busbw where public nccl-tests runs do (ring ~370 GB/s, NVLS ~480 GB/s) and a 1 KiB
-// all-reduce at 10-20 us. One simulation per TEST (own process).
+// analytic closed form, and kAuto picks the same (algorithm, protocol), also for the engine's own all-reduce. On the
+// shipped 8 x H100 node the fitted parameters of the GPU YAML put large-message busbw within 7 % of public nccl-tests
+// runs (ring ~370 GB/s, NVLS ~480 GB/s) and a 1 KiB all-reduce at 10-20 us. One simulation per TEST (own process).
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -165,10 +165,12 @@ TEST(NetmodeCollectives, DgxH100BusBandwidthAndLatencyMatchPublicNcclTests) {
     ring_1k = run(CollKind::kAllReduce, 1024, CollectiveAlgo::kRing);
   });
   engine->run();
-  // nccl-tests on 8 x H100 SXM: ring all-reduce ~370 GB/s busbw, NVLS ~480 GB/s, all-gather ~350-370 GB/s.
-  EXPECT_NEAR(ring_1g / 1e9, 370, 0.05 * 370);
-  EXPECT_NEAR(nvls_1g / 1e9, 480, 0.05 * 480);
-  EXPECT_NEAR(ag_1g / 1e9, 360, 0.05 * 360);
+  // nccl-tests on 8 x H100 SXM: ring all-reduce ~370 GB/s busbw, NVLS ~480 GB/s, all-gather ~350-370 GB/s
+  // (NVIDIA/nccl-tests#212). The shipped values are fitted to AIConfigurator's H100 tables (NCCL 2.29.2), which
+  // measure less at their largest size (512 MiB, 8 GPUs: ring 351, NVLS 445, all-gather 335 GB/s): within 7 %.
+  EXPECT_NEAR(ring_1g / 1e9, 370, 0.07 * 370);
+  EXPECT_NEAR(nvls_1g / 1e9, 480, 0.07 * 480);
+  EXPECT_NEAR(ag_1g / 1e9, 360, 0.07 * 360);
   EXPECT_EQ(auto_1g_algo, CollectiveAlgo::kNvls);
   // Small messages: the ring's latency wins, and a 1 KiB all-reduce takes 10-20 us (launch + protocol + 14 steps).
   EXPECT_EQ(auto_1k_algo, CollectiveAlgo::kRing);
