@@ -472,8 +472,8 @@ std::string report_svg(const Report& r) {
       s << "\"/>\n";
       const double ly = T2 + 10 + 18 * static_cast<double>(k);
       s << "<line x1=\"" << L + pw + 15 << "\" x2=\"" << L + pw + 40 << "\" y1=\"" << ly << "\" y2=\"" << ly
-        << "\" stroke=\"" << lines[k].color << "\" stroke-width=\"2\"" << lines[k].dash << "/>\n<text x=\"" << L + pw + 46 << "\" y=\""
-        << ly + 4 << "\">" << lines[k].label << "</text>\n";
+        << "\" stroke=\"" << lines[k].color << "\" stroke-width=\"2\"" << lines[k].dash
+        << "/>\n<text x=\"" << L + pw + 46 << "\" y=\"" << ly + 4 << "\">" << lines[k].label << "</text>\n";
     }
   }
   s << "</svg>\n";

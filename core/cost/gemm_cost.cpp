@@ -90,28 +90,24 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
 
   const bool fixed_tile = lowp && !grouped && !g.fp8_tiles.empty();
   const bool may_split = !grouped && batch == 1 && !lowp;
-  // Without split-K every candidate streams the same bytes: the cheapest is the one of least compute time, and the
-  // two combine once. Split candidates (GEMMs that fill less than one wave) carry their own partials' traffic.
-  double best_c = INFINITY;
-  GemmSchedule best;
-  double split_body = INFINITY, split_c = 0, split_m = 0;
-  GemmSchedule split_best;
+  // Per split factor s = 2^j (j = 0: no split) the least compute time over the tiles: candidates with one s stream
+  // the same bytes, so the cheapest is the one of least compute, and each s combines once. A split GEMM keeps its
+  // tiles in one wave (s x tiles <= S); a slice costs at least split_k_min of k (the set of candidates does not
+  // depend on k, so the time never falls as k grows).
+  constexpr int kSplits = 8;  // s up to 128
+  double cbest[kSplits];
+  GemmSchedule sched[kSplits];
+  for (double& x : cbest) x = INFINITY;
   auto consider = [&](int bm, double mt, int bn) {
     const double tiles = mt * ceil_div(n, bn);
     const double waves = std::ceil(tiles / S);
     const double c = waves * tile_s(bm, bn, k);
-    if (c < best_c) best_c = c, best = {bm, bn, 1, tiles, waves};
-    if (!may_split || tiles >= S) return;
-    const double smax = std::min(std::floor(S / tiles), std::floor(k / std::max(g.split_k_min, 1.0)));
-    int s = 1;
-    while (2.0 * s <= smax) s *= 2;
-    if (s < 2) return;
-    const double ts = tiles * s;
-    const double ws = std::ceil(ts / S);
-    const double cs = ws * tile_s(bm, bn, std::ceil(k / s));
-    const double ms = mem_s + 2.0 * s * m * n * 4.0 / bw;  // fp32 partials written and read back
-    const double bs = combine(cs, ms, p) + g.split_k_fixed_s;
-    if (bs < split_body) split_body = bs, split_c = cs, split_m = ms, split_best = {bm, bn, s, ts, ws};
+    if (c < cbest[0]) cbest[0] = c, sched[0] = {bm, bn, 1, tiles, waves};
+    if (!may_split) return;
+    for (int j = 1, s = 2; j < kSplits && tiles * s <= S; ++j, s *= 2) {
+      const double cs = tile_s(bm, bn, std::max(std::ceil(k / s), g.split_k_min));
+      if (cs < cbest[j]) cbest[j] = cs, sched[j] = {bm, bn, s, tiles * s, 1.0};
+    }
   };
   if (fixed_tile) {
     const spec::GemmTile* t = &g.fp8_tiles.back();
@@ -125,9 +121,13 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   } else {
     for (int i = 0; i < kTileCount; ++i) consider(kTiles[i][0], mtiles[bm_index(kTiles[i][0])], kTiles[i][1]);
   }
-
-  double best_body = combine(best_c, mem_s, p), best_m = mem_s;
-  if (split_body < best_body) best_body = split_body, best_c = split_c, best_m = split_m, best = split_best;
+  double best_body = combine(cbest[0], mem_s, p), best_c = cbest[0], best_m = mem_s;
+  GemmSchedule best = sched[0];
+  for (int j = 1, s = 2; j < kSplits && cbest[j] < INFINITY; ++j, s *= 2) {
+    const double ms = mem_s + 2.0 * s * m * n * 4.0 / bw;  // fp32 partials written and read back
+    const double body = combine(cbest[j], ms, p) + g.split_k_fixed_s;
+    if (body < best_body) best_body = body, best_c = cbest[j], best_m = ms, best = sched[j];
+  }
 
   double extra = 0;  // the activation's quantization kernel
   if (lowp) {

@@ -7,7 +7,8 @@
 //   a and w the A and B element sizes. Memory: A, B and C once (a grouped GEMM reads each active expert's weights)
 //   at HBM x memory. time = fixed + (compute^p + memory^p)^(1/p), p = overlap, with the cheapest tile: cuBLAS-like
 //   libraries pick from a handful of tiles by their own estimate, and a GEMM whose tiles fill less than one wave may
-//   split k into s slices (s a power of two, s T <= S, k/s >= split_k_min; + split_k_fixed and the fp32 partials).
+//   split k into s slices (s a power of two, s T <= S; a slice costs at least split_k_min of k; + split_k_fixed and
+//   the fp32 partials).
 //   fp8/int8 dense GEMMs run the library's tile for their m when the GPU lists one (GemmParams::fp8_tiles: vLLM's
 //   CUTLASS scaled_mm dispatch), never split, and add the activation's quantization kernel (fp8_quant_fixed +
 //   rows x fp8_quant_row + its bytes); grouped fp8 GEMMs add the quantization without the per-row term (static

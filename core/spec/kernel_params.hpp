@@ -38,7 +38,7 @@ struct GemmParams {
   double memory = 0.85;             // fraction of HBM bandwidth when streaming A, B and C
   double overlap = 4;               // compute and memory time combine as (c^p + m^p)^(1/p); large p: max
   double fixed_s = 2.5e-6;          // per-kernel fixed cost (launch to first tile, last tile to completion)
-  double split_k_min = 512;         // split-K (only when the tiles fill less than one wave): k per slice at least
+  double split_k_min = 512;         // split-K (only while the tiles fill one wave): a slice costs at least this k
   double split_k_fixed_s = 2e-6;    // split-K's extra cost (the reduction kernel)
   double fp8_quant_fixed_s = 2e-6;  // dense fp8/int8: the activation's quantization kernel, fixed part
   double fp8_quant_row_s = 6e-9;    // its cost per row (dynamic per-tensor scale: every row's max reduced to one)

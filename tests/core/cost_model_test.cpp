@@ -2,10 +2,12 @@
 // calibration interpolation and CSV errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/common/error.hpp"
 #include "core/cost/calibration.hpp"
+#include "core/cost/gemm_cost.hpp"
 #include "core/cost/step_cost.hpp"
 #include "core/plan/build_step.hpp"
 #include "core/plan/placement.hpp"
@@ -62,7 +64,25 @@ TEST(CostCollective, NvlsWinsWhenTheSwitchReducesAndHierarchicalSpansNodes) {
 }
 
 TEST(CostOp, BigGemmIsComputeBoundDecodeGemmMemoryBound) {
+  // The GEMM model's closed form (core/cost/gemm_cost.hpp) with the tile and waves it chose: compute = waves x
+  // (k + k_half) x max(tile math, tile operand feed, k_step); memory = A + B + C at HBM x memory; time = fixed +
+  // (compute^p + memory^p)^(1/p).
   const auto gpu = shipped_gpu("h100-sxm");
+  const auto& g = gpu.gemm;
+  auto closed_form = [&](const plan::Op& op) {
+    const GemmSchedule s = gemm_schedule(op, gpu);
+    const double F = gpu.peak_flops.at(DType::kBf16) * g.max_efficiency / gpu.sm_count;
+    const double kk = s.split > 1 ? std::max(std::ceil(static_cast<double>(op.k) / s.split), g.split_k_min)
+                                  : static_cast<double>(op.k);
+    const double c = s.waves * (kk + g.k_half) *
+                     std::max({2.0 * s.bm * s.bn / F, 2.0 * (s.bm + s.bn) * g.tile_intensity / F, g.k_step_s});
+    const double mn = static_cast<double>(op.m) * static_cast<double>(op.n);
+    const double mem = (2.0 * static_cast<double>(op.m) * static_cast<double>(op.k) + 2.0 * mn +
+                        2.0 * static_cast<double>(op.k) * static_cast<double>(op.n) + (s.split > 1 ? 8.0 * s.split * mn : 0.0)) /
+                       (gpu.hbm_bw_Bps * g.memory);
+    return g.fixed_s + std::pow(std::pow(c, g.overlap) + std::pow(mem, g.overlap), 1.0 / g.overlap) +
+           (s.split > 1 ? g.split_k_fixed_s : 0.0);
+  };
   plan::Op op;
   op.kind = OpKind::kGemm;
   op.dtype = DType::kBf16;
@@ -71,15 +91,19 @@ TEST(CostOp, BigGemmIsComputeBoundDecodeGemmMemoryBound) {
   op.bytes = 3.0 * 8192 * 8192 * 2;
   auto t = op_time(op, gpu);
   EXPECT_EQ(t.bound, Bound::kCompute);
-  const double eff = gpu.eff.max_compute * 8192 / (8192 + gpu.eff.m_half);
-  EXPECT_NEAR(t.time_s, op.flops / (gpu.peak_flops.at(DType::kBf16) * eff) + gpu.eff.launch_overhead_s, 1e-12);
+  EXPECT_NEAR(t.time_s, closed_form(op), 1e-12);
+  // Near the roofline's compute floor at max_efficiency (wave and k_half losses only).
+  EXPECT_GT(t.time_s, op.flops / (gpu.peak_flops.at(DType::kBf16) * g.max_efficiency));
+  EXPECT_LT(t.time_s, 1.1 * op.flops / (gpu.peak_flops.at(DType::kBf16) * g.max_efficiency));
   op.m = 1;
   op.flops = 2.0 * 8192 * 8192;
   op.bytes = 8192.0 * 8192 * 2;
   t = op_time(op, gpu);
   EXPECT_EQ(t.bound, Bound::kMemory);
-  EXPECT_NEAR(t.time_s, op.bytes / (gpu.hbm_bw_Bps * gpu.eff.memory) + gpu.eff.launch_overhead_s, 1e-12);
-  op.flops = 10, op.bytes = 10;
+  EXPECT_NEAR(t.time_s, closed_form(op), 1e-12);
+  EXPECT_GE(t.time_s, op.bytes / (gpu.hbm_bw_Bps * g.memory) + g.fixed_s);
+  op.n = op.k = 1;  // a 1x1x1 GEMM: its fixed cost
+  op.flops = 2, op.bytes = 6;
   EXPECT_EQ(op_time(op, gpu).bound, Bound::kLaunch);
 }
 
