@@ -1,5 +1,5 @@
 // The GEMM, MoE-expert and element-wise families of the calibration (fit_family.hpp), costed by gemm_cost.hpp.
-//   gemm: AIConfigurator gemm_perf.csv, one row = one GEMM C[m,n] = A[m,k] B[k,n] as the engine's linear layer runs it
+//   gemm (bfloat16 rows) and gemm_fp8 (fp8 rows): AIConfigurator gemm_perf.csv, one row = one GEMM C[m,n] = A[m,k] B[k,n] as the engine's linear layer runs it
 //     (vLLM: torch linear = cuBLAS for bfloat16, CUTLASS scaled_mm for fp8 with the activation's per-tensor
 //     quantization). Modelled dtypes: bfloat16 and fp8 (per-tensor). Skipped: fp8_block (block-scaled: the planner
 //     has no such dtype), nvfp4 and every other dtype.
@@ -19,8 +19,9 @@
 //     Modelled dtypes: bfloat16 and fp8 (per-tensor); skipped: fp8_block, int4_wo, nvfp4, the mxfp4 kinds.
 //   elementwise: no AIConfigurator table; its parameters exist so that executor profiles (`parasol calibrate
 //     --profile`) can fit them.
-// Fit split: gemm fits the GEMM model (gemm.*); moe fits only what grouped expert GEMMs and the MoE dispatch and
-// combine add (gemm.grouped_*, elementwise.memory.moe_*), so fitting it never moves the dense GEMM fit.
+// Fit split (in this order): gemm fits the tile model and cuBLAS's terms; gemm_fp8 only what the fp8 library changes
+// (gemm.fp8_*); moe only what grouped expert GEMMs and the MoE dispatch and combine add (gemm.grouped_*,
+// elementwise.memory.moe_*). Fitting a later family never moves an earlier one's parameters.
 // Owner: cost model. Thread behaviour: the registry is immutable; readers keep no state between calls.
 #include <algorithm>
 #include <cmath>
@@ -76,15 +77,16 @@ plan::Op dense_gemm(int64_t m, int64_t n, int64_t k, DType dt) {
   return o;
 }
 
-void read_gemm(const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) {
+// The rows of `want` (bfloat16 or fp8).
+void read_gemm(const CsvTable& t, const std::string& gpu, std::vector<Sample>& out, DType want) {
   for (size_t r = 0; r < t.rows(); ++r) {
     DType dt;
     const std::string& dname = t.str(r, "gemm_dtype");
-    if (!modelled_dtype(dname, dt)) continue;
+    if (!modelled_dtype(dname, dt) || dt != want) continue;
     const int64_t m = t.integer(r, "m", 1), n = t.integer(r, "n", 1), k = t.integer(r, "k", 1);
     const double ms = t.number(r, "latency", 0.0);
     Sample s;
-    s.family = "gemm";
+    s.family = want == DType::kFp8 ? "gemm_fp8" : "gemm";
     s.gpu = gpu;
     s.where = t.where(r);
     s.key = "aic/" + dname + "/" + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k);
@@ -298,12 +300,11 @@ FitParam elementwise_kind(const std::string& kind, double lo, double hi) {
 std::vector<Family> gemm_families() {
   std::vector<Family> v;
   {
-    Family f;
+    Family f;  // bfloat16 rows (and every GEMM of an executor profile)
     f.name = "gemm";
     f.tables = {"gemm_perf.csv"};
     using P = spec::GemmParams;
     f.params = {gemm_param("gemm.max_efficiency", &P::max_efficiency, 0.2, 1.0),
-                gemm_param("gemm.fp8_max_efficiency", &P::fp8_max_efficiency, 0.2, 1.0),
                 gemm_param("gemm.tile_intensity", &P::tile_intensity, 0.5, 1000),
                 gemm_param("gemm.k_half", &P::k_half, 1, 8192),
                 gemm_param("gemm.k_step", &P::k_step_s, 1e-12, 1e-7, true),
@@ -311,10 +312,27 @@ std::vector<Family> gemm_families() {
                 gemm_param("gemm.overlap", &P::overlap, 1.0, 32.0),
                 gemm_param("gemm.fixed", &P::fixed_s, 1e-7, 1e-4, true),
                 gemm_param("gemm.split_k_min", &P::split_k_min, 32, 65536),
-                gemm_param("gemm.split_k_fixed", &P::split_k_fixed_s, 1e-8, 1e-4, true),
+                gemm_param("gemm.split_k_fixed", &P::split_k_fixed_s, 1e-8, 1e-4, true)};
+    f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) {
+      read_gemm(t, gpu, out, DType::kBf16);
+    };
+    f.predict = predict_ops;
+    v.push_back(std::move(f));
+  }
+  {
+    Family f;  // fp8 (per-tensor) rows: what the fp8 library adds; the tile model's shared terms come from "gemm"
+    f.name = "gemm_fp8";
+    f.tables = {"gemm_perf.csv"};
+    using P = spec::GemmParams;
+    f.params = {gemm_param("gemm.fp8_max_efficiency", &P::fp8_max_efficiency, 0.2, 1.0),
+                gemm_param("gemm.fp8_memory", &P::fp8_memory, 0.3, 1.0),
+                gemm_param("gemm.fp8_k_step", &P::fp8_k_step_s, 1e-12, 1e-7, true),
+                gemm_param("gemm.fp8_fixed", &P::fp8_fixed_s, 1e-7, 1e-4, true),
                 gemm_param("gemm.fp8_quant_fixed", &P::fp8_quant_fixed_s, 1e-8, 1e-4, true),
                 gemm_param("gemm.fp8_quant_row", &P::fp8_quant_row_s, 1e-12, 1e-7, true)};
-    f.read = read_gemm;
+    f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) {
+      read_gemm(t, gpu, out, DType::kFp8);
+    };
     f.predict = predict_ops;
     v.push_back(std::move(f));
   }

@@ -59,7 +59,8 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   eff = std::min(eff, 1.0);
   const double per_sm = peak * eff / S;                 // FLOP/s of one SM's tile
   const double feed = per_sm / std::max(g.tile_intensity, 1e-9);  // operand bytes/s into one SM's tile
-  const double bw = gpu.hbm_bw_Bps * g.memory;
+  const double bw = gpu.hbm_bw_Bps * (lowp ? g.fp8_memory : g.memory);
+  const double k_step = lowp ? g.fp8_k_step_s : g.k_step_s;
   const double p = g.overlap;
 
   // Rows of tiles per BM: batch x ceil(m / BM), or over a grouped GEMM's experts.
@@ -85,7 +86,7 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   auto tile_s = [&](double bm, double bn, double kk) {
     const double math = 2.0 * bm * bn / per_sm;
     const double operands = (bm * a_in + bn * w) / feed;
-    return (kk + g.k_half) * std::max({math, operands, g.k_step_s});
+    return (kk + g.k_half) * std::max({math, operands, k_step});
   };
 
   const bool fixed_tile = lowp && !grouped && !g.fp8_tiles.empty();
@@ -135,7 +136,7 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
     if (!grouped) extra += rows * g.fp8_quant_row_s;
   }
   OpTime& t = r.time;
-  t.launch_s = grouped ? g.grouped_fixed_s : g.fixed_s;
+  t.launch_s = grouped ? g.grouped_fixed_s : lowp ? g.fp8_fixed_s : g.fixed_s;
   t.compute_s = best_c;
   t.memory_s = best_m + extra;
   t.time_s = t.launch_s + best_body + extra;

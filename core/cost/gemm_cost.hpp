@@ -9,7 +9,7 @@
 //   libraries pick from a handful of tiles by their own estimate, and a GEMM whose tiles fill less than one wave may
 //   split k into s slices (s a power of two, s T <= S; a slice costs at least split_k_min of k; + split_k_fixed and
 //   the fp32 partials).
-//   fp8/int8 dense GEMMs run the library's tile for their m when the GPU lists one (GemmParams::fp8_tiles: vLLM's
+//   fp8/int8 GEMMs use fp8_memory, fp8_k_step and fp8_fixed (another kernel library); dense ones run the library's tile for their m when the GPU lists one (GemmParams::fp8_tiles: vLLM's
 //   CUTLASS scaled_mm dispatch), never split, and add the activation's quantization kernel (fp8_quant_fixed +
 //   rows x fp8_quant_row + its bytes); grouped fp8 GEMMs add the quantization without the per-row term (static
 //   scales). The SM count is spec::Gpu::sm_count (a GPU without one counts as 128).

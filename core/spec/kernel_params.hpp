@@ -40,6 +40,10 @@ struct GemmParams {
   double fixed_s = 2.5e-6;          // per-kernel fixed cost (launch to first tile, last tile to completion)
   double split_k_min = 512;         // split-K (only while the tiles fill one wave): a slice costs at least this k
   double split_k_fixed_s = 2e-6;    // split-K's extra cost (the reduction kernel)
+  // fp8/int8 GEMMs run another library (vLLM: CUTLASS scaled_mm, not cuBLAS): their own stream, latency and fixed cost.
+  double fp8_memory = 0.8;
+  double fp8_k_step_s = 1e-9;
+  double fp8_fixed_s = 2.5e-6;
   double fp8_quant_fixed_s = 2e-6;  // dense fp8/int8: the activation's quantization kernel, fixed part
   double fp8_quant_row_s = 6e-9;    // its cost per row (dynamic per-tensor scale: every row's max reduced to one)
   double grouped_efficiency = 1.0;  // grouped expert GEMMs (fused-MoE kernels): multiplier on the dtype's efficiency

@@ -9,7 +9,7 @@ namespace parasol::spec {
 
 void load_gemm_params(const yaml::Node& n, GemmParams& p) {
   n.allow_keys({"max_efficiency", "fp8_max_efficiency", "tile_intensity", "k_half", "k_step", "memory", "overlap",
-                "fixed", "split_k_min", "split_k_fixed", "fp8_quant_fixed", "fp8_quant_row", "grouped_efficiency",
+                "fixed", "split_k_min", "split_k_fixed", "fp8_memory", "fp8_k_step", "fp8_fixed", "fp8_quant_fixed", "fp8_quant_row", "grouped_efficiency",
                 "grouped_fixed", "fp8_tiles"});
   p.max_efficiency = n.number_or("max_efficiency", p.max_efficiency, 0.01, 1.0);
   p.fp8_max_efficiency = n.number_or("fp8_max_efficiency", p.fp8_max_efficiency, 0.01, 1.0);
@@ -21,6 +21,9 @@ void load_gemm_params(const yaml::Node& n, GemmParams& p) {
   p.fixed_s = n.quantity_or("fixed", Dimension::kTime, p.fixed_s, 0.0, 1e-3);
   p.split_k_min = n.number_or("split_k_min", p.split_k_min, 1.0, 1e7);
   p.split_k_fixed_s = n.quantity_or("split_k_fixed", Dimension::kTime, p.split_k_fixed_s, 0.0, 1e-3);
+  p.fp8_memory = n.number_or("fp8_memory", p.fp8_memory, 0.01, 1.0);
+  p.fp8_k_step_s = n.quantity_or("fp8_k_step", Dimension::kTime, p.fp8_k_step_s, 0.0, 1e-6);
+  p.fp8_fixed_s = n.quantity_or("fp8_fixed", Dimension::kTime, p.fp8_fixed_s, 0.0, 1e-3);
   p.fp8_quant_fixed_s = n.quantity_or("fp8_quant_fixed", Dimension::kTime, p.fp8_quant_fixed_s, 0.0, 1e-3);
   p.fp8_quant_row_s = n.quantity_or("fp8_quant_row", Dimension::kTime, p.fp8_quant_row_s, 0.0, 1e-6);
   p.grouped_efficiency = n.number_or("grouped_efficiency", p.grouped_efficiency, 0.01, 4.0);
@@ -72,6 +75,9 @@ nlohmann::json to_json(const GemmParams& p) {
           {"fixed_s", p.fixed_s},
           {"split_k_min", p.split_k_min},
           {"split_k_fixed_s", p.split_k_fixed_s},
+          {"fp8_memory", p.fp8_memory},
+          {"fp8_k_step_s", p.fp8_k_step_s},
+          {"fp8_fixed_s", p.fp8_fixed_s},
           {"fp8_quant_fixed_s", p.fp8_quant_fixed_s},
           {"fp8_quant_row_s", p.fp8_quant_row_s},
           {"grouped_efficiency", p.grouped_efficiency},
