@@ -15,6 +15,7 @@
 #include "core/common/error.hpp"
 #include "core/common/units.hpp"
 #include "core/cost/fitting.hpp"
+#include "core/cost/nccl_tests.hpp"
 #include "core/cost/profile_samples.hpp"
 #include "core/spec/gpu.hpp"
 #include "tools/cli.hpp"
@@ -166,8 +167,10 @@ int run_fit(const CalibrateArgs& a, const CommonOptions& common, GpuSet& gpus, c
   };
   if (!a.profile.empty()) add_samples(cost::profile_samples(cost::CsvTable::load(a.profile)));
   if (!a.nccl_tests.empty()) {
-    // NCCL_TESTS_READER: core/cost/nccl_tests.hpp (the collectives' reader) is not in the tree yet.
-    throw ConfigError("", 0, 0, "--nccl-tests", "a build with the nccl-tests reader", "none in this build");
+    if (want_gpus.size() != 1 || want_gpus[0] == "all")
+      throw ConfigError("", 0, 0, "--gpu", "exactly one GPU (or a --device) for --nccl-tests",
+                        std::to_string(want_gpus.size()) + " GPUs");
+    add_samples(cost::load_nccl_tests(a.nccl_tests, want_gpus[0]));
   }
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (common.verbosity > 1) std::cerr << "parasol: loaded the samples in " << format_number("%.2f", load_s) << " s\n";
