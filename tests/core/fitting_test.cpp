@@ -337,7 +337,9 @@ TEST(CalibrateCli, WriteKeepsCommentsAndAddsProvenance) {
       const std::string leaf = p.name.substr(p.name.rfind('.') + 1);
       if (line.find(leaf + ":") != std::string::npos && line.rfind("  ", 0) == 0) fitted_key = true;
     }
-    if (!fitted_key) EXPECT_NE(written.find(line), std::string::npos) << "lost: " << line;
+    if (!fitted_key) {
+      EXPECT_NE(written.find(line), std::string::npos) << "lost: " << line;
+    }
   }
   EXPECT_NE(written.find("# fitted: parasol calibrate --aic"), std::string::npos) << written;
   EXPECT_NO_THROW(spec::load_gpu_file((tmp / "h100.yaml").string()));
