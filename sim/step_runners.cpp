@@ -556,6 +556,9 @@ void AnalyticStepRunner::evaluate(const Shape& shc, serve::StepTiming& t) {
     Shape::Var& var = sh.vars[v];
     const int64_t* g = &agg_[kAgg * var.group];
     attention_work(var.op, dd(g[2]), dd(g[3]), act_bytes_, kv_bytes_, var.op.flops, var.op.bytes);
+    var.op.q_lens.assign(q_lens_[static_cast<size_t>(var.group)].begin(), q_lens_[static_cast<size_t>(var.group)].end());
+    var.op.ctx_lens.assign(ctx_lens_[static_cast<size_t>(var.group)].begin(),
+                           ctx_lens_[static_cast<size_t>(var.group)].end());
     var_time_[v] = cost::op_time(var.op, *gpu_, nullptr).time_s;
     t.flops += var.count * var.op.flops;
     t.bytes += var.count * var.op.bytes;
@@ -615,6 +618,9 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
   serve::StepTiming t;
   if (fast_) {
     agg_.assign(kAgg * attn_dp_, 0);
+    q_lens_.resize(static_cast<size_t>(attn_dp_));
+    ctx_lens_.resize(static_cast<size_t>(attn_dp_));
+    for (int a = 0; a < attn_dp_; ++a) q_lens_[static_cast<size_t>(a)].clear(), ctx_lens_[static_cast<size_t>(a)].clear();
     bool ok = true;
     int64_t seqs = 0;
     for (const auto& s : batch.seqs) {
@@ -629,6 +635,8 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
       g[1] += s.sample ? 1 : 0;
       g[2] += s.new_tokens * s.context + s.new_tokens * (s.new_tokens + 1) / 2;
       g[3] += s.context + s.new_tokens;
+      q_lens_[static_cast<size_t>(s.attn_group)].push_back(s.new_tokens);
+      ctx_lens_[static_cast<size_t>(s.attn_group)].push_back(s.context + s.new_tokens);
     }
     if (ok) {
       key_.clear();
@@ -789,7 +797,8 @@ serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, cons
       end = std::max(end, ready[r]);
     }
     stage0_signalled = true;
-    stage0_done(end);
+    // As the analytic runner: the engine's CPU work of this iteration holds the next micro-batch back.
+    stage0_done(end + (engine_ ? sc.engine_s : 0.0));
   };
   auto release = [&](const std::vector<int>& members, double t) {
     for (int m : members) {

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 
 namespace parasol::cost {
 namespace {
@@ -72,7 +71,6 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   const double fp8_tile = fp8 ? std::max(0.05, p.prefill_fp8_tile + p.prefill_fp8_tile_slope * (D - 256) / 256) : 1.0;
   const double t_pair =
       p.tile_q * nk * 2 * D / (sm_peak * p.prefill_sm_efficiency) * softmax * fp8_tile * (mla ? p.mla_prefill_factor : 1.0);
-  static const double kTmpHq = getenv("ATT_HQ") ? atof(getenv("ATT_HQ")) : 0.0;
   const double fp8_over = fp8 ? p.prefill_fp8_overhead : 1.0;
   const double derate = std::min(1.0, p.prefill_max_efficiency / p.prefill_sm_efficiency);
   const double dec_rows = std::ceil(g / p.decode_tile_q) * p.decode_tile_q;
@@ -119,7 +117,7 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
     const double c0 = std::max(0.0, c - q);
     const double pairs = m * c0 / nk + pos * m * (m + 1) / (2 * nk) - std::max(0.0, m * pos - q) / nk + 0.5 * m;
     w_pf += hkv * (m * p.prefill_per_tile_s * fp8_over + pairs * t_pair);
-    w_kv += p.prefill_per_kv_token_s * fp8_over * q * (kTmpHq > 0 ? hq : hkv) * D / 256;
+    w_kv += p.prefill_per_kv_token_s * fp8_over * q * hkv * D / 256;
     longest = std::max(longest, p.prefill_per_tile_s * fp8_over + std::ceil(c / nk) * t_pair);
   }
   const bool prefill = w_pf > 0;

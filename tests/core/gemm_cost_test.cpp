@@ -56,18 +56,21 @@ TEST(GemmCost, TimeIsTheClosedFormOfTheChosenTileAndWaves) {
 
 TEST(GemmCost, TilesJustOverOneWaveCostTwoWaves) {
   // A fixed 128x128 tile (as a library's fp8 tile table gives it): 12 x 11 = 132 tiles fill H100's 132 SMs once;
-  // one more row makes 13 x 11 = 143 tiles, two waves, about twice the time of a compute-bound GEMM.
+  // one more row makes 13 x 11 = 143 tiles, two waves: twice the main-loop time of a compute-bound GEMM (the
+  // activation's quantization kernel and the fixed cost do not double, so the whole op grows by less).
   auto gpu = shipped_gpu("h100-sxm");
   gpu.gemm.fp8_tiles = {{0, 128, 128}};
   const auto one = gemm(12 * 128, 11 * 128, 32768, DType::kFp8), two = gemm(12 * 128 + 1, 11 * 128, 32768, DType::kFp8);
   EXPECT_EQ(gemm_schedule(one, gpu).waves, 1);
   EXPECT_EQ(gemm_schedule(two, gpu).waves, 2);
-  const double r = op_time(two, gpu).time_s / op_time(one, gpu).time_s;
+  const double r = op_time(two, gpu).compute_s / op_time(one, gpu).compute_s;
   EXPECT_GT(r, 1.85);
   EXPECT_LT(r, 2.05);
-  // The 16-bit model picks its tile by cost: the extra row still costs more than 30% (no tile hides it).
+  EXPECT_GT(op_time(two, gpu).time_s, 1.3 * op_time(one, gpu).time_s);
+  // The 16-bit model picks its tile by cost: a 64-row tile (25 x 11 = 275 tiles, three waves of half-height tiles)
+  // softens the step, but the extra row still costs more than 20% (no tile hides it).
   const auto b1 = gemm(12 * 128, 11 * 128, 32768), b2 = gemm(12 * 128 + 1, 11 * 128, 32768);
-  EXPECT_GT(op_time(b2, gpu).time_s, 1.3 * op_time(b1, gpu).time_s);
+  EXPECT_GT(op_time(b2, gpu).time_s, 1.2 * op_time(b1, gpu).time_s);
 }
 
 TEST(GemmCost, TimeNeverFallsAsMNOrKGrows) {

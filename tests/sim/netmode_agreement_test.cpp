@@ -107,6 +107,13 @@ TEST(NetmodeAgreement, LoneTp8Pp2ReplicaAcrossTwoNodesTakesTheAnalyticStepTime) 
   check_lone_replica("llama-3.1-70b", "h100-4node-leafspine", pc);
 }
 
+TEST(NetmodeAgreement, LoneTp2Pp2ReplicaOnADgxTakesTheAnalyticStepTime) {
+  plan::ParallelConfig pc;
+  pc.tp = 2;
+  pc.pp = 2;
+  check_lone_replica("llama-3.1-8b", "dgx-h100", pc);
+}
+
 // A serving-like sequence of batches (random mixes of decodes and prompt chunks, shapes repeating so that the
 // analytic runner's memo and the network runner's flow cache are exercised): both modes agree on every step.
 TEST(NetmodeAgreement, RandomBatchSequencesTakeTheAnalyticStepTime) {
@@ -199,6 +206,10 @@ spec::Cluster spine_cluster(double uplink_Bps) {
   spec::Cluster c = testing::fabric(f);
   spec::Gpu gpu = spec::load_gpu_file(data("topologies/gpus/h100-sxm.yaml"));
   gpu.name = "test-gpu";
+  // Simple protocol only: NCCL picks the protocol by size for the nominal links, so under contention the network mode
+  // keeps the alone pick where the analytic model on a half-speed uplink could pick another one. With one protocol
+  // both take the same algorithm and the max-min share is the only difference.
+  gpu.collective.ll.bandwidth = gpu.collective.ll128.bandwidth = gpu.collective.narrow.bandwidth = 0;
   c.gpu_types["test-gpu"] = gpu;
   return c;
 }

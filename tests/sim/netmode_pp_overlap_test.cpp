@@ -1,10 +1,10 @@
-// Network mode keeps up to pp micro-batches in flight per replica, as the analytic mode does (issue 5: "analytic and
-// network modes agree within 5 % when links are not shared"). A lone pipelined replica with no cross traffic serves
-// the same small Poisson workload in both modes: the step times agree (netmode_agreement_test.cpp) and the scheduling
-// decisions are the same (next micro-batch when stage 0 is free, completion in order), so TTFT, TPOT and E2E must
-// agree within 1 % and the iteration counts must be equal (micro-batches run one after another, as network mode once
-// did, made fewer, larger iterations: docs/network.md). One SimGrid engine per process: the analytic run happens in a
-// forked child that sends its figures back through a pipe.
+// Network mode keeps up to pp micro-batches in flight per replica, as the analytic mode does: the two modes agree
+// when links are not shared. A lone pipelined replica with no cross traffic serves the same small Poisson workload in
+// both modes: the step times agree (netmode_agreement_test.cpp) and the scheduling decisions are the same (next
+// micro-batch when stage 0 is free, completion in order), so TTFT, TPOT and E2E must agree within 1 % (2 % for the
+// p99s, which are one or two requests) and the iteration counts must be equal (micro-batches run one after another,
+// as network mode once did, made fewer, larger iterations: docs/network.md). One SimGrid engine per process: the
+// analytic run happens in a forked child that sends its figures back through a pipe.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -90,7 +90,9 @@ void check_pipeline(int tp, int pp, int64_t requests, double rate_per_s) {
   EXPECT_EQ(got[1], want[1]);
   EXPECT_EQ(got[0], want[0]) << "iterations: the two modes made different scheduling decisions";
   for (size_t i = 2; i < kFigures; ++i) {
-    EXPECT_NEAR(got[i], want[i], 0.01 * want[i]) << names[i] << " TP" << tp << " x PP" << pp;
+    // A p99 over 120 requests is one or two requests: 2 % there, 1 % for means and medians.
+    const double tol = (i == 4 || i == 7 || i == 10) ? 0.02 : 0.01;
+    EXPECT_NEAR(got[i], want[i], tol * want[i]) << names[i] << " TP" << tp << " x PP" << pp;
     std::printf("TP%d x PP%d %s: analytic %.6g s, network %.6g s (%+.3f %%)\n", tp, pp, names[i], want[i], got[i],
                 100 * (got[i] / want[i] - 1));
   }
