@@ -2,6 +2,7 @@
 // database, an executor profile, nccl-tests output), reports the held-out error, and with --write stores the fitted
 // values in the GPU YAMLs (each with a provenance comment naming this command). --report evaluates the shipped YAMLs
 // instead (docs/accuracy.md is its --markdown output). Algorithms: core/cost/fitting.hpp; docs/calibration.md.
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -30,7 +31,7 @@ constexpr const char* kDefaultAic = "../shared/calibration/aiconfigurator";
 struct CalibrateArgs {
   std::string aic;
   std::vector<std::string> gpus, families;
-  std::string profile, nccl_tests, device;
+  std::string profile, nccl_tests, device, samples;
   bool write = false, report = false, markdown = false;
 };
 
@@ -102,6 +103,31 @@ void check_families(const std::vector<std::string>& names) {
 
 std::string pct(double f) { return format_number("%.1f%%", 100 * f); }
 
+// Every held-out sample of the report's GPUs and families with its own GPU's prediction, as CSV (one line per
+// sample: where the model disagrees with which measurement).
+void write_samples(const std::string& path, const std::vector<cost::AicSource>& sources, const cost::ReportOptions& opts,
+                   GpuSet& gpus) {
+  const fs::path p(path);
+  StagedFile out(p.parent_path().empty() ? "." : p.parent_path().string(), p.filename().string());
+  auto& o = out.stream();
+  o << "gpu,family,key,where,measured_s,predicted_s,error\n";
+  for (const auto& src : sources) {
+    if (!opts.gpus.empty() && std::find(opts.gpus.begin(), opts.gpus.end(), src.gpu) == opts.gpus.end()) continue;
+    const spec::Gpu gpu = gpus.get(src.gpu);
+    for (const auto& f : cost::families()) {
+      if (!opts.families.empty() && std::find(opts.families.begin(), opts.families.end(), f.name) == opts.families.end())
+        continue;
+      const auto held = cost::split(cost::load_samples(src, f)).second;
+      for (const auto& s : held) {
+        const double pred = f.predict(s, gpu);
+        o << src.gpu << "," << f.name << "," << s.key << "," << s.where << "," << format_number("%.6g", s.time_s) << ","
+          << format_number("%.6g", pred) << "," << format_number("%+.4f", (pred - s.time_s) / s.time_s) << "\n";
+      }
+    }
+  }
+  out.commit();
+}
+
 int run_report(const CalibrateArgs& a, const CommonOptions& common, GpuSet& gpus, const std::string& aic_root) {
   const auto sources = cost::aic_sources(aic_root);
   if (sources.empty()) throw ConfigError(aic_root, 0, 0, "--aic", "an AIConfigurator folder (h100_sxm/, ...)", "none there");
@@ -124,6 +150,7 @@ int run_report(const CalibrateArgs& a, const CommonOptions& common, GpuSet& gpus
     return 0;
   }
   std::cout << cost::format_report(rows, a.markdown);
+  if (!a.samples.empty()) write_samples(a.samples, sources, opts, gpus);
   if (common.verbosity > 1) std::cerr << "parasol: report took " << format_number("%.2f", elapsed_s) << " s\n";
   return 0;
 }
@@ -246,6 +273,8 @@ int run_calibrate(const CalibrateArgs& a, const CommonOptions& common) {
   }
   const bool explicit_aic = !a.aic.empty();
   const std::string aic_root = resolve_data_path(explicit_aic ? a.aic : kDefaultAic);
+  if (!a.report && !a.samples.empty())
+    throw ConfigError("", 0, 0, "--samples", "--report with it (the held-out samples of the report)", "no --report");
   if (a.report) {
     if (a.write) throw ConfigError("", 0, 0, "--write", "no --write with --report (the report fits nothing)", "both");
     return run_report(a, common, gpus, aic_root);
@@ -271,6 +300,8 @@ PARASOL_COMMAND("calibrate", 60, [](CLI::App& app, CommonOptions& common) -> std
   sub->add_flag("--write", args->write, "Write the fitted values into the GPU YAMLs, with a provenance comment");
   sub->add_flag("--report", args->report, "Fit nothing: the held-out error of the GPU YAMLs as shipped, and cross-GPU");
   sub->add_flag("--markdown", args->markdown, "With --report: a Markdown table (docs/accuracy.md)");
+  sub->add_option("--samples", args->samples,
+                  "With --report: write every held-out sample's measured and predicted time to this CSV");
   set_examples(sub, {"parasol calibrate --gpu h100-sxm --family gemm  # fit GEMM on H100, print the held-out error",
                      "parasol calibrate --gpu all --write  # fit every family on every GPU and store the values",
                      "parasol calibrate --report --markdown  # the accuracy table of docs/accuracy.md",

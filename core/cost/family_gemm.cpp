@@ -343,9 +343,14 @@ std::vector<Family> gemm_families() {
     using P = spec::GemmParams;
     f.params = {gemm_param("gemm.grouped_efficiency", &P::grouped_efficiency, 0.1, 4.0),
                 gemm_param("gemm.grouped_fixed", &P::grouped_fixed_s, 1e-7, 1e-4, true),
+                gemm_param("gemm.fp8_grouped_efficiency", &P::fp8_grouped_efficiency, 0.05, 4.0),
+                gemm_param("gemm.fp8_grouped_fixed", &P::fp8_grouped_fixed_s, 1e-7, 1e-4, true),
                 elementwise_kind("moe_dispatch", 0.02, 1.0), elementwise_kind("moe_combine", 0.02, 1.0)};
     f.read = read_moe;
     f.predict = predict_ops;
+    f.copy_structure = [](const spec::Gpu& from, spec::Gpu& to) {
+      to.gemm.fp8_grouped_min_bm = from.gemm.fp8_grouped_min_bm;
+    };
     v.push_back(std::move(f));
   }
   {

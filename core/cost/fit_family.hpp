@@ -30,6 +30,9 @@ struct Family {
   std::function<void(const CsvTable& table, const std::string& gpu, std::vector<Sample>& out)> read;
   // The model's time for a sample on `gpu` (seconds).
   std::function<double(const Sample& s, const spec::Gpu& gpu)> predict;
+  // Structure the family's parameters were fitted with that is not itself fitted (a tile choice): the cross-GPU check
+  // carries it with them. May be empty.
+  std::function<void(const spec::Gpu& from, spec::Gpu& to)> copy_structure;
 };
 
 // Every family, in fit order.

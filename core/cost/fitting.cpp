@@ -147,6 +147,7 @@ std::pair<std::vector<Sample>, std::vector<Sample>> split(const std::vector<Samp
 void copy_params(const Family& family, const spec::Gpu& from, spec::Gpu& to) {
   spec::Gpu src = from;  // FitParam::field takes a mutable Gpu
   for (const auto& p : family.params) p.field(to) = p.field(src);
+  if (family.copy_structure) family.copy_structure(from, to);
 }
 
 std::vector<Sample> subsample(const std::vector<Sample>& samples, size_t max_n, uint64_t seed) {

@@ -55,7 +55,7 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   // int4 is weight-only: the math runs at the 16-bit rate.
   const double peak = dt == DType::kInt4 ? gpu.peak(DType::kBf16) : op_peak_flops(op, gpu);
   double eff = lowp ? g.fp8_max_efficiency : g.max_efficiency;
-  if (grouped) eff *= g.grouped_efficiency;
+  if (grouped) eff *= lowp ? g.fp8_grouped_efficiency : g.grouped_efficiency;
   eff = std::min(eff, 1.0);
   const double per_sm = peak * eff / S;                 // FLOP/s of one SM's tile
   const double feed = per_sm / std::max(g.tile_intensity, 1e-9);  // operand bytes/s into one SM's tile
@@ -120,7 +120,10 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
     const int i = bm_index(t->bm);
     consider(t->bm, i >= 0 ? mtiles[i] : batch * ceil_div(m, t->bm), t->bn);
   } else {
-    for (int i = 0; i < kTileCount; ++i) consider(kTiles[i][0], mtiles[bm_index(kTiles[i][0])], kTiles[i][1]);
+    // fp8 grouped expert GEMMs: the library's tiles have at least fp8_grouped_min_bm rows.
+    const int min_bm = lowp && grouped ? g.fp8_grouped_min_bm : 0;
+    for (int i = 0; i < kTileCount; ++i)
+      if (kTiles[i][0] >= min_bm) consider(kTiles[i][0], mtiles[bm_index(kTiles[i][0])], kTiles[i][1]);
   }
   double best_body = combine(cbest[0], mem_s, p), best_c = cbest[0], best_m = mem_s;
   GemmSchedule best = sched[0];
@@ -136,7 +139,7 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
     if (!grouped) extra += rows * g.fp8_quant_row_s;
   }
   OpTime& t = r.time;
-  t.launch_s = grouped ? g.grouped_fixed_s : lowp ? g.fp8_fixed_s : g.fixed_s;
+  t.launch_s = grouped ? (lowp ? g.fp8_grouped_fixed_s : g.grouped_fixed_s) : lowp ? g.fp8_fixed_s : g.fixed_s;
   t.compute_s = best_c;
   t.memory_s = best_m + extra;
   t.time_s = t.launch_s + best_body + extra;

@@ -48,6 +48,11 @@ struct GemmParams {
   double fp8_quant_row_s = 6e-9;    // its cost per row (dynamic per-tensor scale: every row's max reduced to one)
   double grouped_efficiency = 1.0;  // grouped expert GEMMs (fused-MoE kernels): multiplier on the dtype's efficiency
   double grouped_fixed_s = 4e-6;    // fixed cost of one grouped expert GEMM kernel (instead of fixed_s)
+  // fp8 grouped expert GEMMs run another library's kernels (vLLM: FlashInfer/CUTLASS MoE, not the Triton fused MoE
+  // of 16-bit weights): their own multiplier on the fp8 efficiency and their own fixed cost.
+  double fp8_grouped_efficiency = 1.0;
+  double fp8_grouped_fixed_s = 4e-6;
+  int fp8_grouped_min_bm = 0;  // their tiles' least row count (BM of core/cost/gemm_cost.cpp's tiles; 0: any)
   // fp8/int8 dense GEMMs: the library's tile by m (first row whose max_m >= m), not chosen by cost, and no split-K.
   // Empty: the cheapest of the generic tiles, split-K allowed, as for bf16.
   std::vector<GemmTile> fp8_tiles;
