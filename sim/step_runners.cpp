@@ -559,6 +559,7 @@ void AnalyticStepRunner::evaluate(const Shape& shc, serve::StepTiming& t) {
     var.op.q_lens.assign(q_lens_[static_cast<size_t>(var.group)].begin(), q_lens_[static_cast<size_t>(var.group)].end());
     var.op.ctx_lens.assign(ctx_lens_[static_cast<size_t>(var.group)].begin(),
                            ctx_lens_[static_cast<size_t>(var.group)].end());
+    var.op.lens_id = 0;
     var_time_[v] = cost::op_time(var.op, *gpu_, nullptr).time_s;
     t.flops += var.count * var.op.flops;
     t.bytes += var.count * var.op.bytes;

@@ -451,6 +451,28 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
   if (n <= 1) return 0.0;
   const auto& a = P.model.all_to_all;
   const double nic_eff = P.nic_eff(), link_eff = P.link_eff(OpKind::kAllToAll, n);
+  // Per member: the larger of its bytes out and in, inside its domain and across (the same for every protocol).
+  thread_local std::vector<double> intra, inter;
+  intra.assign(static_cast<size_t>(n), 0.0);
+  inter.assign(static_cast<size_t>(n), 0.0);
+  for (int i = 0; i < n; ++i) {
+    const size_t ui = static_cast<size_t>(i);
+    double intra_out = 0, inter_out = 0, intra_in = 0, inter_in = 0;
+    const auto& out_v = members[ui]->a2a_send_bytes;
+    for (int j = 0; j < n; ++j) {
+      if (i == j) continue;
+      const auto& in_v = members[static_cast<size_t>(j)]->a2a_send_bytes;
+      const double out = static_cast<size_t>(j) < out_v.size() ? out_v[static_cast<size_t>(j)] : 0.0;
+      const double in = ui < in_v.size() ? in_v[ui] : 0.0;
+      if (g.same_domain(i, j)) {
+        intra_out += out, intra_in += in;
+      } else {
+        inter_out += out, inter_in += in;
+      }
+    }
+    intra[ui] = intra_out + intra_in > 0 ? std::max(intra_out, intra_in) : 0.0;
+    inter[ui] = inter_out + inter_in > 0 ? std::max(inter_out, inter_in) : 0.0;
+  }
   double best = -1;
   for (Protocol p : {Protocol::kLL, Protocol::kNarrow, Protocol::kSimple}) {
     const double f = P.proto_bw(OpKind::kAllToAll, p);
@@ -459,22 +481,9 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
     double worst = 0;
     for (int i = 0; i < n; ++i) {
       const size_t ui = static_cast<size_t>(i);
-      double intra_out = 0, inter_out = 0, intra_in = 0, inter_in = 0;
-      for (int j = 0; j < n; ++j) {
-        if (i == j) continue;
-        const auto& out_v = members[ui]->a2a_send_bytes;
-        const auto& in_v = members[static_cast<size_t>(j)]->a2a_send_bytes;
-        const double out = static_cast<size_t>(j) < out_v.size() ? out_v[static_cast<size_t>(j)] : 0.0;
-        const double in = ui < in_v.size() ? in_v[ui] : 0.0;
-        if (g.same_domain(i, j)) {
-          intra_out += out, intra_in += in;
-        } else {
-          inter_out += out, inter_in += in;
-        }
-      }
       double t = 0;
-      if (intra_out + intra_in > 0) t = std::max(t, std::max(intra_out, intra_in) / (g.a2a_intra_bw_Bps[ui] * link_eff * f));
-      if (inter_out + inter_in > 0) t = std::max(t, std::max(inter_out, inter_in) / (g.a2a_inter_bw_Bps[ui] * nic_eff * f));
+      if (intra[ui] > 0) t = std::max(t, intra[ui] / (g.a2a_intra_bw_Bps[ui] * link_eff * f));
+      if (inter[ui] > 0) t = std::max(t, inter[ui] / (g.a2a_inter_bw_Bps[ui] * nic_eff * f));
       worst = std::max(worst, t + a2a_member_latency_s(g, P, p, i));
     }
     const double total = worst + base + P.base_latency_s;

@@ -2,6 +2,8 @@
 #include "core/cost/step_cost.hpp"
 
 #include <algorithm>
+#include <array>
+#include <cstring>
 
 #include "core/common/error.hpp"
 
@@ -15,6 +17,63 @@ const GroupLinks& LinkTables::group(const std::vector<int>& gpus) {
   return it->second;
 }
 
+namespace {
+
+// The compute ops of a step repeat on every layer and on every rank of a group (same shapes, same per-sequence
+// lengths), and their models are not trivial (tiles and waves; every sequence; the element-wise kinds by name). A direct-mapped cache of
+// (op, GPU, calibration) -> time, matched on every field op_time reads for them (op_cost.cpp, gemm_cost.cpp,
+// attention_cost.cpp, calibration.cpp), costs each distinct op once; a collision only evicts. Lengths are compared
+// by Op::lens_id when both ops have one (build_step names each group's lengths), else element by element.
+class OpTimeMemo {
+ public:
+  OpTime time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable* cal) {
+    Key k;
+    k.v[0] = static_cast<uint64_t>(op.kind) | static_cast<uint64_t>(op.dtype) << 16;
+    k.v[1] = static_cast<uint64_t>(op.m), k.v[2] = static_cast<uint64_t>(op.n), k.v[3] = static_cast<uint64_t>(op.k);
+    k.v[4] = static_cast<uint64_t>(op.batch), k.v[5] = static_cast<uint64_t>(op.tokens);
+    k.v[6] = static_cast<uint64_t>(op.heads), k.v[7] = static_cast<uint64_t>(op.kv_heads);
+    k.v[8] = static_cast<uint64_t>(op.head_dim), k.v[9] = static_cast<uint64_t>(op.v_head_dim);
+    std::memcpy(&k.v[10], &op.flops, 8);
+    std::memcpy(&k.v[11], &op.bytes, 8);
+    k.v[12] = reinterpret_cast<uintptr_t>(&gpu), k.v[13] = reinterpret_cast<uintptr_t>(cal);
+    k.v[14] = reinterpret_cast<uintptr_t>(active_calibration());
+    const bool lens = !op.q_lens.empty() || !op.ctx_lens.empty();
+    uint64_t h = 1469598103934665603ull;
+    for (uint64_t x : k.v) h = (h ^ x) * 1099511628211ull;
+    if (lens) h = (h ^ (op.lens_id != 0 ? op.lens_id : plan::lengths_hash(op.q_lens, op.ctx_lens))) * 1099511628211ull;
+    for (int64_t x : op.expert_tokens) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    h ^= h >> 29;
+    Entry& e = entries_[h & (kEntries - 1)];
+    if (e.used && std::memcmp(e.key.v, k.v, sizeof k.v) == 0 && e.expert_tokens == op.expert_tokens &&
+        (!lens || (op.lens_id != 0 && e.lens_id == op.lens_id) || (e.q_lens == op.q_lens && e.ctx_lens == op.ctx_lens)))
+      return e.time;
+    e.used = true;
+    e.key = k;
+    e.lens_id = op.lens_id;
+    e.q_lens.assign(op.q_lens.begin(), op.q_lens.end());
+    e.ctx_lens.assign(op.ctx_lens.begin(), op.ctx_lens.end());
+    e.expert_tokens.assign(op.expert_tokens.begin(), op.expert_tokens.end());
+    e.time = op_time(op, gpu, cal);
+    return e.time;
+  }
+
+ private:
+  static constexpr size_t kEntries = 256;  // a power of two
+  struct Key {
+    uint64_t v[15];  // kind | dtype, m, n, k, batch, tokens, heads, kv heads, head dims, FLOPs, bytes, GPU, tables
+  };
+  struct Entry {
+    bool used = false;
+    Key key;
+    uint64_t lens_id = 0;
+    std::vector<int64_t> q_lens, ctx_lens, expert_tokens;
+    OpTime time;
+  };
+  std::array<Entry, kEntries> entries_;
+};
+
+}  // namespace
+
 struct CostModel::Impl {
   plan::Plan plan;
   const spec::Cluster* cluster;
@@ -23,6 +82,9 @@ struct CostModel::Impl {
   LinkTables* tables;
   LinkCache& links;
   StepCost scratch;  // step_time_s reuses its vectors
+  mutable OpTimeMemo op_memo;
+
+  OpTime compute_time(const plan::Op& op, const spec::Gpu& gpu) const { return op_memo.time(op, gpu, options.calibration); }
 
   Impl(const plan::Plan& p, const spec::Cluster& c, CostOptions o, LinkTables* shared)
       : plan(p),
@@ -131,7 +193,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
         const plan::Op& op = ops[pc[static_cast<size_t>(r)]];
         progress = true;
         if (!plan::is_communication(op.kind)) {
-          finish_op(r, now[static_cast<size_t>(r)], 0.0, op_time(op, gpu, options.calibration), plan::CollectiveAlgo::kAuto);
+          finish_op(r, now[static_cast<size_t>(r)], 0.0, compute_time(op, gpu), plan::CollectiveAlgo::kAuto);
           continue;
         }
         waiting[static_cast<size_t>(r)] = true;
@@ -282,7 +344,7 @@ bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::v
     oc = OpCost{};
     oc.start_s = now;
     if (!plan::is_communication(op.kind)) {
-      oc.time = op_time(op, gpu, im.options.calibration);
+      oc.time = im.compute_time(op, gpu);
     } else {
       if (op.kind == OpKind::kSend || op.kind == OpKind::kRecv) return false;
       if (op.kind == OpKind::kAllToAll && !symmetric_all_to_all) return false;

@@ -54,6 +54,7 @@ struct GroupWork {
   double keys = 0, ctx_sum = 0;
   // MLA: prefill (expanded) and decode (absorbed) subsets.
   std::vector<int64_t> pq, pctx, dq, dctx;
+  uint64_t lens_id = 0, p_id = 0, d_id = 0;  // Op::lens_id of (q_lens, ctx_lens), (pq, pctx), (dq, dctx)
   int64_t ptokens = 0, dtokens = 0;
   double pkeys = 0, dkeys = 0, pctx_sum = 0, dctx_sum = 0;
   void clear() {
@@ -90,6 +91,7 @@ class Emit {
     o.tokens = o.heads = o.kv_heads = o.head_dim = o.v_head_dim = 0;
     o.q_lens.clear();
     o.ctx_lens.clear();
+    o.lens_id = 0;
     o.expert_tokens.clear();
     o.group = o.peer = -1;
     o.comm_bytes = 0;
@@ -284,6 +286,7 @@ void StepBuilder::Impl::prepare(const Batch& batch) {
       g.pctx_sum += d(ctx);
     }
   }
+  for (auto& g : gw) g.lens_id = new_lens_id(), g.p_id = new_lens_id(), g.d_id = new_lens_id();
   int64_t Ts = 0;
   max_slice = 0;
   for (int j = 0; j < R; ++j) {
@@ -469,6 +472,7 @@ void StepBuilder::Impl::emit_gqa(Emit& e, int layer, const GroupWork& g) {
     o.tokens = T, o.heads = hq, o.kv_heads = hkv, o.head_dim = hd, o.v_head_dim = hd;
     o.q_lens = g.q_lens;
     o.ctx_lens = g.ctx_lens;
+    o.lens_id = g.lens_id;
     o.flops = 2.0 * d(hq) * g.keys * d(2 * hd);
     o.bytes = 2.0 * d(T) * d(hq * hd) * a + g.ctx_sum * 2.0 * d(hkv * hd) * kvb;
   }
@@ -513,6 +517,7 @@ void StepBuilder::Impl::emit_mla(Emit& e, int layer, const GroupWork& g) {
     o.tokens = g.ptokens, o.heads = hq, o.kv_heads = hq, o.head_dim = dk, o.v_head_dim = L.v_head_dim;
     o.q_lens = g.pq;
     o.ctx_lens = g.pctx;
+    o.lens_id = g.p_id;
     o.flops = 2.0 * d(hq) * g.pkeys * d(dk + L.v_head_dim);
     o.bytes = d(g.ptokens) * d(hq) * d(dk + L.v_head_dim) * a +
               g.pctx_sum * (d(hq * (L.qk_nope_head_dim + L.v_head_dim)) * a + d(L.qk_rope_head_dim) * kvb);
@@ -523,6 +528,7 @@ void StepBuilder::Impl::emit_mla(Emit& e, int layer, const GroupWork& g) {
     o.tokens = g.dtokens, o.heads = hq, o.kv_heads = 1, o.head_dim = latent, o.v_head_dim = L.kv_lora_rank;
     o.q_lens = g.dq;
     o.ctx_lens = g.dctx;
+    o.lens_id = g.d_id;
     o.flops = 2.0 * d(hq) * g.dkeys * d(latent + L.kv_lora_rank);
     o.bytes = d(g.dtokens) * d(hq) * d(latent + L.kv_lora_rank) * a + g.dctx_sum * d(latent) * kvb;
     gemm(e.op(OpKind::kGemm, layer, "attn.v_absorb", ed), g.dtokens, L.v_head_dim, L.kv_lora_rank, eb, hq);

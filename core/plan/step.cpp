@@ -1,6 +1,8 @@
 // Names of Step enums and op classification.
 #include "core/plan/step.hpp"
 
+#include <atomic>
+
 namespace parasol::plan {
 
 std::string to_string(OpKind k) {
@@ -43,6 +45,20 @@ std::string to_string(CollectiveAlgo a) {
 
 bool is_collective(OpKind k) {
   return k == OpKind::kAllReduce || k == OpKind::kAllGather || k == OpKind::kReduceScatter || k == OpKind::kAllToAll;
+}
+
+uint64_t lengths_hash(const std::vector<int64_t>& q_lens, const std::vector<int64_t>& ctx_lens) {
+  uint64_t h = 1469598103934665603ull;
+  for (const auto* v : {&q_lens, &ctx_lens}) {
+    h = (h ^ v->size()) * 1099511628211ull;
+    for (int64_t x : *v) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+  }
+  return h;
+}
+
+uint64_t new_lens_id() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool is_communication(OpKind k) { return is_collective(k) || k == OpKind::kSend || k == OpKind::kRecv; }

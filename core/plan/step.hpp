@@ -78,6 +78,10 @@ struct Op {
   int64_t v_head_dim = 0;         // attention: value head dim (differs from head_dim for MLA)
   std::vector<int64_t> q_lens;    // per sequence: query tokens
   std::vector<int64_t> ctx_lens;  // per sequence: total context after this step (cached + new)
+  // build_step's name for these lengths: ops with the same nonzero lens_id have equal q_lens and ctx_lens (copies
+  // of one group's lengths in one build), so a lookup keyed on the lengths need not compare them. 0: unnamed. Whoever
+  // changes the lengths of a built op sets it to 0.
+  uint64_t lens_id = 0;
   std::vector<int64_t> expert_tokens;  // MoE: tokens routed to each local expert
 
   // Collectives and point-to-point.
@@ -110,5 +114,9 @@ std::string to_string(OpKind k);
 std::string to_string(CollectiveAlgo a);
 bool is_collective(OpKind k);
 bool is_communication(OpKind k);
+// A hash of an attention op's per-sequence lengths.
+uint64_t lengths_hash(const std::vector<int64_t>& q_lens, const std::vector<int64_t>& ctx_lens);
+// A new nonzero Op::lens_id (process-wide, thread-safe; its value never enters a result).
+uint64_t new_lens_id();
 
 }  // namespace parasol::plan
