@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace parasol::cost {
 namespace {
@@ -80,36 +81,50 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   const double t_dec_tile = std::max(t_dec_mma, t_dec_stream);
   const double block_tokens = bench.kv_block_tokens > 0 ? bench.kv_block_tokens : p.kv_block_tokens;
 
-  // Pass 1: how many CTAs, for the split-KV decision.
-  double dec_ctas = 0, pf_tiles = 0, dec_kv_tiles_max = 0, blocks = 0;
-  for (size_t i = 0; i < op.q_lens.size(); ++i) {
-    const double q = static_cast<double>(op.q_lens[i]), c = static_cast<double>(op.ctx_lens[i]);
-    if (q <= 0) continue;
-    if (q == 1) {
-      dec_ctas += hkv;
-      dec_kv_tiles_max = std::max(dec_kv_tiles_max, std::ceil(c / nk));
-      blocks += std::ceil(c / block_tokens) * hkv;
-    } else {
-      pf_tiles += hkv * std::ceil(q * g / p.tile_q);
-    }
-  }
-  double splits = 1;
-  if (dec_ctas > 0 && dec_ctas + pf_tiles < 0.8 * S && dec_kv_tiles_max > 4)
-    splits = std::clamp(std::floor(S / (dec_ctas + pf_tiles)), 1.0, std::min(p.max_splits, dec_kv_tiles_max));
-
-  // Pass 2: SM time.
-  double w_dec = 0, w_pf = 0, w_kv = 0, longest = 0, seqs = 0;
-  const double cta = p.per_cta_s + p.per_cta_dim_s * D;
+  // Pass 1: how many CTAs, for the split-KV decision; each decode's KV tiles (kept for pass 2).
+  thread_local std::vector<double> dec_tiles;
+  dec_tiles.clear();
+  double dec_ctas = 0, pf_tiles = 0, dec_kv_tiles_max = 0, blocks = 0, dec_tiles_sum = 0, seqs = 0;
+  bool any_prefill = false;
   for (size_t i = 0; i < op.q_lens.size(); ++i) {
     const double q = static_cast<double>(op.q_lens[i]), c = static_cast<double>(op.ctx_lens[i]);
     if (q <= 0) continue;
     seqs += 1;
     if (q == 1) {
-      const double u = cta + std::ceil(std::ceil(c / nk) / splits) * t_dec_tile;
-      w_dec += hkv * splits * u;
-      longest = std::max(longest, u);
-      continue;
+      const double tiles = std::ceil(c / nk);
+      dec_tiles.push_back(tiles);
+      dec_tiles_sum += tiles;
+      dec_kv_tiles_max = std::max(dec_kv_tiles_max, tiles);
+      blocks += std::ceil(c / block_tokens);
+    } else {
+      pf_tiles += hkv * std::ceil(q * g / p.tile_q);
+      any_prefill = true;
     }
+  }
+  dec_ctas = hkv * static_cast<double>(dec_tiles.size());
+  blocks *= hkv;
+  double splits = 1;
+  if (dec_ctas > 0 && dec_ctas + pf_tiles < 0.8 * S && dec_kv_tiles_max > 4)
+    splits = std::clamp(std::floor(S / (dec_ctas + pf_tiles)), 1.0, std::min(p.max_splits, dec_kv_tiles_max));
+
+  // Pass 2: SM time. A decode CTA costs cta + ceil(tiles / splits) t_dec_tile (without a split: the sums of pass 1).
+  double w_dec = 0, w_pf = 0, w_kv = 0, longest = 0;
+  const double cta = p.per_cta_s + p.per_cta_dim_s * D;
+  if (!dec_tiles.empty()) {
+    if (splits == 1) {
+      w_dec = hkv * (static_cast<double>(dec_tiles.size()) * cta + dec_tiles_sum * t_dec_tile);
+      longest = cta + dec_kv_tiles_max * t_dec_tile;
+    } else {
+      for (double tiles : dec_tiles) {
+        const double u = cta + std::ceil(tiles / splits) * t_dec_tile;
+        w_dec += hkv * splits * u;
+        longest = std::max(longest, u);
+      }
+    }
+  }
+  for (size_t i = 0; any_prefill && i < op.q_lens.size(); ++i) {
+    const double q = static_cast<double>(op.q_lens[i]), c = static_cast<double>(op.ctx_lens[i]);
+    if (q <= 1) continue;
     // Tile j (of m) holds positions [j pos, (j+1) pos) of all g heads; it sees c0 + (j+1) pos keys (its last
     // position's), so sum_j ceil(keys_j / nk) ~ m c0 / nk + pos m (m+1) / (2 nk) - overhang / nk + m / 2.
     const double pos = p.tile_q / g;
