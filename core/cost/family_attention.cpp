@@ -1,6 +1,6 @@
 // The attention families of the calibration (fit_family.hpp): context_attention, generation_attention (MHA/GQA kernel
 // tables), context_mla and generation_mla (DeepSeek MLA: the kernel tables of vLLM 0.14 and the attention-module
-// tables of vLLM 0.24), mla_bmm (the absorbed MLA batched GEMMs, costed by the GEMM model; nothing to fit).
+// tables of vLLM 0.24), mla_bmm (the absorbed MLA batched GEMMs, costed by the GEMM model; fits gemm.batched_*).
 // Each row becomes the ops build_step emits for it: a one-layer model of the row's shape (heads, KV heads, head dim
 // per GPU; MLA: DeepSeek-V3's latent dims) is built by plan::StepBuilder and the row's ops are taken from layer 0, so
 // FLOPs, bytes and shapes follow the planner's conventions exactly.
@@ -313,6 +313,17 @@ std::vector<Family> attention_families() {
   }
   {
     Family f;
+    f.name = "mla_bmm";
+    f.tables = {"mla_bmm_perf.csv"};
+    f.params = {{"gemm.batched_efficiency", [](spec::Gpu& g) -> double& { return g.gemm.batched_efficiency; }, 0.05, 4.0,
+                 false},
+                {"gemm.batched_fixed", [](spec::Gpu& g) -> double& { return g.gemm.batched_fixed_s; }, 1e-7, 1e-4, true}};
+    f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) { read_mla_bmm(t, gpu, out); };
+    f.predict = [](const Sample& s, const spec::Gpu& gpu) { return predict_ops(s, gpu, 0.0); };
+    v.push_back(std::move(f));
+  }
+  {
+    Family f;
     f.name = "context_mla";
     f.tables = {"context_mla_perf.csv", "mla_context_module_perf.csv"};
     f.params = {param("mla_prefill_factor", &A::mla_prefill_factor, 0.2, 5.0),
@@ -333,14 +344,6 @@ std::vector<Family> attention_families() {
     f.predict = [](const Sample& s, const spec::Gpu& gpu) {
       return predict_ops(s, gpu, gpu.attention.bench_mla_generation_s);
     };
-    v.push_back(std::move(f));
-  }
-  {
-    Family f;
-    f.name = "mla_bmm";
-    f.tables = {"mla_bmm_perf.csv"};
-    f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) { read_mla_bmm(t, gpu, out); };
-    f.predict = [](const Sample& s, const spec::Gpu& gpu) { return predict_ops(s, gpu, 0.0); };
     v.push_back(std::move(f));
   }
   return v;

@@ -41,7 +41,7 @@ const Family* find_family(const std::string& name);
 
 // The families, by owner (family_*.cpp).
 std::vector<Family> gemm_families();        // gemm, moe
-std::vector<Family> attention_families();   // context_attention, generation_attention, context_mla, generation_mla
+std::vector<Family> attention_families();   // context_attention, generation_attention, mla_bmm, context_mla, generation_mla
 std::vector<Family> collective_families();  // all_reduce, all_gather, reduce_scatter, alltoall, custom_all_reduce
 
 }  // namespace parasol::cost

@@ -55,7 +55,9 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   // int4 is weight-only: the math runs at the 16-bit rate.
   const double peak = dt == DType::kInt4 ? gpu.peak(DType::kBf16) : op_peak_flops(op, gpu);
   double eff = lowp ? g.fp8_max_efficiency : g.max_efficiency;
+  const bool batched = !grouped && batch > 1;
   if (grouped) eff *= lowp ? g.fp8_grouped_efficiency : g.grouped_efficiency;
+  if (batched) eff *= g.batched_efficiency;
   eff = std::min(eff, 1.0);
   const double per_sm = peak * eff / S;                 // FLOP/s of one SM's tile
   const double feed = per_sm / std::max(g.tile_intensity, 1e-9);  // operand bytes/s into one SM's tile
@@ -139,7 +141,10 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
     if (!grouped) extra += rows * g.fp8_quant_row_s;
   }
   OpTime& t = r.time;
-  t.launch_s = grouped ? (lowp ? g.fp8_grouped_fixed_s : g.grouped_fixed_s) : lowp ? g.fp8_fixed_s : g.fixed_s;
+  t.launch_s = grouped ? (lowp ? g.fp8_grouped_fixed_s : g.grouped_fixed_s)
+               : lowp  ? g.fp8_fixed_s
+               : batched && g.batched_fixed_s > 0 ? g.batched_fixed_s
+                                                  : g.fixed_s;
   t.compute_s = best_c;
   t.memory_s = best_m + extra;
   t.time_s = t.launch_s + best_body + extra;
