@@ -376,8 +376,8 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_one_from(
         Shape::Var var;
         var.group = 0;
         var.op = op;
-        var.op.q_lens.clear();
-        var.op.ctx_lens.clear();
+        var.op.q_lens = {};  // each step's lengths go to a scratch op (evaluate)
+        var.op.ctx_lens = {};
         sh->vars.push_back(std::move(var));
       }
       sh->vars[v].count += R;  // every rank has it (integers: exact)
@@ -490,8 +490,8 @@ std::unique_ptr<AnalyticStepRunner::Shape> AnalyticStepRunner::compile_full(cons
           Shape::Var var;
           var.group = ag;
           var.op = op;
-          var.op.q_lens.clear();
-          var.op.ctx_lens.clear();
+          var.op.q_lens = {};  // each step's lengths go to a scratch op (evaluate)
+          var.op.ctx_lens = {};
           sh->vars.push_back(std::move(var));
         }
         sh->vars[v].count += 1;
@@ -556,11 +556,16 @@ void AnalyticStepRunner::evaluate(const Shape& shc, serve::StepTiming& t) {
     Shape::Var& var = sh.vars[v];
     const int64_t* g = &agg_[kAgg * var.group];
     attention_work(var.op, dd(g[2]), dd(g[3]), act_bytes_, kv_bytes_, var.op.flops, var.op.bytes);
-    var.op.q_lens.assign(q_lens_[static_cast<size_t>(var.group)].begin(), q_lens_[static_cast<size_t>(var.group)].end());
-    var.op.ctx_lens.assign(ctx_lens_[static_cast<size_t>(var.group)].begin(),
-                           ctx_lens_[static_cast<size_t>(var.group)].end());
-    var.op.lens_id = 0;
-    var_time_[v] = cost::op_time(var.op, *gpu_, nullptr).time_s;
+    // The attention model's inputs: the template's dims, this step's work and lengths (one scratch op: the shapes
+    // keep no per-step lengths).
+    plan::Op& a = attention_op_;
+    a.kind = var.op.kind, a.dtype = var.op.dtype, a.m = var.op.m, a.n = var.op.n, a.k = var.op.k;
+    a.batch = var.op.batch, a.tokens = var.op.tokens, a.heads = var.op.heads, a.kv_heads = var.op.kv_heads;
+    a.head_dim = var.op.head_dim, a.v_head_dim = var.op.v_head_dim, a.flops = var.op.flops, a.bytes = var.op.bytes;
+    a.q_lens.assign(q_lens_[static_cast<size_t>(var.group)].begin(), q_lens_[static_cast<size_t>(var.group)].end());
+    a.ctx_lens.assign(ctx_lens_[static_cast<size_t>(var.group)].begin(), ctx_lens_[static_cast<size_t>(var.group)].end());
+    a.lens_id = 0;
+    var_time_[v] = cost::op_time(a, *gpu_, nullptr).time_s;
     t.flops += var.count * var.op.flops;
     t.bytes += var.count * var.op.bytes;
   }

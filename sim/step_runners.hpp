@@ -110,6 +110,7 @@ class AnalyticStepRunner final : public serve::StepRunner {
   // Per attention group of the current batch: tokens, sampled, attended keys, context sum (exact integers).
   std::vector<int64_t> agg_;
   std::vector<std::vector<int64_t>> q_lens_, ctx_lens_;  // per attention group: the attention model's lengths
+  plan::Op attention_op_;  // evaluate()'s scratch: a compiled attention op with this step's lengths
   std::vector<double> var_time_, var_flops_, var_bytes_, now_, first_;  // evaluate() scratch
   std::unordered_map<uint64_t, std::vector<std::unique_ptr<Shape>>> shapes_by_key_;  // lookups only, never iterated
   std::unordered_map<uint64_t, std::vector<Entry>> memo_;                          // lookups only, never iterated

@@ -19,6 +19,8 @@
 //            with pipelines too): it appears exactly once per iteration.
 //   all-reduce  the engine's custom all-reduce limits go to CollectiveParams (the collective model decides its time).
 // Fusion and the MoE dispatch bytes are in the Step itself (plan::StepOptions from the same engine).
+// A CostModel caches the time of each distinct compute op (keyed on the op, its GPU type object and the calibration):
+// the cluster's GPU specs must not change while it is in use; build a new one after editing them.
 // Owner: planner. Thread behaviour: cost_step is pure; a CostModel is not thread-safe (one per thread).
 #pragma once
 
