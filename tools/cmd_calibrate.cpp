@@ -103,6 +103,14 @@ void check_families(const std::vector<std::string>& names) {
 
 std::string pct(double f) { return format_number("%.1f%%", 100 * f); }
 
+// A CSV field: as is, or quoted (RFC 4180) when it holds a comma, a quote or a line break (sample keys do).
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\n\r") == std::string::npos) return v;
+  std::string q = "\"";
+  for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
 // Every held-out sample of the report's GPUs and families with its own GPU's prediction, as CSV (one line per
 // sample: where the model disagrees with which measurement).
 void write_samples(const std::string& path, const std::vector<cost::AicSource>& sources, const cost::ReportOptions& opts,
@@ -120,7 +128,7 @@ void write_samples(const std::string& path, const std::vector<cost::AicSource>& 
       const auto held = cost::split(cost::load_samples(src, f)).second;
       for (const auto& s : held) {
         const double pred = f.predict(s, gpu);
-        o << src.gpu << "," << f.name << "," << s.key << "," << s.where << "," << format_number("%.6g", s.time_s) << ","
+        o << src.gpu << "," << f.name << "," << csv_field(s.key) << "," << csv_field(s.where) << "," << format_number("%.6g", s.time_s) << ","
           << format_number("%.6g", pred) << "," << format_number("%+.4f", (pred - s.time_s) / s.time_s) << "\n";
       }
     }
@@ -139,6 +147,7 @@ int run_report(const CalibrateArgs& a, const CommonOptions& common, GpuSet& gpus
   const auto t0 = std::chrono::steady_clock::now();
   const auto rows = cost::accuracy_report(aic_root, [&](const std::string& g) { return gpus.get(g); }, opts);
   const double elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!a.samples.empty()) write_samples(a.samples, sources, opts, gpus);
   bool all_pass = true;
   for (const auto& r : rows) all_pass = all_pass && r.pass();
   if (common.json) {
@@ -150,7 +159,6 @@ int run_report(const CalibrateArgs& a, const CommonOptions& common, GpuSet& gpus
     return 0;
   }
   std::cout << cost::format_report(rows, a.markdown);
-  if (!a.samples.empty()) write_samples(a.samples, sources, opts, gpus);
   if (common.verbosity > 1) std::cerr << "parasol: report took " << format_number("%.2f", elapsed_s) << " s\n";
   return 0;
 }
