@@ -120,16 +120,16 @@ void write_samples(const std::string& path, const std::vector<cost::AicSource>& 
   auto& o = out.stream();
   o << "gpu,family,key,where,measured_s,predicted_s,error\n";
   for (const auto& src : sources) {
-    if (!opts.gpus.empty() && std::find(opts.gpus.begin(), opts.gpus.end(), src.gpu) == opts.gpus.end()) continue;
+    if (!selected(opts.gpus, src.gpu)) continue;
     const spec::Gpu gpu = gpus.get(src.gpu);
     for (const auto& f : cost::families()) {
-      if (!opts.families.empty() && std::find(opts.families.begin(), opts.families.end(), f.name) == opts.families.end())
-        continue;
+      if (!selected(opts.families, f.name)) continue;
       const auto held = cost::split(cost::load_samples(src, f)).second;
       for (const auto& s : held) {
         const double pred = f.predict(s, gpu);
-        o << src.gpu << "," << f.name << "," << csv_field(s.key) << "," << csv_field(s.where) << "," << format_number("%.6g", s.time_s) << ","
-          << format_number("%.6g", pred) << "," << format_number("%+.4f", (pred - s.time_s) / s.time_s) << "\n";
+        o << src.gpu << "," << f.name << "," << csv_field(s.key) << "," << csv_field(s.where) << ","
+          << format_number("%.6g", s.time_s) << "," << format_number("%.6g", pred) << ","
+          << format_number("%+.4f", (pred - s.time_s) / s.time_s) << "\n";
       }
     }
   }

@@ -20,10 +20,10 @@ const GroupLinks& LinkTables::group(const std::vector<int>& gpus) {
 namespace {
 
 // The compute ops of a step repeat on every layer and on every rank of a group (same shapes, same per-sequence
-// lengths), and their models are not trivial (tiles and waves; every sequence; the element-wise kinds by name). A direct-mapped cache of
-// (op, GPU, calibration) -> time, matched on every field op_time reads for them (op_cost.cpp, gemm_cost.cpp,
-// attention_cost.cpp, calibration.cpp), costs each distinct op once; a collision only evicts. Lengths are compared
-// by Op::lens_id when both ops have one (build_step names each group's lengths), else element by element.
+// lengths), and their models are not trivial (tiles and waves; every sequence; the element-wise kinds by name).
+// A direct-mapped cache of (op, GPU, calibration) -> time, matched on every field op_time reads for them (op_cost.cpp,
+// gemm_cost.cpp, attention_cost.cpp, calibration.cpp), costs each distinct op once; a collision only evicts. Lengths
+// are compared by Op::lens_id when both ops have one (build_step names each group's lengths), else element by element.
 class OpTimeMemo {
  public:
   OpTime time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable* cal) {

@@ -52,11 +52,11 @@ struct GemmParams {
   // of 16-bit weights): their own multiplier on the fp8 efficiency and their own fixed cost.
   double fp8_grouped_efficiency = 1.0;
   double fp8_grouped_fixed_s = 4e-6;
-  int fp8_grouped_min_bm = 0;
+  int fp8_grouped_min_bm = 0;  // their tiles' least row count (BM of core/cost/gemm_cost.cpp's tiles; 0: any)
   // Batched GEMMs (batch > 1 independent weight matrices, not experts: MLA's absorbed per-head GEMMs, torch.bmm):
   // a multiplier on the dtype's efficiency and their own fixed cost (0: fixed_s).
   double batched_efficiency = 1.0;
-  double batched_fixed_s = 0;  // their tiles' least row count (BM of core/cost/gemm_cost.cpp's tiles; 0: any)
+  double batched_fixed_s = 0;
   // fp8/int8 dense GEMMs: the library's tile by m (first row whose max_m >= m), not chosen by cost, and no split-K.
   // Empty: the cheapest of the generic tiles, split-K allowed, as for bf16.
   std::vector<GemmTile> fp8_tiles;

@@ -9,8 +9,9 @@ namespace parasol::spec {
 
 void load_gemm_params(const yaml::Node& n, GemmParams& p) {
   n.allow_keys({"max_efficiency", "fp8_max_efficiency", "tile_intensity", "k_half", "k_step", "memory", "overlap",
-                "fixed", "split_k_min", "split_k_fixed", "fp8_memory", "fp8_k_step", "fp8_fixed", "fp8_quant_fixed", "fp8_quant_row", "grouped_efficiency",
-                "grouped_fixed", "fp8_grouped_efficiency", "fp8_grouped_fixed", "fp8_grouped_min_bm", "batched_efficiency", "batched_fixed", "fp8_tiles"});
+                "fixed", "split_k_min", "split_k_fixed", "fp8_memory", "fp8_k_step", "fp8_fixed", "fp8_quant_fixed",
+                "fp8_quant_row", "grouped_efficiency", "grouped_fixed", "fp8_grouped_efficiency", "fp8_grouped_fixed",
+                "fp8_grouped_min_bm", "batched_efficiency", "batched_fixed", "fp8_tiles"});
   p.max_efficiency = n.number_or("max_efficiency", p.max_efficiency, 0.01, 1.0);
   p.fp8_max_efficiency = n.number_or("fp8_max_efficiency", p.fp8_max_efficiency, 0.01, 1.0);
   p.tile_intensity = n.number_or("tile_intensity", p.tile_intensity, 0.01, 1e4);
