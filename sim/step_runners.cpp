@@ -562,10 +562,12 @@ void AnalyticStepRunner::evaluate(const Shape& shc, serve::StepTiming& t) {
     a.kind = var.op.kind, a.dtype = var.op.dtype, a.m = var.op.m, a.n = var.op.n, a.k = var.op.k;
     a.batch = var.op.batch, a.tokens = var.op.tokens, a.heads = var.op.heads, a.kv_heads = var.op.kv_heads;
     a.head_dim = var.op.head_dim, a.v_head_dim = var.op.v_head_dim, a.flops = var.op.flops, a.bytes = var.op.bytes;
-    a.q_lens.assign(q_lens_[static_cast<size_t>(var.group)].begin(), q_lens_[static_cast<size_t>(var.group)].end());
-    a.ctx_lens.assign(ctx_lens_[static_cast<size_t>(var.group)].begin(), ctx_lens_[static_cast<size_t>(var.group)].end());
+    auto& ql = q_lens_[static_cast<size_t>(var.group)];
+    auto& cl = ctx_lens_[static_cast<size_t>(var.group)];
+    a.q_lens.swap(ql), a.ctx_lens.swap(cl);  // lent, not copied: several vars may read one group's lengths
     a.lens_id = 0;
     var_time_[v] = cost::op_time(a, *gpu_, nullptr).time_s;
+    a.q_lens.swap(ql), a.ctx_lens.swap(cl);
     t.flops += var.count * var.op.flops;
     t.bytes += var.count * var.op.bytes;
   }

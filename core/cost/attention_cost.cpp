@@ -3,7 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
+#include <cstdint>
 
 namespace parasol::cost {
 namespace {
@@ -17,7 +17,17 @@ double soft_max(double a, double b, double p) {
   if (a <= 0) return b;
   if (b <= 0) return a;
   const double m = std::max(a, b);
-  return m * std::pow(std::pow(a / m, p) + std::pow(b / m, p), 1.0 / p);
+  return m * std::pow(1.0 + std::pow(std::min(a, b) / m, p), 1.0 / p);  // the larger's term is pow(1, p) = 1
+}
+
+// ceil(c / d) for c >= 0, d >= 1 (below 2^53) from a multiply by inv = 1 / d and a truncation (no divide): the
+// estimate is off by at most one either way, and exact integer products fix it.
+int64_t ceil_div(int64_t c, int64_t d, double inv) {
+  auto t = static_cast<int64_t>(static_cast<double>(c) * inv);
+  if (t * d < c) ++t;
+  if (t * d < c) ++t;
+  if (t > 0 && (t - 1) * d >= c) --t;
+  return t;
 }
 
 void finish(OpTime& t) {
@@ -56,9 +66,42 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   const double g = std::max(1.0, hq / hkv);
   const double a = dtype_bytes(op.dtype);
 
-  double ctx_sum = 0, tokens = 0;
-  for (size_t i = 0; i < op.q_lens.size(); ++i)
-    ctx_sum += static_cast<double>(op.ctx_lens[i]), tokens += static_cast<double>(op.q_lens[i]);
+  const double nk = std::clamp(std::round(p.tile_kv_elements / dk), 16.0, 256.0);  // keys per KV tile
+  const double block_tokens = bench.kv_block_tokens > 0 ? bench.kv_block_tokens : p.kv_block_tokens;
+
+  // Pass 1: how many CTAs and KV tiles, for the split-KV decision. Counts in integers: exact, and no divides.
+  double dec_ctas = 0, pf_tiles = 0, dec_kv_tiles_max = 0, blocks = 0, dec_tiles_sum = 0, seqs = 0;
+  bool any_prefill = false;
+  const auto nk_i = static_cast<int64_t>(nk);
+  const double inv_nk = 1 / nk;
+  const bool whole_blocks = block_tokens >= 1 && block_tokens == std::floor(block_tokens) && block_tokens < 1e15;
+  const auto block_i = whole_blocks ? static_cast<int64_t>(block_tokens) : 1;
+  const double inv_block = 1 / block_tokens;
+  int64_t dec_n = 0, tiles_sum = 0, tiles_max = 0, blocks_i = 0, seqs_i = 0, ctx_sum_i = 0, tokens_i = 0;
+  for (size_t i = 0; i < op.q_lens.size(); ++i) {
+    const int64_t q = op.q_lens[i], c = std::max<int64_t>(0, op.ctx_lens[i]);
+    ctx_sum_i += op.ctx_lens[i], tokens_i += q;
+    if (q <= 0) continue;
+    ++seqs_i;
+    if (q == 1) {
+      const int64_t tiles = ceil_div(c, nk_i, inv_nk);
+      ++dec_n;
+      tiles_sum += tiles;
+      tiles_max = std::max(tiles_max, tiles);
+      if (whole_blocks)
+        blocks_i += ceil_div(c, block_i, inv_block);
+      else
+        blocks += std::ceil(static_cast<double>(c) / block_tokens);
+    } else {
+      pf_tiles += hkv * std::ceil(static_cast<double>(q) * g / p.tile_q);
+      any_prefill = true;
+    }
+  }
+  seqs = static_cast<double>(seqs_i);
+  dec_tiles_sum = static_cast<double>(tiles_sum);
+  dec_kv_tiles_max = static_cast<double>(tiles_max);
+  blocks += static_cast<double>(blocks_i);
+  const double ctx_sum = static_cast<double>(ctx_sum_i), tokens = static_cast<double>(tokens_i);
   // KV bytes per token per KV head, from the op's bytes (Q and O are the rest): the KV cache dtype without a field
   // for it. MLA's absorbed decode reads one latent that is both K and V.
   const double qo = tokens * hq * D * a;
@@ -67,7 +110,6 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   const bool fp8 = kv_tok > 0 && kv_tok < 0.75 * natural;
 
   const double sm_peak = peak / S;
-  const double nk = std::clamp(std::round(p.tile_kv_elements / dk), 16.0, 256.0);  // keys per KV tile
   const double softmax = 1 + p.prefill_d_half / D;
   const double fp8_tile = fp8 ? std::max(0.05, p.prefill_fp8_tile + p.prefill_fp8_tile_slope * (D - 256) / 256) : 1.0;
   const double t_pair =
@@ -79,43 +121,24 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   const double t_dec_mma = dec_rows * nk * 2 * D / (sm_peak * dec_eff);
   const double t_dec_stream = nk * kv_tok / (p.decode_sm_bandwidth * bw / S);
   const double t_dec_tile = std::max(t_dec_mma, t_dec_stream);
-  const double block_tokens = bench.kv_block_tokens > 0 ? bench.kv_block_tokens : p.kv_block_tokens;
 
-  // Pass 1: how many CTAs, for the split-KV decision; each decode's KV tiles (kept for pass 2).
-  thread_local std::vector<double> dec_tiles;
-  dec_tiles.clear();
-  double dec_ctas = 0, pf_tiles = 0, dec_kv_tiles_max = 0, blocks = 0, dec_tiles_sum = 0, seqs = 0;
-  bool any_prefill = false;
-  for (size_t i = 0; i < op.q_lens.size(); ++i) {
-    const double q = static_cast<double>(op.q_lens[i]), c = static_cast<double>(op.ctx_lens[i]);
-    if (q <= 0) continue;
-    seqs += 1;
-    if (q == 1) {
-      const double tiles = std::ceil(c / nk);
-      dec_tiles.push_back(tiles);
-      dec_tiles_sum += tiles;
-      dec_kv_tiles_max = std::max(dec_kv_tiles_max, tiles);
-      blocks += std::ceil(c / block_tokens);
-    } else {
-      pf_tiles += hkv * std::ceil(q * g / p.tile_q);
-      any_prefill = true;
-    }
-  }
-  dec_ctas = hkv * static_cast<double>(dec_tiles.size());
+  dec_ctas = hkv * static_cast<double>(dec_n);
   blocks *= hkv;
   double splits = 1;
   if (dec_ctas > 0 && dec_ctas + pf_tiles < 0.8 * S && dec_kv_tiles_max > 4)
     splits = std::clamp(std::floor(S / (dec_ctas + pf_tiles)), 1.0, std::min(p.max_splits, dec_kv_tiles_max));
 
-  // Pass 2: SM time. A decode CTA costs cta + ceil(tiles / splits) t_dec_tile (without a split: the sums of pass 1).
+  // Pass 2: SM time. A decode CTA costs cta + ceil(tiles / splits) t_dec_tile (without a split: pass 1's sums).
   double w_dec = 0, w_pf = 0, w_kv = 0, longest = 0;
   const double cta = p.per_cta_s + p.per_cta_dim_s * D;
-  if (!dec_tiles.empty()) {
+  if (dec_n > 0) {
     if (splits == 1) {
-      w_dec = hkv * (static_cast<double>(dec_tiles.size()) * cta + dec_tiles_sum * t_dec_tile);
+      w_dec = hkv * (static_cast<double>(dec_n) * cta + dec_tiles_sum * t_dec_tile);
       longest = cta + dec_kv_tiles_max * t_dec_tile;
     } else {
-      for (double tiles : dec_tiles) {
+      for (size_t i = 0; i < op.q_lens.size(); ++i) {  // a split: few decodes (under 0.8 x the SMs' CTAs)
+        if (op.q_lens[i] != 1) continue;
+        const double tiles = static_cast<double>(ceil_div(std::max<int64_t>(0, op.ctx_lens[i]), nk_i, inv_nk));
         const double u = cta + std::ceil(tiles / splits) * t_dec_tile;
         w_dec += hkv * splits * u;
         longest = std::max(longest, u);

@@ -38,13 +38,25 @@ class OpTimeMemo {
     k.v[12] = reinterpret_cast<uintptr_t>(&gpu), k.v[13] = reinterpret_cast<uintptr_t>(cal);
     k.v[14] = reinterpret_cast<uintptr_t>(active_calibration());
     const bool lens = !op.q_lens.empty() || !op.ctx_lens.empty();
-    uint64_t h = 1469598103934665603ull;
-    for (uint64_t x : k.v) h = (h ^ x) * 1099511628211ull;
-    if (lens) h = (h ^ (op.lens_id != 0 ? op.lens_id : plan::lengths_hash(op.q_lens, op.ctx_lens))) * 1099511628211ull;
+    // Independent products summed (no multiply chain through the fields), then one avalanche step.
+    static constexpr uint64_t kMul[15] = {
+        0x9e3779b97f4a7c15ull, 0xbf58476d1ce4e5b9ull, 0x94d049bb133111ebull, 0xd6e8feb86659fd93ull,
+        0xa0761d6478bd642full, 0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull,
+        0x1d8e4e27c47d124full, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull, 0x27d4eb2f165667c5ull,
+        0x85ebca77c2b2ae63ull, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull};
+    uint64_t h = 0;
+#pragma GCC unroll 15
+    for (size_t i = 0; i < 15; ++i) h += k.v[i] * kMul[i];
+    if (lens) h += (op.lens_id != 0 ? op.lens_id : plan::lengths_hash(op.q_lens, op.ctx_lens)) * 0x2545f4914f6cdd1dull;
     for (int64_t x : op.expert_tokens) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    h ^= h >> 32;
+    h *= 0xd6e8feb86659fd93ull;
     h ^= h >> 29;
     Entry& e = entries_[h & (kEntries - 1)];
-    if (e.used && std::memcmp(e.key.v, k.v, sizeof k.v) == 0 && e.expert_tokens == op.expert_tokens &&
+    uint64_t diff = e.used ? 0 : 1;
+#pragma GCC unroll 15
+    for (size_t i = 0; i < 15; ++i) diff |= e.key.v[i] ^ k.v[i];  // branch-free
+    if (diff == 0 && e.expert_tokens == op.expert_tokens &&
         (!lens || (op.lens_id != 0 && e.lens_id == op.lens_id) || (e.q_lens == op.q_lens && e.ctx_lens == op.ctx_lens)))
       return e.time;
     e.used = true;
@@ -161,8 +173,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
     auto& rc = out.ranks[static_cast<size_t>(r)];
     std::vector<OpCost> keep = std::move(rc.ops);  // reuse the allocation (CostModel::cost(step, out))
     rc = RankCost{};
-    rc.ops = std::move(keep);
-    rc.ops.clear();
+    rc.ops = std::move(keep);  // every entry is overwritten below (finish_op sets all its fields)
     rc.rank = step.ranks[static_cast<size_t>(r)].rank;
     rc.gpu = place[static_cast<size_t>(r)];
     rc.ops.resize(step.ranks[static_cast<size_t>(r)].ops.size());
