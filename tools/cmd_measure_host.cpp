@@ -6,7 +6,7 @@
 //   bandwidth      a streaming triad a = b + s c over arrays several times the last-level cache, on one thread (the
 //                  cpu backend's element-wise ops run on the rank's thread); STREAM's convention of 3 x 8 bytes per
 //                  element; memcpy likewise (the local communicator copies through host memory: scaleup_bw);
-//   fixed costs    an empty op between two timing events (efficiency.launch_overhead), and in a comment a minimal
+//   fixed costs    in comments: an empty op between two timing events, and a minimal
 //                  op of each family (the families' own sections are left to `parasol calibrate`, which owns
 //                  their keys and fits them from the cost model's defaults).
 // Every timing is the median of repetitions after a warm-up. Capacities come from the OS (/proc/meminfo, sysconf);
@@ -235,9 +235,7 @@ std::string device_yaml(const MeasureOptions& o, const HostFacts& f, const HostM
        "device mean nothing\n"
     << "idle_power: \"0 W\"  # not measured: a placeholder, as tdp\n"
     << "sm_count: " << m.blas_threads << "  # " << read << ": the threads the GEMMs ran on (" << threads << ")\n"
-    << "efficiency:\n"
-    << "  launch_overhead: " << us_text(m.event_s) << "  # " << by << ": an empty op between two timing events, "
-    << "median of 201\n"
+    << "# An empty op between two timing events: " << us_text(m.event_s) << " (" << by << ", median of 201).\n"
     << "# Fixed costs of a minimal op per family, " << by << " (medians of 201). Not written as keys: the\n"
     << "# families' sections and their defaults belong to the cost model; `parasol calibrate` fits them from there.\n"
     << "#   1x1x1 GEMM " << fmt("%.4g", m.gemm_fixed_s * 1e6) << " us, 1x8 rmsnorm "

@@ -164,7 +164,7 @@ CollectiveParams CollectiveParams::from(const spec::Efficiency& e) {
 CollectiveParams CollectiveParams::from(const spec::Gpu& g) {
   CollectiveParams p = from(g.eff);
   p.model = g.collective;
-  p.copy_Bps = g.hbm_bw_Bps * g.eff.memory;
+  p.copy_Bps = g.hbm_bw_Bps * g.gemm.memory;  // a streaming copy: the HBM rate the GEMM fit measured
   return p;
 }
 

@@ -115,7 +115,7 @@ struct CollectiveParams {
   // domain may run on it, within the GPU's CustomAllReduceParams limits; 0: NCCL only.
   double custom_allreduce_max_bytes = 0.0;
   int custom_allreduce_max_gpus = 0;
-  double copy_Bps = 0;               // HBM copy bandwidth (symmetric-memory staging): hbm_bw x Efficiency::memory
+  double copy_Bps = 0;               // HBM copy bandwidth (symmetric-memory staging): hbm_bw x GemmParams::memory
   spec::CollectiveModelParams model;  // protocols, per-kind bandwidths, NIC, custom all-reduce
 
   // Efficiency fields only (the plain alpha-beta model: one protocol, no custom all-reduce).

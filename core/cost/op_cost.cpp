@@ -59,22 +59,6 @@ double op_peak_flops(const plan::Op& op, const spec::Gpu& gpu) {
   return peak_for(gpu, DType::kBf16);
 }
 
-double compute_efficiency(const plan::Op& op, const spec::Gpu& gpu) {
-  const auto& e = gpu.eff;
-  if (op.kind == plan::OpKind::kGemm || op.kind == plan::OpKind::kMoeGate) {
-    double m = static_cast<double>(op.m);
-    if (!op.expert_tokens.empty()) {  // grouped GEMM: the rows each expert's GEMM gets
-      int64_t active = 0;
-      for (int64_t v : op.expert_tokens) active += v > 0 ? 1 : 0;
-      m = active > 0 ? m / static_cast<double>(active) : 0.0;
-    }
-    if (m <= 0) return e.max_compute;
-    return e.max_compute * m / (m + e.m_half);
-  }
-  if (op.kind == plan::OpKind::kAttention || op.kind == plan::OpKind::kMlaAttention) return e.attention_compute;
-  return e.max_compute;
-}
-
 OpTime op_time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable* calibration) {
   OpTime t;
   if (plan::is_communication(op.kind)) {
@@ -95,15 +79,6 @@ OpTime op_time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable*
       t.bound = Bound::kCalibrated;
     }
   }
-  return t;
-}
-
-OpTime roofline_time(const plan::Op& op, const spec::Gpu& gpu) {
-  OpTime t;
-  t.launch_s = gpu.eff.launch_overhead_s;
-  if (op.flops > 0) t.compute_s = op.flops / (op_peak_flops(op, gpu) * compute_efficiency(op, gpu));
-  if (op.bytes > 0) t.memory_s = op.bytes / (gpu.hbm_bw_Bps * gpu.eff.memory);
-  finish_time(t);
   return t;
 }
 

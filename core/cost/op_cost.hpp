@@ -32,11 +32,6 @@ struct OpTime {
 
 // Peak FLOP/s the op runs at (GEMMs in their dtype, attention in bf16 or the op's dtype if wider).
 double op_peak_flops(const plan::Op& op, const spec::Gpu& gpu);
-// Compute efficiency in (0, 1] of the op's shape.
-double compute_efficiency(const plan::Op& op, const spec::Gpu& gpu);
-
-// The roofline alone: max(FLOPs / (peak x compute_efficiency), bytes / (HBM x memory)) + launch overhead.
-OpTime roofline_time(const plan::Op& op, const spec::Gpu& gpu);
 // Sets time_s = max(compute_s, memory_s) + launch_s and the bound from the components.
 void finish_time(OpTime& t);
 

@@ -113,9 +113,9 @@ void gpu_lines(const Gpu& g, int verbosity, std::ostringstream& os, const std::s
   if (g.hbm_bw_Bps > 0)
     os << indent << "ridge point (bf16): " << num(g.peak(DType::kBf16) / g.hbm_bw_Bps, "%.0f") << " FLOP/byte\n";
   if (verbosity >= 2) {
-    os << indent << "efficiency: compute max " << num(g.eff.max_compute) << " (half at m=" << num(g.eff.m_half)
-       << "), memory " << num(g.eff.memory) << ", attention " << num(g.eff.attention_compute) << ", collectives "
-       << num(g.eff.comm_efficiency) << ", launch " << format_time(g.eff.launch_overhead_s) << "\n";
+    os << indent << "GEMM: " << num(g.gemm.max_efficiency) << " of peak at most, HBM " << num(g.gemm.memory)
+       << ", fixed " << format_time(g.gemm.fixed_s) << "; element-wise: HBM " << num(g.elementwise.default_memory)
+       << ", fixed " << format_time(g.elementwise.fixed_s) << "; collectives " << num(g.eff.comm_efficiency) << "\n";
   }
 }
 

@@ -55,12 +55,7 @@ nlohmann::json to_json(const Gpu& g) {
   j["l2_bytes"] = g.l2_bytes;
   j["tdp_W"] = g.tdp_W;
   j["idle_W"] = g.idle_W;
-  j["efficiency"] = {{"max_compute", g.eff.max_compute},
-                     {"m_half", g.eff.m_half},
-                     {"memory", g.eff.memory},
-                     {"attention_compute", g.eff.attention_compute},
-                     {"launch_overhead_s", g.eff.launch_overhead_s},
-                     {"comm_efficiency", g.eff.comm_efficiency},
+  j["efficiency"] = {{"comm_efficiency", g.eff.comm_efficiency},
                      {"nvls_efficiency", g.eff.nvls_efficiency},
                      {"collective_latency_s", g.eff.collective_latency_s},
                      {"nvls_latency_s", g.eff.nvls_latency_s}};

@@ -15,15 +15,9 @@
 
 namespace parasol::spec {
 
-// How far a real kernel gets from the datasheet. compute_efficiency(m) = max_compute_efficiency * m / (m + m_half):
-// small-M GEMMs (decode) cannot fill the machine; memory_efficiency is the fraction of HBM bandwidth a streaming kernel
-// reaches.
+// Collectives' achieved fraction of the links (kernels have their own sections: GemmParams, AttentionParams,
+// ElementwiseParams).
 struct Efficiency {
-  double max_compute = 0.8;
-  double m_half = 64.0;  // tokens at which GEMM efficiency is half of max_compute
-  double memory = 0.85;
-  double attention_compute = 0.6;  // flash attention vs dense GEMM peak
-  double launch_overhead_s = 4e-6;
   double comm_efficiency = 0.8;  // achieved / nominal scale-up bandwidth for collectives (bus bandwidth)
   // NCCL-like collective model (core/cost/collective_cost.hpp, sim/collectives.hpp): NVLS (NVLink SHARP) achieved /
   // nominal bandwidth (0: comm_efficiency), the fixed cost of every collective (kernel launch + protocol), and the

@@ -28,14 +28,15 @@ void load_peaks(const Node& n, Gpu& g) {
 }
 
 Efficiency load_efficiency(const Node& n) {
-  n.allow_keys({"max_compute", "m_half", "memory", "attention_compute", "launch_overhead", "comm_efficiency",
-                "nvls_efficiency", "collective_latency", "nvls_latency"});
+  // The plain roofline's keys, now the kernel sections' parameters: say where they went.
+  for (const char* old : {"max_compute", "m_half", "memory", "attention_compute", "launch_overhead"})
+    if (auto v = n.get(old))
+      v->fail("no key here: GEMM efficiency and fixed cost are in `gemm:`, element-wise bandwidth and fixed cost in "
+              "`elementwise:`, attention in `attention:` (docs/schema-gpu.md); efficiency: holds comm_efficiency, "
+              "nvls_efficiency, collective_latency, nvls_latency",
+              std::string("'") + old + "'");
+  n.allow_keys({"comm_efficiency", "nvls_efficiency", "collective_latency", "nvls_latency"});
   Efficiency e;
-  e.max_compute = n.number_or("max_compute", e.max_compute, 0.01, 1.0);
-  e.m_half = n.number_or("m_half", e.m_half, 0.0, 1e6);
-  e.memory = n.number_or("memory", e.memory, 0.01, 1.0);
-  e.attention_compute = n.number_or("attention_compute", e.attention_compute, 0.01, 1.0);
-  e.launch_overhead_s = n.quantity_or("launch_overhead", Dimension::kTime, e.launch_overhead_s, 0.0, 1e-3);
   e.comm_efficiency = n.number_or("comm_efficiency", e.comm_efficiency, 0.01, 1.0);
   e.nvls_efficiency = n.number_or("nvls_efficiency", e.nvls_efficiency, 0.01, 1.0);
   e.collective_latency_s = n.quantity_or("collective_latency", Dimension::kTime, e.collective_latency_s, 0.0, 1e-3);

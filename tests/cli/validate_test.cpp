@@ -54,7 +54,7 @@ TEST(MeasureHost, WritesALoadableDeviceFileWhoseEveryNumberSaysWhereItCameFrom) 
       EXPECT_NE(line.find(", host "), std::string::npos) << line;
     }
   }
-  EXPECT_GE(numbers, 10);
+  EXPECT_GE(numbers, 8);  // peaks (2), hbm, hbm_bw, scaleup_bw, tdp, idle_power, sm_count; l2 where sysconf has it
   // --json gives the raw measurements.
   RunResult j = run_parasol({"measure-host", "--json", "--reps", "3"}, 60);
   ASSERT_EQ(j.exit_code, 0) << j.err;

@@ -92,7 +92,6 @@ TEST(GpuShipped, UnitsParseToSi) {
   EXPECT_DOUBLE_EQ(g.hbm_bw_Bps, 3.35e12);                   // bandwidths are decimal
   EXPECT_DOUBLE_EQ(g.scaleup_bw_Bps, 450e9);
   EXPECT_DOUBLE_EQ(g.tdp_W, 700.0);
-  EXPECT_DOUBLE_EQ(g.eff.launch_overhead_s, 4e-6);
 }
 
 TEST(GpuPeak, MissingDtypeFallsBackToTheNextWider) {
@@ -123,7 +122,8 @@ TEST(GpuBadInput, UnknownKeySuggestsTheClosest) {
 
 TEST(GpuBadInput, WrongTypeIsRejected) {
   const std::string t = read_text(kGpus + "h100-sxm.yaml");
-  expect_config_error(mutate(t, "  max_compute: 0.75", "  max_compute: high"), "efficiency.max_compute", "number");
+  expect_config_error(mutate(t, "  comm_efficiency: 0.812868", "  comm_efficiency: high"), "efficiency.comm_efficiency",
+                      "number");
   expect_config_error(mutate(t, "vendor: nvidia", "vendor: [nvidia]"), "vendor", "one of");
 }
 
@@ -136,7 +136,11 @@ TEST(GpuBadInput, BadOrMissingUnitIsRejected) {
 
 TEST(GpuBadInput, OutOfRangeValuesAreRejected) {
   const std::string t = read_text(kGpus + "h100-sxm.yaml");
-  expect_config_error(mutate(t, "  memory: 0.88", "  memory: 1.5"), "efficiency.memory", "[0.01, 1]");
+  expect_config_error(mutate(t, "  comm_efficiency: 0.812868", "  comm_efficiency: 1.5"), "efficiency.comm_efficiency",
+                      "[0.01, 1]");
+  // The kernel sections replaced the old roofline's keys: a file that still sets one is told so.
+  expect_config_error(mutate(t, "  comm_efficiency:", "  max_compute: 0.75\n  comm_efficiency:"), "efficiency.max_compute",
+                      "comm_efficiency");
   expect_config_error(mutate(t, "\"70 W\"", "\"900 W\""), "idle_power", "TDP");
   expect_config_error(mutate(t, "\"989.5 TFLOP/s\"", "\"989.5 EFLOP/s\""), "peak_flops.bf16", "in [");
 }
