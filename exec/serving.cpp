@@ -122,6 +122,7 @@ ServeConfig make_serve_config(const plan::Plan& plan, int pool_index, int64_t ma
   c.scheduler = serve::SchedulerConfig::from_pool(pool);
   c.scheduler.role = serve::SchedulerRole::kMixed;
   c.scheduler.prefix_caching = false;
+  c.scheduler.max_context = plan.model.max_position;
   if (c.scheduler.kv_blocks <= 0 || c.scheduler.kv_blocks > max_kv_blocks) c.scheduler.kv_blocks = max_kv_blocks;
   c.runner.weight_type = elem_type(plan.weight_dtype);
   c.runner.kv_type = elem_type(plan.kv_dtype);

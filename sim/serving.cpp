@@ -53,6 +53,7 @@ class Simulation {
       if (plan.disaggregated())
         cfg.role = pool.role == "prefill" ? serve::SchedulerRole::kPrefill : serve::SchedulerRole::kDecode;
       cfg.first_token_at_decode = o.first_token_at_decode;
+      if (cfg.max_context == 0) cfg.max_context = plan.model.max_position;
       routers_.push_back(serve::make_router(o.router));
       loads_.emplace_back(pool.placement.size());
       pool_replicas_.emplace_back();
@@ -89,10 +90,12 @@ class Simulation {
       Replica* rp = r.get();
       const int first_gpu = plan_.pools[rp->pool].placement[rp->index].at(0);
       sg4::Actor::create("replica-" + std::to_string(rp->global), platform_.gpu_host(first_gpu),
-                         [this, rp] { replica_loop(*rp); });
+                         guarded([this, rp] { replica_loop(*rp); }));
     }
-    sg4::Actor::create("arrivals", platform_.gpu_host(plan_.pools[0].placement.at(0).at(0)), [this] { arrivals(); });
+    sg4::Actor::create("arrivals", platform_.gpu_host(plan_.pools[0].placement.at(0).at(0)),
+                       guarded([this] { arrivals(); }));
     sg4::Engine::get_instance()->run();
+    if (failure_) std::rethrow_exception(failure_);
     if (busy_ != 0 || pending_kv_ != 0)
       throw RuntimeFailure("simulation ended with work left (" + std::to_string(busy_) + " busy replicas, " +
                            std::to_string(pending_kv_) + " KV transfers): deadlock");
@@ -127,6 +130,21 @@ class Simulation {
   }
 
  private:
+  // An exception escaping an actor would abort the process inside SimGrid. The first one is kept, every other actor
+  // is killed so that the engine returns, and run() rethrows it: a bad input still ends in its ConfigError (exit 2).
+  template <class F>
+  std::function<void()> guarded(F body) {
+    return [this, body]() mutable {
+      try {
+        body();
+      } catch (const std::exception&) {
+        if (!failure_) failure_ = std::current_exception();
+        sg4::Actor::kill_all();
+      }
+    };
+  }
+  std::exception_ptr failure_;
+
   void emit(const serve::RequestRecord& rec) { emit(rec, sg4::Engine::get_clock()); }
   void emit(const serve::RequestRecord& rec, double now) {
     metrics_.on_request(rec);
@@ -244,7 +262,7 @@ class Simulation {
     ++result_.kv_transfers;
     result_.kv_bytes += bytes;
     auto handoff = std::make_shared<serve::Handoff>(std::move(h));
-    sg4::Actor::create("kv", platform_.gpu_host(src[0]), [this, fs, handoff, &to] {
+    sg4::Actor::create("kv", platform_.gpu_host(src[0]), guarded([this, fs, handoff, &to] {
       FlowStats st;
       run_flows(platform_, *fs, &st);
       result_.flows += st.flows;
@@ -254,7 +272,7 @@ class Simulation {
       refresh(to);
       wake(to);
       maybe_finish();
-    });
+    }));
   }
 
   // The replica's actor: complete what ended, start what can start (up to pp micro-batches in flight, the next one
@@ -383,7 +401,7 @@ class Simulation {
         last_slot = static_cast<int>(slot);
         stage0_free = kInf;
         ++count;
-        sg4::Actor::create("micro-batch", host, [this, &r, &net, &mb, slot] {
+        sg4::Actor::create("micro-batch", host, guarded([this, &r, &net, &mb, slot] {
           mb.f.timing = net.run_micro_batch(r.index, static_cast<int>(slot), mb.f.it.batch, [this, &r, &mb](double t) {
             mb.stage0_s = t;
             wake(r);
@@ -391,7 +409,7 @@ class Simulation {
           mb.f.end_s = sg4::Engine::get_clock();
           mb.done = true;
           wake(r);
-        });
+        }));
       }
       if (count > 0) {
         const bool gated = static_cast<int>(count) < pp && stage0_free > now && r.sched->has_runnable();

@@ -187,15 +187,30 @@ struct MetricsCollector::Impl {
     }
   }
   // Samples every sample time before t_s (and at t_s when `inclusive`): an update at t_s counts for the sample at t_s.
+  // The series is bounded: when it holds kMaxKvSamples, neighbours merge in pairs (mean of the two, larger max) and
+  // the interval doubles, so any simulated span (an idle gap of years included) costs O(kMaxKvSamples) memory and
+  // O(kMaxKvSamples log(span / interval)) work. Every sample then stands for the same number of base intervals, so
+  // the mean over samples is unchanged by merging.
+  static constexpr size_t kMaxKvSamples = 4096;  // even
+  double kv_interval_s = 0;                       // the current interval (cfg's, doubled at each merge)
   void sample_kv_until(double t_s, bool inclusive) {
     if (cfg.kv_sample_interval_s <= 0) return;
+    if (kv_interval_s == 0) kv_interval_s = cfg.kv_sample_interval_s;
     while (next_sample_s < t_s || (inclusive && next_sample_s == t_s)) {
       KvSample k;
       k.t_s = next_sample_s;
       k.mean = kv_sum / double(std::max<size_t>(kv_now.size(), 1));
       for (double u : kv_now) k.max = std::max(k.max, u);
       kv_samples.push_back(k);
-      next_sample_s = double(kv_samples.size()) * cfg.kv_sample_interval_s;
+      if (kv_samples.size() == kMaxKvSamples) {
+        for (size_t i = 0; i < kMaxKvSamples / 2; ++i) {
+          const KvSample &a = kv_samples[2 * i], &b = kv_samples[2 * i + 1];
+          kv_samples[i] = {a.t_s, 0.5 * (a.mean + b.mean), std::max(a.max, b.max)};
+        }
+        kv_samples.resize(kMaxKvSamples / 2);
+        kv_interval_s *= 2;
+      }
+      next_sample_s = double(kv_samples.size()) * kv_interval_s;
     }
   }
 };

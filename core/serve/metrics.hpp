@@ -38,7 +38,8 @@ struct MetricsConfig {
   double peak_flops_per_gpu = 0;  // for MFU (0: MFU not reported)
   double peak_bw_per_gpu = 0;     // HBM B/s, for MBU (0: MBU not reported)
   double kv_sample_interval_s = 1.0;  // KV utilization time series: one sample per interval (mean and max over
-                                      // replicas of each replica's last reported utilization)
+                                      // replicas of each replica's last reported utilization); at most 4096
+                                      // samples: past that, neighbours merge and the interval doubles
   std::ostream* requests_csv = nullptr;  // per-request CSV, streamed (nullptr: not written)
   std::ostream* trace_json = nullptr;    // Chrome/Perfetto trace JSON, streamed (nullptr: not written)
   int64_t trace_max_steps = 200000;      // steps written to the trace, then it stops (noted in the trace)

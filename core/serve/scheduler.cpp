@@ -130,6 +130,15 @@ int64_t Scheduler::tokens_needed_at_end(const Request& r) const {
   return r.input_tokens + std::max<int64_t>(r.output_tokens, 1) - 1;
 }
 
+bool Scheduler::exceeds_context(const Request& r) const {
+  return config_.max_context > 0 && r.input_tokens + r.output_tokens > config_.max_context;
+}
+
+std::string Scheduler::context_reason(const Request& r) const {
+  return "prompt " + std::to_string(r.input_tokens) + " + answer " + std::to_string(r.output_tokens) +
+         " tokens exceed the model's context window of " + std::to_string(config_.max_context);
+}
+
 int64_t Scheduler::work_left(const Seq& q) const {
   const int64_t prefill = q.context < q.prompt_tokens ? q.prompt_tokens - q.context : 0;
   if (config_.role == SchedulerRole::kPrefill) return prefill;
@@ -164,6 +173,8 @@ std::optional<RequestRecord> Scheduler::add(Request request, double now_s) {
   const int64_t need = kv_[0].blocks_for(tokens_needed_at_end(request));
   std::string why;
   if (request.input_tokens <= 0) why = "empty prompt";
+  else if (exceeds_context(request))
+    why = context_reason(request);
   else if (need > kv_[0].total_blocks()) {
     why = "needs " + std::to_string(need) + " KV blocks for " + std::to_string(tokens_needed_at_end(request)) +
           " tokens, replica has " + std::to_string(kv_[0].total_blocks());
@@ -206,15 +217,20 @@ std::optional<RequestRecord> Scheduler::add_prefilled(Handoff h, double now_s) {
   if (config_.role != SchedulerRole::kDecode) throw Error("Scheduler::add_prefilled on a non-decode replica");
   ++stats_.added;
   const int64_t need = kv_[0].blocks_for(tokens_needed_at_end(h.request));
-  if (need > kv_[0].total_blocks()) {
+  const bool too_long = exceeds_context(h.request);
+  if (too_long || need > kv_[0].total_blocks()) {
     ++stats_.rejected;
     RequestRecord rec = h.record;
     rec.finish_s = now_s;
     rec.outcome = Outcome::kRejected;
     rec.replica = replica_;
-    rec.reason = "needs " + std::to_string(need) + " KV blocks, decode replica has " +
-                 std::to_string(kv_[0].total_blocks());
-    if (config_.attn_dp > 1) rec.reason += " per attention-DP group";
+    if (too_long) {
+      rec.reason = context_reason(h.request);
+    } else {
+      rec.reason = "needs " + std::to_string(need) + " KV blocks, decode replica has " +
+                   std::to_string(kv_[0].total_blocks());
+      if (config_.attn_dp > 1) rec.reason += " per attention-DP group";
+    }
     return rec;
   }
   const int32_t s = new_slot();

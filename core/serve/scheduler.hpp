@@ -72,6 +72,9 @@ struct SchedulerConfig {
   // when its first decode iteration starts (KV arrived and admitted: TTFT includes the KV transfer and decode-side
   // queueing; SGLang PD / vLLM's disaggregated proxy / Dynamo); false: at the end of its prefill (DistServe-style).
   bool first_token_at_decode = true;
+  // The model's context window (tokens; 0: none): a request whose prompt and answer need more is rejected when it
+  // arrives, as engines refuse a prompt past max_model_len, with the reason.
+  int64_t max_context = 0;
 
   // max_batch_tokens / max_batch_seqs / kv_block_tokens / kv_blocks from a Plan pool.
   static SchedulerConfig from_pool(const plan::Pool& pool);
@@ -188,6 +191,8 @@ class Scheduler {
   int64_t work_left(const Seq& q) const;
   int64_t private_tokens(const Seq& q, int64_t kv_tokens) const;
   int64_t tokens_needed_at_end(const Request& r) const;
+  bool exceeds_context(const Request& r) const;  // prompt + answer past config_.max_context
+  std::string context_reason(const Request& r) const;
   void put(int32_t s, int64_t new_tokens, double now_s, Iteration& it);
   void admit(int64_t& budget, bool whole_prompts, double now_s, Iteration& it);
   Admission admit_head(int group, int64_t& budget, bool whole_prompts, double now_s, Iteration& it);

@@ -14,6 +14,11 @@ std::optional<std::pair<int64_t, double>> parse_azure_timestamp_split(std::strin
 
 namespace {
 
+// Longest prompt or answer a trace row may give: far beyond any model's context window (those requests are then
+// rejected with a reason), small enough that prompt + answer + any block rounding stays exact in 64 bits.
+constexpr int64_t kMaxTraceTokens = int64_t{1} << 40;
+const char* const kTokenBound = "a token count in [0, 2^40]";
+
 // Line-by-line reader that knows where it is, for error messages.
 class LineReader {
  public:
@@ -96,6 +101,11 @@ class CsvTraceBase : public RequestSource {
     if (!parse_num(field(i), v) || v < 0) reader_.fail(name, "a non-negative integer", "'" + std::string(field(i)) + "'");
     return v;
   }
+  int64_t tokens_field(size_t i, const char* name) {
+    const int64_t v = int_field(i, name);
+    if (v > kMaxTraceTokens) reader_.fail(name, kTokenBound, std::to_string(v));
+    return v;
+  }
   double double_field(size_t i, const char* name) {
     double v = 0;
     if (!parse_num(field(i), v) || !std::isfinite(v)) {
@@ -137,8 +147,8 @@ class AzureTrace final : public CsvTraceBase {
     r.id = next_id_++;
     r.arrival_s = double(t->first - first_->first) + (t->second - first_->second);
     check_order(r.arrival_s, "TIMESTAMP");
-    r.input_tokens = int_field(cols_[1], "ContextTokens");
-    r.output_tokens = int_field(cols_[2], "GeneratedTokens");
+    r.input_tokens = tokens_field(cols_[1], "ContextTokens");
+    r.output_tokens = tokens_field(cols_[2], "GeneratedTokens");
     return r;
   }
 
@@ -161,8 +171,8 @@ class BurstGptTrace final : public CsvTraceBase {
       if (!spec_.model_filter.empty() && field(cols_[1]) != spec_.model_filter) continue;
       if (!spec_.log_type_filter.empty() && field(cols_[5]) != spec_.log_type_filter) continue;
       Request r;
-      r.input_tokens = int_field(cols_[2], "Request tokens");
-      r.output_tokens = int_field(cols_[3], "Response tokens");
+      r.input_tokens = tokens_field(cols_[2], "Request tokens");
+      r.output_tokens = tokens_field(cols_[3], "Response tokens");
       if (r.output_tokens == 0 && !spec_.keep_failed) continue;
       if (!first_) first_ = t;
       r.id = next_id_++;
@@ -192,8 +202,8 @@ class ParasolTrace final : public CsvTraceBase {
     r.id = next_id_++;
     r.arrival_s = double_field(cols_[0], "arrival_s");
     check_order(r.arrival_s, "arrival_s");
-    r.input_tokens = int_field(cols_[1], "input_tokens");
-    r.output_tokens = int_field(cols_[2], "output_tokens");
+    r.input_tokens = tokens_field(cols_[1], "input_tokens");
+    r.output_tokens = tokens_field(cols_[2], "output_tokens");
     if (hashes_col_ >= 0 && size_t(hashes_col_) < fields_.size()) {
       std::string_view h = fields_[size_t(hashes_col_)];
       while (!h.empty()) {
@@ -227,6 +237,7 @@ class MooncakeTrace final : public RequestSource {
     } catch (const nlohmann::json::exception& e) {
       reader_.fail("", "one JSON object per line", e.what());
     }
+    if (!j.is_object()) reader_.fail("", "one JSON object per line (JSON Lines)", std::string("a JSON ") + j.type_name());
     auto num = [&](const char* key) -> const nlohmann::json& {
       auto it = j.find(key);
       if (it == j.end() || !it->is_number()) reader_.fail(key, "a number", it == j.end() ? "nothing" : it->dump());
@@ -237,9 +248,14 @@ class MooncakeTrace final : public RequestSource {
     r.arrival_s = num("timestamp").get<double>() / 1000.0;
     if (r.arrival_s < last_t_) reader_.fail("timestamp", "arrival times in non-decreasing order", j["timestamp"].dump());
     last_t_ = r.arrival_s;
-    r.input_tokens = num("input_length").get<int64_t>();
-    r.output_tokens = num("output_length").get<int64_t>();
-    if (r.input_tokens < 0 || r.output_tokens < 0) reader_.fail("input_length", "non-negative lengths", line_);
+    auto tokens = [&](const char* key) {
+      const nlohmann::json& v = num(key);
+      if (!v.is_number_integer() || v.get<double>() < 0 || v.get<double>() > static_cast<double>(kMaxTraceTokens))
+        reader_.fail(key, kTokenBound, v.dump());
+      return v.get<int64_t>();
+    };
+    r.input_tokens = tokens("input_length");
+    r.output_tokens = tokens("output_length");
     if (auto it = j.find("hash_ids"); it != j.end()) {
       if (!it->is_array()) reader_.fail("hash_ids", "a list of integers", it->dump());
       r.prefix_hashes.reserve(it->size());

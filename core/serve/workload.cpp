@@ -212,34 +212,36 @@ TraceSpec load_trace(const yaml::Node& n) {
 }
 
 LengthSpec load_length(const yaml::Node& n) {
+  // Lengths are token counts up to 2^40 (as trace rows): past any context window, exact in 64-bit sums.
+  constexpr int64_t kMaxLength = int64_t{1} << 40;
   LengthSpec l;
   if (n.is_scalar()) {  // shorthand: `input: 512`
-    l.value = n.as_int(1);
+    l.value = n.as_int(1, kMaxLength);
     return l;
   }
   const std::string dist = n.at("dist").as_enum({"fixed", "uniform", "lognormal", "empirical"});
   if (dist == "fixed") {
     n.allow_keys({"dist", "value"});
-    l.value = n.integer("value", 0);
+    l.value = n.integer("value", 0, kMaxLength);
   } else if (dist == "uniform") {
     n.allow_keys({"dist", "min", "max"});
     l.kind = LengthKind::kUniform;
-    l.min = n.integer("min", 0);
-    l.max = n.integer("max", l.min);
+    l.min = n.integer("min", 0, kMaxLength);
+    l.max = n.integer("max", l.min, kMaxLength);
   } else if (dist == "lognormal") {
     n.allow_keys({"dist", "mean", "cv", "min", "max"});
     l.kind = LengthKind::kLognormal;
-    l.mean = n.number("mean", 1e-9);
-    l.cv = n.number_or("cv", 1.0, 0.0);
-    l.min = n.integer_or("min", 1, 0);
-    l.max = n.integer_or("max", 1 << 20, l.min);
+    l.mean = n.number("mean", 1e-9, double(kMaxLength));
+    l.cv = n.number_or("cv", 1.0, 0.0, 1e3);
+    l.min = n.integer_or("min", 1, 0, kMaxLength);
+    l.max = n.integer_or("max", 1 << 20, l.min, kMaxLength);
   } else {
     n.allow_keys({"dist", "trace", "format", "min", "max"});
     l.kind = LengthKind::kEmpirical;
     l.trace.path = resolve_path(n.at("trace"));
     l.trace.format = parse_trace_format(n.at("format").as_enum({"azure", "mooncake", "burstgpt", "parasol"}));
-    l.min = n.integer_or("min", 0, 0);
-    l.max = n.integer_or("max", INT64_MAX, l.min);
+    l.min = n.integer_or("min", 0, 0, kMaxLength);
+    l.max = n.integer_or("max", kMaxLength, l.min, kMaxLength);
   }
   return l;
 }
@@ -301,9 +303,16 @@ std::unique_ptr<RequestSource> shape_source(std::unique_ptr<RequestSource> inner
   return std::make_unique<ShapedSource>(std::move(inner), rate_scale, window_start_s, window_end_s, max_requests);
 }
 
+void validate_trace(const TraceSpec& trace) {
+  auto src = open_trace(trace);
+  while (src->next()) {
+  }
+}
+
 std::unique_ptr<RequestSource> make_source(const WorkloadSpec& spec, uint64_t seed) {
   std::unique_ptr<RequestSource> inner;
   if (spec.kind == WorkloadSpec::Kind::kTrace) {
+    validate_trace(spec.trace);  // every row, before anything runs: the run itself streams it again
     inner = open_trace(spec.trace);
   } else {
     inner = std::make_unique<SyntheticSource>(spec, spec.seed.value_or(seed));

@@ -115,9 +115,13 @@ struct WorkloadSpec {
 // Relative paths are resolved against the folder of the YAML file. Errors are ConfigError at the offending key.
 WorkloadSpec load_workload(const yaml::Node& node);
 
-// Builds the source. `seed` drives synthetic draws (spec.seed wins when set). Opens trace files now: a missing or
-// malformed file is a ConfigError (file, line, column, what was expected).
+// Builds the source. `seed` drives synthetic draws (spec.seed wins when set). Reads a trace through once now
+// (validate_trace), so a missing or malformed file, or any bad row, is a ConfigError (file, line, column, what was
+// expected) before a simulation starts, never in the middle of one.
 std::unique_ptr<RequestSource> make_source(const WorkloadSpec& spec, uint64_t seed);
+
+// Reads every row of the trace (streaming: one line in memory) and throws the first row's ConfigError.
+void validate_trace(const TraceSpec& trace);
 
 // Individual readers, for callers that bypass WorkloadSpec (window/scale/cap not applied: wrap in a
 // ShapedSource for those).

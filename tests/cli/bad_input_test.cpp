@@ -244,5 +244,77 @@ TEST(BadInput, ErrorInAReferencedFileNamesThatFile) {
   EXPECT_EQ(loc.key, "layers");
 }
 
+// Bad trace rows under `sim --trace` and `sim --plan` (the simulation streams the trace: every row is read before it
+// starts, so a bad one is the usual located error, never an abort inside the simulation).
+struct TraceCase {
+  TempDir dir;
+  fs::path trace;
+  RunResult result;
+  Located loc;
+  TraceCase(const std::string& name, const std::string& content, const std::string& format,
+            std::vector<std::string> extra = {}) : trace(dir / name) {
+    write_text(dir / "s.yaml", valid_scenario());
+    write_text(trace, content);
+    std::vector<std::string> args = {"sim", (dir / "s.yaml").string(), "--trace", trace.string(), "--trace-format",
+                                     format, "-q"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    result = run_parasol(args, 60);
+    loc = expect_one_line_error(result);
+    EXPECT_EQ(loc.file, trace.string());
+  }
+};
+
+const char* const kParasolHeader = "arrival_s,input_tokens,output_tokens\n";
+
+TEST(BadTrace, OutOfOrderArrivalNamesItsLine) {
+  TraceCase c("t.csv", std::string(kParasolHeader) + "0,100,10\n5,100,10\n1,100,10\n", "parasol");
+  EXPECT_EQ(c.loc.line, 4);
+  EXPECT_EQ(c.loc.key, "arrival_s");
+}
+
+TEST(BadTrace, GarbageByteInANumber) {
+  TraceCase c("t.csv", std::string(kParasolHeader) + "0,100,10\n5,1\xff" "0,10\n", "parasol");
+  EXPECT_EQ(c.loc.line, 3);
+  EXPECT_EQ(c.loc.key, "input_tokens");
+}
+
+TEST(BadTrace, TruncatedLastLine) {
+  TraceCase c("t.csv", std::string(kParasolHeader) + "0,100,10\n1,10", "parasol");
+  EXPECT_EQ(c.loc.line, 3);
+}
+
+TEST(BadTrace, JsonArrayInsteadOfJsonLines) {
+  TraceCase c("t.jsonl", "[{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 5}]\n", "mooncake");
+  EXPECT_EQ(c.loc.line, 1);
+  EXPECT_NE(c.loc.expected.find("JSON object per line"), std::string::npos);
+}
+
+TEST(BadTrace, PromptOfTwoToTheSixtyThreeTokensIsOutOfBounds) {
+  TraceCase c("t.csv", std::string(kParasolHeader) + "0,100,10\n1,9223372036854775807,10\n", "parasol");
+  EXPECT_EQ(c.loc.line, 3);
+  EXPECT_NE(c.loc.expected.find("2^40"), std::string::npos);
+}
+
+TEST(BadTrace, MooncakeLengthThatIsNotAnInteger) {
+  TraceCase c("t.jsonl", "{\"timestamp\": 0, \"input_length\": 1e30, \"output_length\": 5}\n", "mooncake");
+  EXPECT_EQ(c.loc.key, "input_length");
+}
+
+// The same file through a scenario whose workload is the trace, with a plan given (no search).
+TEST(BadTrace, TraceScenarioUnderPlan) {
+  TempDir dir;
+  write_text(dir / "t.csv", std::string(kParasolHeader) + "0,100,10\n5,100,10\n1,100,10\n");
+  write_text(dir / "s.yaml", edit(valid_scenario(), "workload:\n  kind: synthetic\n  requests: 10\n  arrival: {process: poisson, rate: 1}\n",
+                                  "workload:\n  kind: trace\n  trace: {path: t.csv, format: parasol}\n"));
+  write_text(dir / "ok.yaml", valid_scenario());  // the same deployment; `plan` on the trace scenario rejects it too
+  const RunResult plan = run_parasol({"plan", (dir / "ok.yaml").string(), "-q", "--out", (dir / "p").string()}, 60);
+  ASSERT_EQ(plan.exit_code, 0) << plan.err;
+  const RunResult r =
+      run_parasol({"sim", (dir / "s.yaml").string(), "--plan", (dir / "p" / "plan.yaml").string(), "-q"}, 60);
+  const Located loc = expect_one_line_error(r);
+  EXPECT_EQ(loc.file, (dir / "t.csv").string());
+  EXPECT_EQ(loc.line, 4);
+}
+
 }  // namespace
 }  // namespace parasol::testing

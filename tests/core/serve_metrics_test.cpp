@@ -2,6 +2,8 @@
 // the CSV and trace JSON shapes, and the router policies.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -97,6 +99,34 @@ TEST(ServeMetrics, SummaryCountsGoodputAndLatencies) {
   EXPECT_EQ(j["requests"]["arrived"], 101);
   EXPECT_NEAR(j["latency_s"]["ttft"]["p99"].get<double>(), 0.9901, 1e-9);
   EXPECT_FALSE(MetricsCollector::summary_text(sum).empty());
+}
+
+// A run that spans years (an idle gap between two arrivals) keeps a bounded KV series: neighbours merge and the
+// interval doubles, and the series still covers the whole span with the right mean.
+TEST(ServeMetrics, KvSeriesStaysBoundedOverAYearsLongSpan) {
+  MetricsConfig c;
+  c.replicas = 1;
+  c.kv_sample_interval_s = 1.0;
+  MetricsCollector m(c);
+  StepSample s;
+  s.replica = 0;
+  s.start_s = 0;
+  s.end_s = 1;
+  s.kv_utilization = 1.0;  // full for [1 s, 1e9 s), empty after
+  m.on_step(s);
+  s.start_s = 1e9 - 1;
+  s.end_s = 1e9;
+  s.kv_utilization = 0.0;
+  m.on_step(s);
+  const Summary sum = m.finish(2e9);
+  ASSERT_GE(sum.kv_utilization.size(), 2048u);
+  ASSERT_LE(sum.kv_utilization.size(), 4096u);
+  const double step = sum.kv_utilization[1].t_s - sum.kv_utilization[0].t_s;  // a power of two seconds
+  EXPECT_EQ(step, std::exp2(std::round(std::log2(step))));
+  for (size_t i = 0; i < sum.kv_utilization.size(); ++i) EXPECT_EQ(sum.kv_utilization[i].t_s, double(i) * step);
+  EXPECT_LT(sum.kv_utilization.back().t_s, 2e9);
+  EXPECT_GE(sum.kv_utilization.back().t_s + step, 2e9 - step);
+  EXPECT_NEAR(sum.kv_utilization_mean, 0.5, 1e-3);  // full for half of the span
 }
 
 TEST(ServeMetrics, ItlPercentilesAreWithinHistogramResolution) {

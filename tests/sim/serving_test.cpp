@@ -6,6 +6,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "core/common/error.hpp"
 #include "core/cost/step_cost.hpp"
 #include "core/plan/build_step.hpp"
 #include "core/plan/placement.hpp"
@@ -70,6 +71,62 @@ TEST(Serving, LoneRequestTtftIsPrefillStepAndE2eAddsEachDecodeStep) {
   EXPECT_NEAR(sum.e2e_s.mean, prefill + decode_sum, 1e-12);
   EXPECT_NEAR(res.end_s, 0.25 + prefill + decode_sum, 1e-12);
   EXPECT_EQ(res.iterations, out);
+}
+
+// A source that fails on its third request, as a trace row might mid-run: the error leaves simulate_serving as the
+// same exception (the CLI's exit 2), not an abort inside the simulation engine.
+class FailingSource final : public serve::RequestSource {
+ public:
+  std::optional<serve::Request> next() override {
+    if (++calls_ == 3) throw ConfigError("bad.csv", 4, 1, "input_tokens", "a non-negative integer", "'x'");
+    serve::Request r;
+    r.id = calls_;
+    r.arrival_s = 0.01 * calls_;
+    r.input_tokens = 100;
+    r.output_tokens = 50;
+    return r;
+  }
+  std::string describe() const override { return "failing"; }
+
+ private:
+  int calls_ = 0;
+};
+
+TEST(Serving, AnErrorInsideTheSimulationLeavesAsItsException) {
+  Deployment s(2);
+  FailingSource src;
+  serve::MetricsConfig mc;
+  serve::MetricsCollector metrics(mc);
+  try {
+    simulate_serving(s.plan, s.cluster, src, metrics, {});
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.line(), 4);
+    EXPECT_EQ(e.key_path(), "input_tokens");
+  }
+}
+
+// A request past the model's context window is rejected when it arrives, with the reason; the others complete.
+TEST(Serving, RequestsPastTheContextWindowAreRejectedWithTheReason) {
+  Deployment s;
+  const int64_t window = s.plan.model.max_position;
+  ASSERT_GT(window, 0);
+  std::vector<serve::Request> reqs(3);
+  for (int i = 0; i < 3; ++i) reqs[i].id = i, reqs[i].arrival_s = 0.1 * i, reqs[i].output_tokens = 10;
+  reqs[0].input_tokens = 100;
+  reqs[1].input_tokens = window - 10;  // prompt + answer = the window: fits
+  reqs[2].input_tokens = window - 9;   // one token past it
+  ListSource src(reqs);
+  serve::MetricsConfig mc;
+  serve::MetricsCollector metrics(mc);
+  const ServeResult res = simulate_serving(s.plan, s.cluster, src, metrics, {});
+  const serve::Summary sum = metrics.finish(res.end_s);
+  EXPECT_EQ(sum.arrived, 3);
+  EXPECT_EQ(sum.rejected + sum.completed, 3);
+  ASSERT_EQ(sum.reasons.size(), 1u);
+  EXPECT_NE(sum.reasons[0].first.find("context window of " + std::to_string(window)), std::string::npos)
+      << sum.reasons[0].first;
+  EXPECT_EQ(sum.reasons[0].second, 1);
 }
 
 // Poisson arrivals at rate rho / E[S], batch size 1: mean wait vs Pollaczek-Khinchine lambda E[S^2] / (2 (1 - rho)).
