@@ -80,12 +80,15 @@ struct ChosenPlan {
 };
 
 ChosenPlan resolve_plan(const spec::Scenario& sc, const SimArgs& a, uint64_t seed) {
+  const std::string scenario_file = sc.file.empty() ? "default (embedded)" : sc.file;
   if (!a.plan.empty()) {
     plan::Plan p = plan::load_plan_file(a.plan);
+    plan::check_plan_fits(p, a.plan, sc.model, sc.cluster, sc.gpu_type, scenario_file);
     return {p, "plan " + plan_label(p) + ": from --plan " + a.plan};
   }
   if (sc.plan_path) {
     plan::Plan p = plan::load_plan_file(*sc.plan_path);
+    plan::check_plan_fits(p, *sc.plan_path, sc.model, sc.cluster, sc.gpu_type, scenario_file);
     return {p, "plan " + plan_label(p) + ": from the scenario's plan: " + *sc.plan_path};
   }
   sim::PlanChoice c = sim::choose_plan(sc, seed);

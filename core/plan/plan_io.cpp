@@ -266,4 +266,36 @@ nlohmann::json to_json(const Plan& p) {
   return j;
 }
 
+void check_plan_fits(const Plan& plan, const std::string& plan_file, const spec::Model& model,
+                     const spec::Cluster& cluster, const std::string& gpu_type, const std::string& scenario_file) {
+  const std::string in = " (scenario " + scenario_file + ")";
+  auto fail = [&](const std::string& key, const std::string& expected, const std::string& found) {
+    throw ConfigError(plan_file, 0, 0, key, expected + in, "a plan for " + found);
+  };
+  const spec::Model& m = plan.model;
+  if (m.name != model.name) fail("model", "the scenario's model '" + model.name + "'", "'" + m.name + "'");
+  auto shape = [](const spec::Model& x) {
+    return std::to_string(x.layers) + " layers, hidden " + std::to_string(x.hidden) + ", " + std::to_string(x.heads) +
+           "/" + std::to_string(x.kv_heads) + " heads of " + std::to_string(x.head_dim) + ", FFN " +
+           std::to_string(x.ffn) + ", vocabulary " + std::to_string(x.vocab) + ", " + std::to_string(x.moe.num_experts) +
+           " experts";
+  };
+  if (shape(m) != shape(model))
+    fail("model", "model '" + model.name + "' as the scenario has it (" + shape(model) + ")", "one of " + shape(m));
+  if (plan.cluster_name != cluster.name)
+    fail("cluster", "the scenario's cluster '" + cluster.name + "'", "cluster '" + plan.cluster_name + "'");
+  if (!gpu_type.empty() && plan.gpu_type != gpu_type)
+    fail("gpu_type", "the scenario's GPU type '" + gpu_type + "'", "GPU type '" + plan.gpu_type + "'");
+  for (const auto& pool : plan.pools) {
+    const std::string& type = pool.gpu_type.empty() ? plan.gpu_type : pool.gpu_type;
+    if (!cluster.gpu_types.count(type))
+      fail("gpu_type", "a GPU type of cluster '" + cluster.name + "'", "GPU type '" + type + "'");
+    for (const auto& inst : pool.placement)
+      for (int g : inst)
+        if (g < 0 || g >= cluster.gpu_count())
+          fail("placement", "GPUs 0.." + std::to_string(cluster.gpu_count() - 1) + " of cluster '" + cluster.name + "'",
+               "GPU " + std::to_string(g));
+  }
+}
+
 }  // namespace parasol::plan

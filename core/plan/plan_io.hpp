@@ -19,4 +19,11 @@ Plan load_plan(const yaml::Node& node);  // ConfigError on bad input (unknown ke
 Plan load_plan_file(const std::string& path);
 nlohmann::json to_json(const Plan& plan);
 
+// A plan given next to a scenario (`sim --plan`, a scenario's `plan:`) must be for that scenario's model, cluster and
+// GPU type: otherwise a ConfigError at the plan file naming both (what the scenario has, what the plan was made
+// for). The model must agree in name and shape (layers, hidden, heads, KV heads, head dim, FFN, vocabulary, experts);
+// the cluster in name and in holding every GPU the placement names; the GPU types must be the cluster's.
+void check_plan_fits(const Plan& plan, const std::string& plan_file, const spec::Model& model,
+                     const spec::Cluster& cluster, const std::string& gpu_type, const std::string& scenario_file);
+
 }  // namespace parasol::plan

@@ -316,5 +316,35 @@ TEST(BadTrace, TraceScenarioUnderPlan) {
   EXPECT_EQ(loc.line, 4);
 }
 
+// A plan made for another model or cluster is refused, naming what the scenario has and what the plan was for.
+struct PlanMismatch {
+  TempDir dir;
+  RunResult result;
+  Located loc;
+  PlanMismatch(const std::string& from, const std::string& to) {
+    write_text(dir / "ok.yaml", valid_scenario());
+    const RunResult plan = run_parasol({"plan", (dir / "ok.yaml").string(), "-q", "--out", (dir / "p").string()}, 60);
+    EXPECT_EQ(plan.exit_code, 0) << plan.err;
+    write_text(dir / "other.yaml", edit(valid_scenario(), from, to));
+    result = run_parasol({"sim", (dir / "other.yaml").string(), "--plan", (dir / "p" / "plan.yaml").string(), "-q"}, 60);
+    EXPECT_EQ(result.exit_code, 2) << result.err;
+    EXPECT_EQ(line_count(result.err), 1) << result.err;
+    EXPECT_NE(result.err.find((dir / "p" / "plan.yaml").string()), std::string::npos) << result.err;
+    EXPECT_NE(result.err.find((dir / "other.yaml").string()), std::string::npos) << result.err;
+  }
+};
+
+TEST(PlanMismatch, AnotherModelNamesBoth) {
+  PlanMismatch m(data("scenarios/models/llama-3.1-8b.yaml"), data("scenarios/models/llama-3.1-70b.yaml"));
+  EXPECT_NE(m.result.err.find("key 'model'"), std::string::npos) << m.result.err;
+  EXPECT_NE(m.result.err.find("llama-3.1-70b"), std::string::npos) << m.result.err;
+  EXPECT_NE(m.result.err.find("llama-3.1-8b"), std::string::npos) << m.result.err;
+}
+
+TEST(PlanMismatch, AnotherClusterNamesBoth) {
+  PlanMismatch m(data("topologies/clusters/dgx-h100.yaml"), data("topologies/clusters/dgx-a100.yaml"));
+  EXPECT_NE(m.result.err.find("key 'cluster'"), std::string::npos) << m.result.err;
+}
+
 }  // namespace
 }  // namespace parasol::testing
