@@ -2,6 +2,7 @@
 #include "sim/plan_choice.hpp"
 
 #include <cstdio>
+#include <filesystem>
 #include <utility>
 #include <vector>
 
@@ -42,8 +43,21 @@ std::optional<serve::WorkloadSpec> scenario_workload(const spec::Scenario& s, st
   note.clear();
   if (!s.workload) return std::nullopt;
   const auto& declared = s.search.workload_stats;
+  const auto policy = s.workload->get("missing_trace");
+  const bool substitute = policy && policy->as_enum({"error", "workload_stats"}) == "workload_stats";
+  if (substitute && !declared)
+    policy->fail("search.workload_stats in the scenario (missing_trace: workload_stats simulates them)",
+                 "no search.workload_stats");
   for (const auto& [at, found] : plan::referenced_traces(*s.workload)) {
-    if (found || !declared) continue;
+    if (found) continue;
+    if (!substitute) {
+      const auto where = std::filesystem::path(at.file()).parent_path() / at.as_string();
+      at.fail("a trace file at " + where.lexically_normal().string() +
+                  " (the shared traces live in ../shared/traces beside the checkout: see that folder's README and "
+                  "docs/workloads.md; `missing_trace: workload_stats` in the workload section simulates the declared "
+                  "search.workload_stats instead)",
+              "no such file");
+    }
     // Keep the section's own cap, window end and seed; replace the arrivals and lengths by the declared statistics.
     serve::WorkloadSpec orig;
     orig.max_requests = -1;
@@ -66,7 +80,7 @@ std::optional<serve::WorkloadSpec> scenario_workload(const spec::Scenario& s, st
     w.max_requests = orig.max_requests;
     note = "trace " + at.as_string() + " not found: simulating Poisson arrivals at " + fmt("%.4g", declared->rate_per_s) +
            " req/s with lognormal lengths (cv 1) of the declared means " + fmt("%.0f", declared->input_mean) + " / " +
-           fmt("%.0f", declared->output_mean) + " tokens (search.workload_stats)";
+           fmt("%.0f", declared->output_mean) + " tokens (search.workload_stats; workload.missing_trace: workload_stats)";
     return w;
   }
   return serve::load_workload(*s.workload);

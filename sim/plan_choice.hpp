@@ -28,9 +28,10 @@ struct PlanChoice {
 // Searches the scenario's space and returns the best candidate as a Plan. ConfigError when nothing is feasible.
 PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed);
 
-// The scenario's workload, or, when it names a trace file that is absent and the scenario declares
-// `search.workload_stats`, a synthetic stand-in: Poisson arrivals at the declared rate, lognormal lengths (cv 1) with
-// the declared means. `note` is set when the stand-in is used. nullopt when the scenario has no workload at all.
+// The scenario's workload. A trace file that is absent is a ConfigError at its path (saying where traces come from),
+// unless the workload asks for a stand-in (`missing_trace: workload_stats`): then Poisson arrivals at the declared
+// search.workload_stats rate with lognormal lengths (cv 1) of the declared means, and `note` says so (the caller
+// prints it whatever the verbosity, and records it in the summary). nullopt when the scenario has no workload at all.
 std::optional<serve::WorkloadSpec> scenario_workload(const spec::Scenario& s, std::string& note);
 
 }  // namespace parasol::sim

@@ -108,9 +108,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
     sc = spec::load_scenario_file(resolve_data_path(a.scenario));
   }
   activate_calibration(!a.calibration.empty() ? a.calibration : sc.calibration.value_or(""), common.verbosity);
-  const ChosenPlan chosen = resolve_plan(sc, a, common.seed);
-  const plan::Plan& plan = chosen.plan;
-
+  // The workload before the plan: an absent trace is an error before any search runs.
   serve::WorkloadSpec ws;
   std::string workload_note;
   if (!a.trace.empty()) {
@@ -122,6 +120,10 @@ int run(const SimArgs& a, const CommonOptions& common) {
   } else {
     throw ConfigError(sc.file, 0, 0, "workload", "a workload section (or --trace FILE)", "none");
   }
+  // A substituted workload changes every figure: said on stderr whatever -q or --json, and in the summary.
+  if (!workload_note.empty()) std::cerr << "parasol: warning: workload: " << workload_note << "\n";
+  const ChosenPlan chosen = resolve_plan(sc, a, common.seed);
+  const plan::Plan& plan = chosen.plan;
   if (a.requests >= 0) ws.max_requests = a.requests;
   if (ws.kind == serve::WorkloadSpec::Kind::kSynthetic && ws.max_requests < 0 && ws.window_end_s >= 1e300) {
     if (sc.sim.duration_s)
@@ -185,7 +187,8 @@ int run(const SimArgs& a, const CommonOptions& common) {
   const double wall1 = wall_s();
   const Usage use1 = usage();
   const sim::ServeResult res = sim::simulate_serving(plan, sc.cluster, *source, metrics, o);
-  const serve::Summary sum = metrics.finish(res.end_s);
+  serve::Summary sum = metrics.finish(res.end_s);
+  if (!workload_note.empty()) sum.notes.push_back("workload: " + workload_note);
   if (a.timing) {
     const double wall2 = wall_s();
     const Usage use2 = usage();
@@ -224,7 +227,6 @@ int run(const SimArgs& a, const CommonOptions& common) {
   }
   if (common.verbosity == 0) return 0;
   std::cout << chosen.line << "\n";
-  if (!workload_note.empty()) std::cout << "workload: " << workload_note << "\n";
   std::cout << "scenario " << (sc.name.empty() ? sc.file : sc.name) << ": " << sc.model.name << " on "
             << sc.cluster.name << ", " << replicas << " replica(s), fidelity "
             << (o.fidelity == spec::Fidelity::kNetwork ? "network" : "analytic") << ", " << source->describe() << "\n";

@@ -382,6 +382,9 @@ void MetricsCollector::write_summary_json(const Summary& s, std::ostream& os) {
     return out + "]";
   };
   os << "{\n  \"schema\": \"parasol.metrics/1\",\n";
+  os << "  \"notes\": [";
+  for (size_t i = 0; i < s.notes.size(); ++i) os << (i ? ", " : "") << json_string(s.notes[i]);
+  os << "],\n";
   os << "  \"requests\": {\"arrived\": " << s.arrived << ", \"completed\": " << s.completed
      << ", \"rejected\": " << s.rejected << ", \"failed\": " << s.failed << ", \"reasons\": {";
   for (size_t i = 0; i < s.reasons.size(); ++i) {
@@ -439,6 +442,7 @@ std::string MetricsCollector::summary_text(const Summary& s) {
     os << "  " << name << " ms   p50 " << ms(p.p50) << "  p90 " << ms(p.p90) << "  p99 " << ms(p.p99)
        << "  p99.9 " << ms(p.p999) << "  mean " << ms(p.mean) << "\n";
   };
+  for (const auto& n : s.notes) os << "note      " << n << "\n";
   os << "requests  " << s.arrived << " arrived, " << s.completed << " completed, " << s.rejected << " rejected, "
      << s.failed << " failed\n";
   for (const auto& [why, n] : s.reasons) os << "  " << n << " x " << why << "\n";

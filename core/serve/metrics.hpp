@@ -71,6 +71,9 @@ struct KvSample {
 };
 
 struct Summary {
+  // What the reader must know about where the figures come from (a substituted workload, a partial run), each one
+  // line: first in the text summary, "notes" in the JSON.
+  std::vector<std::string> notes;
   int64_t arrived = 0, completed = 0, rejected = 0, failed = 0;
   std::vector<std::pair<std::string, int64_t>> reasons;  // rejection / failure reasons with counts, sorted by reason
   double duration_s = 0;        // from 0 (first arrival) to the end passed to finish()

@@ -250,7 +250,9 @@ LengthSpec load_length(const yaml::Node& n) {
 
 WorkloadSpec load_workload(const yaml::Node& n) {
   if (!n.is_map()) n.fail("a workload map");
-  n.allow_keys({"kind", "requests", "arrival", "input", "output", "trace", "rate_scale", "window", "seed"});
+  n.allow_keys({"kind", "requests", "arrival", "input", "output", "trace", "rate_scale", "window", "seed",
+                "missing_trace"});
+  if (auto m = n.get("missing_trace")) m->as_enum({"error", "workload_stats"});  // acted on by the simulator
   WorkloadSpec w;
   const std::string kind = n.has("kind") ? n.at("kind").as_enum({"synthetic", "trace"})
                            : n.has("trace")  ? "trace"

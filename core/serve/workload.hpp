@@ -112,6 +112,8 @@ struct WorkloadSpec {
 //     rate_scale: 2.0
 //     window: {start: "600 s", end: "1200 s"}
 //     seed: 7
+//     missing_trace: error | workload_stats   # a trace file that is absent: an error (default), or simulate the
+//                                             # scenario's declared search.workload_stats instead, said in the output
 // Relative paths are resolved against the folder of the YAML file. Errors are ConfigError at the offending key.
 WorkloadSpec load_workload(const yaml::Node& node);
 

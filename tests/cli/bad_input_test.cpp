@@ -346,5 +346,50 @@ TEST(PlanMismatch, AnotherClusterNamesBoth) {
   EXPECT_NE(m.result.err.find("key 'cluster'"), std::string::npos) << m.result.err;
 }
 
+// A checkout without ../shared: a scenario that replays an absent trace fails and says where traces come from; one
+// that declares a stand-in (missing_trace: workload_stats) runs it and says so whatever -q or --json.
+std::string trace_scenario(const std::string& extra_workload_line) {
+  return edit(valid_scenario(), "workload:\n  kind: synthetic\n  requests: 10\n  arrival: {process: poisson, rate: 1}\n",
+              "workload:\n  kind: trace\n" + extra_workload_line +
+                  "  trace: {path: ../no-shared/traces/absent.csv, format: azure}\n");
+}
+
+std::string with_stats(const std::string& text) {
+  return edit(text, "search:\n", "search:\n  workload_stats: {rate: 2, input_mean: 500, output_mean: 50}\n");
+}
+
+TEST(FreshClone, AbsentTraceSaysWhereTracesComeFrom) {
+  TempDir dir;
+  const std::string text = with_stats(trace_scenario(""));
+  write_text(dir / "s.yaml", text);
+  const RunResult r = run_parasol({"sim", (dir / "s.yaml").string(), "-q"}, 60);
+  const Located loc = expect_one_line_error(r);
+  EXPECT_EQ(loc.file, (dir / "s.yaml").string());
+  EXPECT_EQ(loc.line, line_of(text, "absent.csv"));
+  EXPECT_EQ(loc.key, "workload.trace.path");
+  EXPECT_NE(loc.expected.find("../shared/traces"), std::string::npos) << r.err;
+  EXPECT_NE(loc.expected.find("missing_trace: workload_stats"), std::string::npos) << r.err;
+}
+
+TEST(FreshClone, DeclaredStandInRunsAndSaysSoEvenQuietAndInJson) {
+  TempDir dir;
+  write_text(dir / "s.yaml", with_stats(trace_scenario("  missing_trace: workload_stats\n")));
+  const RunResult q = run_parasol({"sim", (dir / "s.yaml").string(), "-q"}, 60);
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  EXPECT_NE(q.err.find("warning: workload: trace ../no-shared/traces/absent.csv not found"), std::string::npos) << q.err;
+  const RunResult j = run_parasol({"sim", (dir / "s.yaml").string(), "--json"}, 60);
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  EXPECT_NE(j.out.find("\"notes\": [\"workload: trace ../no-shared/traces/absent.csv not found"), std::string::npos)
+      << j.out.substr(0, 400);
+}
+
+TEST(FreshClone, StandInWithoutDeclaredStatisticsIsAnError) {
+  TempDir dir;
+  const std::string text = trace_scenario("  missing_trace: workload_stats\n");
+  write_text(dir / "s.yaml", text);
+  const Located loc = expect_one_line_error(run_parasol({"sim", (dir / "s.yaml").string(), "-q"}, 60));
+  EXPECT_EQ(loc.key, "workload.missing_trace");
+}
+
 }  // namespace
 }  // namespace parasol::testing
