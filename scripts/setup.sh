@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up for a fresh Debian bookworm machine: installs the Debian packages parasol needs (idempotent;
 # sudo when not root; apt-get update once), configures and builds. Then, depending on the argument:
-#   scripts/setup.sh run    build, then run the main job (`parasol sim` on the embedded default scenario)
+#   scripts/setup.sh run    build the CLI alone, then run the main job (`parasol sim` on the embedded default scenario)
 #   scripts/setup.sh test   build, then run the whole test suite (ctest -LE gpu)
 #   scripts/setup.sh        build only
 # Environment: BUILD_DIR (default build), JOBS (default 2), PARASOL_WERROR (default ON under CI).
@@ -34,7 +34,12 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
 else
   cmake -S . -B "$BUILD_DIR" -DPARASOL_WERROR="$WERROR" >/dev/null
 fi
-cmake --build "$BUILD_DIR" -j "$JOBS"
+# The main job needs only the CLI (not the tests, benchmarks or CUDA kernels): `run` builds that target alone.
+if [ "$mode" = run ]; then
+  cmake --build "$BUILD_DIR" -j "$JOBS" --target parasol
+else
+  cmake --build "$BUILD_DIR" -j "$JOBS"
+fi
 
 case "$mode" in
   run)
