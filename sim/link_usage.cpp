@@ -171,26 +171,4 @@ std::string flow_trace_events(const Platform& p, int pid) {
   return out;
 }
 
-void append_trace_events(const std::string& path, const std::string& events) {
-  if (events.empty()) return;
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  if (!f) throw RuntimeFailure("cannot open trace file " + path);
-  f.seekg(0, std::ios::end);
-  const std::streamoff size = f.tellg();
-  const std::streamoff tail = std::min<std::streamoff>(size, 16);
-  std::string end(static_cast<size_t>(tail), '\0');
-  f.seekg(size - tail);
-  f.read(end.data(), tail);
-  const size_t close = end.rfind("]}");
-  if (close == std::string::npos) throw RuntimeFailure("trace file " + path + " does not end with ]}");
-  // Is the event list empty (the last non-blank character before "]" is "[")? Then no leading comma.
-  std::string before = end.substr(0, close);
-  while (!before.empty() && (before.back() == '\n' || before.back() == ' ')) before.pop_back();
-  const bool empty_list = !before.empty() && before.back() == '[';
-  f.seekp(size - tail + static_cast<std::streamoff>(close));
-  const std::string text = (empty_list ? "" : ",\n") + events + "\n]}\n";
-  f.write(text.data(), static_cast<std::streamsize>(text.size()));
-  f.close();
-}
-
 }  // namespace parasol::sim

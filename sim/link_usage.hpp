@@ -79,8 +79,5 @@ std::string link_usage_csv(const Platform& p);
 // track of every vertex it touches (process "network", pid `pid`, one thread per vertex), and for each recorded flow
 // a flow arrow ("ph":"s" at its source when it starts, "ph":"f" at its destination when it ends).
 std::string flow_trace_events(const Platform& p, int pid = 100000);
-// Appends `events` to a complete Chrome trace file written as {"traceEvents":[ ... ]} (its last "]}" is rewritten in
-// place, nothing else is read). Throws RuntimeFailure when the file does not end that way.
-void append_trace_events(const std::string& path, const std::string& events);
 
 }  // namespace parasol::sim

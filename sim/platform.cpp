@@ -3,6 +3,7 @@
 #include <xbt/log.h>
 
 #include <algorithm>
+#include <csignal>
 #include <simgrid/kernel/routing/NetPoint.hpp>
 #include <simgrid/kernel/routing/NetZoneImpl.hpp>
 
@@ -14,7 +15,14 @@ namespace kr = simgrid::kernel::routing;
 namespace parasol::sim {
 
 std::unique_ptr<sg4::Engine> make_engine(bool verbose) {
+  // SimGrid's engine installs its own SIGINT handler (print the state, exit 1); the process keeps its own (the CLI
+  // stops a run cleanly on SIGINT/SIGTERM).
+  struct sigaction int_before {}, term_before {};
+  sigaction(SIGINT, nullptr, &int_before);
+  sigaction(SIGTERM, nullptr, &term_before);
   auto engine = std::make_unique<sg4::Engine>("parasol");
+  sigaction(SIGINT, &int_before, nullptr);
+  sigaction(SIGTERM, &term_before, nullptr);
   if (!verbose) xbt_log_control_set("root.thres:critical");
   sg4::Engine::set_config("network/model:CM02");
   sg4::Engine::set_config("network/crosstraffic:0");

@@ -188,6 +188,11 @@ class Simulation {
     int64_t admitted = 0;
     while (true) {
       if (o_.max_requests >= 0 && admitted >= o_.max_requests) break;
+      if (o_.stop && o_.stop->load(std::memory_order_relaxed) != 0) {
+        result_.stopped_by = o_.stop->load();
+        result_.stopped_at_s = sg4::Engine::get_clock();
+        break;
+      }
       std::optional<serve::Request> req = source_.next();
       if (!req || req->arrival_s >= o_.duration_s) break;
       next_arrival_s_ = req->arrival_s;

@@ -12,6 +12,7 @@
 // Thread behaviour: simulate_serving creates this process's SimGrid engine; call it once per process.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -44,12 +45,17 @@ struct ServeOptions {
   int64_t max_requests = -1;                                    // stop admitting after this many (-1: no cap)
   std::function<void(double now_s, int64_t done)> progress;     // every progress_every records
   int64_t progress_every = 10000;
+  // Polled before each arrival: nonzero (a signal number) stops admitting; what arrived runs to its end, and the
+  // result says where it stopped (ServeResult::stopped_by). nullptr: never.
+  const std::atomic<int>* stop = nullptr;
   bool verbose = false;                                         // SimGrid's own logging
   // Tests: one runner per pool, used instead of the fidelity's runner (nullptr entries keep it). Not owned.
   std::vector<serve::StepRunner*> runners;
 };
 
 struct ServeResult {
+  int stopped_by = 0;       // ServeOptions::stop's value when it stopped the arrivals (0: the workload ran out)
+  double stopped_at_s = 0;  // the simulated time it did
   double end_s = 0;
   int64_t iterations = 0;
   int64_t requests = 0;  // records emitted (== arrived)

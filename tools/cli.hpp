@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <fstream>
 #include <functional>
+#include <streambuf>
 #include <string>
 #include <vector>
 
@@ -51,12 +52,34 @@ class StagedFile {
   StagedFile(const StagedFile&) = delete;
   StagedFile& operator=(const StagedFile&) = delete;
   std::ostream& stream() { return os_; }
-  void commit();  // flushes, checks the stream and renames; throws RuntimeFailure on an I/O error
+  void check();   // flushes and checks the stream: RuntimeFailure naming the file and the errno on an I/O error
+  void commit();  // check(), close and rename; throws RuntimeFailure on an I/O error
 
  private:
+  // A buffered stream over the file descriptor that keeps the errno of the first failed write (a std::ofstream
+  // only says that something failed).
+  class FdBuf : public std::streambuf {
+   public:
+    ~FdBuf() override;
+    bool open(const std::string& path);
+    bool close();   // flush and close; false on an error (see error())
+    int error() const { return error_; }
+
+   protected:
+    int_type overflow(int_type c) override;
+    int sync() override;
+
+   private:
+    bool drain();
+    int fd_ = -1;
+    int error_ = 0;
+    std::vector<char> buf_ = std::vector<char>(1 << 16);
+  };
   std::string final_path_, tmp_path_;
-  std::ofstream os_;
+  FdBuf buf_;
+  std::ostream os_{&buf_};
   bool committed_ = false;
+  [[noreturn]] void fail_write() const;
 };
 
 // Path of a shipped data file: as given when it exists, else relative to the source tree (PARASOL_DATA_DIR).

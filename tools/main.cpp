@@ -1,4 +1,5 @@
 // parasol: plan, simulate and run distributed LLM inference. main() only parses and maps outcomes to exit codes.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,8 +12,12 @@
 #include <sstream>
 #include <vector>
 
+#include <cerrno>
+#include <cstring>
+
 #include "core/common/error.hpp"
 #include "tools/cli.hpp"
+#include "tools/signals.hpp"
 
 namespace parasol::tools {
 namespace {
@@ -88,6 +93,57 @@ std::filesystem::path temp_path_for(const std::filesystem::path& final_path) {
 }
 }  // namespace
 
+StagedFile::FdBuf::~FdBuf() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool StagedFile::FdBuf::open(const std::string& path) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    error_ = errno;
+    return false;
+  }
+  setp(buf_.data(), buf_.data() + buf_.size());
+  return true;
+}
+
+bool StagedFile::FdBuf::drain() {
+  const char* p = pbase();
+  while (p < pptr() && error_ == 0) {
+    const ssize_t n = ::write(fd_, p, static_cast<size_t>(pptr() - p));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) error_ = n < 0 ? errno : EIO;
+    else p += n;
+  }
+  setp(buf_.data(), buf_.data() + buf_.size());
+  return error_ == 0;
+}
+
+StagedFile::FdBuf::int_type StagedFile::FdBuf::overflow(int_type c) {
+  if (fd_ < 0 || !drain()) return traits_type::eof();
+  if (!traits_type::eq_int_type(c, traits_type::eof())) {
+    *pptr() = traits_type::to_char_type(c);
+    pbump(1);
+  }
+  return traits_type::not_eof(c);
+}
+
+int StagedFile::FdBuf::sync() { return fd_ >= 0 && drain() ? 0 : -1; }
+
+bool StagedFile::FdBuf::close() {
+  if (fd_ < 0) return error_ == 0;
+  drain();
+  if (::close(fd_) != 0 && error_ == 0) error_ = errno;
+  fd_ = -1;
+  return error_ == 0;
+}
+
+void StagedFile::fail_write() const {
+  const int e = buf_.error();
+  throw RuntimeFailure("writing " + tmp_path_ + " (for " + final_path_ + ") failed: " +
+                       (e ? std::strerror(e) : "I/O error"));
+}
+
 StagedFile::StagedFile(const std::string& dir, const std::string& name) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -96,24 +152,32 @@ StagedFile::StagedFile(const std::string& dir, const std::string& name) {
   const fs::path final_path = fs::path(dir) / name;
   final_path_ = final_path.string();
   tmp_path_ = temp_path_for(final_path).string();
-  os_.open(tmp_path_, std::ios::binary);
-  if (!os_) throw ConfigError(tmp_path_, 0, 0, "--out", "a writable file", "it cannot be opened");
+  if (!buf_.open(tmp_path_))
+    throw ConfigError(tmp_path_, 0, 0, "--out", "a file that can be created in " + dir, std::strerror(buf_.error()));
+  register_temp_file(tmp_path_);  // a signal before commit() removes it
 }
 
 StagedFile::~StagedFile() {
   if (committed_) return;
-  os_.close();
+  buf_.close();
   std::error_code ec;
   std::filesystem::remove(tmp_path_, ec);  // best effort: an unwinding error is already on its way
+  unregister_temp_file(tmp_path_);
+}
+
+void StagedFile::check() {
+  os_.flush();
+  if (!os_ || buf_.error()) fail_write();
 }
 
 void StagedFile::commit() {
-  os_.close();
-  if (!os_) throw RuntimeFailure("writing " + tmp_path_ + " failed");
+  check();
+  if (!buf_.close()) fail_write();
   std::error_code ec;
   std::filesystem::rename(tmp_path_, final_path_, ec);
-  if (ec) throw RuntimeFailure("renaming " + tmp_path_ + " failed: " + ec.message());
+  if (ec) throw RuntimeFailure("renaming " + tmp_path_ + " to " + final_path_ + " failed: " + ec.message());
   committed_ = true;
+  unregister_temp_file(tmp_path_);
 }
 
 void write_file_atomic(const std::string& dir, const std::string& name, const std::string& text) {
@@ -166,6 +230,7 @@ int main(int argc, char** argv) {
   app.footer(examples_text(firsts) +
              "\n'parasol' alone prints this help. Run 'parasol COMMAND --help' for a command's options and examples.\n"
              "Exit codes: 0 ok, 2 bad input or usage, 1 internal failure.");
+  install_signal_handlers();
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -28,6 +28,7 @@
 #include "sim/serving.hpp"
 #include "tools/calibration_option.hpp"
 #include "tools/cli.hpp"
+#include "tools/signals.hpp"
 
 namespace parasol::tools {
 namespace {
@@ -176,6 +177,8 @@ int run(const SimArgs& a, const CommonOptions& common) {
   }
   if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
   if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
+  // From here the first SIGINT/SIGTERM stops the arrivals and the run ends with a partial summary (signals.hpp).
+  auto graceful = std::make_unique<GracefulSection>();
   std::unique_ptr<StagedFile> csv, trace;
   if (!common.out_dir.empty()) {
     csv = std::make_unique<StagedFile>(common.out_dir, "requests.csv");
@@ -186,9 +189,16 @@ int run(const SimArgs& a, const CommonOptions& common) {
   serve::MetricsCollector metrics(mc);
   const double wall1 = wall_s();
   const Usage use1 = usage();
+  o.stop = &stop_flag();
   const sim::ServeResult res = sim::simulate_serving(plan, sc.cluster, *source, metrics, o);
+  graceful.reset();  // a signal while the files are written stops at once and leaves none
+  metrics.add_trace_events(res.flow_trace_events);
   serve::Summary sum = metrics.finish(res.end_s);
   if (!workload_note.empty()) sum.notes.push_back("workload: " + workload_note);
+  if (res.stopped_by)
+    sum.notes.push_back("partial: " + signal_name(res.stopped_by) + " at simulated " + format_time(res.stopped_at_s) +
+                        " stopped the arrivals; the " + std::to_string(res.requests) +
+                        " requests that had arrived ran to their end, the rest of the workload was not simulated");
   if (a.timing) {
     const double wall2 = wall_s();
     const Usage use2 = usage();
@@ -205,36 +215,40 @@ int run(const SimArgs& a, const CommonOptions& common) {
                  static_cast<long long>(res.memo_hits), static_cast<long long>(res.memo_misses), use2.max_rss_mb);
   }
   if (tty) std::fprintf(stderr, "\n");
+  const int rc = res.stopped_by ? 128 + res.stopped_by : 0;
 
-  if (!common.out_dir.empty()) {
-    csv->commit();
-    trace->commit();
-    std::ostringstream js;
-    serve::MetricsCollector::write_summary_json(sum, js);
-    write_file_atomic(common.out_dir, "summary.json", js.str());
-    std::string links = "link,bw_Bps,bytes,mean_utilization\n";
-    for (const auto& l : res.links)
-      links += l.name + "," + serve::format_number(l.bw_Bps) + "," + serve::format_number(l.bytes) + "," +
-               serve::format_number(res.end_s > 0 ? l.bytes / (l.bw_Bps * res.end_s) : 0) + "\n";
-    write_file_atomic(common.out_dir, "links.csv", links);
-    write_file_atomic(common.out_dir, "link_usage.csv", res.link_usage_csv);
-    sim::append_trace_events(common.out_dir + "/trace.json", res.flow_trace_events);
-  }
+  // The summary first (a failure to write the files below cannot lose it), then every file staged and only then
+  // renamed into place: an I/O error (named with its errno) leaves none of them, half-written or not.
+  std::ostringstream js;
+  serve::MetricsCollector::write_summary_json(sum, js);
   if (common.json) {
-    serve::MetricsCollector::write_summary_json(sum, std::cout);
-    std::cout << "\n";
-    return 0;
+    std::cout << js.str() << "\n";
+  } else if (common.verbosity > 0) {
+    std::cout << chosen.line << "\n";
+    std::cout << "scenario " << (sc.name.empty() ? sc.file : sc.name) << ": " << sc.model.name << " on "
+              << sc.cluster.name << ", " << replicas << " replica(s), fidelity "
+              << (o.fidelity == spec::Fidelity::kNetwork ? "network" : "analytic") << ", " << source->describe()
+              << "\n";
+    std::cout << serve::MetricsCollector::summary_text(sum);
+    std::cout << "simulated " << format_time(res.end_s) << ": " << res.iterations << " iterations, " << res.flows
+              << " flows, " << res.kv_transfers << " KV transfers\n";
   }
-  if (common.verbosity == 0) return 0;
-  std::cout << chosen.line << "\n";
-  std::cout << "scenario " << (sc.name.empty() ? sc.file : sc.name) << ": " << sc.model.name << " on "
-            << sc.cluster.name << ", " << replicas << " replica(s), fidelity "
-            << (o.fidelity == spec::Fidelity::kNetwork ? "network" : "analytic") << ", " << source->describe() << "\n";
-  std::cout << serve::MetricsCollector::summary_text(sum);
-  std::cout << "simulated " << format_time(res.end_s) << ": " << res.iterations << " iterations, " << res.flows
-            << " flows, " << res.kv_transfers << " KV transfers\n";
-  if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv,link_usage.csv}\n";
-  return 0;
+  std::cout.flush();
+  if (!common.out_dir.empty()) {
+    StagedFile summary(common.out_dir, "summary.json"), links(common.out_dir, "links.csv"),
+        usage_csv(common.out_dir, "link_usage.csv");
+    summary.stream() << js.str();
+    links.stream() << "link,bw_Bps,bytes,mean_utilization\n";
+    for (const auto& l : res.links)
+      links.stream() << l.name << "," << serve::format_number(l.bw_Bps) << "," << serve::format_number(l.bytes) << ","
+                     << serve::format_number(res.end_s > 0 ? l.bytes / (l.bw_Bps * res.end_s) : 0) << "\n";
+    usage_csv.stream() << res.link_usage_csv;
+    for (StagedFile* f : {csv.get(), trace.get(), &summary, &links, &usage_csv}) f->check();
+    for (StagedFile* f : {csv.get(), trace.get(), &summary, &links, &usage_csv}) f->commit();
+    if (!common.json && common.verbosity > 0)
+      std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv,link_usage.csv}\n";
+  }
+  return rc;
 }
 
 }  // namespace

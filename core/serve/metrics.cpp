@@ -314,6 +314,11 @@ void MetricsCollector::on_itl(std::span<const ItlRun> runs) {
   for (const ItlRun& r : runs) impl_->itl.add(r.gap_s, r.count);
 }
 
+void MetricsCollector::add_trace_events(const std::string& events) {
+  if (!impl_->cfg.trace_json || events.empty()) return;
+  impl_->trace_event(events);
+}
+
 Summary MetricsCollector::finish(double end_s) {
   Impl& m = *impl_;
   if (m.cfg.trace_json) {

@@ -110,6 +110,9 @@ class MetricsCollector {
   void on_step(const StepSample& s);
   void on_itl(std::span<const double> itl_s);
   void on_itl(std::span<const ItlRun> runs);  // the same as each run's gap `count` times, in order
+  // Adds Chrome trace events from elsewhere (comma-separated JSON objects, e.g. the network's flows) to the trace
+  // JSON before finish() closes it. Nothing without a trace stream.
+  void add_trace_events(const std::string& events);
   // Computes the summary as of end_s and closes the trace JSON. Call once.
   Summary finish(double end_s);
 

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -68,8 +69,10 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// Runs PARASOL_BINARY with `args`; kills it after `timeout_s`.
-inline RunResult run_parasol(const std::vector<std::string>& args, double timeout_s = 10.0) {
+// Runs `program` with `args` (argv[0] is the program); kills it after `timeout_s`. `tick`, when given, is called with
+// the child's pid while it runs (every 0.2-20 ms), e.g. to signal it.
+inline RunResult run_program(const std::string& program, const std::vector<std::string>& args, double timeout_s,
+                             const std::function<void(pid_t)>& tick = {}) {
   static std::atomic<int> counter{0};
   const auto dir = std::filesystem::temp_directory_path();
   const std::string tag = std::to_string(::getpid()) + "-" + std::to_string(counter++);
@@ -82,16 +85,16 @@ inline RunResult run_parasol(const std::vector<std::string>& args, double timeou
   posix_spawn_file_actions_addopen(&actions, 1, out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_addopen(&actions, 2, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   std::vector<std::string> argv_s;
-  argv_s.push_back(PARASOL_BINARY);
+  argv_s.push_back(program);
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
 
   pid_t pid = 0;
-  int rc = posix_spawn(&pid, PARASOL_BINARY, &actions, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&pid, program.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw std::runtime_error(std::string("cannot spawn ") + PARASOL_BINARY);
+  if (rc != 0) throw std::runtime_error("cannot spawn " + program);
 
   RunResult r;
   int status = 0;
@@ -106,6 +109,7 @@ inline RunResult run_parasol(const std::vector<std::string>& args, double timeou
       r.timed_out = true;
       break;
     }
+    if (tick) tick(pid);
     std::this_thread::sleep_for(pause);
     pause = std::min(pause * 2, std::chrono::microseconds(20000));
   }
@@ -119,6 +123,12 @@ inline RunResult run_parasol(const std::vector<std::string>& args, double timeou
   std::filesystem::remove(out_path, ec);
   std::filesystem::remove(err_path, ec);
   return r;
+}
+
+// Runs PARASOL_BINARY with `args`; kills it after `timeout_s`.
+inline RunResult run_parasol(const std::vector<std::string>& args, double timeout_s = 10.0,
+                             const std::function<void(pid_t)>& tick = {}) {
+  return run_program(PARASOL_BINARY, args, timeout_s, tick);
 }
 
 // Number of lines in `s` (a trailing newline does not start a line).

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "core/serve/metrics.hpp"
 #include "sim/flows.hpp"
 #include "sim/platform.hpp"
 #include "tests/sim/test_clusters.hpp"
@@ -112,19 +113,27 @@ TEST(NetmodeLinkUsage, BucketsConserveBytesAndPlaceALoneFlowAtItsRate) {
   EXPECT_EQ(starts, 1 + 4 + 8 + 4);
   EXPECT_EQ(finishes, starts);
   EXPECT_GE(slices, 4);
-  const auto dir = std::filesystem::temp_directory_path();
-  for (const std::string head : {"{\"traceEvents\":[\n{\"name\":\"x\",\"ph\":\"i\",\"ts\":0,\"pid\":0,\"tid\":0}\n]}\n",
-                                 "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n\n]}\n"}) {
-    const auto path = dir / ("parasol_netmode_trace_" + std::to_string(::getpid()) + ".json");
-    {
-      std::ofstream out(path);
-      out << head;
+  // Through the metrics' trace stream, alone and after the iterations' own events: one valid document.
+  for (const bool with_step : {false, true}) {
+    std::ostringstream trace;
+    serve::MetricsConfig mc;
+    mc.trace_json = &trace;
+    serve::MetricsCollector metrics(mc);
+    if (with_step) {
+      serve::StepSample s;
+      s.end_s = 1e-3;
+      metrics.on_step(s);
     }
-    append_trace_events(path.string(), events);
-    std::ifstream back(path);
-    const auto doc = nlohmann::json::parse(back);
-    EXPECT_EQ(doc["traceEvents"].size(), parsed.size() + (head.find("\"x\"") != std::string::npos ? 1 : 0));
-    std::filesystem::remove(path);
+    metrics.add_trace_events(events);
+    metrics.finish(1.0);
+    const auto doc = nlohmann::json::parse(trace.str());
+    int flow_starts = 0;
+    for (const auto& e : doc["traceEvents"]) flow_starts += e["ph"] == "s";
+    EXPECT_EQ(flow_starts, starts);
+    if (with_step)
+      EXPECT_GT(doc["traceEvents"].size(), parsed.size());  // the iteration's slice (and its track's name)
+    else
+      EXPECT_EQ(doc["traceEvents"].size(), parsed.size());
   }
 }
 
