@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <map>
 #include <set>
+#include <vector>
 
 #include "core/common/error.hpp"
 #include "sim/platform.hpp"
@@ -133,36 +134,57 @@ std::string flow_trace_events(const Platform& p, int pid) {
     if (!out.empty()) out += ",\n";
     out += ev;
   };
-  std::set<int> named;
+  std::set<int64_t> named;
   const std::string spid = std::to_string(pid);
   emit("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":" + spid + ",\"args\":{\"name\":\"network\"}}");
-  auto us = [](double t) { return num(t * 1e6); };
+  // Times in whole nanoseconds, written as microseconds with three decimals: a slice's ts + dur and the next one's
+  // ts compare exactly as written.
+  auto to_ns = [](double t) { return static_cast<int64_t>(std::llround(t * 1e9)); };
+  auto us = [](int64_t ns) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%lld.%03lld", static_cast<long long>(ns / 1000), static_cast<long long>(ns % 1000));
+    return std::string(b);
+  };
+  // A vertex's groups overlap in time when collectives share it: each takes the first lane (thread kLanes v + k) free
+  // at its start, so no two slices of one track overlap.
+  constexpr int64_t kLanes = 1000;
+  std::map<int, std::vector<int64_t>> lane_end;  // vertex -> per lane, the end of its last slice
   int64_t flow_id = 0;
   for (const auto& grp : u.groups()) {
     // One slice per vertex the group touches, spanning that vertex's flows.
-    std::map<int, std::pair<double, double>> span;
+    std::map<int, std::pair<int64_t, int64_t>> span;
     for (const auto& r : grp.records) {
-      const double end = r.end_s >= 0 ? r.end_s : grp.end_s;
+      const int64_t start = to_ns(r.start_s), end = std::max(start, to_ns(r.end_s >= 0 ? r.end_s : grp.end_s));
       for (int v : {r.src, r.dst}) {
-        auto [it, fresh] = span.try_emplace(v, r.start_s, end);
-        if (!fresh) it->second = {std::min(it->second.first, r.start_s), std::max(it->second.second, end)};
+        auto [it, fresh] = span.try_emplace(v, start, end);
+        if (!fresh) it->second = {std::min(it->second.first, start), std::max(it->second.second, end)};
       }
     }
+    std::map<int, int64_t> tid_of;
     for (const auto& [v, se] : span) {
-      if (named.insert(v).second)
-        emit("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":" + spid + ",\"tid\":" + std::to_string(v) +
-             ",\"args\":{\"name\":\"" + json_escape(g[static_cast<spec::VertexId>(v)].name) + "\"}}");
+      auto& lanes = lane_end[v];
+      size_t lane = 0;
+      while (lane < lanes.size() && lanes[lane] > se.first) ++lane;
+      if (lane == lanes.size()) lanes.push_back(0);
+      lanes[lane] = se.second;
+      const int64_t tid = kLanes * v + static_cast<int64_t>(std::min<size_t>(lane, kLanes - 1));
+      tid_of[v] = tid;
+      if (named.insert(tid).second)
+        emit("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":" + spid + ",\"tid\":" + std::to_string(tid) +
+             ",\"args\":{\"name\":\"" + json_escape(g[static_cast<spec::VertexId>(v)].name) +
+             (lane ? " #" + std::to_string(lane + 1) : std::string()) + "\"}}");
       emit("{\"name\":\"" + json_escape(grp.label) + "\",\"cat\":\"collective\",\"ph\":\"X\",\"pid\":" + spid +
-           ",\"tid\":" + std::to_string(v) + ",\"ts\":" + us(se.first) + ",\"dur\":" + us(se.second - se.first) +
+           ",\"tid\":" + std::to_string(tid) + ",\"ts\":" + us(se.first) + ",\"dur\":" + us(se.second - se.first) +
            ",\"args\":{\"flows\":" + std::to_string(grp.flows) + ",\"bytes\":" + num(grp.bytes) + "}}");
     }
     for (const auto& r : grp.records) {
-      const double end = r.end_s >= 0 ? r.end_s : grp.end_s;
+      const int64_t start = to_ns(r.start_s), end = std::max(start, to_ns(r.end_s >= 0 ? r.end_s : grp.end_s));
       const std::string id = std::to_string(++flow_id);
       emit("{\"name\":\"flow\",\"cat\":\"flow\",\"ph\":\"s\",\"id\":" + id + ",\"pid\":" + spid +
-           ",\"tid\":" + std::to_string(r.src) + ",\"ts\":" + us(r.start_s) + "}");
+           ",\"tid\":" + std::to_string(tid_of[r.src]) + ",\"ts\":" + us(start) + "}");
       emit("{\"name\":\"flow\",\"cat\":\"flow\",\"ph\":\"f\",\"bp\":\"e\",\"id\":" + id + ",\"pid\":" + spid +
-           ",\"tid\":" + std::to_string(r.dst) + ",\"ts\":" + us(end) + ",\"args\":{\"bytes\":" + num(r.bytes) + "}}");
+           ",\"tid\":" + std::to_string(tid_of[r.dst]) + ",\"ts\":" + us(end) + ",\"args\":{\"bytes\":" +
+           num(r.bytes) + "}}");
     }
   }
   if (u.dropped_groups() > 0)

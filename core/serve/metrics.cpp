@@ -175,6 +175,7 @@ struct MetricsCollector::Impl {
   int64_t trace_steps = 0;
   bool trace_open = false;
   std::vector<bool> trace_named;
+  std::vector<std::vector<int64_t>> trace_lane_end_ns;  // per replica, per lane: when its last slice ends
 
   void trace_event(const std::string& ev) {
     std::ostream& os = *cfg.trace_json;
@@ -222,6 +223,7 @@ MetricsCollector::MetricsCollector(MetricsConfig config) : impl_(std::make_uniqu
   impl_->bytes.assign(n, 0);
   impl_->kv_now.assign(n, 0);
   impl_->trace_named.assign(n, false);
+  impl_->trace_lane_end_ns.assign(n, {});
   if (config.requests_csv) *config.requests_csv << requests_csv_header() << '\n';
 }
 
@@ -276,6 +278,7 @@ void MetricsCollector::on_step(const StepSample& s) {
     m.bytes.resize(r + 1, 0);
     m.kv_now.resize(r + 1, 0);
     m.trace_named.resize(r + 1, false);
+    m.trace_lane_end_ns.resize(r + 1);
   }
   ++m.steps;
   m.busy_s += s.end_s - s.start_s;
@@ -284,18 +287,35 @@ void MetricsCollector::on_step(const StepSample& s) {
   m.sample_kv_until(s.end_s, false);
   m.kv_sum += s.kv_utilization - m.kv_now[r];
   m.kv_now[r] = s.kv_utilization;
-  if (m.cfg.trace_json && m.trace_steps < m.cfg.trace_max_steps) {
+  if (m.cfg.trace_json && m.trace_steps < m.cfg.trace_max_steps &&
+      (m.cfg.trace_replicas <= 0 || s.replica < m.cfg.trace_replicas)) {
     if (!m.trace_named[r]) {
       m.trace_named[r] = true;
       m.trace_event("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":" + std::to_string(r) +
                     ",\"args\":{\"name\":\"replica " + std::to_string(r) + "\"}}");
     }
+    // Whole nanoseconds for both ends, so that ts + dur of one slice and ts of the next compare exactly as written.
+    const auto ts_ns = static_cast<int64_t>(std::llround(s.start_s * 1e9));
+    const int64_t end_ns = std::max(ts_ns, static_cast<int64_t>(std::llround(s.end_s * 1e9)));
+    auto& lanes = m.trace_lane_end_ns[r];
+    size_t lane = 0;
+    while (lane < lanes.size() && lanes[lane] > ts_ns) ++lane;
+    if (lane == lanes.size()) {
+      lanes.push_back(0);
+      m.trace_event("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":" + std::to_string(r) + ",\"tid\":" +
+                    std::to_string(lane) + ",\"args\":{\"name\":\"" +
+                    (lane == 0 ? std::string("iterations") : "in flight #" + std::to_string(lane + 1)) + "\"}}");
+    }
+    lanes[lane] = end_ns;
+    const int64_t dur_ns = end_ns - ts_ns;
     const char* name = s.prefill_tokens && s.decode_tokens ? "mixed" : s.prefill_tokens ? "prefill" : "decode";
-    char buf[320];
+    char buf[360];
     std::snprintf(buf, sizeof buf,
-                  "{\"name\":\"%s\",\"ph\":\"X\",\"pid\":%zu,\"tid\":0,\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"seqs\":%d,"
-                  "\"prefill_tokens\":%lld,\"decode_tokens\":%lld,\"preempted\":%d,\"kv_utilization\":%.4f}}",
-                  name, r, s.start_s * 1e6, (s.end_s - s.start_s) * 1e6, int(s.seqs),
+                  "{\"name\":\"%s\",\"ph\":\"X\",\"pid\":%zu,\"tid\":%zu,\"ts\":%lld.%03lld,\"dur\":%lld.%03lld,"
+                  "\"args\":{\"seqs\":%d,\"prefill_tokens\":%lld,\"decode_tokens\":%lld,\"preempted\":%d,"
+                  "\"kv_utilization\":%.4f}}",
+                  name, r, lane, static_cast<long long>(ts_ns / 1000), static_cast<long long>(ts_ns % 1000),
+                  static_cast<long long>(dur_ns / 1000), static_cast<long long>(dur_ns % 1000), int(s.seqs),
                   static_cast<long long>(s.prefill_tokens), static_cast<long long>(s.decode_tokens),
                   int(s.preempted), s.kv_utilization);
     m.trace_event(buf);

@@ -43,6 +43,10 @@ struct MetricsConfig {
   std::ostream* requests_csv = nullptr;  // per-request CSV, streamed (nullptr: not written)
   std::ostream* trace_json = nullptr;    // Chrome/Perfetto trace JSON, streamed (nullptr: not written)
   int64_t trace_max_steps = 200000;      // steps written to the trace, then it stops (noted in the trace)
+  // Replicas whose iterations go to the trace (the first ones; 0: all): a fleet's trace then covers its whole span
+  // within trace_max_steps. Each replica is a process; its iterations take the first lane (thread) free at their
+  // start, so slices on one track never overlap (pipeline micro-batches in flight take one lane each).
+  int trace_replicas = 8;
 };
 
 // One iteration of one replica, as the driver saw it.
