@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "core/common/error.hpp"
+#include "core/common/hash.hpp"
 #include "core/common/units.hpp"
 #include "core/plan/parallel_config.hpp"
 #include "core/plan/plan_io.hpp"
@@ -37,6 +38,7 @@
 #include "exec/serving.hpp"
 #include "exec/test_models.hpp"
 #include "tools/cli.hpp"
+#include "tools/version.hpp"
 
 namespace parasol::tools {
 namespace {
@@ -185,7 +187,24 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   });
   if (!is_root) return 0;
 
-  const serve::Summary sum = metrics->finish(result.end_s);
+  serve::Summary sum = metrics->finish(result.end_s);
+  sum.run.command = "exec";
+  sum.run.parasol_version = build_version();
+  sum.run.commit = build_commit();
+  sum.run.scenario = resolve_data_path(o.workload);
+  {
+    std::ifstream in(sum.run.scenario, std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    sum.run.scenario_hash = hex64(fnv1a64(bytes.str()));
+  }
+  sum.run.plan = "mixed " + cfg.label();
+  sum.run.plan_source = "--plan " + o.plan_path;
+  sum.run.replicas = 1;
+  sum.run.gpus = cfg.instance_size();
+  sum.run.engine = "parasol exec";
+  sum.run.fidelity = "executed";
+  sum.run.seed = common.seed;
   if (!common.out_dir.empty()) {
     csv->commit();
     trace->commit();

@@ -18,6 +18,7 @@
 #include "core/common/error.hpp"
 #include "tools/cli.hpp"
 #include "tools/signals.hpp"
+#include "tools/version.hpp"
 
 namespace parasol::tools {
 namespace {
@@ -200,7 +201,8 @@ int main(int argc, char** argv) {
   using namespace parasol::tools;
   CLI::App app{"parasol: plan, simulate and run distributed LLM inference"};
   app.require_subcommand(0, 1);
-  app.set_version_flag("--version", "parasol 0.1.0");
+  app.set_version_flag("--version", std::string("parasol ") + parasol::build_version() + " (" +
+                                        parasol::build_commit() + ")");
   auto& reg = registry();
   std::stable_sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
   std::vector<std::unique_ptr<CommonOptions>> commons;

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/common/error.hpp"
+#include "core/common/hash.hpp"
 #include "core/common/units.hpp"
 #include "core/plan/placement.hpp"
 #include "core/plan/plan_io.hpp"
@@ -29,6 +30,7 @@
 #include "tools/calibration_option.hpp"
 #include "tools/cli.hpp"
 #include "tools/signals.hpp"
+#include "tools/version.hpp"
 
 namespace parasol::tools {
 namespace {
@@ -100,13 +102,26 @@ int run(const SimArgs& a, const CommonOptions& common) {
   const double wall0 = wall_s();
   const Usage use0 = usage();
   spec::Scenario sc;
+  serve::RunInfo run_info;
+  run_info.command = "sim";
+  run_info.parasol_version = build_version();
+  run_info.commit = build_commit();
+  run_info.seed = common.seed;
   if (a.scenario.empty()) {
     const std::string text = sim::default_scenario_yaml();
     if (text.empty()) throw ConfigError("no SCENARIO given and this build has no embedded default scenario");
     // Named after the file it was compiled from, so its relative model/cluster references resolve from any directory.
     sc = spec::load_scenario(yaml::load_string(text, std::string(PARASOL_DATA_DIR) + "/scenarios/default.yaml"));
+    run_info.scenario = "default (embedded)";
+    run_info.scenario_hash = hex64(fnv1a64(text));
   } else {
-    sc = spec::load_scenario_file(resolve_data_path(a.scenario));
+    const std::string path = resolve_data_path(a.scenario);
+    sc = spec::load_scenario_file(path);
+    run_info.scenario = path;
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    run_info.scenario_hash = hex64(fnv1a64(bytes.str()));
   }
   activate_calibration(!a.calibration.empty() ? a.calibration : sc.calibration.value_or(""), common.verbosity);
   // The workload before the plan: an absent trace is an error before any search runs.
@@ -194,6 +209,16 @@ int run(const SimArgs& a, const CommonOptions& common) {
   graceful.reset();  // a signal while the files are written stops at once and leaves none
   metrics.add_trace_events(res.flow_trace_events);
   serve::Summary sum = metrics.finish(res.end_s);
+  run_info.plan = plan_label(plan);
+  run_info.plan_source = !a.plan.empty() ? "--plan " + a.plan : sc.plan_path ? "scenario plan: " + *sc.plan_path : "search";
+  run_info.replicas = replicas;
+  run_info.gpus = 0;
+  for (const auto& p : plan.pools)
+    run_info.gpus += static_cast<int64_t>(p.placement.size()) * p.config.instance_size();
+  run_info.engine = sc.engine.name;
+  run_info.fidelity = o.fidelity == spec::Fidelity::kNetwork ? "network" : "analytic";
+  run_info.workload = source->describe();
+  sum.run = run_info;
   if (!workload_note.empty()) sum.notes.push_back("workload: " + workload_note);
   if (res.stopped_by)
     sum.notes.push_back("partial: " + signal_name(res.stopped_by) + " at simulated " + format_time(res.stopped_at_s) +

@@ -407,6 +407,14 @@ void MetricsCollector::write_summary_json(const Summary& s, std::ostream& os) {
     return out + "]";
   };
   os << "{\n  \"schema\": \"parasol.metrics/1\",\n";
+  const RunInfo& r = s.run;
+  os << "  \"run\": {\"command\": " << json_string(r.command) << ", \"parasol\": " << json_string(r.parasol_version)
+     << ", \"commit\": " << json_string(r.commit) << ", \"scenario\": " << json_string(r.scenario)
+     << ", \"scenario_hash\": " << json_string(r.scenario_hash) << ", \"plan\": " << json_string(r.plan)
+     << ", \"plan_source\": " << json_string(r.plan_source) << ", \"gpus\": " << r.gpus
+     << ", \"replicas\": " << r.replicas << ", \"engine\": " << json_string(r.engine)
+     << ", \"fidelity\": " << json_string(r.fidelity) << ", \"workload\": " << json_string(r.workload)
+     << ", \"seed\": " << r.seed << "},\n";
   os << "  \"notes\": [";
   for (size_t i = 0; i < s.notes.size(); ++i) os << (i ? ", " : "") << json_string(s.notes[i]);
   os << "],\n";
@@ -463,9 +471,12 @@ std::string MetricsCollector::summary_text(const Summary& s) {
   std::ostringstream os;
   const auto num = human_number;
   auto ms = [](double v) { return human_number(v * 1e3); };
-  auto row = [&](const char* name, const Percentiles& p) {
+  // A latency row; with an SLO on its p99, the target and whether the run met it.
+  auto row = [&](const char* name, const Percentiles& p, double slo_s = 0, bool met = false) {
     os << "  " << name << " ms   p50 " << ms(p.p50) << "  p90 " << ms(p.p90) << "  p99 " << ms(p.p99)
-       << "  p99.9 " << ms(p.p999) << "  mean " << ms(p.mean) << "\n";
+       << "  p99.9 " << ms(p.p999) << "  mean " << ms(p.mean);
+    if (slo_s > 0 && std::isfinite(slo_s)) os << "   SLO p99 <= " << ms(slo_s) << " ms: " << (met ? "met" : "MISSED");
+    os << "\n";
   };
   for (const auto& n : s.notes) os << "note      " << n << "\n";
   os << "requests  " << s.arrived << " arrived, " << s.completed << " completed, " << s.rejected << " rejected, "
@@ -474,8 +485,8 @@ std::string MetricsCollector::summary_text(const Summary& s) {
   os << "duration  " << num(s.duration_s) << " s, " << s.steps << " iterations\n";
   os << "throughput " << num(s.request_throughput) << " req/s, " << num(s.input_token_throughput) << " in tok/s, "
      << num(s.output_token_throughput) << " out tok/s\n";
-  row("ttft    ", s.ttft_s);
-  row("tpot    ", s.tpot_s);
+  row("ttft    ", s.ttft_s, s.slo.ttft_s, s.ttft_p99_met);
+  row("tpot    ", s.tpot_s, s.slo.tpot_s, s.tpot_p99_met);
   row("itl     ", s.itl_s);
   row("e2e     ", s.e2e_s);
   row("queueing", s.queueing_s);

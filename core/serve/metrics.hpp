@@ -74,7 +74,19 @@ struct KvSample {
   double max = 0;
 };
 
+// Where a run's figures come from, recorded in every summary (JSON "run"): the build, the inputs and the choices.
+struct RunInfo {
+  std::string command;                     // "sim", "exec"
+  std::string parasol_version, commit;     // the build (commit "<sha>[-dirty]" or "unknown")
+  std::string scenario, scenario_hash;     // the scenario's path and FNV-1a 64 of its bytes (hex)
+  std::string plan, plan_source;           // "mixed tp1.pp2.ep1.adp1.dp4"; "search", "--plan FILE", "scenario plan: FILE"
+  int64_t gpus = 0, replicas = 0;
+  std::string engine, fidelity, workload;  // engine profile, analytic | network, the request source in words
+  uint64_t seed = 0;
+};
+
 struct Summary {
+  RunInfo run;
   // What the reader must know about where the figures come from (a substituted workload, a partial run), each one
   // line: first in the text summary, "notes" in the JSON.
   std::vector<std::string> notes;
