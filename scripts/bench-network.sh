@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Network-mode benchmark (issue 5, docs/network.md): one Llama-3.1-70B TP8 x PP2 replica across two HGX H100 nodes of
+# Network-mode benchmark (docs/network.md): one Llama-3.1-70B TP8 x PP2 replica across two HGX H100 nodes of
 # topologies/clusters/h100-4node-leafspine.yaml serving the same 1,000 Poisson requests in analytic mode and in network
 # mode (every collective and pipeline send as SimGrid flows). Prints per mode: process wall and CPU time, simulated
 # iterations, flows and flows per wall second, TTFT / TPOT / E2E p50 and p99, and the relative difference of network

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The simulator's benchmarks (issue 4, docs/benchmarks.md), one command per case, analytic mode, pinned to one core:
+# The simulator's benchmarks (docs/benchmarks.md), one command per case, analytic mode, pinned to one core:
 #   scripts/bench-sim.sh azure-conv-1gpu     (1) Llama-2-7B, 1 x A100, TP1, Azure conversation trace (19,366 requests)
 #   scripts/bench-sim.sh poisson-8replica    (2) Llama-2-7B, 8 x TP1 on a DGX A100, 100,000 Poisson requests
 #   scripts/bench-sim.sh fleet-512replica    (3) Llama-3.1-70B, 512 x TP8 (4,096 A100), 1,000,000 Poisson requests

@@ -32,7 +32,7 @@
 //
 // Sizes follow nccl-tests: `bytes` is S, the all-reduce buffer, the all-gather output, the reduce-scatter input and the
 // all-to-all per-rank send buffer; bus_factor() gives busbw = algbw x factor.
-// Owner: collectives. Thread behaviour: pure functions over a RouteTable (which caches; one per simulation).
+// Thread behaviour: pure functions over a RouteTable (which caches; one per simulation).
 #pragma once
 
 #include <string>

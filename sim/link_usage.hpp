@@ -1,4 +1,4 @@
-// LinkUsage: what the network carried over time, for a run's outputs (issue 5): per link direction, bytes per time
+// LinkUsage: what the network carried over time, for a run's outputs: per link direction, bytes per time
 // bucket (link_usage.csv), and the flows grouped by collective for the Chrome trace (flow events).
 //
 // Cost stays low: nothing samples the links. The Platform tells LinkUsage when a flow starts (Platform::account) and
@@ -12,8 +12,8 @@
 // algorithm as label (Platform::begin_flow_group); flows accounted without one are grouped by start instant and by
 // the actor that started them. The first `max_groups` groups are kept for the trace.
 //
-// Owner: network mode (sim/). Output writers (sim/serving, tools) call link_usage_csv / flow_trace_events /
-// append_trace_events. Thread behaviour: SimGrid's event loop (single-threaded).
+// Output writers (sim/serving, tools) call link_usage_csv / flow_trace_events. Thread behaviour: SimGrid's event loop
+// (single-threaded).
 #pragma once
 
 #include <cstdint>

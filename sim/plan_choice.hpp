@@ -4,7 +4,7 @@
 // workload's rate and the means of 20,000 draws), or the scenario's `search.workload_stats` when the trace file is
 // absent, exactly as docs/search.md describes for `parasol plan`.
 // Also: the workload to simulate when the scenario's trace is absent (a Poisson stream with the declared statistics).
-// Owner: simulator. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// The serving simulation (issue 4): a Plan served on the SimGrid platform of its cluster. One actor per replica runs
+// The serving simulation: a Plan served on the SimGrid platform of its cluster. One actor per replica runs
 // that replica's core/serve Scheduler (continuous batching, chunked prefill, paged KV, preemption, prefix cache; up to
 // pp micro-batches in flight, the next starting when stage 0 is free) with a StepRunner (sim/step_runners.hpp: the
 // cost model, or flows on the platform); one arrivals actor streams requests from the RequestSource and routes them

@@ -12,7 +12,7 @@
 // Every timing is the median of repetitions after a warm-up. Capacities come from the OS (/proc/meminfo, sysconf);
 // power cannot be read here, so tdp/idle_power are placeholders and say so. Every value carries a comment naming
 // this command, the date and the host. The file is loaded back (spec::load_gpu) before it is written.
-// Owner: validation. Thread behaviour: single-threaded command (BLAS may use its own threads: OPENBLAS_NUM_THREADS).
+// Thread behaviour: single-threaded command (BLAS may use its own threads: OPENBLAS_NUM_THREADS).
 #include <unistd.h>
 
 #include <algorithm>

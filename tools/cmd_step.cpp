@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iomanip>
+#include <map>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -201,12 +202,16 @@ int run_step(const StepArgs& a, const CommonOptions& common) {
   }
   std::cout << model.name << " on " << made.plan.gpu_type << " (" << cluster.name << "), " << config.label() << ", batch "
             << a.batch << " (" << step.tokens << " tokens)\n";
-  if (common.verbosity > 0) {
+  auto header = [](const char* first) {
+    std::cout << std::left << std::setw(24) << first << std::setw(15) << "kind" << std::setw(36) << "shape" << std::right
+              << std::setw(12) << "FLOPs" << std::setw(12) << "bytes" << std::setw(12) << "time";
+  };
+  if (common.verbosity >= 2) {  // -v: every op of every shown rank, then the time per layer
     for (int r : shown) {
       const auto& rc = sc.ranks[static_cast<size_t>(r)];
       std::cout << "\nrank " << r << " (gpu " << rc.gpu << ", stage " << step.ranks[static_cast<size_t>(r)].stage << ")\n";
-      std::cout << std::left << std::setw(24) << "op" << std::setw(15) << "kind" << std::setw(36) << "shape" << std::right
-                << std::setw(12) << "FLOPs" << std::setw(12) << "bytes" << std::setw(12) << "time" << "  bound\n";
+      header("op");
+      std::cout << "  bound\n";
       const auto& ops = step.ranks[static_cast<size_t>(r)].ops;
       for (size_t i = 0; i < ops.size(); ++i) {
         const auto& o = ops[i];
@@ -222,6 +227,52 @@ int run_step(const StepArgs& a, const CommonOptions& common) {
     std::cout << "\nper layer (critical rank " << sc.critical_rank << "):\n";
     for (const auto& [l, t] : sc.layer_s)
       std::cout << "  " << (l < 0 ? std::string("other") : "L" + std::to_string(l)) << "  " << format_time(t) << "\n";
+  } else if (common.verbosity > 0) {
+    // Default: the ops of each shown rank folded over the layers (same op, kind and shape in every layer: one row
+    // with its count, time each and in all), in order of first appearance; -v lists every op.
+    for (int r : shown) {
+      const auto& rc = sc.ranks[static_cast<size_t>(r)];
+      std::cout << "\nrank " << r << " (gpu " << rc.gpu << ", stage " << step.ranks[static_cast<size_t>(r)].stage
+                << "), ops folded over layers (-v: every op)\n";
+      header("op (per layer: L*.)");
+      std::cout << std::setw(7) << "count" << std::setw(12) << "total" << std::setw(7) << "share" << "  bound\n";
+      struct Row {
+        const plan::Op* op;
+        std::string name, shape;
+        int count = 0;
+        double time_s = 0, wait_s = 0;
+        cost::Bound bound;
+      };
+      std::vector<Row> rows;
+      std::map<std::string, size_t> index;
+      const auto& ops = step.ranks[static_cast<size_t>(r)].ops;
+      double busy = 0;
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const auto& o = ops[i];
+        std::string name = o.name;
+        if (o.layer >= 0 && name.rfind("L" + std::to_string(o.layer) + ".", 0) == 0)
+          name = "L*." + name.substr(std::to_string(o.layer).size() + 2);
+        const std::string shape = shape_of(o, step);
+        const std::string key = name + "|" + plan::to_string(o.kind) + "|" + shape;
+        auto [it, fresh] = index.try_emplace(key, rows.size());
+        if (fresh) rows.push_back({&o, name, shape, 0, 0, 0, rc.ops[i].time.bound});
+        Row& row = rows[it->second];
+        ++row.count;
+        row.time_s += rc.ops[i].time.time_s;
+        row.wait_s += rc.ops[i].wait_s;
+        busy += rc.ops[i].time.time_s;
+      }
+      for (const Row& row : rows) {
+        std::cout << std::left << std::setw(24) << row.name << std::setw(15) << plan::to_string(row.op->kind)
+                  << std::setw(36) << row.shape << std::right << std::setw(12) << format_count(row.op->flops)
+                  << std::setw(12) << format_bytes(row.op->bytes) << std::setw(12) << format_time(row.time_s / row.count)
+                  << std::setw(7) << row.count << std::setw(12) << format_time(row.time_s) << std::setw(6)
+                  << format_number("%.1f", busy > 0 ? 100 * row.time_s / busy : 0) << "%  "
+                  << cost::to_string(row.bound);
+        if (row.wait_s > 0) std::cout << " (waited " << format_time(row.wait_s) << " in all)";
+        std::cout << "\n";
+      }
+    }
   }
   const auto& cr = sc.ranks[static_cast<size_t>(sc.critical_rank)];
   if (engine) {

@@ -1,6 +1,7 @@
 // `parasol netbench CLUSTER`: nccl-tests on the simulated cluster (sim/netbench.hpp). Prints the automatic choice's
 // curve, and with --out writes netbench.csv (every algorithm) and netbench.svg (busbw against size).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -157,15 +158,32 @@ int run(const NetbenchArgs& a, const CommonOptions& common) {
   }
   if (common.verbosity == 0) return 0;
   std::cout << title << "\n";
-  std::printf("%-15s %-18s %12s %12s %12s %12s%s\n", "collective", "algorithm", "size", "time", "algbw", "busbw",
-              any_measured ? "     measured" : "");
+  // nccl-tests' table (its -d float default: 4-byte elements), one unit per column, one section per collective; the
+  // algorithm the automatic choice made (NCCL's by size) last, and the measured time when a table was given.
+  std::string section;
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& r = rows[i];
     if (r.algo.rfind("auto:", 0) != 0) continue;
-    const std::string m = !any_measured ? "" : measured[i] > 0 ? " " + std::string(12 - std::min<size_t>(12, format_time(measured[i]).size()), ' ') + format_time(measured[i]) : "            -";
-    std::printf("%-15s %-18s %12s %12s %12s %12s%s\n", sim::to_string(r.kind).c_str(), r.algo.c_str(),
-                format_bytes(r.bytes).c_str(), format_time(r.time_s).c_str(), format_bandwidth(r.algbw_Bps).c_str(),
-                format_bandwidth(r.busbw_Bps).c_str(), m.c_str());
+    const std::string coll = sim::to_string(r.kind);
+    if (coll != section) {
+      section = coll;
+      std::printf("#\n# %s\n#%12s %14s %9s %7s %7s %10s %8s %8s  %s\n#%12s %14s %9s %7s %7s %10s %8s %8s\n",
+                  coll.c_str(), "size", "count", "type", "redop", "root", "time", "algbw", "busbw",
+                  any_measured ? "algorithm    measured" : "algorithm", "(B)", "(elements)", "", "", "", "(us)",
+                  "(GB/s)", "(GB/s)");
+    }
+    const bool reduces = r.kind == sim::CollKind::kAllReduce || r.kind == sim::CollKind::kReduceScatter;
+    std::printf(any_measured ? " %12.0f %14.0f %9s %7s %7d %10.2f %8.2f %8.2f  %-10s"
+                             : " %12.0f %14.0f %9s %7s %7d %10.2f %8.2f %8.2f  %s",
+                r.bytes, std::floor(r.bytes / 4), "float", reduces ? "sum" : "none", -1, r.time_s * 1e6,
+                r.algbw_Bps / 1e9, r.busbw_Bps / 1e9, r.algo.substr(5).c_str());
+    if (any_measured) {
+      if (measured[i] > 0)
+        std::printf(" %10.2f", measured[i] * 1e6);
+      else
+        std::printf(" %10s", "-");
+    }
+    std::printf("\n");
   }
   if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/netbench.csv and netbench.svg\n";
   return 0;
@@ -178,12 +196,13 @@ PARASOL_COMMAND("netbench", 25, [](CLI::App& app, CommonOptions& common) -> std:
   auto* sub = app.add_subcommand("netbench", "Simulated nccl-tests: collective time, algbw and busbw over a GPU group");
   sub->add_option("CLUSTER", args->cluster, "Cluster file (parasol.cluster/1)")->required();
   sub->add_option("--gpus", args->gpus, "GPU group, e.g. '0-7' or '0,8,16,24' (default: the GPUs of --node)");
-  sub->add_option("--node", args->node, "Node whose GPUs form the group (default 0)");
+  sub->add_option("--node", args->node, "Node whose GPUs form the group (default 0)")->check(CLI::NonNegativeNumber);
   sub->add_option("--min", args->min_size, "Smallest message (default 1 KiB)");
   sub->add_option("--max", args->max_size, "Largest message (default 8 GiB)");
   sub->add_option("--colls", args->colls, "Collectives: all_reduce,all_gather,reduce_scatter,all_to_all");
   sub->add_option("--efficiency", args->efficiency,
-                  "Achieved / nominal link bandwidth (default: the GPU's comm_efficiency)");
+                  "Achieved / nominal link bandwidth (default: the GPU's comm_efficiency)")
+      ->check(CLI::Range(1e-6, 1.0));
   sub->add_option("--ref", args->refs, "Reference busbw line on the plot, LABEL=GBPS (repeatable)");
   sub->add_flag("--auto-only", args->auto_only, "Only the automatically chosen algorithm (no per-algorithm rows)");
   sub->add_option("--calibration", args->calibration,

@@ -147,7 +147,8 @@ int run(const SimArgs& a, const CommonOptions& common) {
     else
       ws.max_requests = kDefaultSyntheticCap;
   }
-  auto source = serve::make_source(ws, common.seed);
+  int64_t expected_requests = -1;
+  auto source = serve::make_source(ws, common.seed, &expected_requests);
 
   sim::ServeOptions o;
   o.fidelity = sc.sim.fidelity;
@@ -171,12 +172,30 @@ int run(const SimArgs& a, const CommonOptions& common) {
   if (sc.sim.duration_s) o.duration_s = *sc.sim.duration_s;
   if (sc.sim.max_requests) o.max_requests = *sc.sim.max_requests;
   o.first_token_at_decode = sc.sim.first_token == spec::FirstToken::kDecode;
+  // Progress on stderr (never in an output file): on a terminal one line rewritten at most 5 times a second, in a log a
+  // line every 10 s; the fraction done is the larger of requests done / expected and simulated time / duration, when
+  // either is known, with an ETA from the wall time so far. -q and --json silence it.
   const bool tty = common.verbosity > 0 && !common.json && ::isatty(2);
-  if (tty) {
+  if (common.verbosity > 0 && !common.json) {
+    if (o.max_requests >= 0 && (expected_requests < 0 || o.max_requests < expected_requests))
+      expected_requests = o.max_requests;
+    auto state = std::make_shared<std::pair<double, double>>(wall_s(), 0.0);  // start, last print
+    const double duration_s = o.duration_s;
     o.progress_every = 1000;
-    o.progress = [](double now_s, int64_t done) {
-      std::fprintf(stderr, "\r[sim] simulated %s, %lld requests done", format_time(now_s).c_str(),
-                   static_cast<long long>(done));
+    o.progress = [state, tty, duration_s, total = expected_requests](double now_s, int64_t done) {
+      const double wall = wall_s(), elapsed = wall - state->first;
+      if (wall - state->second < (tty ? 0.2 : 10.0)) return;
+      state->second = wall;
+      double f = -1;
+      if (total > 0) f = static_cast<double>(done) / static_cast<double>(total);
+      if (std::isfinite(duration_s) && duration_s > 0) f = std::max(f, now_s / duration_s);
+      f = std::min(f, 1.0);
+      std::string line = "[sim] ";
+      if (f > 0) line += format_number("%.0f", 100 * f) + "%, ";
+      line += std::to_string(done) + (total > 0 ? " / " + std::to_string(total) : std::string()) +
+              " requests done, simulated " + format_time(now_s);
+      if (f > 0.001) line += ", ETA " + format_time(elapsed * (1 - f) / f);
+      std::fprintf(stderr, tty ? "\r%s\033[K" : "%s\n", line.c_str());
       std::fflush(stderr);
     };
   }
@@ -288,7 +307,7 @@ PARASOL_COMMAND("sim", 20, [](CLI::App& app, CommonOptions& common) -> std::func
   sub->add_option("--fidelity", a->fidelity, "analytic (cost model) or network (collectives as flows)");
   sub->add_option("--router", a->router, "round_robin | least_outstanding_tokens");
   sub->add_option("--algo", a->algo, "Network mode: force a collective algorithm (auto, ring, tree, nvls, ...)");
-  sub->add_option("--requests", a->requests, "Serve at most this many requests");
+  sub->add_option("--requests", a->requests, "Serve at most this many requests")->check(CLI::NonNegativeNumber);
   sub->add_option("--calibration", a->calibration,
                   "Measured tables used where they cover an op (CSV, folder, AIConfigurator GPU folder; overrides the "
                   "scenario's calibration:)");

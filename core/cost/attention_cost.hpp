@@ -17,7 +17,7 @@
 //     [+ split, the combine kernel]. fp8 KV (the op's bytes say so) has its own factors.
 // The SM count is spec::Gpu::sm_count (a GPU without one counts as 128: no wave quantization claim either way).
 // Cost: O(sequences) per op, no allocation.
-// Owner: cost model. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include "core/cost/op_cost.hpp"

@@ -11,7 +11,7 @@
 // scale-up domain; bytes = the op's comm_bytes; dtype ignored) are looked up by lookup_collective.
 // load() reads a CSV file or a folder (docs/calibration.md); active_calibration() is the one `--calibration` or a
 // scenario's `calibration:` made active for the process.
-// Owner: calibration. Thread behaviour: immutable after load; lookups are const and thread-safe. The active
+// Thread behaviour: immutable after load; lookups are const and thread-safe. The active
 // calibration is set once by the CLI before any costing and only read afterwards.
 #pragma once
 

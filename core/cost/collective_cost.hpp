@@ -31,7 +31,7 @@
 // kAuto: the minimum over applicable (algorithm, protocol), as NCCL's tuner does with its own model (ties: ring,
 // nvls, hierarchical, tree; LL, LL128, narrow, Simple). sim/collectives.hpp decomposes each choice into flows whose
 // uncontended time is the same number, so analytic and network modes agree when links are not shared.
-// Owner: collectives. Thread behaviour: pure functions; LinkCache is not thread-safe.
+// Thread behaviour: pure functions; LinkCache is not thread-safe.
 #pragma once
 
 #include <map>

@@ -13,7 +13,7 @@
 // main one (a context table's rows that the engine ran with its decode kernel, fallback kernels for odd head dims).
 // AIConfigurator samples carry the key prefix "aic/": their predictions add the harness's conditions
 // (cost::AttentionBench, AttentionParams::bench_*); other samples (executor profiles) are costed as in serving.
-// Owner: cost model. Thread behaviour: the registry is immutable; readers keep no state between calls.
+// Thread behaviour: the registry is immutable; readers keep no state between calls.
 #include <algorithm>
 #include <map>
 #include <memory>

@@ -11,7 +11,7 @@
 // Fit order and ownership of parameters: all_reduce fits the protocols (LL, LL128, narrow Simple, Simple), the ring penalty, comm_efficiency and NVLS;
 // the later families fit only their own section (all_gather / reduce_scatter bandwidths, all_to_all, the custom
 // all-reduce), so fitting one never moves another's.
-// Owner: collectives. Thread behaviour: the node cache is guarded by a mutex.
+// Thread behaviour: the node cache is guarded by a mutex.
 #include <cmath>
 #include <limits>
 #include <map>

@@ -22,7 +22,7 @@
 // Fit split (in this order): gemm fits the tile model and cuBLAS's terms; gemm_fp8 only what the fp8 library changes
 // (gemm.fp8_*); moe only what grouped expert GEMMs and the MoE dispatch and combine add (gemm.grouped_*,
 // elementwise.memory.moe_*). Fitting a later family never moves an earlier one's parameters.
-// Owner: cost model. Thread behaviour: the registry is immutable; readers keep no state between calls.
+// Thread behaviour: the registry is immutable; readers keep no state between calls.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -2,7 +2,7 @@
 // predicts a Sample on a GPU, and which GPU parameters a fit may move (with bounds). `parasol calibrate` fits each
 // family's parameters per GPU on the training split and reports the held-out error; the accuracy test does the same
 // with the shipped parameters.
-// Owner: calibration; each family lives next to its model (family_*.cpp). Thread behaviour: immutable registry.
+// Thread behaviour: immutable registry.
 #pragma once
 
 #include <functional>

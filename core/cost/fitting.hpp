@@ -7,7 +7,7 @@
 //          by NLopt's bounded derivative-free local search (subplex, LN_SBPLX) from the GPU's current values; scale
 //          parameters (positive, bounds wider than 4x) are searched in log space. Deterministic.
 //   error: |pred - meas| / meas per sample; median, p90, and the signed bias median((pred - meas) / meas).
-// Owner: calibration. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include <cstddef>

@@ -15,7 +15,7 @@
 //   scales). The SM count is spec::Gpu::sm_count (a GPU without one counts as 128).
 //   Element-wise: max(bytes / (HBM x memory[kind]), FLOPs / fp32 peak) + fixed.
 // Cost: a handful of tile candidates and one pass over a grouped GEMM's experts; no allocation.
-// Owner: cost model. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include "core/cost/op_cost.hpp"

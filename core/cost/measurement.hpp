@@ -1,6 +1,6 @@
 // Measured tables for `parasol calibrate`: a checked CSV reader (every bad cell is a ConfigError with file, line and
 // column name) and the Sample a measurement becomes: the ops of a Step whose summed time was measured.
-// Owner: calibration. Thread behaviour: plain values.
+// Thread behaviour: plain values.
 #pragma once
 
 #include <cstdint>

@@ -9,7 +9,7 @@
 //           the out-of-place time (what AIConfigurator records too).
 // Every malformed row is a ConfigError naming file:line and the column. The ranks are taken to sit in one scale-up
 // domain of the GPU (as the calibration's NVSwitch node assumes); a multi-node run is the caller's to reject.
-// Owner: collectives. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include <string>

@@ -5,7 +5,7 @@
 // with compute efficiency = max_compute x m / (m + m_half) for GEMMs (m per expert for grouped GEMMs), the attention
 // efficiency for attention, and max_compute for the rest; all parameters from spec::Gpu::eff (topologies/gpus/*.yaml).
 // Communication ops (collectives, send/recv) are costed by core/cost/collective_cost.hpp.
-// Owner: planner. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include <string>

@@ -11,7 +11,7 @@
 // Families: "gemm" (dense, batched and grouped GEMMs, the MoE gate), "context_attention" (an attention op with a query
 // longer than one token), "generation_attention" (every query one token; MLA included in both), "elementwise" (every
 // other compute op). Communication ops are read but give no Sample (the device file does not model the communicator).
-// Owner: validation. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include <cstdint>

@@ -21,7 +21,7 @@
 // Fusion and the MoE dispatch bytes are in the Step itself (plan::StepOptions from the same engine).
 // A CostModel caches the time of each distinct compute op (keyed on the op, its GPU type object and the calibration):
 // the cluster's GPU specs must not change while it is in use; build a new one after editing them.
-// Owner: planner. Thread behaviour: cost_step is pure; a CostModel is not thread-safe (one per thread).
+// Thread behaviour: cost_step is pure; a CostModel is not thread-safe (one per thread).
 #pragma once
 
 #include <map>

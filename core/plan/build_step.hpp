@@ -43,7 +43,7 @@
 //     in the activation dtype); node_forwarding: a copy for another domain goes once per destination domain to the
 //     member with the sender's index there, which forwards it over its scale-up links to that domain's destinations
 //     (the combine takes the reverse path).
-// Owner: planner (engine options: engine profiles). Thread behaviour: build_step is pure; a StepBuilder is not thread-safe (one per thread).
+// Thread behaviour: build_step is pure; a StepBuilder is not thread-safe (one per thread).
 #pragma once
 
 #include <cstdint>

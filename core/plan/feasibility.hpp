@@ -4,7 +4,7 @@
 // experts over ep, and memory: weight shard + KV cache + activation workspace + runtime reserve <= HBM x target
 // utilization, the KV cache taking what is left (its capacity in tokens is the result). Placement on a cluster (TP
 // groups inside one scale-up domain) is checked by core/plan/placement.hpp. Never throws for an infeasible layout.
-// Owner: planner. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include <cstdint>

@@ -22,7 +22,7 @@
 //     tail P(W > t) = rho exp(-2 (1 - rho) t / s), so W_p99 = s ln(100 rho) / (2 (1 - rho)) (0 when rho <= 0.01); plus
 //     the prompt's own chunks; plus, in a disaggregated deployment, the KV transfer to the decode pool.
 // Lengths are the means (I prompt, O output tokens); the tails come from the queueing terms only.
-// Owner: search. Thread behaviour: a StageTimer and the PoolModels using it belong to one thread.
+// Thread behaviour: a StageTimer and the PoolModels using it belong to one thread.
 #pragma once
 
 #include <cstdint>

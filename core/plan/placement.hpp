@@ -9,7 +9,7 @@
 //   - stages follow each other in domain order, so stage s+1 lands on the next node(s): neighbouring nodes share a leaf;
 //   - instances are packed one after the other; a disaggregated plan places the prefill pool first, then the decode
 //     pool on the GPUs left.
-// Owner: planner. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include <string>

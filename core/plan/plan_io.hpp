@@ -2,7 +2,7 @@
 // (doubles written with 17 significant digits), so `parasol plan` output feeds `parasol sim --plan` and `parasol exec
 // --plan` unchanged. The model is embedded in full (the parasol.model/1 keys); placement is written per instance as the
 // list of cluster GPU indices of its ranks, with the cluster's GPU names as comments-free `gpu_names` for humans.
-// Owner: planner. Thread behaviour: pure functions.
+// Thread behaviour: pure functions.
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>

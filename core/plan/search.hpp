@@ -17,7 +17,7 @@
 //   tokens/s/user <= 1 / a lower bound of the decode cycle) leave it a chance to be kept: the same top keep_top, the
 //   same frontier and the same frontier ranks as the exhaustive evaluation (keep_top = 0, every candidate kept), which
 //   tests compare.
-// Owner: search. Thread behaviour: search() is reentrant (no shared state); results are plain values.
+// Thread behaviour: search() is reentrant (no shared state); results are plain values.
 #pragma once
 
 #include <cstdint>

@@ -5,7 +5,7 @@
 // rank in the full ranking from one more pass over (the cheap keys of) every ranked candidate.
 // The frontier is the set the exhaustive sweep gives (docs/search.md): a candidate with goodput/GPU > 0 is on it iff
 // no other candidate is at least as good on both figures and better on one, or equal on both and ranked before it.
-// Owner: search. Thread behaviour: plain values, one thread each.
+// Thread behaviour: plain values, one thread each.
 #pragma once
 
 #include <cstddef>

@@ -305,16 +305,20 @@ std::unique_ptr<RequestSource> shape_source(std::unique_ptr<RequestSource> inner
   return std::make_unique<ShapedSource>(std::move(inner), rate_scale, window_start_s, window_end_s, max_requests);
 }
 
-void validate_trace(const TraceSpec& trace) {
+int64_t validate_trace(const TraceSpec& trace, double window_start_s, double window_end_s) {
   auto src = open_trace(trace);
-  while (src->next()) {
-  }
+  int64_t n = 0;
+  while (auto r = src->next()) n += r->arrival_s >= window_start_s && r->arrival_s < window_end_s ? 1 : 0;
+  return n;
 }
 
-std::unique_ptr<RequestSource> make_source(const WorkloadSpec& spec, uint64_t seed) {
+std::unique_ptr<RequestSource> make_source(const WorkloadSpec& spec, uint64_t seed, int64_t* requests) {
   std::unique_ptr<RequestSource> inner;
+  if (requests) *requests = spec.max_requests;
   if (spec.kind == WorkloadSpec::Kind::kTrace) {
-    validate_trace(spec.trace);  // every row, before anything runs: the run itself streams it again
+    // Every row, before anything runs (the run itself streams it again), counting the requests in the window.
+    const int64_t n = validate_trace(spec.trace, spec.window_start_s, spec.window_end_s);
+    if (requests) *requests = spec.max_requests >= 0 ? std::min(spec.max_requests, n) : n;
     inner = open_trace(spec.trace);
   } else {
     inner = std::make_unique<SyntheticSource>(spec, spec.seed.value_or(seed));

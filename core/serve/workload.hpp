@@ -120,10 +120,13 @@ WorkloadSpec load_workload(const yaml::Node& node);
 // Builds the source. `seed` drives synthetic draws (spec.seed wins when set). Reads a trace through once now
 // (validate_trace), so a missing or malformed file, or any bad row, is a ConfigError (file, line, column, what was
 // expected) before a simulation starts, never in the middle of one.
-std::unique_ptr<RequestSource> make_source(const WorkloadSpec& spec, uint64_t seed);
+// `requests`, when given, is set to how many requests the source will give when that is known without drawing them
+// (a trace's rows in the window, capped by max_requests; a synthetic workload's cap), else -1.
+std::unique_ptr<RequestSource> make_source(const WorkloadSpec& spec, uint64_t seed, int64_t* requests = nullptr);
 
-// Reads every row of the trace (streaming: one line in memory) and throws the first row's ConfigError.
-void validate_trace(const TraceSpec& trace);
+// Reads every row of the trace (streaming: one line in memory), throws the first row's ConfigError, and returns the
+// number of rows whose arrival (trace clock) is in [window_start_s, window_end_s).
+int64_t validate_trace(const TraceSpec& trace, double window_start_s = 0, double window_end_s = 1e300);
 
 // Individual readers, for callers that bypass WorkloadSpec (window/scale/cap not applied: wrap in a
 // ShapedSource for those).

@@ -6,7 +6,7 @@
 // The defaults of these structs are the bare program parasol's own executor runs (no engine cost, today's fusion,
 // one bf16 vector per (token, expert) pair), so that a Step built or costed without an engine is unchanged.
 // core/cost/step_cost.hpp turns an Engine into time; core/plan/build_step.hpp takes its fusion and dispatch.
-// Owner: engine profiles. Thread behaviour: plain values; loading is reentrant.
+// Thread behaviour: plain values; loading is reentrant.
 #pragma once
 
 #include <cstdint>

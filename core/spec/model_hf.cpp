@@ -136,7 +136,22 @@ Model load_hf_config(const Node& root) {
   const std::string arch = architecture_of(root);
   Model m;
   m.architecture = arch;
-  m.name = std::filesystem::path(root.file()).stem().string();
+  // Named as the checkpoint names itself: `_name_or_path`'s last component ("meta-llama/Llama-3.1-8B" ->
+  // "Llama-3.1-8B"); else the file's stem, except a checkpoint's `config.json`, which takes its folder's name (or the
+  // architecture when the folder has none).
+  const std::filesystem::path file(root.file());
+  if (auto n = root.get("_name_or_path"); n && n->is_scalar() && !n->as_string().empty()) {
+    std::string v = n->as_string();
+    while (!v.empty() && v.back() == '/') v.pop_back();
+    m.name = v.substr(v.find_last_of('/') == std::string::npos ? 0 : v.find_last_of('/') + 1);
+  }
+  if (m.name.empty()) {
+    m.name = file.stem().string();
+    if (m.name == "config") {
+      const std::string dir = std::filesystem::absolute(file).parent_path().filename().string();
+      m.name = !dir.empty() && dir != "." && dir != "/" ? dir : arch;
+    }
+  }
   if (auto act = root.get("hidden_act")) act->as_enum({"silu"});
   m.hidden = root.integer("hidden_size", 1, kBig);
   m.layers = root.integer("num_hidden_layers", 1, 1 << 16);

@@ -1,4 +1,4 @@
-// Bad input, one test per class (issue 2, item 8): each writes a small broken file into a scratch directory, runs
+// Bad input, one test per class: each writes a small broken file into a scratch directory, runs
 // `parasol describe` on it and checks exit code 2 and a single stderr line
 //   parasol: error: FILE:LINE:COL: key 'a.b': expected X, found Y
 // whose LINE is where the offending text is in the file, whose key path names it, and whose expected/found say what.

@@ -207,6 +207,16 @@ TEST(ModelHfImport, DeepSeekFieldsAreRead) {
   EXPECT_EQ(l.rope_scaling.original_max_position, 8192);
 }
 
+// A model read from a Hugging Face config.json is named as the checkpoint names itself, never "config".
+TEST(ModelHfImport, NameComesFromNameOrPathThenTheCheckpointFolder) {
+  const std::string llama = read_text(kModels + "hf/llama-3.1-8b.json");
+  EXPECT_EQ(load_model(yaml::load_string(llama, "/ckpt/Llama-3.1-8B-Instruct/config.json")).name, "Llama-3.1-8B-Instruct");
+  EXPECT_EQ(load_model(yaml::load_string(llama, "/somewhere/llama-3.1-8b.json")).name, "llama-3.1-8b");
+  const std::string named = mutate(llama, "{", "{\"_name_or_path\": \"meta-llama/Llama-3.1-8B/\",");
+  ASSERT_NE(named, llama);
+  EXPECT_EQ(load_model(yaml::load_string(named, "/ckpt/whatever/config.json")).name, "Llama-3.1-8B");
+}
+
 TEST(ModelHfImport, QwenSparseStepAndMistralQwen2Architectures) {
   const std::string qwen = read_text(kModels + "hf/qwen3-235b-a22b.json");
   const Model q =

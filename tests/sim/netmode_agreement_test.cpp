@@ -1,4 +1,4 @@
-// Network mode vs analytic mode at the step level (issue 5): a lone replica, nothing else on the links, takes the same
+// Network mode vs analytic mode at the step level: a lone replica, nothing else on the links, takes the same
 // step time in both modes (within 5 %) for prefill and decode; two replicas whose collectives cross a 2:1
 // oversubscribed spine are slower in network mode by exactly what max-min sharing implies (each gets half the spine
 // uplink: the analytic time on a cluster whose uplink is halved). One simulation per TEST (own process).
