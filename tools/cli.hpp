@@ -82,6 +82,11 @@ class StagedFile {
   [[noreturn]] void fail_write() const;
 };
 
+// Writes DIR/run.json: where the folder's files come from (the command, parasol's version and git commit, the seed,
+// each input file's path and FNV-1a 64 hash of its bytes) -- every command that writes an --out folder calls it.
+void write_run_json(const std::string& dir, const std::string& command, const std::vector<std::string>& inputs,
+                    uint64_t seed);
+
 // Path of a shipped data file: as given when it exists, else relative to the source tree (PARASOL_DATA_DIR).
 std::string resolve_data_path(const std::string& path);
 

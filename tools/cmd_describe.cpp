@@ -123,6 +123,9 @@ int run_describe(const DescribeArgs& args, const CommonOptions& common) {
   if (!common.out_dir.empty()) {
     write_file_atomic(common.out_dir, "describe.json", json_text);
     write_file_atomic(common.out_dir, "describe.txt", text);
+    std::vector<std::string> inputs;
+    for (const auto& f : args.files) inputs.push_back(resolve_data_path(f));
+    write_run_json(common.out_dir, "describe", inputs, common.seed);
   }
   return rc;
 }

@@ -211,6 +211,7 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
     std::ostringstream js;
     serve::MetricsCollector::write_summary_json(sum, js);
     write_file_atomic(common.out_dir, "summary.json", js.str());
+    write_run_json(common.out_dir, "exec", {resolve_data_path(o.plan_path), sum.run.scenario}, common.seed);
   }
   if (!o.profile_out.empty()) {
     std::ofstream out(o.profile_out);

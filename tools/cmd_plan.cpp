@@ -99,6 +99,7 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
     if (!common.out_dir.empty()) {
       write_file_atomic(common.out_dir, "plan.yaml", plan::to_yaml(made.plan));
       write_file_atomic(common.out_dir, "pareto.csv", plan::pareto_csv(r));
+      write_run_json(common.out_dir, "plan", {s.file}, common.seed);
     }
     if (common.json) {
       nlohmann::json j = plan::to_json(r, top);

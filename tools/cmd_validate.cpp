@@ -569,6 +569,10 @@ int run_validate(const ValidateArgs& a, const CommonOptions& common) {
   if (!common.out_dir.empty()) {
     write_file_atomic(common.out_dir, "validate.json", j.dump(2) + "\n");
     write_file_atomic(common.out_dir, "validate.svg", svg);
+    std::vector<std::string> inputs;
+    for (const std::string* f : {&a.profile, &a.plan, &a.device, &a.workload})
+      if (!f->empty()) inputs.push_back(*f);
+    write_run_json(common.out_dir, "validate", inputs, common.seed);
   }
   if (common.json) {
     std::cout << j.dump(2) << "\n";

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include <cstring>
 
 #include "core/common/error.hpp"
+#include "core/common/hash.hpp"
 #include "tools/cli.hpp"
 #include "tools/signals.hpp"
 #include "tools/version.hpp"
@@ -185,6 +187,20 @@ void write_file_atomic(const std::string& dir, const std::string& name, const st
   StagedFile f(dir, name);
   f.stream() << text;
   f.commit();
+}
+
+void write_run_json(const std::string& dir, const std::string& command, const std::vector<std::string>& inputs,
+                    uint64_t seed) {
+  nlohmann::json files = nlohmann::json::array();
+  for (const auto& path : inputs) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream bytes;
+    bytes << in.rdbuf();
+    files.push_back({{"path", path}, {"hash", in ? hex64(fnv1a64(bytes.str())) : std::string("unreadable")}});
+  }
+  const nlohmann::json j = {{"command", command},   {"parasol", build_version()}, {"commit", build_commit()},
+                            {"seed", seed},         {"inputs", files}};
+  write_file_atomic(dir, "run.json", j.dump(2) + "\n");
 }
 
 std::string resolve_data_path(const std::string& path) {

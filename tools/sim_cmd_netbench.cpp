@@ -139,6 +139,7 @@ int run(const NetbenchArgs& a, const CommonOptions& common) {
       refs.push_back({r.substr(0, eq), gbps * 1e9});
     }
     write_file_atomic(common.out_dir, "netbench.svg", sim::netbench_svg(rows, title, refs));
+    write_run_json(common.out_dir, "netbench", {resolve_data_path(a.cluster)}, common.seed);
   }
   if (common.json) {
     nlohmann::json j = nlohmann::json::array();

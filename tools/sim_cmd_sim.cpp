@@ -289,6 +289,11 @@ int run(const SimArgs& a, const CommonOptions& common) {
     usage_csv.stream() << res.link_usage_csv;
     for (StagedFile* f : {csv.get(), trace.get(), &summary, &links, &usage_csv}) f->check();
     for (StagedFile* f : {csv.get(), trace.get(), &summary, &links, &usage_csv}) f->commit();
+    std::vector<std::string> inputs;
+    if (!a.scenario.empty()) inputs.push_back(run_info.scenario);
+    if (!a.plan.empty()) inputs.push_back(a.plan);
+    if (!a.trace.empty()) inputs.push_back(a.trace);
+    write_run_json(common.out_dir, "sim", inputs, common.seed);
     if (!common.json && common.verbosity > 0)
       std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv,link_usage.csv}\n";
   }

@@ -391,5 +391,29 @@ TEST(FreshClone, StandInWithoutDeclaredStatisticsIsAnError) {
   EXPECT_EQ(loc.key, "workload.missing_trace");
 }
 
+// Inputs that used to hang or grow without bound now end promptly: answers of 2^32 tokens (past any context window:
+// rejected with the reason), and a 31-year gap between two arrivals (an idle span costs nothing), the latter under a
+// 1 GiB address-space limit.
+TEST(Bounds, FourBillionTokenAnswersEndWithTheReason) {
+  TempDir dir;
+  write_text(dir / "s.yaml", edit(valid_scenario(), "  arrival: {process: poisson, rate: 1}\n",
+                                  "  arrival: {process: poisson, rate: 1}\n  output: {dist: fixed, value: 4294967296}\n"));
+  const RunResult r = run_parasol({"sim", (dir / "s.yaml").string(), "--json"}, 60);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("exceed the model's context window"), std::string::npos) << r.out.substr(0, 600);
+}
+
+TEST(Bounds, AThirtyOneYearGapBetweenArrivalsCostsNothing) {
+  TempDir dir;
+  write_text(dir / "t.csv", "arrival_s,input_tokens,output_tokens\n0,100,10\n1000000000,100,10\n");
+  write_text(dir / "s.yaml", edit(valid_scenario(), "sim:\n  duration: 10 s\n", ""));
+  const std::string cmd = "ulimit -v 1048576; exec \"" + std::string(PARASOL_BINARY) + "\" sim \"" +
+                          (dir / "s.yaml").string() + "\" --trace \"" + (dir / "t.csv").string() +
+                          "\" --trace-format parasol --json";
+  const RunResult r = run_program("/bin/sh", {"-c", cmd}, 60);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"completed\": 2"), std::string::npos) << r.out.substr(0, 400);
+}
+
 }  // namespace
 }  // namespace parasol::testing

@@ -306,6 +306,8 @@ void fuzz_seed(const Seed& seed, const SimRig* rig, std::vector<std::string>& fa
   auto one_line = [&](size_t i, const RunResult& r, const std::string& how) {
     if (r.exit_code == 2 && (line_count(r.err) != 1 || r.err.rfind("parasol: error: ", 0) != 0))
       failures.push_back(whats[i] + ": " + how + ": expected one 'parasol: error:' line, got: " + r.err);
+    else if (r.exit_code == 2 && !names_file_and_place(r.err))
+      failures.push_back(whats[i] + ": " + how + ": names no file and line/key: " + r.err);
   };
   // The single-file path, for the first few mutants: same verdict as in the batch; errors are one line each.
   for (size_t i = 0; i < paths.size() && i < static_cast<size_t>(kSingleRunsPerFile); ++i) {

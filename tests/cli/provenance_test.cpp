@@ -47,5 +47,28 @@ TEST(Provenance, VersionNamesTheCommit) {
   EXPECT_NE(r.out.find("("), std::string::npos) << r.out;
 }
 
+// Every output folder says where its files come from (run.json), whatever the command.
+TEST(Provenance, EveryOutFolderHasRunJson) {
+  TempDir dir;
+  const std::string scenario = std::string(PARASOL_DATA_DIR) + "/scenarios/default.yaml";
+  const std::string cluster = std::string(PARASOL_DATA_DIR) + "/topologies/clusters/dgx-h100.yaml";
+  const std::vector<std::pair<std::string, std::vector<std::string>>> runs = {
+      {"plan", {"plan", scenario, "-q", "--out", (dir / "plan").string()}},
+      {"sim", {"sim", scenario, "-q", "--out", (dir / "sim").string()}},
+      {"describe", {"describe", scenario, "-q", "--out", (dir / "describe").string()}},
+      {"netbench", {"netbench", cluster, "--colls", "all_reduce", "--max", "1MiB", "-q", "--out",
+                    (dir / "netbench").string()}}};
+  for (const auto& [command, args] : runs) {
+    const RunResult r = run_parasol(args, 120.0);
+    ASSERT_EQ(r.exit_code, 0) << command << ": " << r.err;
+    const auto j = nlohmann::json::parse(read_all(dir / command / "run.json"));
+    EXPECT_EQ(j.at("command"), command);
+    EXPECT_FALSE(j.at("commit").get<std::string>().empty()) << command;
+    ASSERT_FALSE(j.at("inputs").empty()) << command;
+    const std::string input = j.at("inputs")[0].at("path");
+    EXPECT_EQ(j.at("inputs")[0].at("hash"), hex64(fnv1a64(read_all(input)))) << command;
+  }
+}
+
 }  // namespace
 }  // namespace parasol::testing
