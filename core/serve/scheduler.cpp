@@ -19,6 +19,13 @@ const char* to_string(SchedulerRole r) {
   return "?";
 }
 
+namespace {
+
+// The per-iteration loops walk sequences scattered over seqs_: ask for the next ones' lines ahead of use.
+constexpr size_t kPrefetchAhead = 12;
+
+}  // namespace
+
 SchedulerConfig SchedulerConfig::from_pool(const plan::Pool& pool) {
   SchedulerConfig c;
   c.max_batch_tokens = pool.max_batch_tokens;
@@ -464,6 +471,7 @@ bool Scheduler::grow_without_preemption(int32_t s, int64_t new_tokens) {
 void Scheduler::schedule_running(bool decode_phase, int64_t& budget, double now_s, Iteration& it) {
   for (size_t i = 0; i < running_.size(); ++i) {
     if (budget <= 0 || int64_t(it.batch.seqs.size()) >= config_.max_batch_seqs) return;
+    if (i + kPrefetchAhead < running_.size()) prefetch_seq(seqs_[size_t(running_[i + kPrefetchAhead])], false);
     const int32_t s = running_[i];
     Seq& q = seqs_[size_t(s)];
     if (q.in_flight) continue;
@@ -555,6 +563,7 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
   stats_.decode_tokens += it.decode_tokens;
   bool any_left = false;
   for (size_t i = 0; i < it.slots.size(); ++i) {
+    if (i + kPrefetchAhead < it.slots.size()) prefetch_seq(seqs_[size_t(it.slots[i + kPrefetchAhead])], true);
     const int32_t s = it.slots[i];
     Seq& q = seqs_[size_t(s)];
     q.in_flight = false;

@@ -167,9 +167,9 @@ class Scheduler {
 
  private:
   enum class State : uint8_t { kWaiting, kRunning, kSwapped, kFree };
+  // The fields every iteration reads and writes come first (one or two cache lines): a fleet's replicas each keep
+  // hundreds of sequences, and the per-iteration loops are memory-bound on them.
   struct Seq {
-    Request req;
-    RequestRecord rec;
     State state = State::kFree;
     bool in_flight = false;      // part of a scheduled iteration not yet completed
     bool swap_counted = false;   // kSwapped: its blocks sit in the CPU swap space (false: a decode-side handoff)
@@ -183,9 +183,21 @@ class Scheduler {
     uint64_t order = 0;          // arrival order at this scheduler (FCFS across attention-DP groups)
     int32_t group = 0;           // attention-DP group
     bool first_token_pending = false;  // decode role, first_token_at_decode: set when first put in an iteration
+    Request req;
+    RequestRecord rec;
   };
   enum class Admission : uint8_t { kAdmitted, kGroupFull, kStop };
 
+  // Prefetches the lines of q that an iteration's scheduling touches (and, `completing`, those its completion does).
+  static void prefetch_seq(const Seq& q, bool completing) {
+    __builtin_prefetch(&q.state);
+    __builtin_prefetch(&q.last_token_s);
+    if (completing) {
+      __builtin_prefetch(&q.req.output_tokens);
+      __builtin_prefetch(&q.rec.first_token_s);
+      __builtin_prefetch(&q.rec.itl_max_s);
+    }
+  }
   int32_t new_slot();
   void free_slot(int32_t s);
   int64_t work_left(const Seq& q) const;
