@@ -26,7 +26,8 @@ namespace {
 // are compared by Op::lens_id when both ops have one (build_step names each group's lengths), else element by element.
 class OpTimeMemo {
  public:
-  OpTime time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable* cal) {
+  // `active`: active_calibration(), read once per step by the caller.
+  OpTime time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable* cal, const CalibrationTable* active) {
     Key k;
     k.v[0] = static_cast<uint64_t>(op.kind) | static_cast<uint64_t>(op.dtype) << 16;
     k.v[1] = static_cast<uint64_t>(op.m), k.v[2] = static_cast<uint64_t>(op.n), k.v[3] = static_cast<uint64_t>(op.k);
@@ -36,7 +37,7 @@ class OpTimeMemo {
     std::memcpy(&k.v[10], &op.flops, 8);
     std::memcpy(&k.v[11], &op.bytes, 8);
     k.v[12] = reinterpret_cast<uintptr_t>(&gpu), k.v[13] = reinterpret_cast<uintptr_t>(cal);
-    k.v[14] = reinterpret_cast<uintptr_t>(active_calibration());
+    k.v[14] = reinterpret_cast<uintptr_t>(active);
     const bool lens = !op.q_lens.empty() || !op.ctx_lens.empty();
     // Independent products summed (no multiply chain through the fields), then one avalanche step.
     static constexpr uint64_t kMul[15] = {
@@ -96,7 +97,9 @@ struct CostModel::Impl {
   StepCost scratch;  // step_time_s reuses its vectors
   mutable OpTimeMemo op_memo;
 
-  OpTime compute_time(const plan::Op& op, const spec::Gpu& gpu) const { return op_memo.time(op, gpu, options.calibration); }
+  OpTime compute_time(const plan::Op& op, const spec::Gpu& gpu, const CalibrationTable* active) const {
+    return op_memo.time(op, gpu, options.calibration, active);
+  }
 
   Impl(const plan::Plan& p, const spec::Cluster& c, CostOptions o, LinkTables* shared)
       : plan(p),
@@ -146,6 +149,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
   if (gt == cluster->gpu_types.end()) throw Error("cost_step: GPU type '" + type + "' not in the cluster");
   const spec::Gpu& gpu = gt->second;
   const CollectiveParams coll_params = collective_params(gpu, options.engine);  // NCCL-like latencies, custom AR
+  const CalibrationTable* active = active_calibration();
   const int n = static_cast<int>(step.ranks.size());
   if (static_cast<int>(place.size()) < n) throw Error("cost_step: placement has fewer GPUs than the step's ranks");
 
@@ -204,7 +208,7 @@ void CostModel::Impl::run(const plan::Step& step, StepCost& out) {
         const plan::Op& op = ops[pc[static_cast<size_t>(r)]];
         progress = true;
         if (!plan::is_communication(op.kind)) {
-          finish_op(r, now[static_cast<size_t>(r)], 0.0, compute_time(op, gpu), plan::CollectiveAlgo::kAuto);
+          finish_op(r, now[static_cast<size_t>(r)], 0.0, compute_time(op, gpu, active), plan::CollectiveAlgo::kAuto);
           continue;
         }
         waiting[static_cast<size_t>(r)] = true;
@@ -349,13 +353,14 @@ bool CostModel::cost_symmetric_rank(const plan::Step& step, size_t index, std::v
   out.resize(ops.size());
   double now = 0;
   std::vector<int> gpus;
+  const CalibrationTable* active = active_calibration();
   for (size_t i = 0; i < ops.size(); ++i) {
     const plan::Op& op = ops[i];
     OpCost& oc = out[i];
     oc = OpCost{};
     oc.start_s = now;
     if (!plan::is_communication(op.kind)) {
-      oc.time = im.compute_time(op, gpu);
+      oc.time = im.compute_time(op, gpu, active);
     } else {
       if (op.kind == OpKind::kSend || op.kind == OpKind::kRecv) return false;
       if (op.kind == OpKind::kAllToAll && !symmetric_all_to_all) return false;

@@ -43,10 +43,6 @@ std::string to_string(CollectiveAlgo a) {
   return "unknown";
 }
 
-bool is_collective(OpKind k) {
-  return k == OpKind::kAllReduce || k == OpKind::kAllGather || k == OpKind::kReduceScatter || k == OpKind::kAllToAll;
-}
-
 uint64_t lengths_hash(const std::vector<int64_t>& q_lens, const std::vector<int64_t>& ctx_lens) {
   uint64_t h = 1469598103934665603ull;
   for (const auto* v : {&q_lens, &ctx_lens}) {
@@ -61,6 +57,5 @@ uint64_t new_lens_id() {
   return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-bool is_communication(OpKind k) { return is_collective(k) || k == OpKind::kSend || k == OpKind::kRecv; }
 
 }  // namespace parasol::plan

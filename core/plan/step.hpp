@@ -112,8 +112,11 @@ struct Step {
 
 std::string to_string(OpKind k);
 std::string to_string(CollectiveAlgo a);
-bool is_collective(OpKind k);
-bool is_communication(OpKind k);
+// Inline: the cost model asks for every op of every step.
+inline bool is_collective(OpKind k) {
+  return k == OpKind::kAllReduce || k == OpKind::kAllGather || k == OpKind::kReduceScatter || k == OpKind::kAllToAll;
+}
+inline bool is_communication(OpKind k) { return is_collective(k) || k == OpKind::kSend || k == OpKind::kRecv; }
 // A hash of an attention op's per-sequence lengths.
 uint64_t lengths_hash(const std::vector<int64_t>& q_lens, const std::vector<int64_t>& ctx_lens);
 // A new nonzero Op::lens_id (process-wide, thread-safe; its value never enters a result).
