@@ -82,6 +82,9 @@ class StagedFile {
   [[noreturn]] void fail_write() const;
 };
 
+// FNV-1a 64 of a file's bytes, hex ("unreadable" when it cannot be read): how outputs name their inputs.
+std::string file_hash(const std::string& path);
+
 // Writes DIR/run.json: where the folder's files come from (the command, parasol's version and git commit, the seed,
 // each input file's path and FNV-1a 64 hash of its bytes) -- every command that writes an --out folder calls it.
 void write_run_json(const std::string& dir, const std::string& command, const std::vector<std::string>& inputs,

@@ -25,7 +25,6 @@
 #include <thread>
 
 #include "core/common/error.hpp"
-#include "core/common/hash.hpp"
 #include "core/common/units.hpp"
 #include "core/plan/parallel_config.hpp"
 #include "core/plan/plan_io.hpp"
@@ -192,12 +191,7 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   sum.run.parasol_version = build_version();
   sum.run.commit = build_commit();
   sum.run.scenario = resolve_data_path(o.workload);
-  {
-    std::ifstream in(sum.run.scenario, std::ios::binary);
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    sum.run.scenario_hash = hex64(fnv1a64(bytes.str()));
-  }
+  sum.run.scenario_hash = file_hash(sum.run.scenario);
   sum.run.plan = "mixed " + cfg.label();
   sum.run.plan_source = "--plan " + o.plan_path;
   sum.run.replicas = 1;

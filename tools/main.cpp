@@ -189,15 +189,18 @@ void write_file_atomic(const std::string& dir, const std::string& name, const st
   f.commit();
 }
 
+std::string file_hash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "unreadable";
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  return hex64(fnv1a64(bytes.str()));
+}
+
 void write_run_json(const std::string& dir, const std::string& command, const std::vector<std::string>& inputs,
                     uint64_t seed) {
   nlohmann::json files = nlohmann::json::array();
-  for (const auto& path : inputs) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    files.push_back({{"path", path}, {"hash", in ? hex64(fnv1a64(bytes.str())) : std::string("unreadable")}});
-  }
+  for (const auto& path : inputs) files.push_back({{"path", path}, {"hash", file_hash(path)}});
   const nlohmann::json j = {{"command", command},   {"parasol", build_version()}, {"commit", build_commit()},
                             {"seed", seed},         {"inputs", files}};
   write_file_atomic(dir, "run.json", j.dump(2) + "\n");

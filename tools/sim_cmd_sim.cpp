@@ -118,10 +118,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
     const std::string path = resolve_data_path(a.scenario);
     sc = spec::load_scenario_file(path);
     run_info.scenario = path;
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    run_info.scenario_hash = hex64(fnv1a64(bytes.str()));
+    run_info.scenario_hash = file_hash(path);
   }
   activate_calibration(!a.calibration.empty() ? a.calibration : sc.calibration.value_or(""), common.verbosity);
   // The workload before the plan: an absent trace is an error before any search runs.
