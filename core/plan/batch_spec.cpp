@@ -8,6 +8,10 @@ namespace parasol::plan {
 namespace {
 
 const char* kExpected = "items like 'prefill:4x2048', 'prefill:2x512@4096' or 'decode:64@8192', comma-separated";
+// Bounds: a batch of at most 2^20 sequences (engines batch hundreds to thousands), lengths and contexts of at most
+// 2^40 tokens (as traces), so that a typo cannot make a step of 10^11 sequences.
+constexpr int64_t kMaxSeqs = int64_t{1} << 20;
+constexpr int64_t kMaxTokens = int64_t{1} << 40;
 
 bool parse_int(std::string_view s, int64_t& out) {
   if (s.empty()) return false;
@@ -49,6 +53,8 @@ Batch parse_batch_spec(const std::string& spec, int attn_dp, const std::string& 
     } else {
       throw bad("kind must be prefill or decode");
     }
+    if (len > kMaxTokens || ctx > kMaxTokens) throw bad("lengths and contexts are at most 2^40 tokens");
+    if (n > kMaxSeqs - id) throw bad("a batch has at most 2^20 sequences");
     for (int64_t i = 0; i < n; ++i, ++id)
       b.seqs.push_back({id, len, ctx, static_cast<int>(id % std::max(attn_dp, 1)), true});
   }

@@ -271,8 +271,10 @@ TEST(PlanBatchSpec, ParsesItemsAndRejectsBadText) {
   EXPECT_EQ(b.tokens(), 2 * 512 + 3 + 7);
   for (size_t i = 0; i < b.seqs.size(); ++i) EXPECT_EQ(b.seqs[i].attn_group, static_cast<int>(i % 2));
   for (const char* bad : {"", "prefill:4", "decode:4", "decode:0@10", "prefill:0x5", "train:4x4", "prefill:4x2048,",
-                          "prefill:4x-1", "decode:4@x"})
+                          "prefill:4x-1", "decode:4@x", "decode:99999999999@5", "decode:1048576@5,decode:1@5",
+                          "prefill:1x1099511627777", "decode:1@9223372036854775807"})
     EXPECT_THROW(parse_batch_spec(bad), ConfigError) << bad;
+  EXPECT_EQ(parse_batch_spec("decode:1048576@5").seqs.size(), 1048576u);  // the bound itself is a batch
 }
 
 }  // namespace
