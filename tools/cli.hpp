@@ -82,6 +82,13 @@ class StagedFile {
   [[noreturn]] void fail_write() const;
 };
 
+// Validators for numeric options whose messages a person can read ("--requests: expected a count >= 0, found -5"),
+// where CLI11's own print the whole double range.
+CLI::Validator at_least(double lo, const std::string& what = "a number");
+CLI::Validator in_range(double lo, double hi, const std::string& what = "a number");
+inline CLI::Validator positive_count() { return at_least(1, "a count >= 1"); }
+inline CLI::Validator non_negative_count() { return at_least(0, "a count >= 0"); }
+
 // FNV-1a 64 of a file's bytes, hex ("unreadable" when it cannot be read): how outputs name their inputs.
 std::string file_hash(const std::string& path);
 

@@ -279,7 +279,7 @@ PARASOL_COMMAND("exec", 60, [](CLI::App& app, CommonOptions& common) {
   sub->add_option("--plan", o->plan_path, "Plan YAML (parasol plan output): serve a workload");
   sub->add_option("--workload", o->workload, "Scenario YAML whose workload (and SLOs) --plan serves");
   sub->add_option("--requests", o->requests, "Serve at most this many requests of the workload")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_count());
   sub->add_option("--profile", o->profile_out, "Per-op timings CSV (calibration format, docs/cost-model.md)");
   sub->add_option("--profile-gpu", o->profile_gpu, "The profile rows' gpu column (default: the backend's name)");
   sub->add_option("--model", o->model, "Model YAML / HF config.json, or builtin:NAME (test-llama, test-mixtral, ...)");
@@ -288,12 +288,12 @@ PARASOL_COMMAND("exec", 60, [](CLI::App& app, CommonOptions& common) {
   sub->add_option("--backend", o->backend, "Backend: cpu (or cuda when built)")->capture_default_str();
   sub->add_option("--weights", o->weights, "synthetic, or a HF checkpoint directory")->capture_default_str();
   sub->add_option("--weight-dtype", o->weight_dtype, "Weight storage: fp32, bf16, fp16")->capture_default_str();
-  sub->add_option("--prompts", o->prompts, "Number of synthetic prompts")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--prompt-min", o->prompt_min, "Shortest prompt (tokens)")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--prompt-max", o->prompt_max, "Longest prompt (tokens)")->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--decode", o->decode, "Decode steps after the prefill")->capture_default_str()->check(CLI::NonNegativeNumber);
+  sub->add_option("--prompts", o->prompts, "Number of synthetic prompts")->capture_default_str()->check(positive_count());
+  sub->add_option("--prompt-min", o->prompt_min, "Shortest prompt (tokens)")->capture_default_str()->check(positive_count());
+  sub->add_option("--prompt-max", o->prompt_max, "Longest prompt (tokens)")->capture_default_str()->check(positive_count());
+  sub->add_option("--decode", o->decode, "Decode steps after the prefill")->capture_default_str()->check(non_negative_count());
   sub->add_option("--prefill-chunk", o->prefill_chunk, "Chunked prefill size (0: whole prompts)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative_count());
   sub->add_option("--kv-blocks", o->kv_blocks, "KV blocks per rank (--plan: the scheduler's KV capacity cap)")
       ->capture_default_str();
   sub->add_option("--logits-out", o->logits_out, "Write tokens and logits (JSON) from rank 0");

@@ -73,7 +73,7 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
   CLI::App* sub = app.add_subcommand("plan", "Search parallel layouts for a scenario, rank them, write the best plan");
   sub->add_option("scenario", args->scenario, "Scenario YAML (parasol.scenario/1)")->required();
   sub->add_option("--top", args->top, "How many ranked layouts to print (default: the scenario's search.top_n)")
-      ->check(CLI::Range(1, 100000));
+      ->check(in_range(1, 100000, "a count in [1, 100000]"));
   sub->add_option("--calibration", args->calibration,
                   "Measured tables used where they cover an op (CSV, folder, AIConfigurator GPU folder; overrides the "
                   "scenario's calibration:)");

@@ -300,10 +300,10 @@ PARASOL_COMMAND("step", 30, [](CLI::App& app, CommonOptions& common) -> std::fun
   sub->add_option("--model", args->model, "Model file or shipped name (scenarios/models/NAME.yaml)");
   sub->add_option("--gpu", args->gpu, "GPU file or shipped name (topologies/gpus/NAME.yaml); with --cluster, its GPU type");
   sub->add_option("--cluster", args->cluster, "Cluster file or shipped name (topologies/clusters/NAME.yaml)");
-  sub->add_option("--tp", args->tp, "Tensor parallelism")->check(CLI::PositiveNumber);
-  sub->add_option("--pp", args->pp, "Pipeline stages")->check(CLI::PositiveNumber);
-  sub->add_option("--ep", args->ep, "Expert parallelism (divides tp x attn-dp)")->check(CLI::PositiveNumber);
-  sub->add_option("--attn-dp", args->attn_dp, "Attention data-parallel groups")->check(CLI::PositiveNumber);
+  sub->add_option("--tp", args->tp, "Tensor parallelism")->check(positive_count());
+  sub->add_option("--pp", args->pp, "Pipeline stages")->check(positive_count());
+  sub->add_option("--ep", args->ep, "Expert parallelism (divides tp x attn-dp)")->check(positive_count());
+  sub->add_option("--attn-dp", args->attn_dp, "Attention data-parallel groups")->check(positive_count());
   sub->add_option("--batch", args->batch, "Batch SPEC: prefill:NxL, prefill:NxL@C, decode:N@C, comma-separated")->required();
   sub->add_option("--routing", args->routing, "MoE routing: uniform | zipf | zipf:S (seeded by --seed)");
   sub->add_option("--calibration", args->calibration, "Measured tables (a calibration CSV, a folder of them, an AIConfigurator GPU folder; docs/calibration.md) used where they cover an op");
@@ -314,7 +314,7 @@ PARASOL_COMMAND("step", 30, [](CLI::App& app, CommonOptions& common) -> std::fun
   sub->add_option("--rank", args->rank, "Rank whose ops to list: N, 'critical' or 'all'");
   sub->add_option("--weight-dtype", args->weight_dtype, "Override the model's weight dtype");
   sub->add_option("--kv-dtype", args->kv_dtype, "Override the model's KV-cache dtype");
-  sub->add_option("--gpus-per-node", args->gpus_per_node, "Without --cluster: GPUs per NVSwitch node")->check(CLI::PositiveNumber);
+  sub->add_option("--gpus-per-node", args->gpus_per_node, "Without --cluster: GPUs per NVSwitch node")->check(positive_count());
   sub->add_option("--nic-bw", args->nic_bw, "Without --cluster: NIC bandwidth per GPU");
   sub->add_flag("--allow-cross-domain-tp", args->allow_cross_domain_tp, "Let a TP group span scale-up domains");
   sub->footer(

@@ -598,14 +598,14 @@ PARASOL_COMMAND("validate", 65, [](CLI::App& app, CommonOptions& common) {
   sub->add_option("--plan", a->plan, "The plan it ran (without --profile: run it with --workload)");
   sub->add_option("--workload", a->workload, "Scenario YAML whose workload the plan serves (run mode)");
   sub->add_option("--backend", a->backend, "Run mode: the exec backend")->capture_default_str();
-  sub->add_option("--requests", a->requests, "Run mode: serve at most this many requests")->check(CLI::NonNegativeNumber);
+  sub->add_option("--requests", a->requests, "Run mode: serve at most this many requests")->check(non_negative_count());
   sub->add_option("--device", a->device, "Device YAML to predict with (e.g. parasol measure-host output)");
   sub->add_option("--gpu", a->gpu, "A shipped GPU to predict with (topologies/gpus/NAME.yaml)");
   sub->add_flag("--held-out", a->held_out, "Only the shapes the calibration split holds out of the fit");
   sub->add_option("--svg", a->svg, "Write the picture (predicted vs measured per op, iterations) to FILE");
   sub->add_option("--worst", a->worst, "How many of the worst shapes to list")->capture_default_str();
   sub->add_option("--max-median", a->max_median, "Exit 1 when the median |error| over shapes exceeds this fraction")
-      ->check(CLI::NonNegativeNumber);
+      ->check(at_least(0, "a fraction >= 0"));
   set_examples(sub, {"parasol validate --profile ops.csv --device host.yaml --svg validate.svg  # profile vs model",
                      "parasol validate --plan scenarios/exec/tiny-llama-tp2.plan.yaml --workload "
                      "scenarios/exec/tiny-llama-tp2.yaml --device host.yaml  # run it, then compare",

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -188,6 +189,25 @@ void write_file_atomic(const std::string& dir, const std::string& name, const st
   f.stream() << text;
   f.commit();
 }
+
+namespace {
+CLI::Validator bounded(double lo, double hi, const std::string& expected) {
+  return CLI::Validator(
+      [lo, hi, expected](std::string& text) -> std::string {
+        double v = 0;
+        const char* b = text.c_str();
+        char* end = nullptr;
+        v = std::strtod(b, &end);
+        if (end == b || *end != '\0' || !(v >= lo) || !(v <= hi)) return "expected " + expected + ", found " + text;
+        return {};
+      },
+      "");
+}
+}  // namespace
+
+CLI::Validator at_least(double lo, const std::string& what) { return bounded(lo, 1e308, what); }
+
+CLI::Validator in_range(double lo, double hi, const std::string& what) { return bounded(lo, hi, what); }
 
 std::string file_hash(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

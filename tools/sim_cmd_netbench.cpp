@@ -197,13 +197,13 @@ PARASOL_COMMAND("netbench", 25, [](CLI::App& app, CommonOptions& common) -> std:
   auto* sub = app.add_subcommand("netbench", "Simulated nccl-tests: collective time, algbw and busbw over a GPU group");
   sub->add_option("CLUSTER", args->cluster, "Cluster file (parasol.cluster/1)")->required();
   sub->add_option("--gpus", args->gpus, "GPU group, e.g. '0-7' or '0,8,16,24' (default: the GPUs of --node)");
-  sub->add_option("--node", args->node, "Node whose GPUs form the group (default 0)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--node", args->node, "Node whose GPUs form the group (default 0)")->check(non_negative_count());
   sub->add_option("--min", args->min_size, "Smallest message (default 1 KiB)");
   sub->add_option("--max", args->max_size, "Largest message (default 8 GiB)");
   sub->add_option("--colls", args->colls, "Collectives: all_reduce,all_gather,reduce_scatter,all_to_all");
   sub->add_option("--efficiency", args->efficiency,
                   "Achieved / nominal link bandwidth (default: the GPU's comm_efficiency)")
-      ->check(CLI::Range(1e-6, 1.0));
+      ->check(in_range(1e-6, 1.0, "a fraction in (0, 1]"));
   sub->add_option("--ref", args->refs, "Reference busbw line on the plot, LABEL=GBPS (repeatable)");
   sub->add_flag("--auto-only", args->auto_only, "Only the automatically chosen algorithm (no per-algorithm rows)");
   sub->add_option("--calibration", args->calibration,

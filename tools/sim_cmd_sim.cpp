@@ -309,7 +309,7 @@ PARASOL_COMMAND("sim", 20, [](CLI::App& app, CommonOptions& common) -> std::func
   sub->add_option("--fidelity", a->fidelity, "analytic (cost model) or network (collectives as flows)");
   sub->add_option("--router", a->router, "round_robin | least_outstanding_tokens");
   sub->add_option("--algo", a->algo, "Network mode: force a collective algorithm (auto, ring, tree, nvls, ...)");
-  sub->add_option("--requests", a->requests, "Serve at most this many requests")->check(CLI::NonNegativeNumber);
+  sub->add_option("--requests", a->requests, "Serve at most this many requests")->check(non_negative_count());
   sub->add_option("--calibration", a->calibration,
                   "Measured tables used where they cover an op (CSV, folder, AIConfigurator GPU folder; overrides the "
                   "scenario's calibration:)");

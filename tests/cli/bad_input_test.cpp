@@ -415,5 +415,21 @@ TEST(Bounds, AThirtyOneYearGapBetweenArrivalsCostsNothing) {
   EXPECT_NE(r.out.find("\"completed\": 2"), std::string::npos) << r.out.substr(0, 400);
 }
 
+// A numeric option out of its range is a usage error saying what was expected, not a silent default.
+TEST(BadOptions, OutOfRangeNumbersSayWhatWasExpected) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"sim", "--requests", "-5"}, "--requests: expected a count >= 0, found -5"},
+      {{"step", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--tp", "0", "--batch", "decode:1@5"},
+       "--tp: expected a count >= 1, found 0"},
+      {{"netbench", data("topologies/clusters/dgx-h100.yaml"), "--efficiency", "3"},
+       "--efficiency: expected a fraction in (0, 1], found 3"}};
+  for (const auto& [args, message] : cases) {
+    const RunResult r = run_parasol(args, 30);
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_EQ(line_count(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+  }
+}
+
 }  // namespace
 }  // namespace parasol::testing
