@@ -49,6 +49,7 @@ struct SimArgs {
   std::string policy;
   std::string calibration;  // --calibration; else the scenario's `calibration:`
   int64_t requests = -1;
+  int trace_replicas = 8;  // replicas whose iterations trace.json shows (0: all)
   bool timing = false;
 };
 
@@ -216,6 +217,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
     trace = std::make_unique<StagedFile>(common.out_dir, "trace.json");
     mc.requests_csv = &csv->stream();
     mc.trace_json = &trace->stream();
+    mc.trace_replicas = a.trace_replicas;
   }
   serve::MetricsCollector metrics(mc);
   const double wall1 = wall_s();
@@ -313,6 +315,10 @@ PARASOL_COMMAND("sim", 20, [](CLI::App& app, CommonOptions& common) -> std::func
   sub->add_option("--calibration", a->calibration,
                   "Measured tables used where they cover an op (CSV, folder, AIConfigurator GPU folder; overrides the "
                   "scenario's calibration:)");
+  sub->add_option("--trace-replicas", a->trace_replicas,
+                  "Replicas whose iterations trace.json shows, the first N (default 8; 0: all, up to the 200,000-step "
+                  "cap)")
+      ->check(non_negative_count());
   sub->add_flag("--timing", a->timing,
                 "Print setup / simulation wall and CPU time, steps/s and peak RSS to stderr (benchmarks)");
   sub->add_option("--policy", a->policy,

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "tests/cli/cli_runner.hpp"
@@ -91,6 +92,21 @@ TEST(TraceJson, FleetTraceCoversTheWholeSimulatedSpan) {
   EXPECT_EQ(f.overlaps, 0) << f.first_overlap;
   EXPECT_LT(f.first_ns, 1e9 * 0.05 * span_s);
   EXPECT_GT(static_cast<double>(f.last_end_ns), 1e9 * 0.95 * span_s) << "span " << span_s << " s";
+}
+
+// --trace-replicas chooses how many replicas the trace shows (the first N; 0: all).
+TEST(TraceJson, TraceReplicasChoosesTheReplicasShown) {
+  for (const auto& [n, expected] : std::vector<std::pair<std::string, size_t>>{{"1", 1}, {"0", 4}}) {
+    TempDir dir;
+    // The default scenario's pick has 4 replicas (dp4).
+    const RunResult r = run_parasol({"sim", "-q", "--trace-replicas", n, "--out", (dir / "out").string()}, 120.0);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto doc = nlohmann::json::parse(read_all(dir / "out" / "trace.json"));
+    std::set<int64_t> pids;
+    for (const auto& e : doc.at("traceEvents"))
+      if (e.value("ph", "") == "X") pids.insert(e.at("pid").get<int64_t>());
+    EXPECT_EQ(pids.size(), expected) << "--trace-replicas " << n;
+  }
 }
 
 }  // namespace
