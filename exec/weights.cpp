@@ -10,19 +10,11 @@
 #include <fstream>
 
 #include "core/common/error.hpp"
+#include "core/common/hash.hpp"
 #include "exec/half.hpp"
 
 namespace parasol::exec {
 namespace {
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -60,7 +52,7 @@ void for_slice(const std::vector<int64_t>& shape, int dim, int64_t begin, int64_
 }  // namespace
 
 float SyntheticWeights::value(const std::string& name, const std::vector<int64_t>& shape, int64_t index) const {
-  uint64_t h = splitmix64(seed_ ^ fnv1a(name));
+  uint64_t h = splitmix64(seed_ ^ fnv1a64(name));
   uint64_t bits = splitmix64(h + static_cast<uint64_t>(index) * 0xd1b54a32d192ed03ull);
   float u = static_cast<float>(static_cast<double>(bits >> 11) * 0x1.0p-53 * 2.0 - 1.0);  // [-1, 1)
   if (contains(name, "norm")) return 1.0f + 0.1f * u;

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "core/common/error.hpp"
+#include "core/common/hash.hpp"
 
 namespace sg4 = simgrid::s4u;
 
@@ -41,11 +42,8 @@ std::vector<double> stage_times(const plan::Step& step, const cost::StepCost& sc
 }
 
 uint64_t fnv(const std::vector<int64_t>& v) {
-  uint64_t h = 1469598103934665603ull;
-  for (int64_t x : v) {
-    h ^= static_cast<uint64_t>(x);
-    h *= 1099511628211ull;
-  }
+  uint64_t h = kFnvOffset;
+  for (int64_t x : v) h = fnv1a64_word(h, static_cast<uint64_t>(x));
   return h;
 }
 

@@ -16,6 +16,9 @@ constexpr uint64_t fnv1a64(std::string_view bytes, uint64_t h = kFnvOffset) {
   return h;
 }
 
+// One FNV-1a step over a whole 64-bit word (hashing sequences of integers: keys, lengths).
+constexpr uint64_t fnv1a64_word(uint64_t h, uint64_t word) { return (h ^ word) * kFnvPrime; }
+
 // 16 lowercase hex digits.
 std::string hex64(uint64_t v);
 

@@ -21,7 +21,7 @@ double soft_max(double a, double b, double p) {
 }
 
 // ceil(c / d) for c >= 0, d >= 1 (below 2^53) from a multiply by inv = 1 / d and a truncation (no divide): the
-// estimate is off by at most one either way, and exact integer products fix it.
+// truncated product is within one of floor(c / d), so at most two exact integer corrections reach the ceiling.
 int64_t ceil_div(int64_t c, int64_t d, double inv) {
   auto t = static_cast<int64_t>(static_cast<double>(c) * inv);
   if (t * d < c) ++t;

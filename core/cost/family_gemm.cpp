@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "core/common/error.hpp"
+#include "core/common/hash.hpp"
 #include "core/cost/attention_cost.hpp"
 #include "core/cost/fit_family.hpp"
 #include "core/cost/gemm_cost.hpp"
@@ -129,12 +130,6 @@ std::vector<int64_t> balanced_counts(const MoeRow& r) {
       }
   }
   return c;
-}
-
-uint64_t text_hash(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
-  return h;
 }
 
 // One draw of the collector's _generate_power_law_distribution: counts per expert with EP rank 0 the heaviest.
@@ -269,7 +264,7 @@ void read_moe(const CsvTable& t, const std::string& gpu, std::vector<Sample>& ou
       const double alpha = std::strtod(tail.c_str(), &end);
       if (tail.empty() || *end != '\0' || !(alpha > 0) || alpha == 1.0)
         throw ConfigError(t.name(), t.line(row), 0, "distribution", "balanced or power_law_<exponent != 1>", dist);
-      std::mt19937_64 rng(text_hash(s.key));
+      std::mt19937_64 rng(fnv1a64(s.key));
       for (int d = 0; d < kPowerLawDraws; ++d) moe_ops(r, power_law_counts(r, alpha, rng), s.ops);
       s.time_s = ms * kMs * kPowerLawDraws;  // the collector's time is the mean over its draws
     } else {

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/common/error.hpp"
+#include "core/common/hash.hpp"
 
 namespace parasol::cost {
 
@@ -49,7 +50,7 @@ class OpTimeMemo {
 #pragma GCC unroll 15
     for (size_t i = 0; i < 15; ++i) h += k.v[i] * kMul[i];
     if (lens) h += (op.lens_id != 0 ? op.lens_id : plan::lengths_hash(op.q_lens, op.ctx_lens)) * 0x2545f4914f6cdd1dull;
-    for (int64_t x : op.expert_tokens) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    for (int64_t x : op.expert_tokens) h = fnv1a64_word(h, static_cast<uint64_t>(x));
     h ^= h >> 32;
     h *= 0xd6e8feb86659fd93ull;
     h ^= h >> 29;

@@ -3,6 +3,8 @@
 
 #include <atomic>
 
+#include "core/common/hash.hpp"
+
 namespace parasol::plan {
 
 std::string to_string(OpKind k) {
@@ -44,10 +46,10 @@ std::string to_string(CollectiveAlgo a) {
 }
 
 uint64_t lengths_hash(const std::vector<int64_t>& q_lens, const std::vector<int64_t>& ctx_lens) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnvOffset;
   for (const auto* v : {&q_lens, &ctx_lens}) {
-    h = (h ^ v->size()) * 1099511628211ull;
-    for (int64_t x : *v) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    h = fnv1a64_word(h, v->size());
+    for (int64_t x : *v) h = fnv1a64_word(h, static_cast<uint64_t>(x));
   }
   return h;
 }

@@ -18,6 +18,7 @@
 #include <regex>
 #include <thread>
 
+#include "core/common/hash.hpp"
 #include "tests/cli/cli_runner.hpp"
 
 namespace parasol::testing {
@@ -32,12 +33,6 @@ constexpr int kSimRunsPerTrace = 3;
 constexpr int kSingleRunsPerFile = 2;
 constexpr double kSingleTimeout_s = 10.0;
 constexpr double kBatchTimeoutPerMutant_s = 2.0;
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
 
 std::vector<std::string> split_lines(const std::string& text) {
   std::vector<std::string> lines;
@@ -254,7 +249,7 @@ struct SimRig {
 
 // Runs the mutants of one seed; appends what went wrong to `failures`.
 void fuzz_seed(const Seed& seed, const SimRig* rig, std::vector<std::string>& failures, Tally& tally) {
-  Mutator mut(fnv1a(seed.label) ^ 0x5eed);
+  Mutator mut(fnv1a64(seed.label) ^ 0x5eed);
   std::vector<fs::path> paths;
   std::vector<std::string> whats;
   for (int k = 0; k < seed.mutants; ++k) {
