@@ -9,6 +9,7 @@
 #include "core/common/error.hpp"
 #include "core/cost/calibration.hpp"
 #include "core/cost/profile_samples.hpp"
+#include "core/serve/router.hpp"
 #include "exec/layout.hpp"
 
 namespace parasol::exec {
@@ -166,8 +167,7 @@ void ExecStepRunner::stop() {
   broadcast(comm_, {kStop});
 }
 
-serve::StepTiming ExecStepRunner::run(int /*replica*/, const plan::Batch& batch) {
-  const int adp = runner_.layout().config.attn_dp;
+serve::StepTiming ExecStepRunner::run(int replica, const plan::Batch& batch) {
   StepRequest req;
   for (const plan::SeqWork& w : batch.seqs) {
     auto it = seqs_.find(w.seq_id);
@@ -180,7 +180,7 @@ serve::StepTiming ExecStepRunner::run(int /*replica*/, const plan::Batch& batch)
     SeqInput s;
     s.seq_id = w.seq_id;
     s.context = w.context;
-    s.attn_group = static_cast<int>(w.seq_id % adp);
+    s.attn_group = w.attn_group;
     // Only a step that reaches the end of the sequence's known tokens samples one: a non-final prefill chunk (the
     // scheduler's SeqWork leaves `sample` at its default) must not, or the prompt would be cut short.
     s.sample = w.sample && w.context + w.new_tokens == static_cast<int64_t>(toks.size());
@@ -196,13 +196,18 @@ serve::StepTiming ExecStepRunner::run(int /*replica*/, const plan::Batch& batch)
   const double t0 = clock_.now_s();
   StepResult res = runner_.step(req);
   serve::StepTiming timing;
-  timing.total_s = clock_.now_s() - t0;
-  timing.clock_advanced = true;
-  for (const auto& r : runner_.last_step().ranks)
-    for (const auto& op : r.ops) {
-      timing.flops += op.flops;
-      timing.bytes += op.bytes;
-    }
+  if (config_.timer) {  // virtual clock: the step takes the cost model's time, whatever the CPU took
+    timing = config_.timer->run(replica, batch);
+    timing.clock_advanced = false;
+  } else {
+    timing.total_s = clock_.now_s() - t0;
+    timing.clock_advanced = true;
+    for (const auto& r : runner_.last_step().ranks)
+      for (const auto& op : r.ops) {
+        timing.flops += op.flops;
+        timing.bytes += op.bytes;
+      }
+  }
   for (size_t i = 0; i < req.seqs.size(); ++i) {
     if (res.next_tokens[i] < 0) continue;
     auto& toks = seqs_[req.seqs[i].seq_id].tokens;
@@ -216,69 +221,70 @@ serve::StepTiming ExecStepRunner::run(int /*replica*/, const plan::Batch& batch)
   return timing;
 }
 
+namespace {
+
+// The serving loop's host for real serving: the wall clock; waiting sleeps in slices of a quarter of the instance's
+// timeout, each followed by a keep-alive to the workers. A virtual clock (ServeConfig::timer) makes it a manual host.
+class ExecHost final : public serve::LoopHost {
+ public:
+  ExecHost(const serve::WallClock& clock, ExecStepRunner& runner, double slice_s)
+      : clock_(clock), runner_(runner), slice_s_(slice_s) {}
+  bool virtual_time() const override { return false; }
+  double now_s() override { return clock_.now_s(); }
+  double wait_until(double t_s) override {
+    for (;;) {
+      const double now = clock_.now_s();
+      if (now >= t_s) return now;
+      const double wait_s = std::min(t_s - now, slice_s_);
+      std::this_thread::sleep_for(std::chrono::duration<double>(wait_s));
+      if (wait_s >= slice_s_) runner_.keep_alive();
+    }
+  }
+
+ private:
+  const serve::WallClock& clock_;
+  ExecStepRunner& runner_;
+  double slice_s_;
+};
+
+}  // namespace
+
 ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
-                         const ServeConfig& config, serve::RequestSource& source, serve::MetricsCollector& metrics) {
+                         const ServeConfig& config, serve::RequestSource& source, serve::MetricsCollector& metrics,
+                         const serve::LoopOptions& loop_options) {
   if (instance.rank() != 0) throw Error("serve_driver runs on rank 0");
   auto be = make_backend(config.backend, {0, 1});
   std::unique_ptr<ModelRunner> model = make_runner(plan, weights, instance, *be, config);
   serve::WallClock clock;
   ExecStepRunner runner(*model, instance, clock, config);
   serve::Scheduler sched(config.scheduler, 0);
-  ServeResult result;
-  serve::StepEvents events;
-  serve::Iteration it;
-  // Idle waits are cut into slices of a quarter of the timeout, each followed by a keep-alive.
-  const double slice_s = std::max(0.001, instance.timeout_s() / 4);
-  auto emit = [&](const serve::RequestRecord& rec) {
-    metrics.on_request(rec);
-    ++result.requests;
+  std::unique_ptr<serve::Router> router = serve::make_router("least_outstanding_tokens");
+  serve::LoopPool pool;
+  pool.schedulers = {&sched};
+  pool.router = router.get();
+  pool.runner = &runner;
+  serve::LoopOptions lo = loop_options;
+  lo.on_arrival = [&runner, next = loop_options.on_arrival](const serve::Request& r) {
+    runner.add_request(r);
+    if (next) next(r);
   };
-  std::optional<serve::Request> pending = source.next();
-  for (;;) {
-    double now = clock.now_s();
-    while (pending && pending->arrival_s <= now) {
-      runner.add_request(*pending);
-      const int64_t id = pending->id;
-      if (auto rejected = sched.add(std::move(*pending), now)) {
-        runner.release(id);
-        emit(*rejected);
-      }
-      pending = source.next();
-    }
-    if (sched.schedule(now, it)) {
-      const serve::StepTiming timing = runner.run(0, it.batch);
-      const double end = clock.now_s();
-      events.clear();
-      sched.complete(it, end, events);
-      ++result.iterations;
-      serve::StepSample s;
-      s.start_s = it.start_s;
-      s.end_s = end;
-      s.seqs = static_cast<int32_t>(it.batch.seqs.size());
-      s.prefill_tokens = it.prefill_tokens;
-      s.decode_tokens = it.decode_tokens;
-      s.preempted = it.preempted;
-      s.flops = timing.flops;
-      s.bytes = timing.bytes;
-      s.kv_utilization = sched.kv_utilization();
-      metrics.on_step(s);
-      metrics.on_itl(events.itl_s);
-      for (const serve::RequestRecord& rec : events.finished) {
-        runner.release(rec.id);
-        emit(rec);
-      }
-      result.end_s = end;
-      continue;
-    }
-    if (!pending) {
-      if (!sched.idle()) throw Error("exec: the scheduler has work but schedules nothing");
-      break;
-    }
-    const double wait_s = std::min(pending->arrival_s - now, slice_s);
-    std::this_thread::sleep_for(std::chrono::duration<double>(std::max(0.0, wait_s)));
-    if (wait_s >= slice_s) runner.keep_alive();
+  lo.on_record = [&runner, next = loop_options.on_record](const serve::RequestRecord& rec) {
+    runner.release(rec.id);
+    if (next) next(rec);
+  };
+  serve::ServingLoop loop({std::move(pool)}, source, metrics, std::move(lo));
+  serve::LoopResult lr;
+  if (config.timer) {
+    serve::ManualHost host;
+    lr = loop.run(host);
+  } else {
+    ExecHost host(clock, runner, std::max(0.001, instance.timeout_s() / 4));
+    lr = loop.run(host);
   }
-  result.end_s = std::max(result.end_s, clock.now_s());
+  ServeResult result;
+  result.iterations = lr.iterations;
+  result.requests = lr.requests;
+  result.end_s = config.timer ? lr.end_s : std::max(lr.end_s, clock.now_s());
   runner.stop();
   result.generated_tokens = runner.generated_tokens();
   result.outputs = std::move(runner.outputs());

@@ -1,14 +1,15 @@
-// Serving a Plan for real: core/serve's Scheduler and MetricsCollector driven on a wall clock (serve::WallClock,
-// steady_clock), each iteration run by ExecStepRunner on every rank of the instance through ModelRunners — the same
-// Scheduler, StepRunner contract and metrics schema as `parasol sim`, so the two write the same files.
+// Serving a Plan for real: core/serve's serving loop (serving_loop.hpp, the same loop `parasol sim` runs) on a wall
+// clock (serve::WallClock, steady_clock) or a virtual one (ServeConfig::timer), each iteration run by ExecStepRunner
+// on every rank of the instance through ModelRunners — the same Scheduler, StepRunner contract and metrics schema as
+// `parasol sim`, so the two write the same files.
 //
 // Rank 0 drives: it owns the request source, the Scheduler, the metrics and the token ids of every sequence
 // (prompts are synthetic, drawn per request from the seed; generated tokens are the greedy ones). For each
 // iteration it sends the step's request over the instance communicator to the other ranks (a small control message,
 // outside the Step), and every rank runs ModelRunner::step — build_step's program for that rank. The other ranks run
 // serve_worker() until rank 0 says stop. While idle between arrivals rank 0 sends keep-alive messages so that the
-// workers' receive timeout only fires when rank 0 is really gone. With attention-DP, sequence id i is served by group
-// i % attn_dp. Per-op times (RunnerOptions::profile) become executor-profile rows (calibration CSV plus rank, iteration
+// workers' receive timeout only fires when rank 0 is really gone. With attention-DP, a sequence is served by the group the
+// scheduler put it in (SeqWork::attn_group: least outstanding tokens when it arrived). Per-op times (RunnerOptions::profile) become executor-profile rows (calibration CSV plus rank, iteration
 // and per-sequence lengths: core/cost/profile_samples.hpp), gathered on rank 0 at the end.
 // Thread behaviour: each function runs on its rank's thread; the objects passed in are used during the call only.
 #pragma once
@@ -24,6 +25,7 @@
 #include "core/serve/clock.hpp"
 #include "core/serve/metrics.hpp"
 #include "core/serve/scheduler.hpp"
+#include "core/serve/serving_loop.hpp"
 #include "core/serve/step_runner.hpp"
 #include "core/serve/workload.hpp"
 #include "exec/backend.hpp"
@@ -40,6 +42,10 @@ struct ServeConfig {
   RunnerOptions runner;              // weight / KV types, KV blocks per rank, profile
   std::string profile_gpu = "cpu";   // the calibration rows' gpu column
   uint64_t seed = 1;                 // synthetic prompt tokens
+  // Virtual clock: when set, every step takes this runner's time (the cost model's, e.g. sim's AnalyticStepRunner)
+  // instead of the wall time, and the loop jumps from event to event; the tokens are still computed for real. Not
+  // owned. Makes exec's schedule comparable iteration by iteration with sim's.
+  serve::StepRunner* timer = nullptr;
 };
 
 // The configuration for serving pool `pool` of `plan`: scheduler limits from the pool (KV capacity capped at
@@ -96,8 +102,11 @@ class ExecStepRunner final : public serve::StepRunner {
 
 // Rank 0: serves `source` to exhaustion on a wall clock, feeding `metrics`. Every other rank calls serve_worker()
 // at the same time. Both construct their ModelRunner (collective) inside.
+// `loop_options`: limits and hooks of the serving loop (core/serve/serving_loop.hpp); its on_arrival and on_record
+// run after the executor's own.
 ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
-                         const ServeConfig& config, serve::RequestSource& source, serve::MetricsCollector& metrics);
+                         const ServeConfig& config, serve::RequestSource& source, serve::MetricsCollector& metrics,
+                         const serve::LoopOptions& loop_options = {});
 ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
                          const ServeConfig& config);
 

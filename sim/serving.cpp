@@ -8,6 +8,7 @@
 
 #include "core/common/error.hpp"
 #include "core/serve/router.hpp"
+#include "core/serve/serving_loop.hpp"
 #include "sim/flows.hpp"
 #include "sim/platform.hpp"
 #include "sim/step_runners.hpp"
@@ -18,120 +19,81 @@ namespace parasol::sim {
 
 namespace {
 
-struct InFlight {
-  serve::Iteration it;
-  serve::StepTiming timing;
-  double end_s = 0;
-};
+constexpr double kInf = std::numeric_limits<double>::infinity();
 
-struct Replica {
-  int pool = 0;
-  int index = 0;   // within the pool (placement row)
-  int global = 0;  // across pools (metrics, records)
-  std::unique_ptr<serve::Scheduler> sched;
-  sg4::MutexPtr mutex;
-  sg4::ConditionVariablePtr cv;
-  bool busy = false;     // !sched->idle(), as last seen
-  bool waiting = false;  // blocked on cv (a notify is needed to wake it)
-  double next_end_s = std::numeric_limits<double>::infinity();  // when it wakes next by itself (iteration end)
-  // What its last completed iteration produced. Per replica, not shared: hand_off() creates an actor, a simcall
-  // during which other replicas' actors run and complete their own iterations.
-  serve::StepEvents events;
-};
-
-class Simulation {
+// The serving loop's host on SimGrid. The loop runs in one actor; SimGrid's clock follows it lazily (the loop jumps
+// from event to event while nothing runs on the platform, and the clock catches up before anything starts there).
+// Network-fidelity steps and KV transfers run as flows, each in its own short-lived actor, and post their end back to
+// the loop, waking it from its condition variable.
+class SimHost final : public serve::LoopHost {
  public:
-  Simulation(const plan::Plan& plan, const spec::Cluster& cluster, serve::RequestSource& source,
-             serve::MetricsCollector& metrics, const ServeOptions& o)
-      : plan_(plan), source_(source), metrics_(metrics), o_(o), platform_(cluster) {
-    if (plan.pools.empty()) throw ConfigError("the plan has no pools");
-    if (plan.pools.size() > 2) throw ConfigError("a plan has one mixed pool or a prefill and a decode pool");
-    kv_bytes_per_token_ = spec::kv_bytes_per_token(plan.model);
-    for (size_t p = 0; p < plan.pools.size(); ++p) {
-      const plan::Pool& pool = plan.pools[p];
-      serve::SchedulerConfig cfg = p < o.schedulers.size() ? o.schedulers[p] : serve::SchedulerConfig::from_pool(pool);
-      if (plan.disaggregated())
-        cfg.role = pool.role == "prefill" ? serve::SchedulerRole::kPrefill : serve::SchedulerRole::kDecode;
-      cfg.first_token_at_decode = o.first_token_at_decode;
-      if (cfg.max_context == 0) cfg.max_context = plan.model.max_position;
-      routers_.push_back(serve::make_router(o.router));
-      loads_.emplace_back(pool.placement.size());
-      pool_replicas_.emplace_back();
-      if (p < o.runners.size() && o.runners[p]) {
-        runners_.push_back(o.runners[p]);
-      } else if (o.fidelity == spec::Fidelity::kNetwork) {
-        network_.push_back(
-            std::make_unique<NetworkStepRunner>(plan, static_cast<int>(p), platform_, o.algo, o.engine));
-        runners_.push_back(network_.back().get());
-      } else {
-        analytic_.push_back(std::make_unique<AnalyticStepRunner>(plan, static_cast<int>(p), cluster, o.engine));
-        runners_.push_back(analytic_.back().get());
-      }
-      for (size_t i = 0; i < pool.placement.size(); ++i) {
-        auto r = std::make_unique<Replica>();
-        r->pool = static_cast<int>(p);
-        r->index = static_cast<int>(i);
-        r->global = static_cast<int>(replicas_.size());
-        r->sched = std::make_unique<serve::Scheduler>(cfg, r->global);
-        r->mutex = sg4::Mutex::create();
-        r->cv = sg4::ConditionVariable::create();
-        pool_replicas_[p].push_back(r.get());
-        replicas_.push_back(std::move(r));
-      }
+  SimHost(const plan::Plan& plan, Platform& platform, std::vector<NetworkStepRunner*> network, ServeResult& result)
+      : plan_(plan), platform_(platform), network_(std::move(network)), result_(result) {}
+
+  bool virtual_time() const override { return true; }
+  double now_s() override { return sg4::Engine::get_clock(); }
+  double wait_until(double t_s) override {
+    const double now = sg4::Engine::get_clock();
+    if (posted_ || t_s <= now) {
+      posted_ = false;
+      return now;
     }
-    if (plan.disaggregated() && (plan.pools[0].role != "prefill" || plan.pools[1].role != "decode"))
-      throw ConfigError("a disaggregated plan lists its prefill pool first, then its decode pool");
-    // One replica whose steps do not run on the platform: only arrivals can interleave with its iterations.
-    run_ahead_ = replicas_.size() == 1 && !plan.disaggregated() && network_.empty();
+    std::unique_lock<sg4::Mutex> lock(*mutex_);
+    waiting_ = true;
+    if (t_s < kInf)
+      cv_->wait_until(lock, t_s);
+    else
+      cv_->wait(lock);
+    waiting_ = false;
+    posted_ = false;
+    return sg4::Engine::get_clock();
   }
 
-  ServeResult run() {
-    for (auto& r : replicas_) {
-      Replica* rp = r.get();
-      const int first_gpu = plan_.pools[rp->pool].placement[rp->index].at(0);
-      sg4::Actor::create("replica-" + std::to_string(rp->global), platform_.gpu_host(first_gpu),
-                         guarded([this, rp] { replica_loop(*rp); }));
-    }
-    sg4::Actor::create("arrivals", platform_.gpu_host(plan_.pools[0].placement.at(0).at(0)),
-                       guarded([this] { arrivals(); }));
-    sg4::Engine::get_instance()->run();
-    if (failure_) std::rethrow_exception(failure_);
-    if (busy_ != 0 || pending_kv_ != 0)
-      throw RuntimeFailure("simulation ended with work left (" + std::to_string(busy_) + " busy replicas, " +
-                           std::to_string(pending_kv_) + " KV transfers): deadlock");
-    result_.end_s = std::max(result_.end_s, last_event_s_);
-    result_.replicas = static_cast<int>(replicas_.size());
-    for (const auto& a : analytic_) {
-      result_.memo_hits += a->memo_hits();
-      result_.memo_misses += a->memo_misses();
-    }
-    for (const auto& n : network_) {
-      result_.flows += n->stats().flows.flows;
-      result_.flow_bytes += n->stats().flows.bytes;
-      result_.collectives += n->stats().collectives;
-    }
-    for (const auto& r : replicas_) {
-      ServeResult::ReplicaEnd e;
-      e.pool = r->pool;
-      e.kv_used_blocks = r->sched->kv_used_blocks();
-      e.kv_total_blocks = r->sched->kv_total_blocks();
-      e.outstanding_requests = r->sched->outstanding_requests();
-      e.stats = r->sched->stats();
-      result_.replica_end.push_back(e);
-    }
-    const auto& lb = platform_.link_bytes();
-    for (int e = 0; e < platform_.routes().edge_count(); ++e)
-      for (int d = 0; d < 2; ++d)
-        if (lb[2 * e + d] > 0)
-          result_.links.push_back({platform_.link_name(e, d == 0), platform_.routes().edge(e).link.bw_Bps, lb[2 * e + d]});
-    result_.link_usage_csv = link_usage_csv(platform_);
-    result_.flow_trace_events = flow_trace_events(platform_);
-    return result_;
+  bool start_step(serve::ServingLoop& loop, int g, int slot, const plan::Batch& batch, double now_s) override {
+    NetworkStepRunner* net = network_[size_t(loop.pool_of(g))];
+    if (!net) return false;
+    catch_up(now_s);
+    const int pool = loop.pool_of(g), index = loop.index_in_pool(g);
+    const bool pipelined = loop.pool(pool).pp > 1;
+    sg4::Actor::create("micro-batch", platform_.gpu_host(plan_.pools[size_t(pool)].placement[size_t(index)].at(0)),
+                       guarded([this, &loop, net, g, slot, index, pipelined, &batch] {
+                         std::function<void(double)> stage0;
+                         if (pipelined)
+                           stage0 = [this, &loop, g, slot](double t) {
+                             loop.post_stage0(g, slot, t);
+                             notify();
+                           };
+                         const serve::StepTiming timing = net->run_micro_batch(index, slot, batch, stage0);
+                         loop.post_step_done(g, slot, timing, sg4::Engine::get_clock());
+                         notify();
+                       }));
+    return true;
   }
 
- private:
+  // KV of a finished prefill travels to a decode replica as flows between the two instances' GPUs (both fidelities).
+  void transfer_kv(serve::ServingLoop& loop, int from, int to, double bytes, uint64_t ticket, double now_s) override {
+    catch_up(now_s);
+    const auto& src = plan_.pools[size_t(loop.pool_of(from))].placement[size_t(loop.index_in_pool(from))];
+    const auto& dst = plan_.pools[size_t(loop.pool_of(to))].placement[size_t(loop.index_in_pool(to))];
+    const size_t n = std::max(src.size(), dst.size());
+    std::map<std::pair<int, int>, double> acc;
+    for (size_t i = 0; i < n; ++i)
+      acc[{platform_.routes().gpu_vertex(src[i % src.size()]), platform_.routes().gpu_vertex(dst[i % dst.size()])}] +=
+          bytes / static_cast<double>(n);
+    auto fs = std::make_shared<FlowSet>();
+    for (const auto& [k, b] : acc) fs->flows.push_back({k.first, k.second, b});
+    sg4::Actor::create("kv", platform_.gpu_host(src[0]), guarded([this, fs, &loop, ticket] {
+                         FlowStats st;
+                         run_flows(platform_, *fs, &st);
+                         result_.flows += st.flows;
+                         result_.flow_bytes += st.bytes;
+                         loop.post_kv_arrived(ticket, sg4::Engine::get_clock());
+                         notify();
+                       }));
+  }
+
   // An exception escaping an actor would abort the process inside SimGrid. The first one is kept, every other actor
-  // is killed so that the engine returns, and run() rethrows it: a bad input still ends in its ConfigError (exit 2).
+  // is killed so that the engine returns, and the caller rethrows it: a bad input still ends in its ConfigError.
   template <class F>
   std::function<void()> guarded(F body) {
     return [this, body]() mutable {
@@ -143,329 +105,127 @@ class Simulation {
       }
     };
   }
-  std::exception_ptr failure_;
+  std::exception_ptr failure() const { return failure_; }
 
-  void emit(const serve::RequestRecord& rec) { emit(rec, sg4::Engine::get_clock()); }
-  void emit(const serve::RequestRecord& rec, double now) {
-    metrics_.on_request(rec);
-    ++result_.requests;
-    last_event_s_ = std::max(last_event_s_, now);
-    if (o_.progress && o_.progress_every > 0 && result_.requests % o_.progress_every == 0) o_.progress(now, result_.requests);
+ private:
+  // Before anything starts on the platform at the loop's time, SimGrid's clock is brought there.
+  void catch_up(double now_s) {
+    if (now_s > sg4::Engine::get_clock()) sg4::this_actor::sleep_until(now_s);
   }
-
-  void refresh(Replica& r) {
-    auto& load = loads_[r.pool][r.index];
-    load.outstanding_tokens = r.sched->outstanding_tokens();
-    load.outstanding_requests = r.sched->outstanding_requests();
-    const bool busy = !r.sched->idle();
-    if (busy != r.busy) {
-      busy_ += busy ? 1 : -1;
-      r.busy = busy;
-    }
-  }
-
-  void wake(Replica& r) {
-    if (r.waiting) r.cv->notify_one();
-  }
-
-  // Whether an iteration or a KV transfer may end exactly now (then an arrival now must let it complete first).
-  bool something_ends_at(double now) const {
-    if (pending_kv_ > 0) return true;
-    for (const auto& r : replicas_)
-      if (r->next_end_s == now) return true;
-    return false;
-  }
-
-  bool finished() const { return arrivals_done_ && busy_ == 0 && pending_kv_ == 0; }
-  void maybe_finish() {
-    if (!finished()) return;
-    for (auto& r : replicas_)
-      if (r->waiting) r->cv->notify_all();
-  }
-
-  void arrivals() {
-    const int entry_pool = 0;  // mixed, or prefill when disaggregated
-    int64_t admitted = 0;
-    while (true) {
-      if (o_.max_requests >= 0 && admitted >= o_.max_requests) break;
-      if (o_.stop && o_.stop->load(std::memory_order_relaxed) != 0) {
-        result_.stopped_by = o_.stop->load();
-        result_.stopped_at_s = sg4::Engine::get_clock();
-        break;
-      }
-      std::optional<serve::Request> req = source_.next();
-      if (!req || req->arrival_s >= o_.duration_s) break;
-      next_arrival_s_ = req->arrival_s;
-      if (req->arrival_s > sg4::Engine::get_clock()) sg4::this_actor::sleep_until(req->arrival_s);
-      if (something_ends_at(sg4::Engine::get_clock())) sg4::this_actor::yield();  // they complete first
-      ++admitted;
-      const double now = sg4::Engine::get_clock();
-      const int idx = routers_[entry_pool]->route(*req, loads_[entry_pool]);
-      if (idx < 0) {
-        emit(serve::make_rejected(*req, now, "no replica alive"));
-        continue;
-      }
-      Replica& r = *pool_replicas_[entry_pool][idx];
-      if (auto rejected = r.sched->add(std::move(*req), now)) {
-        emit(*rejected);
-        continue;
-      }
-      refresh(r);
-      wake(r);
-    }
-    arrivals_done_ = true;
-    next_arrival_s_ = std::numeric_limits<double>::infinity();
-    maybe_finish();
-  }
-
-  void complete(Replica& r, InFlight& f) { complete(r, f, sg4::Engine::get_clock()); }
-  // `now`: the iteration's end (the clock, or ahead of it when replica_loop runs ahead).
-  void complete(Replica& r, InFlight& f, double now) {
-    serve::StepEvents& events = r.events;
-    events.clear();
-    r.sched->complete(f.it, now, events);
-    ++result_.iterations;
-    last_event_s_ = std::max(last_event_s_, now);
-    serve::StepSample s;
-    s.replica = r.global;
-    s.start_s = f.it.start_s;
-    s.end_s = now;
-    s.seqs = static_cast<int32_t>(f.it.batch.seqs.size());
-    s.prefill_tokens = f.it.prefill_tokens;
-    s.decode_tokens = f.it.decode_tokens;
-    s.preempted = f.it.preempted;
-    s.flops = f.timing.flops;
-    s.bytes = f.timing.bytes;
-    s.kv_utilization = r.sched->kv_utilization();
-    metrics_.on_step(s);
-    metrics_.on_itl(events.itl_s);
-    for (const auto& rec : events.finished) emit(rec, now);
-    for (auto& h : events.handoffs) hand_off(r, std::move(h));
-    refresh(r);
-  }
-
-  // KV of a finished prefill travels to a decode replica as flows between the two instances' GPUs.
-  void hand_off(Replica& from, serve::Handoff h) {
-    const int dpool = 1;
-    const int idx = routers_[dpool]->route(h.request, loads_[dpool]);
-    if (idx < 0) {
-      emit(serve::make_rejected(h.request, sg4::Engine::get_clock(), "no decode replica alive"));
-      return;
-    }
-    Replica& to = *pool_replicas_[dpool][idx];
-    const double bytes = static_cast<double>(h.kv_tokens) * kv_bytes_per_token_;
-    const auto& src = plan_.pools[from.pool].placement[from.index];
-    const auto& dst = plan_.pools[to.pool].placement[to.index];
-    const size_t n = std::max(src.size(), dst.size());
-    std::map<std::pair<int, int>, double> acc;
-    for (size_t i = 0; i < n; ++i)
-      acc[{platform_.routes().gpu_vertex(src[i % src.size()]), platform_.routes().gpu_vertex(dst[i % dst.size()])}] +=
-          bytes / static_cast<double>(n);
-    auto fs = std::make_shared<FlowSet>();
-    for (const auto& [k, b] : acc) fs->flows.push_back({k.first, k.second, b});
-    ++pending_kv_;
-    ++result_.kv_transfers;
-    result_.kv_bytes += bytes;
-    auto handoff = std::make_shared<serve::Handoff>(std::move(h));
-    sg4::Actor::create("kv", platform_.gpu_host(src[0]), guarded([this, fs, handoff, &to] {
-      FlowStats st;
-      run_flows(platform_, *fs, &st);
-      result_.flows += st.flows;
-      result_.flow_bytes += st.bytes;
-      --pending_kv_;
-      if (auto rejected = to.sched->add_prefilled(std::move(*handoff), sg4::Engine::get_clock())) emit(*rejected);
-      refresh(to);
-      wake(to);
-      maybe_finish();
-    }));
-  }
-
-  // The replica's actor: complete what ended, start what can start (up to pp micro-batches in flight, the next one
-  // when stage 0 is free), sleep until the next end or a wake-up. In-flight slots are a ring reused across
-  // iterations, so the steady state allocates nothing.
-  void replica_loop(Replica& r) {
-    const int pp = std::max(1, plan_.pools[r.pool].config.pp);
-    serve::StepRunner& runner = *runners_[r.pool];
-    if (auto* net = dynamic_cast<NetworkStepRunner*>(&runner); net && pp > 1) {
-      network_pipeline_loop(r, *net, pp);
-      return;
-    }
-    std::vector<InFlight> ring(static_cast<size_t>(pp));
-    size_t head = 0, count = 0;
-    auto front = [&]() -> InFlight& { return ring[head]; };
-    double stage0_free = 0, last_end = 0;
-    std::unique_lock<sg4::Mutex> lock(*r.mutex);
-    while (true) {
-      double now = sg4::Engine::get_clock();
-      while (count > 0 && front().end_s <= now) {
-        complete(r, front());
-        head = (head + 1) % ring.size();
-        --count;
-        maybe_finish();
-      }
-      bool started = false;
-      while (static_cast<int>(count) < pp && now >= stage0_free) {
-        InFlight& f = ring[(head + count) % ring.size()];
-        if (!r.sched->schedule(now, f.it)) break;
-        f.timing = runner.run(r.index, f.it.batch);
-        if (f.timing.clock_advanced) {
-          f.end_s = sg4::Engine::get_clock();
-          stage0_free = f.end_s;
-        } else {
-          f.end_s = std::max(now + f.timing.total_s, last_end);
-          const double stage0 = pp == 1 ? f.timing.total_s
-                                : f.timing.stage_s.empty() ? f.timing.total_s / pp
-                                                           : f.timing.stage_s.front();
-          stage0_free = now + stage0;
-        }
-        last_end = f.end_s;
-        ++count;
-        started = true;
-        if (pp == 1) break;
-        now = sg4::Engine::get_clock();
-      }
-      // Run ahead (one replica, nothing else to interleave with): an iteration that ends before the next arrival
-      // completes at its end time and the next one starts then, without a SimGrid event each. Nothing else can
-      // happen in between, so the order of every record, sample and decision is the same as sleeping until it.
-      if (run_ahead_ && pp == 1) {
-        while (count == 1 && !front().timing.clock_advanced && front().end_s < next_arrival_s_) {
-          const double t = front().end_s;
-          complete(r, front(), t);
-          head = (head + 1) % ring.size();
-          --count;
-          maybe_finish();
-          InFlight& f = ring[(head + count) % ring.size()];
-          if (!r.sched->schedule(t, f.it)) break;
-          f.timing = runner.run(r.index, f.it.batch);
-          f.end_s = std::max(t + f.timing.total_s, last_end);
-          stage0_free = t + f.timing.total_s;
-          last_end = f.end_s;
-          ++count;
-        }
-      }
-      if (started && count > 0 && front().end_s <= sg4::Engine::get_clock()) continue;
-      if (count > 0) {
-        double next = front().end_s;
-        if (pp > 1 && static_cast<int>(count) < pp && stage0_free > now && r.sched->has_runnable())
-          next = std::min(next, stage0_free);
-        r.next_end_s = next;
-        if (pp == 1) {
-          sg4::this_actor::sleep_until(next);
-        } else {
-          r.waiting = true;
-          r.cv->wait_until(lock, next);
-          r.waiting = false;
-        }
-        continue;
-      }
-      r.next_end_s = std::numeric_limits<double>::infinity();
-      if (r.sched->idle() && finished()) break;
-      r.waiting = true;
-      r.cv->wait(lock);
-      r.waiting = false;
-      if (r.sched->idle() && finished()) break;
-    }
-    r.next_end_s = std::numeric_limits<double>::infinity();
-  }
-
-  // Network mode with pp > 1: the same scheduling decisions as replica_loop's analytic path (up to pp micro-batches
-  // in flight, the next one started when stage 0 is free, completed in order), but each micro-batch runs its step as
-  // flows in its own short-lived actor, so micro-batches on different stages overlap in simulated time and share
-  // links only where their flows really do. The micro-batch reports when its stage 0 is done (its time may be ahead
-  // of the clock: the ranks' trailing compute is known) and when it ends; the replica's actor waits on its condition
-  // variable for either. Like the analytic mode, a micro-batch's stage s does not wait for the previous micro-batch's
-  // stage s (only its completion is ordered).
-  struct MicroBatch {
-    InFlight f;
-    double stage0_s = std::numeric_limits<double>::infinity();
-    bool done = false;
-  };
-  void network_pipeline_loop(Replica& r, NetworkStepRunner& net, int pp) {
-    constexpr double kInf = std::numeric_limits<double>::infinity();
-    std::vector<MicroBatch> ring(static_cast<size_t>(pp));
-    size_t head = 0, count = 0;
-    int last_slot = -1;  // the micro-batch started last: its stage 0 gates the next one
-    sg4::Host* host = platform_.gpu_host(plan_.pools[r.pool].placement[r.index].at(0));
-    std::unique_lock<sg4::Mutex> lock(*r.mutex);
-    while (true) {
-      const double now = sg4::Engine::get_clock();
-      while (count > 0 && ring[head].done) {
-        complete(r, ring[head].f);
-        head = (head + 1) % ring.size();
-        --count;
-        maybe_finish();
-      }
-      double stage0_free = last_slot < 0 ? 0.0 : ring[static_cast<size_t>(last_slot)].stage0_s;
-      while (static_cast<int>(count) < pp && now >= stage0_free) {
-        const size_t slot = (head + count) % ring.size();
-        MicroBatch& mb = ring[slot];
-        if (!r.sched->schedule(now, mb.f.it)) break;
-        mb.done = false;
-        mb.stage0_s = kInf;
-        mb.f.end_s = kInf;
-        last_slot = static_cast<int>(slot);
-        stage0_free = kInf;
-        ++count;
-        sg4::Actor::create("micro-batch", host, guarded([this, &r, &net, &mb, slot] {
-          mb.f.timing = net.run_micro_batch(r.index, static_cast<int>(slot), mb.f.it.batch, [this, &r, &mb](double t) {
-            mb.stage0_s = t;
-            wake(r);
-          });
-          mb.f.end_s = sg4::Engine::get_clock();
-          mb.done = true;
-          wake(r);
-        }));
-      }
-      if (count > 0) {
-        const bool gated = static_cast<int>(count) < pp && stage0_free > now && r.sched->has_runnable();
-        r.next_end_s = gated ? stage0_free : kInf;
-        r.waiting = true;
-        if (gated && stage0_free < kInf)
-          r.cv->wait_until(lock, stage0_free);
-        else
-          r.cv->wait(lock);
-        r.waiting = false;
-        continue;
-      }
-      r.next_end_s = kInf;
-      if (r.sched->idle() && finished()) break;
-      r.waiting = true;
-      r.cv->wait(lock);
-      r.waiting = false;
-      if (r.sched->idle() && finished()) break;
-    }
-    r.next_end_s = kInf;
+  void notify() {
+    posted_ = true;
+    if (waiting_) cv_->notify_one();
   }
 
   const plan::Plan& plan_;
-  serve::RequestSource& source_;
-  serve::MetricsCollector& metrics_;
-  const ServeOptions& o_;
-  Platform platform_;
-  double kv_bytes_per_token_ = 0;
-  std::vector<std::unique_ptr<Replica>> replicas_;
-  std::vector<std::vector<Replica*>> pool_replicas_;
-  std::vector<std::unique_ptr<serve::Router>> routers_;
-  std::vector<std::vector<serve::ReplicaLoad>> loads_;
-  std::vector<std::unique_ptr<AnalyticStepRunner>> analytic_;
-  std::vector<std::unique_ptr<NetworkStepRunner>> network_;
-  std::vector<serve::StepRunner*> runners_;
-  ServeResult result_;
-  bool arrivals_done_ = false;
-  double next_arrival_s_ = 0;  // of the request the arrivals actor waits for (infinity when none is left)
-  bool run_ahead_ = false;     // replica_loop may run ahead of the clock (see there)
-  int64_t busy_ = 0;
-  int64_t pending_kv_ = 0;
-  double last_event_s_ = 0;
+  Platform& platform_;
+  std::vector<NetworkStepRunner*> network_;  // per pool; null: the pool's steps are costed synchronously
+  ServeResult& result_;
+  sg4::MutexPtr mutex_ = sg4::Mutex::create();
+  sg4::ConditionVariablePtr cv_ = sg4::ConditionVariable::create();
+  bool waiting_ = false;
+  bool posted_ = false;  // something was posted since the loop last looked
+  std::exception_ptr failure_;
 };
 
 }  // namespace
 
 ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluster, serve::RequestSource& source,
-                             serve::MetricsCollector& metrics, const ServeOptions& options) {
-  auto engine = make_engine(options.verbose);
-  Simulation sim(plan, cluster, source, metrics, options);
-  return sim.run();
+                             serve::MetricsCollector& metrics, const ServeOptions& o) {
+  auto engine = make_engine(o.verbose);
+  if (plan.pools.empty()) throw ConfigError("the plan has no pools");
+  if (plan.pools.size() > 2) throw ConfigError("a plan has one mixed pool or a prefill and a decode pool");
+  if (plan.disaggregated() && (plan.pools[0].role != "prefill" || plan.pools[1].role != "decode"))
+    throw ConfigError("a disaggregated plan lists its prefill pool first, then its decode pool");
+  Platform platform(cluster);
+  std::vector<std::unique_ptr<serve::Scheduler>> schedulers;
+  std::vector<std::unique_ptr<serve::Router>> routers;
+  std::vector<std::unique_ptr<AnalyticStepRunner>> analytic;
+  std::vector<std::unique_ptr<NetworkStepRunner>> network;
+  std::vector<NetworkStepRunner*> network_of_pool;
+  std::vector<serve::LoopPool> pools;
+  for (size_t p = 0; p < plan.pools.size(); ++p) {
+    const plan::Pool& pool = plan.pools[p];
+    serve::SchedulerConfig cfg = p < o.schedulers.size() ? o.schedulers[p] : serve::SchedulerConfig::from_pool(pool);
+    if (plan.disaggregated())
+      cfg.role = pool.role == "prefill" ? serve::SchedulerRole::kPrefill : serve::SchedulerRole::kDecode;
+    cfg.first_token_at_decode = o.first_token_at_decode;
+    if (cfg.max_context == 0) cfg.max_context = plan.model.max_position;
+    serve::LoopPool lp;
+    lp.pp = std::max(1, pool.config.pp);
+    routers.push_back(serve::make_router(o.router));
+    lp.router = routers.back().get();
+    NetworkStepRunner* net = nullptr;
+    if (p < o.runners.size() && o.runners[p]) {
+      lp.runner = o.runners[p];
+    } else if (o.fidelity == spec::Fidelity::kNetwork) {
+      network.push_back(std::make_unique<NetworkStepRunner>(plan, static_cast<int>(p), platform, o.algo, o.engine));
+      net = network.back().get();
+      lp.runner = net;
+    } else {
+      analytic.push_back(std::make_unique<AnalyticStepRunner>(plan, static_cast<int>(p), cluster, o.engine));
+      lp.runner = analytic.back().get();
+    }
+    network_of_pool.push_back(net);
+    for (size_t i = 0; i < pool.placement.size(); ++i) {
+      schedulers.push_back(std::make_unique<serve::Scheduler>(cfg, static_cast<int>(schedulers.size())));
+      lp.schedulers.push_back(schedulers.back().get());
+    }
+    pools.push_back(std::move(lp));
+  }
+  serve::LoopOptions lo;
+  lo.duration_s = o.duration_s;
+  lo.max_requests = o.max_requests;
+  lo.stop = o.stop;
+  lo.progress = o.progress;
+  lo.progress_every = o.progress_every;
+  lo.kv_bytes_per_token = spec::kv_bytes_per_token(plan.model);
+  lo.on_iteration = o.on_iteration;
+  lo.on_record = o.on_record;
+  serve::ServingLoop loop(std::move(pools), source, metrics, std::move(lo));
+
+  ServeResult result;
+  SimHost host(plan, platform, network_of_pool, result);
+  serve::LoopResult lr;
+  sg4::Actor::create("serving", platform.gpu_host(plan.pools[0].placement.at(0).at(0)),
+                     host.guarded([&] { lr = loop.run(host); }));
+  sg4::Engine::get_instance()->run();
+  if (host.failure()) std::rethrow_exception(host.failure());
+  result.stopped_by = lr.stopped_by;
+  result.stopped_at_s = lr.stopped_at_s;
+  result.end_s = lr.end_s;
+  result.iterations = lr.iterations;
+  result.requests = lr.requests;
+  result.kv_transfers = lr.kv_transfers;
+  result.kv_bytes = lr.kv_bytes;
+  result.replicas = static_cast<int>(schedulers.size());
+  for (const auto& a : analytic) {
+    result.memo_hits += a->memo_hits();
+    result.memo_misses += a->memo_misses();
+  }
+  for (const auto& n : network) {
+    result.flows += n->stats().flows.flows;
+    result.flow_bytes += n->stats().flows.bytes;
+    result.collectives += n->stats().collectives;
+  }
+  for (size_t g = 0; g < schedulers.size(); ++g) {
+    const serve::Scheduler& s = *schedulers[g];
+    ServeResult::ReplicaEnd e;
+    e.pool = loop.pool_of(static_cast<int>(g));
+    e.kv_used_blocks = s.kv_used_blocks();
+    e.kv_total_blocks = s.kv_total_blocks();
+    e.outstanding_requests = s.outstanding_requests();
+    e.stats = s.stats();
+    result.replica_end.push_back(e);
+  }
+  const auto& lb = platform.link_bytes();
+  for (int e = 0; e < platform.routes().edge_count(); ++e)
+    for (int d = 0; d < 2; ++d)
+      if (lb[2 * e + d] > 0)
+        result.links.push_back({platform.link_name(e, d == 0), platform.routes().edge(e).link.bw_Bps, lb[2 * e + d]});
+  result.link_usage_csv = link_usage_csv(platform);
+  result.flow_trace_events = flow_trace_events(platform);
+  return result;
 }
 
 }  // namespace parasol::sim

@@ -1,14 +1,13 @@
-// The serving simulation: a Plan served on the SimGrid platform of its cluster. One actor per replica runs
-// that replica's core/serve Scheduler (continuous batching, chunked prefill, paged KV, preemption, prefix cache; up to
-// pp micro-batches in flight, the next starting when stage 0 is free) with a StepRunner (sim/step_runners.hpp: the
-// cost model, or flows on the platform); one arrivals actor streams requests from the RequestSource and routes them
-// (core/serve Router); with prefill/decode disaggregation a prefill replica hands each finished prefill to a decode
-// replica (same router policy) after its KV cache travels as SimGrid flows from the prefill instance's GPUs to the
-// decode instance's GPUs over the real routes (in both fidelity modes), sharing links with everything else.
-// Every record, iteration and ITL sample goes to the caller's MetricsCollector. Actors: replicas + 1, plus one short-
-// lived actor per KV transfer; never one per request in flight otherwise.
-// Events at equal times: iteration ends before arrivals (the arrivals actor yields after waking), as in core/serve's
-// reference event loop. Deterministic: SimGrid's event loop is sequential and nothing here iterates unordered state.
+// The serving simulation: a Plan served on the SimGrid platform of its cluster, by core/serve's one serving loop
+// (core/serve/serving_loop.hpp: routing, each replica's Scheduler with up to pp micro-batches in flight, P/D
+// hand-offs, metrics) with a SimGrid host. Steps are costed by the pool's StepRunner (sim/step_runners.hpp): the cost
+// model (analytic fidelity: the loop jumps from event to event, no SimGrid activity at all), or flows on the platform
+// (network fidelity: each micro-batch runs in its own short-lived actor and its collectives share links with
+// everything else in flight). With prefill/decode disaggregation a prefill replica hands each finished prefill to a
+// decode replica (same router policy) after its KV cache travels as SimGrid flows from the prefill instance's GPUs
+// to the decode instance's GPUs over the real routes (in both fidelity modes). Actors: the loop, plus one short-lived
+// actor per network step or KV transfer. Every record, iteration and ITL sample goes to the caller's
+// MetricsCollector. Deterministic: SimGrid's event loop is sequential and nothing here iterates unordered state.
 // Thread behaviour: simulate_serving creates this process's SimGrid engine; call it once per process.
 #pragma once
 
@@ -23,6 +22,7 @@
 #include "core/plan/plan.hpp"
 #include "core/serve/metrics.hpp"
 #include "core/serve/scheduler.hpp"
+#include "core/serve/serving_loop.hpp"
 #include "core/serve/step_runner.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/cluster.hpp"
@@ -51,6 +51,9 @@ struct ServeOptions {
   bool verbose = false;                                         // SimGrid's own logging
   // Tests: one runner per pool, used instead of the fidelity's runner (nullptr entries keep it). Not owned.
   std::vector<serve::StepRunner*> runners;
+  // Called at the end of every iteration and for every record (tests comparing schedules); empty: never.
+  std::function<void(const serve::IterationView&)> on_iteration;
+  std::function<void(const serve::RequestRecord&)> on_record;
 };
 
 struct ServeResult {

@@ -1,8 +1,5 @@
-// The reference serving loop: a single-threaded discrete-event driver of core/serve on a ManualClock. It pulls
-// requests from a source as their arrival time comes, routes them, runs each replica's iterations on a StepRunner
-// (up to pp micro-batches in flight per replica, the next starting when stage 0 is free), and feeds every record and
-// iteration to a MetricsCollector. sim/ drives the same classes from SimGrid actors; tests and benchmarks use this
-// loop directly. Events at equal times: iteration ends (replica order) before arrivals, so freed KV is visible.
+// run_event_loop: the serving loop (serving_loop.hpp) over one mixed pool on virtual time (ManualHost), for tests and
+// benchmarks that bring their own schedulers, router and runner. Same loop, same order of events as sim and exec.
 // Thread behaviour: runs on the calling thread; the objects passed in are used only during the call.
 #pragma once
 

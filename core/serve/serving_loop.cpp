@@ -1,0 +1,284 @@
+#include "core/serve/serving_loop.hpp"
+
+#include <algorithm>
+
+#include "core/common/error.hpp"
+
+namespace parasol::serve {
+namespace {
+constexpr double kInf = std::numeric_limits<double>::infinity();
+}  // namespace
+
+void LoopHost::transfer_kv(ServingLoop& loop, int, int, double, uint64_t ticket, double now_s) {
+  loop.post_kv_arrived(ticket, now_s);
+}
+
+double ManualHost::wait_until(double t_s) {
+  if (t_s < kInf) now_ = std::max(now_, t_s);
+  return now_;
+}
+
+ServingLoop::ServingLoop(std::vector<LoopPool> pools, RequestSource& source, MetricsCollector& metrics,
+                         LoopOptions options)
+    : pools_(std::move(pools)), source_(source), metrics_(metrics), o_(std::move(options)) {
+  if (pools_.empty() || pools_.size() > 2) throw ConfigError("serving: one mixed pool, or a prefill and a decode pool");
+  for (size_t p = 0; p < pools_.size(); ++p) {
+    LoopPool& pool = pools_[p];
+    if (!pool.router || !pool.runner) throw Error("serving loop: pool " + std::to_string(p) + " lacks a router or a runner");
+    pool.pp = std::max(pool.pp, 1);
+    pool_first_.push_back(int(reps_.size()));
+    loads_.emplace_back(pool.schedulers.size());
+    for (size_t i = 0; i < pool.schedulers.size(); ++i) {
+      Rep r;
+      r.pool = int(p);
+      r.index = int(i);
+      r.sched = pool.schedulers[i];
+      r.ring.resize(size_t(pool.pp));
+      reps_.push_back(std::move(r));
+    }
+  }
+  for (const Rep& r : reps_) refresh(r);
+}
+
+ServingLoop::~ServingLoop() = default;
+
+int ServingLoop::pool_of(int g) const { return reps_[size_t(g)].pool; }
+int ServingLoop::index_in_pool(int g) const { return reps_[size_t(g)].index; }
+
+void ServingLoop::push(double t, Kind k, int replica, int slot, uint64_t ticket) {
+  events_.push({t, k, replica, slot, ticket, event_seq_++});
+}
+
+void ServingLoop::touch(int g) {
+  Rep& r = reps_[size_t(g)];
+  if (r.dirty) return;
+  r.dirty = true;
+  dirty_.push_back(g);
+}
+
+void ServingLoop::refresh(const Rep& r) {
+  ReplicaLoad& l = loads_[size_t(r.pool)][size_t(r.index)];
+  l.outstanding_tokens = r.sched->outstanding_tokens();
+  l.outstanding_requests = r.sched->outstanding_requests();
+}
+
+void ServingLoop::emit(const RequestRecord& rec) {
+  metrics_.on_request(rec);
+  ++result_.requests;
+  if (o_.on_record) o_.on_record(rec);
+  if (o_.progress && o_.progress_every > 0 && result_.requests % o_.progress_every == 0)
+    o_.progress(now_, result_.requests);
+}
+
+std::optional<Request> ServingLoop::next_arrival() {
+  if (arrivals_done_) return std::nullopt;
+  if (o_.max_requests >= 0 && admitted_ >= o_.max_requests) {
+    arrivals_done_ = true;
+    return std::nullopt;
+  }
+  std::optional<Request> r = source_.next();
+  if (!r || r->arrival_s >= o_.duration_s) {
+    arrivals_done_ = true;
+    return std::nullopt;
+  }
+  return r;
+}
+
+void ServingLoop::arrive(Request req) {
+  ++admitted_;
+  if (o_.on_arrival) o_.on_arrival(req);
+  const int idx = pools_[0].router->route(req, loads_[0]);
+  if (idx < 0) {
+    emit(make_rejected(req, now_, "no replica alive"));
+    return;
+  }
+  const int g = pool_first_[0] + idx;
+  Rep& r = reps_[size_t(g)];
+  if (std::optional<RequestRecord> rejected = r.sched->add(std::move(req), now_)) {
+    emit(*rejected);
+    return;
+  }
+  refresh(r);
+  touch(g);
+}
+
+void ServingLoop::complete(Rep& r, Slot& s) {
+  const int g = pool_first_[size_t(r.pool)] + r.index;
+  StepEvents& ev = r.events;
+  ev.clear();
+  r.sched->complete(s.it, now_, ev);
+  ++result_.iterations;
+  StepSample sample;
+  sample.replica = g;
+  sample.start_s = s.it.start_s;
+  sample.end_s = now_;
+  sample.seqs = int32_t(s.it.batch.seqs.size());
+  sample.prefill_tokens = s.it.prefill_tokens;
+  sample.decode_tokens = s.it.decode_tokens;
+  sample.preempted = s.it.preempted;
+  sample.flops = s.timing.flops;
+  sample.bytes = s.timing.bytes;
+  sample.kv_utilization = r.sched->kv_utilization();
+  metrics_.on_step(sample);
+  metrics_.on_itl(ev.itl_s);
+  if (o_.on_iteration) o_.on_iteration({g, r.iterations, s.it.start_s, now_, &s.it});
+  ++r.iterations;
+  for (const RequestRecord& rec : ev.finished) emit(rec);
+  for (Handoff& h : ev.handoffs) hand_off(r, std::move(h));
+  refresh(r);
+  touch(g);
+}
+
+void ServingLoop::hand_off(Rep& from, Handoff h) {
+  if (pools_.size() < 2) throw Error("serving loop: a prefill replica handed off with no decode pool");
+  const int idx = pools_[1].router->route(h.request, loads_[1]);
+  if (idx < 0) {
+    emit(make_rejected(h.request, now_, "no decode replica alive"));
+    return;
+  }
+  const int to = pool_first_[1] + idx;
+  const double bytes = double(h.kv_tokens) * o_.kv_bytes_per_token;
+  const uint64_t ticket = next_ticket_++;
+  kv_.emplace(ticket, KvInFlight{std::move(h), to});
+  ++async_in_flight_;
+  ++result_.kv_transfers;
+  result_.kv_bytes += bytes;
+  host_->transfer_kv(*this, pool_first_[size_t(from.pool)] + from.index, to, bytes, ticket, now_);
+}
+
+void ServingLoop::step_end(int g, int slot) {
+  Rep& r = reps_[size_t(g)];
+  r.ring[size_t(slot)].done = true;
+  const size_t pp = r.ring.size();
+  while (r.count > 0 && r.ring[r.head].done) {
+    complete(r, r.ring[r.head]);
+    r.head = (r.head + 1) % pp;
+    --r.count;
+  }
+}
+
+void ServingLoop::try_start(int g) {
+  Rep& r = reps_[size_t(g)];
+  const LoopPool& pool = pools_[size_t(r.pool)];
+  const int pp = pool.pp;
+  while (int(r.count) < pp) {
+    if (r.count > 0) {  // the next micro-batch enters stage 0 when the previous one has left it
+      const Slot& last = r.ring[size_t(r.last_slot)];
+      if (!last.done && now_ < last.stage0_s) return;
+    }
+    const size_t k = (r.head + r.count) % size_t(pp);
+    Slot& s = r.ring[k];
+    if (!r.sched->schedule(now_, s.it)) return;
+    ++r.count;
+    r.last_slot = int(k);
+    s.done = false;
+    if (host_->start_step(*this, g, int(k), s.it.batch, now_)) {
+      ++async_in_flight_;
+      s.timing = StepTiming{};
+      s.stage0_s = kInf;
+      continue;  // gated until the host reports stage 0
+    }
+    s.timing = pool.runner->run(r.index, s.it.batch);
+    double end = 0;
+    if (s.timing.clock_advanced) {  // a real step: it took the time it took
+      now_ = std::max(now_, host_->now_s());
+      end = std::max(now_, r.last_end_s);
+      s.stage0_s = now_;
+    } else {
+      end = std::max(now_ + s.timing.total_s, r.last_end_s);
+      const double stage0 = pp == 1                  ? s.timing.total_s
+                            : s.timing.stage_s.empty() ? s.timing.total_s / pp
+                                                       : s.timing.stage_s.front();
+      s.stage0_s = now_ + stage0;
+    }
+    r.last_end_s = end;
+    push(end, Kind::kStepEnd, g, int(k));
+    if (pp > 1 && s.stage0_s > now_) push(s.stage0_s, Kind::kStage0, g, int(k));
+  }
+}
+
+void ServingLoop::post_stage0(int g, int slot, double t_s) {
+  reps_[size_t(g)].ring[size_t(slot)].stage0_s = t_s;
+  push(t_s, Kind::kStage0, g, slot);
+}
+
+void ServingLoop::post_step_done(int g, int slot, const StepTiming& timing, double t_s) {
+  Rep& r = reps_[size_t(g)];
+  r.ring[size_t(slot)].timing = timing;
+  --async_in_flight_;
+  push(t_s, Kind::kStepEnd, g, slot);
+}
+
+void ServingLoop::post_kv_arrived(uint64_t ticket, double t_s) {
+  auto it = kv_.find(ticket);
+  if (it == kv_.end()) throw Error("serving loop: unknown KV transfer " + std::to_string(ticket));
+  --async_in_flight_;
+  push(t_s, Kind::kKvArrived, it->second.to, 0, ticket);
+}
+
+LoopResult ServingLoop::run(LoopHost& host) {
+  host_ = &host;
+  now_ = host.now_s();
+  std::optional<Request> pending = next_arrival();
+  while (true) {
+    const double t_event = events_.empty() ? kInf : events_.top().t_s;
+    const double t_arrival = pending ? pending->arrival_s : kInf;
+    const double t = std::min(t_event, t_arrival);
+    if (t == kInf && async_in_flight_ == 0) break;
+    // Time passes: jumps to the next event, or runs on the host's clock while its activities may post earlier ones.
+    if (async_in_flight_ > 0 || !host.virtual_time())
+      now_ = std::max(now_, host.wait_until(t));
+    else
+      now_ = std::max(now_, t);
+    while (!events_.empty() && events_.top().t_s <= now_) {
+      const Event e = events_.top();
+      events_.pop();
+      switch (e.kind) {
+        case Kind::kStepEnd:
+          step_end(e.replica, e.slot);
+          break;
+        case Kind::kStage0:
+          touch(e.replica);
+          break;
+        case Kind::kKvArrived: {
+          auto it = kv_.find(e.ticket);
+          KvInFlight kv = std::move(it->second);
+          kv_.erase(it);
+          Rep& r = reps_[size_t(kv.to)];
+          if (std::optional<RequestRecord> rejected = r.sched->add_prefilled(std::move(kv.handoff), now_))
+            emit(*rejected);
+          refresh(r);
+          touch(kv.to);
+          break;
+        }
+      }
+    }
+    while (pending && pending->arrival_s <= now_) {
+      if (o_.stop && o_.stop->load(std::memory_order_relaxed) != 0) {
+        result_.stopped_by = o_.stop->load();
+        result_.stopped_at_s = now_;
+        arrivals_done_ = true;
+        pending.reset();
+        break;
+      }
+      arrive(std::move(*pending));
+      pending = next_arrival();
+    }
+    if (dirty_.size() > 1) std::sort(dirty_.begin(), dirty_.end());
+    for (size_t i = 0; i < dirty_.size(); ++i) {  // try_start never adds to dirty_
+      reps_[size_t(dirty_[i])].dirty = false;
+      try_start(dirty_[i]);
+    }
+    dirty_.clear();
+  }
+  for (const Rep& r : reps_)
+    if (!r.sched->idle())
+      throw RuntimeFailure("serving ended with work left on replica " +
+                           std::to_string(pool_first_[size_t(r.pool)] + r.index) + " (" +
+                           std::to_string(r.sched->outstanding_requests()) + " requests): deadlock");
+  result_.end_s = now_;
+  host_ = nullptr;
+  return result_;
+}
+
+}  // namespace parasol::serve
