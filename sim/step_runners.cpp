@@ -25,7 +25,9 @@ void step_work(const plan::Step& step, double& flops, double& bytes) {
 namespace {
 
 // Per-stage busy time: the latest finish of the stage's ranks minus the earliest start of their first op.
-std::vector<double> stage_times(const plan::Step& step, const cost::StepCost& sc, int pp) {
+std::vector<double> stage_times(const plan::Step& step, const cost::StepCost& sc, int pp,
+                                std::vector<double>& starts) {
+  starts.clear();
   if (pp <= 1) return {};
   std::vector<double> first(pp, std::numeric_limits<double>::infinity()), last(pp, 0.0);
   for (size_t i = 0; i < step.ranks.size(); ++i) {
@@ -35,9 +37,14 @@ std::vector<double> stage_times(const plan::Step& step, const cost::StepCost& sc
     last[s] = std::max(last[s], sc.ranks[i].finish_s);
   }
   std::vector<double> out(pp, 0.0);
-  for (int s = 0; s < pp; ++s) out[s] = std::isfinite(first[s]) ? last[s] - first[s] : 0.0;
+  starts.assign(pp, 0.0);
+  for (int s = 0; s < pp; ++s) {
+    out[s] = std::isfinite(first[s]) ? last[s] - first[s] : 0.0;
+    starts[s] = std::isfinite(first[s]) ? first[s] : (s > 0 ? starts[s - 1] + out[s - 1] : 0.0);
+  }
   // Stage 0 frees up when it finished its part, measured from the step's start.
   out[0] = last[0];
+  starts[0] = 0;
   return out;
 }
 
@@ -142,7 +149,7 @@ serve::StepTiming AnalyticStepRunner::full(const plan::Batch& batch) {
   const cost::StepCost& sc = sc_;
   serve::StepTiming t;
   t.total_s = sc.total_s;
-  t.stage_s = stage_times(step_, sc, pp_);
+  t.stage_s = stage_times(step_, sc, pp_, t.stage_start_s);
   if (!t.stage_s.empty()) t.stage_s[0] += sc.engine_s;  // the engine's CPU work holds the next micro-batch back
   step_work(step_, t.flops, t.bytes);
   return t;
@@ -614,8 +621,14 @@ void AnalyticStepRunner::evaluate(const Shape& shc, serve::StepTiming& t) {
       last[s] = std::max(last[s], now_[r]);
     }
     t.stage_s.assign(pp_, 0.0);
-    for (int s = 0; s < pp_; ++s) t.stage_s[s] = std::isfinite(first[s]) ? last[s] - first[s] : 0.0;
+    t.stage_start_s.assign(pp_, 0.0);
+    for (int s = 0; s < pp_; ++s) {
+      t.stage_s[s] = std::isfinite(first[s]) ? last[s] - first[s] : 0.0;
+      t.stage_start_s[s] =
+          std::isfinite(first[s]) ? first[s] : (s > 0 ? t.stage_start_s[s - 1] + t.stage_s[s - 1] : 0.0);
+    }
     t.stage_s[0] = last[0];
+    t.stage_start_s[0] = 0;
   }
 }
 
@@ -765,6 +778,16 @@ serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, cons
   std::vector<size_t> pc(R, 0);
   std::vector<double> ready(R, t0);
   std::vector<bool> blocked(R, false);
+  // A GPU runs a micro-batch's part (its kernels and NCCL sends and receives, issued on one stream) after the parts of
+  // the replica's earlier micro-batches: rank r of this micro-batch starts once every earlier one is done on rank r,
+  // so the pipeline stages work as a flow shop, as in the analytic mode. Until then the rank is gated.
+  Gates& gates = gates_[replica];
+  if (gates.finished.size() != static_cast<size_t>(R)) {
+    gates.finished.assign(static_cast<size_t>(R), gates.started);
+    gates.free_s.assign(static_cast<size_t>(R), 0.0);
+  }
+  const int64_t seq = gates.started++;
+  std::vector<char> admitted(static_cast<size_t>(R), 0), done(static_cast<size_t>(R), 0);
   // A rendezvous: the k-th op of a rank on a group (collective) or with a peer (send/recv).
   struct Meeting {
     std::vector<int> arrived;
@@ -816,14 +839,30 @@ serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, cons
 
   while (true) {
     // Run every unblocked rank up to its next communication.
+    bool gated = false;
     for (int r = 0; r < R; ++r) {
-      if (blocked[r]) continue;
+      if (blocked[r] || done[r]) continue;
+      const size_t ur = static_cast<size_t>(r);
+      if (!admitted[ur]) {
+        if (gates.finished[ur] < seq) {
+          gated = true;
+          continue;
+        }
+        admitted[ur] = 1;
+        ready[r] = std::max(ready[r], gates.free_s[ur]);
+      }
       const auto& ops = step.ranks[r].ops;
       while (pc[r] < ops.size() && !plan::is_communication(ops[pc[r]].kind)) {
         ready[r] += sc.ranks[r].ops[pc[r]].time.time_s;
         ++pc[r];
       }
-      if (pc[r] >= ops.size()) continue;
+      if (pc[r] >= ops.size()) {  // its part is done: the next micro-batch may have this GPU
+        done[ur] = 1;
+        gates.finished[ur] = seq + 1;
+        gates.free_s[ur] = ready[r];
+        if (gates.cv) gates.cv->notify_all();
+        continue;
+      }
       blocked[r] = true;
       const plan::Op& op = ops[pc[r]];
       auto [id, members] = members_of(r, op);
@@ -858,7 +897,7 @@ serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, cons
       scheduled.push_back({start, members, std::move(fs)});
     }
     check_stage0();
-    bool all_done = scheduled.empty() && active.empty();
+    bool all_done = scheduled.empty() && active.empty() && !gated;
     for (int r = 0; r < R && all_done; ++r)
       if (pc[r] < step.ranks[r].ops.size()) all_done = false;
     if (all_done) break;
@@ -890,6 +929,18 @@ serve::StepTiming NetworkStepRunner::run_micro_batch(int replica, int slot, cons
       continue;
     }
     if (comms.empty()) {
+      if (gated) {  // an earlier micro-batch holds a GPU this one needs: wait for it (or for what is due)
+        if (!gates.cv) {
+          gates.cv = sg4::ConditionVariable::create();
+          gates.mutex = sg4::Mutex::create();
+        }
+        std::unique_lock<sg4::Mutex> lock(*gates.mutex);
+        if (scheduled.empty())
+          gates.cv->wait(lock);
+        else
+          gates.cv->wait_until(lock, scheduled.front().start_s);
+        continue;
+      }
       if (scheduled.empty()) throw RuntimeFailure("network step deadlocked (unmatched collectives or send/recv)");
       sg4::this_actor::sleep_until(scheduled.front().start_s);
       continue;

@@ -151,6 +151,15 @@ class NetworkStepRunner final : public serve::StepRunner {
   plan::StepBuilder builder_;
   cost::CostModel cost_;
   std::map<std::pair<int, int>, plan::Step> steps_;  // per (replica, slot): run() yields to other actors meanwhile
+  // Per replica: micro-batches take their ranks in the order they started (see run_micro_batch).
+  struct Gates {
+    int64_t started = 0;            // micro-batches started
+    std::vector<int64_t> finished;  // per rank: how many micro-batches are done with it
+    std::vector<double> free_s;     // per rank: when the last of them was
+    simgrid::s4u::ConditionVariablePtr cv;
+    simgrid::s4u::MutexPtr mutex;
+  };
+  std::map<int, Gates> gates_;
   std::map<std::tuple<int, int, int, double>, FlowSet> cache_;  // (replica, group, kind, bytes) -> flows
   NetworkStats stats_;
 };

@@ -33,6 +33,7 @@ SchedulerConfig SchedulerConfig::from_pool(const plan::Pool& pool) {
   c.kv_block_tokens = pool.memory.kv_block_tokens;
   c.kv_blocks = c.kv_block_tokens > 0 ? pool.memory.kv_tokens / c.kv_block_tokens : 0;
   c.attn_dp = std::max(1, pool.config.attn_dp);
+  c.micro_batches = std::max(1, pool.config.pp);
   if (pool.role == "prefill") c.role = SchedulerRole::kPrefill;
   else if (pool.role == "decode") c.role = SchedulerRole::kDecode;
   return c;
@@ -81,7 +82,12 @@ Scheduler::Scheduler(SchedulerConfig config, int replica)
     throw ConfigError("scheduler: max_batch_tokens and max_batch_seqs must be at least 1");
   }
   config_.attn_dp = std::max(1, config_.attn_dp);
+  config_.micro_batches = std::max(1, config_.micro_batches);
   const auto groups = size_t(config_.attn_dp);
+  budget_.assign(groups, 0);
+  batch_seqs_.assign(groups, 0);
+  cell_running_.assign(groups * size_t(config_.micro_batches), 0);
+  lane_busy_.assign(size_t(config_.micro_batches), 0);
   kv_.reserve(groups);
   for (size_t g = 0; g < groups; ++g) kv_.emplace_back(config.kv_blocks, config.kv_block_tokens, config.prefix_caching);
   waiting_.resize(groups);
@@ -264,7 +270,8 @@ std::optional<RequestRecord> Scheduler::add_prefilled(Handoff h, double now_s) {
 }
 
 bool Scheduler::has_runnable() const {
-  if (int64_t(running_.size()) < config_.max_batch_seqs && any_waiting()) return true;
+  if (lane_busy_.size() > 1 && std::find(lane_busy_.begin(), lane_busy_.end(), 0) == lane_busy_.end()) return false;
+  if (any_waiting()) return true;
   for (int32_t s : running_) {
     if (!seqs_[size_t(s)].in_flight) return true;
   }
@@ -313,6 +320,7 @@ bool Scheduler::preempt_last(int32_t keep, Iteration& it) {
     ++q.rec.preemptions;
     ++stats_.preemptions;
     ++it.preempted;
+    --cell(q.lane, group);
     running_.erase(running_.begin() + std::ptrdiff_t(i));
     waiting_[size_t(group)].push_front(v);
     return true;
@@ -341,6 +349,7 @@ void Scheduler::put(int32_t s, int64_t new_tokens, double now_s, Iteration& it) 
   w.attn_group = q.group;
   it.batch.seqs.push_back(w);
   it.slots.push_back(s);
+  ++batch_seqs_[size_t(q.group)];
   q.in_flight = true;
   if (std::isnan(q.rec.first_scheduled_s)) q.rec.first_scheduled_s = now_s;
   if (q.first_token_pending) {  // first_token: decode — the decode instance streams the first token now
@@ -352,24 +361,22 @@ void Scheduler::put(int32_t s, int64_t new_tokens, double now_s, Iteration& it) 
   else it.decode_tokens += new_tokens;
 }
 
-// Admits waiting sequences FCFS while they fit. `whole_prompts`: a prompt is only admitted whole (prefill-first),
-// except a lone one over the budget. With attention-DP groups the next candidate is the earliest head (arrival
-// order) of the groups' queues; a head that finds no KV blocks in its group blocks that group only (the other
-// groups keep admitting), a head that does not fit the iteration's token budget stops admission.
-void Scheduler::admit(int64_t& budget, bool whole_prompts, double now_s, Iteration& it) {
+// Admits waiting sequences FCFS into the micro-batch being formed while they fit. `whole_prompts`: a prompt is only
+// admitted whole (prefill-first), except a lone one over the budget. With attention-DP groups the next candidate is
+// the earliest head (arrival order) of the groups' queues that still have room (token budget, sequences in this
+// iteration, running sequences of this micro-batch); a head that finds no KV blocks in its group, or does not fit
+// its group's token budget, stops that group only.
+void Scheduler::admit(bool whole_prompts, double now_s, Iteration& it) {
   if (config_.attn_dp > 1) std::fill(blocked_.begin(), blocked_.end(), char{0});
-  while (int64_t(running_.size()) < config_.max_batch_seqs &&
-         int64_t(it.batch.seqs.size()) < config_.max_batch_seqs && budget > 0) {
+  while (true) {
     int g = -1;
     for (int k = 0; k < config_.attn_dp; ++k) {
       const auto& w = waiting_[size_t(k)];
-      if (w.empty() || blocked_[size_t(k)]) continue;
+      if (w.empty() || blocked_[size_t(k)] || !group_open(k) || cell(lane_, k) >= config_.max_batch_seqs) continue;
       if (g < 0 || seqs_[size_t(w.front())].order < seqs_[size_t(waiting_[size_t(g)].front())].order) g = k;
     }
     if (g < 0) return;
-    const Admission a = admit_head(g, budget, whole_prompts, now_s, it);
-    if (a == Admission::kStop) return;
-    if (a == Admission::kGroupFull) {
+    if (admit_head(g, whole_prompts, now_s, it) != Admission::kAdmitted) {
       if (config_.attn_dp == 1) return;
       blocked_[size_t(g)] = 1;
     }
@@ -377,8 +384,9 @@ void Scheduler::admit(int64_t& budget, bool whole_prompts, double now_s, Iterati
 }
 
 // Tries the head of group g's queue.
-Scheduler::Admission Scheduler::admit_head(int g, int64_t& budget, bool whole_prompts, double now_s, Iteration& it) {
+Scheduler::Admission Scheduler::admit_head(int g, bool whole_prompts, double now_s, Iteration& it) {
   std::deque<int32_t>& waiting = waiting_[size_t(g)];
+  int64_t& budget = budget_[size_t(g)];
   BlockManager& kv = kv_[size_t(g)];
   {
     const int32_t s = waiting.front();
@@ -394,6 +402,8 @@ Scheduler::Admission Scheduler::admit_head(int g, int64_t& budget, bool whole_pr
       }
       waiting.pop_front();
       q.state = State::kRunning;
+      q.lane = lane_;
+      ++cell(lane_, g);
       running_.push_back(s);
       const bool decoding = q.context >= q.prompt_tokens;
       if (!decoding) ++running_prefills_;
@@ -426,7 +436,7 @@ Scheduler::Admission Scheduler::admit_head(int g, int64_t& budget, bool whole_pr
     const int64_t remaining = q.prompt_tokens - q.context;
     int64_t chunk = std::min(remaining, budget);
     if (whole_prompts && chunk < remaining) {
-      if (!it.batch.seqs.empty()) {
+      if (batch_seqs_[size_t(g)] > 0) {
         release_kv(q);
         q.context = 0;
         return Admission::kStop;
@@ -450,6 +460,8 @@ Scheduler::Admission Scheduler::admit_head(int g, int64_t& budget, bool whole_pr
     add_outstanding(q, -hit_units * kPrefixHashTokens);
     waiting.pop_front();
     q.state = State::kRunning;
+    q.lane = lane_;
+    ++cell(lane_, g);
     running_.push_back(s);
     if (q.context < q.prompt_tokens) ++running_prefills_;
     put(s, chunk, now_s, it);
@@ -467,16 +479,21 @@ bool Scheduler::grow_without_preemption(int32_t s, int64_t new_tokens) {
   return true;
 }
 
-// Schedules running sequences of one phase (decode or prefill) in admission order, preempting from the back.
-void Scheduler::schedule_running(bool decode_phase, int64_t& budget, double now_s, Iteration& it) {
+// Schedules the running sequences of the micro-batch being formed, of one phase (decode or prefill), in admission
+// order, preempting from the back.
+void Scheduler::schedule_running(bool decode_phase, double now_s, Iteration& it) {
   for (size_t i = 0; i < running_.size(); ++i) {
-    if (budget <= 0 || int64_t(it.batch.seqs.size()) >= config_.max_batch_seqs) return;
     if (i + kPrefetchAhead < running_.size()) prefetch_seq(seqs_[size_t(running_[i + kPrefetchAhead])], false);
     const int32_t s = running_[i];
     Seq& q = seqs_[size_t(s)];
-    if (q.in_flight) continue;
+    if (q.in_flight || q.lane != lane_) continue;
     const bool decoding = q.context >= q.prompt_tokens;
     if (decoding != decode_phase) continue;
+    if (!group_open(q.group)) {
+      if (config_.attn_dp == 1) return;
+      continue;
+    }
+    int64_t& budget = budget_[size_t(q.group)];
     const int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
     // grow() only when the block count changes (a decode crosses a block boundary once every block_size tokens).
     if (kv_[size_t(q.group)].blocks_for(private_tokens(q, q.context + tokens)) != q.owned_blocks) {
@@ -501,20 +518,32 @@ bool Scheduler::schedule(double now_s, Iteration& it) {
   it.prefill_tokens = it.decode_tokens = 0;
   it.preempted = 0;
   it.swap_out_blocks = it.swap_in_blocks = 0;
-  int64_t budget = config_.max_batch_tokens;
-  if (config_.policy == BatchPolicy::kPrefillFirst) {
-    if (any_waiting()) admit(budget, /*whole_prompts=*/true, now_s, it);
-    if (it.batch.seqs.empty()) {
-      // Unfinished prefills (a lone prompt over the budget in flight with pp > 1), if any.
-      if (running_prefills_ > 0) schedule_running(/*decode_phase=*/false, budget, now_s, it);
-      schedule_running(/*decode_phase=*/true, budget, now_s, it);
+  // The micro-batches not in flight, from the one after the last scheduled: the first that has work runs.
+  const int lanes = config_.micro_batches;
+  bool formed = false;
+  for (int k = 0; k < lanes && !formed; ++k) {
+    lane_ = (next_lane_ + k) % lanes;
+    if (lanes > 1 && lane_busy_[size_t(lane_)]) continue;  // one micro-batch: any number in flight
+    std::fill(budget_.begin(), budget_.end(), config_.max_batch_tokens);
+    std::fill(batch_seqs_.begin(), batch_seqs_.end(), 0);
+    if (config_.policy == BatchPolicy::kPrefillFirst) {
+      if (any_waiting()) admit(/*whole_prompts=*/true, now_s, it);
+      if (it.batch.seqs.empty()) {
+        // Unfinished prefills (a lone prompt over the budget in flight with pp > 1), if any.
+        if (running_prefills_ > 0) schedule_running(/*decode_phase=*/false, now_s, it);
+        schedule_running(/*decode_phase=*/true, now_s, it);
+      }
+    } else {
+      schedule_running(/*decode_phase=*/true, now_s, it);
+      if (running_prefills_ > 0) schedule_running(/*decode_phase=*/false, now_s, it);
+      admit(/*whole_prompts=*/false, now_s, it);
     }
-  } else {
-    schedule_running(/*decode_phase=*/true, budget, now_s, it);
-    if (running_prefills_ > 0) schedule_running(/*decode_phase=*/false, budget, now_s, it);
-    admit(budget, /*whole_prompts=*/false, now_s, it);
+    formed = !it.batch.seqs.empty();
   }
-  if (it.batch.seqs.empty()) return false;
+  if (!formed) return false;
+  it.lane = lane_;
+  lane_busy_[size_t(lane_)] = 1;
+  next_lane_ = (lane_ + 1) % lanes;
   it.serial = next_serial_++;
   it.kv_used_blocks = kv_used_blocks();
   in_flight_serials_.push_back(it.serial);
@@ -558,6 +587,7 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
     throw Error("Scheduler::complete: iterations must complete in the order they were scheduled");
   }
   in_flight_serials_.pop_front();
+  lane_busy_[size_t(it.lane)] = 0;
   ++stats_.iterations;
   stats_.prefill_tokens += it.prefill_tokens;
   stats_.decode_tokens += it.decode_tokens;
@@ -612,7 +642,9 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
   }
   if (any_left) {
     std::erase_if(running_, [&](int32_t s) {
-      if (seqs_[size_t(s)].state != State::kFree) return false;
+      const Seq& q = seqs_[size_t(s)];
+      if (q.state != State::kFree) return false;
+      --cell(q.lane, q.group);
       free_slot(s);
       return true;
     });
@@ -639,6 +671,8 @@ void Scheduler::fail_all(double now_s, const std::string& reason, std::vector<Re
     w.clear();
   }
   running_.clear();
+  std::fill(cell_running_.begin(), cell_running_.end(), 0);
+  std::fill(lane_busy_.begin(), lane_busy_.end(), char{0});
   in_flight_serials_.clear();
   voided_before_ = next_serial_;
   swap_used_ = 0;

@@ -19,8 +19,9 @@
 //   schedule(now)                 -> the next Iteration, or nullopt when nothing can run now
 //   runner.run(replica, it.batch) -> time; advance the clock
 //   complete(it, now, events)     -> tokens produced: finished records, ITL samples, handoffs
-// Pipeline parallelism: up to pp Iterations may be in flight at once (schedule() again before complete()); sequences
-// in flight are never put in another iteration, so micro-batches hold disjoint sequences. complete() must be called
+// Pipeline parallelism: up to pp Iterations may be in flight at once (schedule() again before complete()), one per
+// micro-batch (SchedulerConfig::micro_batches): each running sequence belongs to one micro-batch, so micro-batches hold
+// disjoint sequences and each gets its share. complete() must be called
 // in the order the iterations were scheduled (FIFO, as a pipeline drains). A driver starts micro-batch i+1 when
 // stage 0 finished micro-batch i (StepTiming::stage_s[0]); the bubble is the time stages wait on each other.
 // Disaggregation: role kPrefill releases a sequence once its prefill is done and hands it off (StepEvents::handoffs)
@@ -55,8 +56,10 @@ const char* to_string(SchedulerRole r);
 struct SchedulerConfig {
   BatchPolicy policy = BatchPolicy::kChunked;
   SchedulerRole role = SchedulerRole::kMixed;
-  int64_t max_batch_tokens = 8192;  // token budget of one iteration
-  int64_t max_batch_seqs = 256;
+  // Batch limits, as the planner reads them (plan::PlanOptions): per iteration (one micro-batch) and per
+  // attention-DP group.
+  int64_t max_batch_tokens = 8192;  // token budget of one iteration in each attention-DP group
+  int64_t max_batch_seqs = 256;     // sequences of one iteration (and running in one micro-batch) per group
   int64_t kv_block_tokens = 16;
   int64_t kv_blocks = 0;            // KV capacity in blocks of each attention-DP group (from the Plan's
                                     // MemoryBudget::kv_tokens, which is per group); the replica holds attn_dp x this
@@ -66,8 +69,14 @@ struct SchedulerConfig {
   // Attention-DP groups of the instance (SGLang / vLLM DP attention): each group has its own KV pool of kv_blocks
   // (and prefix cache), its own FCFS queue, and preempts only its own sequences; a request joins one group when it
   // arrives (least outstanding tokens, lowest index on ties) for its whole life, and build_step sees each group's
-  // own sequences (SeqWork::attn_group). The iteration's token budget and max_batch_seqs are the instance's.
+  // own sequences (SeqWork::attn_group). Each group has its own token budget and max_batch_seqs in an iteration.
   int attn_dp = 1;
+  // Pipeline micro-batches (the pool's pp; vLLM's virtual engines, SGLang's and TensorRT-LLM's PP micro-batches): a
+  // sequence joins the micro-batch whose iteration admitted it and runs only in that micro-batch's iterations, so
+  // the pp micro-batches in flight each hold their share of the running sequences. schedule() forms the next
+  // micro-batch not in flight (round robin); max_batch_seqs bounds the running sequences of each micro-batch. With 1,
+  // iterations in flight simply hold disjoint sequences.
+  int micro_batches = 1;
   // Decode role (P/D disaggregation): true: a sequence's first token reaches the client from the decode instance
   // when its first decode iteration starts (KV arrived and admitted: TTFT includes the KV transfer and decode-side
   // queueing; SGLang PD / vLLM's disaggregated proxy / Dynamo); false: at the end of its prefill (DistServe-style).
@@ -95,6 +104,7 @@ struct Iteration {
   int64_t swap_out_blocks = 0;    // kSwap: blocks moved GPU -> CPU before this iteration
   int64_t swap_in_blocks = 0;     // kSwap: blocks moved CPU -> GPU before this iteration
   int64_t kv_used_blocks = 0;     // after this iteration's allocations
+  int32_t lane = 0;               // the pipeline micro-batch (SchedulerConfig::micro_batches) it belongs to
   std::vector<int32_t> slots;     // the scheduler's own handles, parallel to batch.seqs (do not modify)
 };
 
@@ -182,6 +192,7 @@ class Scheduler {
     double last_token_s = 0;
     uint64_t order = 0;          // arrival order at this scheduler (FCFS across attention-DP groups)
     int32_t group = 0;           // attention-DP group
+    int32_t lane = 0;            // pipeline micro-batch (running sequences only)
     bool first_token_pending = false;  // decode role, first_token_at_decode: set when first put in an iteration
     Request req;
     RequestRecord rec;
@@ -206,12 +217,16 @@ class Scheduler {
   bool exceeds_context(const Request& r) const;  // prompt + answer past config_.max_context
   std::string context_reason(const Request& r) const;
   void put(int32_t s, int64_t new_tokens, double now_s, Iteration& it);
-  void admit(int64_t& budget, bool whole_prompts, double now_s, Iteration& it);
-  Admission admit_head(int group, int64_t& budget, bool whole_prompts, double now_s, Iteration& it);
+  void admit(bool whole_prompts, double now_s, Iteration& it);
+  Admission admit_head(int group, bool whole_prompts, double now_s, Iteration& it);
+  bool group_open(int g) const {
+    return budget_[size_t(g)] > 0 && batch_seqs_[size_t(g)] < config_.max_batch_seqs;
+  }
+  int64_t& cell(int lane, int group) { return cell_running_[size_t(lane * config_.attn_dp + group)]; }
   bool any_waiting() const;
   int pick_group() const;
   void add_outstanding(const Seq& q, int64_t delta);  // outstanding tokens of the replica and of q's group
-  void schedule_running(bool decode_phase, int64_t& budget, double now_s, Iteration& it);
+  void schedule_running(bool decode_phase, double now_s, Iteration& it);
   bool grow(int32_t s, int64_t new_tokens, Iteration& it);  // blocks for new tokens, preempting later sequences
   bool grow_without_preemption(int32_t s, int64_t new_tokens);
   bool preempt_last(int32_t keep, Iteration& it);
@@ -226,7 +241,14 @@ class Scheduler {
   std::vector<int32_t> free_slots_;
   std::vector<std::deque<int32_t>> waiting_;  // per group, FCFS; preempted sequences go to the front
   std::vector<int64_t> group_tokens_;         // outstanding tokens per group
-  std::vector<char> blocked_;                 // admit() scratch: groups whose head found no KV blocks
+  std::vector<char> blocked_;                 // admit() scratch: groups that admit no more this iteration
+  // The iteration being formed: its micro-batch, and per group the tokens left and the sequences put.
+  int lane_ = 0;
+  int next_lane_ = 0;
+  std::vector<int64_t> budget_;
+  std::vector<int64_t> batch_seqs_;
+  std::vector<int64_t> cell_running_;  // running sequences per (micro-batch, group)
+  std::vector<char> lane_busy_;        // micro-batches in flight
   uint64_t next_order_ = 0;
   std::vector<int32_t> running_;   // admission order
   std::deque<uint64_t> in_flight_serials_;

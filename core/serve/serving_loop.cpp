@@ -34,6 +34,7 @@ ServingLoop::ServingLoop(std::vector<LoopPool> pools, RequestSource& source, Met
       r.index = int(i);
       r.sched = pool.schedulers[i];
       r.ring.resize(size_t(pool.pp));
+      r.stage_free.assign(size_t(pool.pp), 0.0);
       reps_.push_back(std::move(r));
     }
   }
@@ -157,6 +158,29 @@ void ServingLoop::step_end(int g, int slot) {
   }
 }
 
+// A micro-batch entering the pipeline now: stage s starts when the micro-batch reached it (the previous stage's end
+// plus the gap the step has there on an idle pipeline, negative when the stages overlap on a transfer) and stage s
+// finished the previous micro-batch; a send and its receive meet, so a stage that starts late holds the previous
+// stage (its send) as long. Returns its end; the stages' free times move on.
+double ServingLoop::flow_shop(Rep& r, const StepTiming& t) {
+  const size_t pp = t.stage_s.size();
+  const bool offsets = t.stage_start_s.size() == pp;
+  double sum = 0;
+  for (double d : t.stage_s) sum += d;
+  double end = 0, idle_end = 0;  // this micro-batch's previous-stage end, and the same on an idle pipeline
+  for (size_t st = 0; st < pp; ++st) {
+    const double offset = offsets ? t.stage_start_s[st] : idle_end;
+    const double arrive = st == 0 ? now_ : end + (offset - idle_end);
+    const double start = std::max(arrive, r.stage_free[st]);
+    if (st > 0) r.stage_free[st - 1] += start - arrive;  // its send waited for this stage to take it
+    end = start + t.stage_s[st];
+    idle_end = offset + t.stage_s[st];
+    r.stage_free[st] = end;
+  }
+  // What the step holds after its last stage's part (sampling, the engine's CPU work when it does not overlap).
+  return end + std::max(0.0, t.total_s - idle_end);
+}
+
 void ServingLoop::try_start(int g) {
   Rep& r = reps_[size_t(g)];
   const LoopPool& pool = pools_[size_t(r.pool)];
@@ -184,12 +208,12 @@ void ServingLoop::try_start(int g) {
       now_ = std::max(now_, host_->now_s());
       end = std::max(now_, r.last_end_s);
       s.stage0_s = now_;
+    } else if (pp > 1 && s.timing.stage_s.size() == size_t(pp)) {
+      end = std::max(flow_shop(r, s.timing), r.last_end_s);
+      s.stage0_s = r.stage_free[0];
     } else {
       end = std::max(now_ + s.timing.total_s, r.last_end_s);
-      const double stage0 = pp == 1                  ? s.timing.total_s
-                            : s.timing.stage_s.empty() ? s.timing.total_s / pp
-                                                       : s.timing.stage_s.front();
-      s.stage0_s = now_ + stage0;
+      s.stage0_s = now_ + (pp == 1 ? s.timing.total_s : s.timing.total_s / pp);
     }
     r.last_end_s = end;
     push(end, Kind::kStepEnd, g, int(k));

@@ -143,6 +143,7 @@ class ServingLoop {
     size_t head = 0, count = 0;
     int last_slot = -1;      // the micro-batch started last: its stage 0 gates the next one
     double last_end_s = 0;   // micro-batches leave the pipeline in order
+    std::vector<double> stage_free;  // when each pipeline stage finishes the micro-batches it has (flow shop)
     int64_t iterations = 0;
     bool dirty = false;
     StepEvents events;  // what its last completed iteration produced (capacity reused)
@@ -174,6 +175,7 @@ class ServingLoop {
   void complete(Rep& r, Slot& s);
   void hand_off(Rep& from, Handoff h);
   void try_start(int g);
+  double flow_shop(Rep& r, const StepTiming& t);
   void refresh(const Rep& r);
   void emit(const RequestRecord& rec);
   void touch(int g);

@@ -21,9 +21,13 @@ struct OpTime {
 
 struct StepTiming {
   double total_s = 0;  // from the start of the iteration to the last token of the batch being available
-  // Per pipeline stage busy time (size pp; empty when pp == 1 or unknown). With pp > 1 a driver that keeps several
-  // micro-batches in flight starts the next one when stage 0 is free (after stage_s[0]), see scheduler.hpp.
+  // Per pipeline stage busy time (size pp; empty when pp == 1 or unknown), and when each stage starts relative to the
+  // start of the step on an idle pipeline (stage_start_s, same size; empty: the stages run back to back). With pp > 1
+  // the serving loop runs micro-batches through the stages as a flow shop: a micro-batch's stage s starts when its
+  // stage s - 1 got there and stage s finished the previous micro-batch; the next micro-batch enters when stage 0 is
+  // free.
   std::vector<double> stage_s;
+  std::vector<double> stage_start_s;
   // Work totals over all ranks of the replica, for MFU / MBU (0 when unknown).
   double flops = 0;
   double bytes = 0;  // HBM traffic

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <deque>
 #include <set>
 
 #include "core/common/error.hpp"
@@ -277,6 +278,41 @@ TEST(ServeScheduler, PipelineMicroBatchesHoldDisjointSequences) {
   s.complete(*a, 1, ev);
   s.complete(*b, 2, ev);
   EXPECT_EQ(s.in_flight(), 0);
+}
+
+// Pipeline micro-batches: a sequence runs in the micro-batch that admitted it; the micro-batches in flight each hold
+// their share; max_batch_seqs bounds each micro-batch's running sequences.
+TEST(ServeScheduler, EachMicroBatchKeepsItsOwnSequences) {
+  SchedulerConfig cfg = config(BatchPolicy::kChunked, 4000, 1000, 6);
+  cfg.micro_batches = 2;
+  Scheduler s(cfg, 0);
+  for (int i = 0; i < 20; ++i) ASSERT_FALSE(s.add(make_request(i, 0, 100, 50), 0));
+  auto a = s.schedule(0);
+  auto b = s.schedule(0);
+  ASSERT_TRUE(a && b);
+  EXPECT_FALSE(s.schedule(0)) << "both micro-batches are in flight";
+  EXPECT_EQ(a->lane, 0);
+  EXPECT_EQ(b->lane, 1);
+  std::set<int64_t> lane0, lane1;
+  for (const auto& w : a->batch.seqs) lane0.insert(w.seq_id);
+  for (const auto& w : b->batch.seqs) lane1.insert(w.seq_id);
+  EXPECT_EQ(lane0.size(), 6u);  // 6 x 100 tokens fit the 1000-token budget; 6 running is the cap
+  EXPECT_EQ(lane1.size(), 6u);
+  for (int64_t id : lane1) EXPECT_FALSE(lane0.count(id)) << id;
+  StepEvents ev;
+  std::deque<Iteration> in_flight{*a, *b};
+  for (int round = 0; round < 6; ++round) {  // decodes: each micro-batch runs exactly its own six
+    s.complete(in_flight.front(), 1 + round, ev);
+    in_flight.pop_front();
+    auto next = s.schedule(1 + round);
+    ASSERT_TRUE(next);
+    EXPECT_EQ(next->lane, round % 2);
+    std::set<int64_t> ids;
+    for (const auto& w : next->batch.seqs) ids.insert(w.seq_id);
+    EXPECT_EQ(ids, next->lane == 0 ? lane0 : lane1) << "round " << round;
+    EXPECT_EQ(next->decode_tokens, 6);
+    in_flight.push_back(*next);
+  }
 }
 
 TEST(ServeScheduler, FailAllReportsEveryRequestAndFreesKv) {
