@@ -24,6 +24,8 @@ struct Request {
   // Prefix block hashes, one per kPrefixHashTokens tokens of the prompt (the last may cover a partial block); empty
   // when the source has none. The hash of block k identifies the prompt's first (k+1) blocks, as in Mooncake traces.
   std::vector<uint64_t> prefix_hashes;
+  // The conversation (or client session) the request belongs to, for session-affinity routing; -1: none.
+  int64_t session = -1;
 };
 
 enum class Outcome { kCompleted, kRejected, kFailed };

@@ -190,10 +190,13 @@ class BurstGptTrace final : public CsvTraceBase {
 class ParasolTrace final : public CsvTraceBase {
  public:
   explicit ParasolTrace(const TraceSpec& t) : CsvTraceBase(t) {
-    if (!next_fields()) reader_.fail("", "a header arrival_s,input_tokens,output_tokens[,prefix_hashes]", "an empty file");
+    if (!next_fields()) {
+      reader_.fail("", "a header arrival_s,input_tokens,output_tokens[,prefix_hashes][,session]", "an empty file");
+    }
     cols_ = find_columns(reader_, fields_, {"arrival_s", "input_tokens", "output_tokens"});
     for (size_t k = 0; k < fields_.size(); ++k) {
       if (fields_[k] == "prefix_hashes") hashes_col_ = int(k);
+      if (fields_[k] == "session") session_col_ = int(k);
     }
   }
   std::optional<Request> next() override {
@@ -218,12 +221,17 @@ class ParasolTrace final : public CsvTraceBase {
         h.remove_prefix(sp + 1);
       }
     }
+    // An empty field (or a row shorter than the header) is a request outside any session.
+    if (session_col_ >= 0 && size_t(session_col_) < fields_.size() && !fields_[size_t(session_col_)].empty()) {
+      r.session = int_field(size_t(session_col_), "session");
+    }
     return r;
   }
 
  private:
   std::vector<size_t> cols_;
   int hashes_col_ = -1;
+  int session_col_ = -1;
 };
 
 class MooncakeTrace final : public RequestSource {
@@ -263,6 +271,12 @@ class MooncakeTrace final : public RequestSource {
         if (!h.is_number_integer()) reader_.fail("hash_ids", "a list of integers", h.dump());
         r.prefix_hashes.push_back(h.get<uint64_t>());
       }
+    }
+    if (auto it = j.find("session_id"); it != j.end() && !it->is_null()) {
+      if (!it->is_number_integer() || it->get<double>() < 0 || it->get<double>() > 9.2e18) {
+        reader_.fail("session_id", "a non-negative integer", it->dump());
+      }
+      r.session = it->get<int64_t>();
     }
     return r;
   }
