@@ -114,16 +114,17 @@ std::string profile_rows(const std::vector<OpRecord>& ops, const std::string& gp
   return out;
 }
 
-ServeConfig make_serve_config(const plan::Plan& plan, int pool_index, int64_t max_kv_blocks) {
+ServeConfig make_serve_config(const plan::Plan& plan, int pool_index, int64_t max_kv_blocks,
+                              const serve::SchedulerConfig* scheduler) {
   if (pool_index < 0 || pool_index >= static_cast<int>(plan.pools.size()))
     throw ConfigError("", 0, 0, "pool", "a pool of the plan", std::to_string(pool_index));
   const plan::Pool& pool = plan.pools[static_cast<size_t>(pool_index)];
   ServeConfig c;
   c.pool = pool_index;
-  c.scheduler = serve::SchedulerConfig::from_pool(pool);
+  c.scheduler = scheduler ? *scheduler : serve::SchedulerConfig::from_pool(pool);
   c.scheduler.role = serve::SchedulerRole::kMixed;
   c.scheduler.prefix_caching = false;
-  c.scheduler.max_context = plan.model.max_position;
+  if (!scheduler) c.scheduler.max_context = plan.model.max_position;
   if (c.scheduler.kv_blocks <= 0 || c.scheduler.kv_blocks > max_kv_blocks) c.scheduler.kv_blocks = max_kv_blocks;
   c.runner.weight_type = elem_type(plan.weight_dtype);
   c.runner.kv_type = elem_type(plan.kv_dtype);

@@ -52,7 +52,10 @@ struct ServeConfig {
 // `max_kv_blocks` blocks), weights and KV stored in the plan's dtypes (fp32 / bf16 / fp16), runners holding twice the
 // scheduler's KV blocks plus one per batch slot (so blocks of a sequence preempted by recompute, freed on the
 // runners only when it restarts, never starve the others). Prefix caching is off (the runners' KV is per sequence).
-ServeConfig make_serve_config(const plan::Plan& plan, int pool, int64_t max_kv_blocks);
+// `scheduler` (e.g. serve::scheduler_config of the scenario's serving knobs) replaces the pool's limits when given;
+// its KV capacity is capped the same way and prefix caching stays off.
+ServeConfig make_serve_config(const plan::Plan& plan, int pool, int64_t max_kv_blocks,
+                              const serve::SchedulerConfig* scheduler = nullptr);
 
 struct ServeResult {
   double end_s = 0;  // wall clock when the last request left

@@ -153,7 +153,9 @@ ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluste
     if (cfg.max_context == 0) cfg.max_context = plan.model.max_position;
     serve::LoopPool lp;
     lp.pp = std::max(1, pool.config.pp);
-    routers.push_back(serve::make_router(o.router));
+    serve::RouterConfig rc = o.router;
+    rc.seed = o.router.seed + p;  // each pool's own draws
+    routers.push_back(serve::make_router(rc));
     lp.router = routers.back().get();
     NetworkStepRunner* net = nullptr;
     if (p < o.runners.size() && o.runners[p]) {

@@ -21,6 +21,7 @@
 
 #include "core/plan/plan.hpp"
 #include "core/serve/metrics.hpp"
+#include "core/serve/router.hpp"
 #include "core/serve/scheduler.hpp"
 #include "core/serve/serving_loop.hpp"
 #include "core/serve/step_runner.hpp"
@@ -34,7 +35,7 @@ namespace parasol::sim {
 struct ServeOptions {
   spec::Fidelity fidelity = spec::Fidelity::kAnalytic;
   std::vector<serve::SchedulerConfig> schedulers;  // one per pool of the plan; empty: SchedulerConfig::from_pool
-  std::string router = "least_outstanding_tokens";
+  serve::RouterConfig router;  // one router of this policy per pool (the decode pool's picks the decode instance)
   // P/D plans: the first token is delivered by the decode instance when its first decode iteration starts (TTFT
   // includes the KV transfer and decode-side queueing), else at the end of the prefill (scenario `sim.first_token`).
   bool first_token_at_decode = true;

@@ -29,6 +29,7 @@
 #include "core/plan/parallel_config.hpp"
 #include "core/plan/plan_io.hpp"
 #include "core/serve/metrics.hpp"
+#include "core/serve/scheduler.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/model.hpp"
 #include "core/spec/scenario.hpp"
@@ -148,7 +149,8 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   serve::WorkloadSpec ws = serve::load_workload(*sc.workload);
   if (o.requests >= 0) ws.max_requests = o.requests;
 
-  exec::ServeConfig sc_cfg = exec::make_serve_config(plan, 0, o.kv_blocks);
+  const serve::SchedulerConfig knobs = serve::scheduler_config(plan, 0, sc);  // the scenario's serving knobs
+  exec::ServeConfig sc_cfg = exec::make_serve_config(plan, 0, o.kv_blocks, &knobs);
   sc_cfg.backend = o.backend;
   sc_cfg.runner.profile = !o.profile_out.empty();
   sc_cfg.profile_gpu = o.profile_gpu.empty() ? o.backend : o.profile_gpu;
@@ -198,6 +200,7 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   sum.run.gpus = cfg.instance_size();
   sum.run.engine = "parasol exec";
   sum.run.fidelity = "executed";
+  sum.run.serving = serve::describe(sc_cfg.scheduler);
   sum.run.seed = common.seed;
   if (!common.out_dir.empty()) {
     csv->commit();

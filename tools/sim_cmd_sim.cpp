@@ -21,6 +21,8 @@
 #include "core/plan/placement.hpp"
 #include "core/plan/plan_io.hpp"
 #include "core/serve/metrics.hpp"
+#include "core/serve/router.hpp"
+#include "core/serve/scheduler.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/scenario.hpp"
 #include "sim/collectives.hpp"
@@ -44,7 +46,7 @@ struct SimArgs {
   std::string trace;
   std::string trace_format = "azure";
   std::string fidelity;
-  std::string router = "least_outstanding_tokens";
+  std::string router;  // --router: overrides the scenario's serving.router policy
   std::string algo = "auto";
   std::string policy;
   std::string calibration;  // --calibration; else the scenario's `calibration:`
@@ -156,15 +158,20 @@ int run(const SimArgs& a, const CommonOptions& common) {
       throw ConfigError("", 0, 0, "--fidelity", "analytic or network", a.fidelity);
     o.fidelity = a.fidelity == "network" ? spec::Fidelity::kNetwork : spec::Fidelity::kAnalytic;
   }
-  o.router = a.router;
-  if (!a.policy.empty()) {
-    if (a.policy != "prefill_first" && a.policy != "chunked")
-      throw ConfigError("", 0, 0, "--policy", "prefill_first or chunked", a.policy);
-    for (const auto& pool : plan.pools) {
-      o.schedulers.push_back(serve::SchedulerConfig::from_pool(pool));
+  // The engine knobs: the scenario's `serving:` over its engine's defaults; --router and --policy over both.
+  const spec::Serving serving = spec::effective_serving(sc);
+  serve::RouterConfig router;
+  router.seed = common.seed;
+  if (serving.router) router = serve::load_router(*serving.router, router);
+  if (!a.router.empty()) router.policy = serve::parse_router_policy(a.router);
+  o.router = router;
+  if (!a.policy.empty() && a.policy != "prefill_first" && a.policy != "chunked")
+    throw ConfigError("", 0, 0, "--policy", "prefill_first or chunked", a.policy);
+  for (size_t p = 0; p < plan.pools.size(); ++p) {
+    o.schedulers.push_back(serve::scheduler_config(plan, static_cast<int>(p), sc));
+    if (!a.policy.empty())
       o.schedulers.back().policy =
           a.policy == "prefill_first" ? serve::BatchPolicy::kPrefillFirst : serve::BatchPolicy::kChunked;
-    }
   }
   o.algo = sim::parse_algo(a.algo);
   if (sc.sim.duration_s) o.duration_s = *sc.sim.duration_s;
@@ -236,6 +243,10 @@ int run(const SimArgs& a, const CommonOptions& common) {
   run_info.engine = sc.engine.name;
   run_info.fidelity = o.fidelity == spec::Fidelity::kNetwork ? "network" : "analytic";
   run_info.workload = source->describe();
+  for (size_t p = 0; p < o.schedulers.size(); ++p)
+    run_info.serving += (p ? "; " : "") + (plan.disaggregated() ? plan.pools[p].role + ": " : std::string()) +
+                        serve::describe(o.schedulers[p]);
+  run_info.serving += "; router " + std::string(serve::to_string(o.router.policy));
   sum.run = run_info;
   if (!workload_note.empty()) sum.notes.push_back("workload: " + workload_note);
   if (res.stopped_by)
@@ -272,6 +283,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
               << sc.cluster.name << ", " << replicas << " replica(s), fidelity "
               << (o.fidelity == spec::Fidelity::kNetwork ? "network" : "analytic") << ", " << source->describe()
               << "\n";
+    std::cout << "serving " << sum.run.serving << "\n";
     std::cout << serve::MetricsCollector::summary_text(sum);
     std::cout << "simulated " << format_time(res.end_s) << ": " << res.iterations << " iterations, " << res.flows
               << " flows, " << res.kv_transfers << " KV transfers\n";
@@ -309,7 +321,9 @@ PARASOL_COMMAND("sim", 20, [](CLI::App& app, CommonOptions& common) -> std::func
   sub->add_option("--trace", a->trace, "Replay this trace instead of the scenario's workload");
   sub->add_option("--trace-format", a->trace_format, "azure | mooncake | burstgpt | parasol (default azure)");
   sub->add_option("--fidelity", a->fidelity, "analytic (cost model) or network (collectives as flows)");
-  sub->add_option("--router", a->router, "round_robin | least_outstanding_tokens");
+  sub->add_option("--router", a->router,
+                  "Router policy (overrides serving.router): round_robin | least_outstanding_tokens | "
+                  "least_outstanding_requests | power_of_two | prefix_aware | session_affinity (docs/routing.md)");
   sub->add_option("--algo", a->algo, "Network mode: force a collective algorithm (auto, ring, tree, nvls, ...)");
   sub->add_option("--requests", a->requests, "Serve at most this many requests")->check(non_negative_count());
   sub->add_option("--calibration", a->calibration,

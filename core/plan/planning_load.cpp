@@ -69,6 +69,13 @@ WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& 
   return load;
 }
 
+void apply_serving(const spec::Serving& serving, PlanOptions& o) {
+  if (serving.max_num_seqs) o.max_batch_seqs = *serving.max_num_seqs;
+  if (serving.max_num_batched_tokens) o.max_batch_tokens = *serving.max_num_batched_tokens;
+  if (serving.block_size) o.kv_block_tokens = *serving.block_size;
+  if (serving.gpu_memory_utilization) o.target_utilization = *serving.gpu_memory_utilization;
+}
+
 SearchInput scenario_search_input(const spec::Scenario& s, uint64_t seed, std::string& load_source) {
   SearchInput in;
   in.model = s.model;
@@ -78,6 +85,7 @@ SearchInput scenario_search_input(const spec::Scenario& s, uint64_t seed, std::s
   in.slo = s.slo;
   in.load = planning_load(s, seed, load_source);
   if (!s.engine.name.empty()) in.engine = s.engine;
+  apply_serving(spec::effective_serving(s), in.options);
   return in;
 }
 

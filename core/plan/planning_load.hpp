@@ -19,7 +19,10 @@ namespace parasol::plan {
 // "declared workload_stats (trace ... not found)"). Bad or missing workloads are ConfigErrors.
 WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& source);
 
-// The search a scenario asks for: its model, cluster, GPU type, `search:` space, SLOs and planning_load().
+// The batch limits, KV block size and memory fraction of a scenario's serving knobs (spec::effective_serving).
+void apply_serving(const spec::Serving& serving, PlanOptions& options);
+// The search a scenario asks for: its model, cluster, GPU type, `search:` space, SLOs, serving knobs and
+// planning_load().
 SearchInput scenario_search_input(const spec::Scenario& s, uint64_t seed, std::string& load_source);
 
 // Trace files a workload section names, as (node that names it, found on this machine?).

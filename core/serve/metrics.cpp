@@ -414,7 +414,7 @@ void MetricsCollector::write_summary_json(const Summary& s, std::ostream& os) {
      << ", \"plan_source\": " << json_string(r.plan_source) << ", \"gpus\": " << r.gpus
      << ", \"replicas\": " << r.replicas << ", \"engine\": " << json_string(r.engine)
      << ", \"fidelity\": " << json_string(r.fidelity) << ", \"workload\": " << json_string(r.workload)
-     << ", \"seed\": " << r.seed << "},\n";
+     << ", \"serving\": " << json_string(r.serving) << ", \"seed\": " << r.seed << "},\n";
   os << "  \"notes\": [";
   for (size_t i = 0; i < s.notes.size(); ++i) os << (i ? ", " : "") << json_string(s.notes[i]);
   os << "],\n";

@@ -82,6 +82,7 @@ struct RunInfo {
   std::string plan, plan_source;           // "mixed tp1.pp2.ep1.adp1.dp4"; "search", "--plan FILE", "scenario plan: FILE"
   int64_t gpus = 0, replicas = 0;
   std::string engine, fidelity, workload;  // engine profile, analytic | network, the request source in words
+  std::string serving;                     // the schedulers' and the router's knobs in words (describe())
   uint64_t seed = 0;
 };
 

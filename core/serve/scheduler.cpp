@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/common/error.hpp"
+#include "core/spec/model.hpp"
 
 namespace parasol::serve {
 
@@ -39,27 +40,60 @@ SchedulerConfig SchedulerConfig::from_pool(const plan::Pool& pool) {
   return c;
 }
 
-SchedulerConfig load_scheduler(const yaml::Node& node, SchedulerConfig c) {
-  node.allow_keys({"policy", "max_batch_tokens", "max_batch_seqs", "block_size", "kv_blocks", "prefix_caching",
-                   "preemption", "swap_blocks"});
-  if (auto n = node.get("policy")) {
-    c.policy = n->as_enum({"prefill_first", "chunked"}) == "chunked" ? BatchPolicy::kChunked
-                                                                    : BatchPolicy::kPrefillFirst;
+SchedulerConfig scheduler_config(const plan::Plan& plan, int pool_index, const spec::Scenario& scenario) {
+  const plan::Pool& pool = plan.pools.at(size_t(pool_index));
+  SchedulerConfig c = SchedulerConfig::from_pool(pool);
+  const spec::Serving& set = scenario.serving;  // what the scenario itself sets
+  const spec::Serving eff = spec::effective_serving(scenario);
+  const std::string where = scenario.file.empty() ? "the scenario" : scenario.file;
+  // Batch limits and KV: the plan's (it was made with them) unless the scenario sets them.
+  if (set.max_num_seqs) c.max_batch_seqs = *set.max_num_seqs;
+  if (set.max_num_batched_tokens) c.max_batch_tokens = *set.max_num_batched_tokens;
+  int64_t kv_tokens = pool.memory.kv_tokens;
+  if (set.gpu_memory_utilization && pool.memory.kv_bytes > 0) {
+    const plan::MemoryBudget& m = pool.memory;
+    const double kv_bytes =
+        m.capacity_bytes * *set.gpu_memory_utilization - m.weight_bytes - m.activation_bytes - m.reserve_bytes;
+    if (kv_bytes <= 0)
+      throw ConfigError(where, 0, 0, "serving.gpu_memory_utilization",
+                        "a fraction that leaves room for the KV cache after weights, activations and the runtime reserve",
+                        std::to_string(*set.gpu_memory_utilization));
+    kv_tokens = int64_t(double(m.kv_tokens) * kv_bytes / m.kv_bytes);
   }
-  c.max_batch_tokens = node.integer_or("max_batch_tokens", c.max_batch_tokens, 1);
-  c.max_batch_seqs = node.integer_or("max_batch_seqs", c.max_batch_seqs, 1);
-  c.kv_block_tokens = node.integer_or("block_size", c.kv_block_tokens, 1, 1 << 20);
-  c.kv_blocks = node.integer_or("kv_blocks", c.kv_blocks, 0);
-  c.prefix_caching = node.bool_or("prefix_caching", c.prefix_caching);
-  if (auto n = node.get("preemption")) {
-    c.preemption = n->as_enum({"recompute", "swap"}) == "swap" ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
+  if (set.block_size) c.kv_block_tokens = *set.block_size;
+  c.kv_blocks = kv_tokens / c.kv_block_tokens;
+  if (eff.enable_chunked_prefill) c.policy = *eff.enable_chunked_prefill ? BatchPolicy::kChunked : BatchPolicy::kPrefillFirst;
+  if (eff.long_prefill_token_threshold) c.long_prefill_tokens = *eff.long_prefill_token_threshold;
+  if (eff.enable_prefix_caching) c.prefix_caching = *eff.enable_prefix_caching;
+  if (c.prefix_caching && kPrefixHashTokens % c.kv_block_tokens != 0)
+    throw ConfigError(where, 0, 0, "serving.block_size",
+                      "a block size dividing " + std::to_string(kPrefixHashTokens) + " (prefix caching is on)",
+                      std::to_string(c.kv_block_tokens));
+  if (eff.preemption_mode) c.preemption = *eff.preemption_mode == "swap" ? PreemptionMode::kSwap : PreemptionMode::kRecompute;
+  if (c.preemption == PreemptionMode::kSwap && eff.swap_space_bytes) {
+    const double block_bytes = double(c.kv_block_tokens) * spec::kv_bytes_per_token(plan.model);
+    c.swap_blocks = block_bytes > 0 ? int64_t(*eff.swap_space_bytes * pool.config.instance_size() / block_bytes) : 0;
   }
-  c.swap_blocks = node.integer_or("swap_blocks", c.swap_blocks, 0);
-  if (c.prefix_caching && kPrefixHashTokens % c.kv_block_tokens != 0) {
-    node.at("block_size").fail("a block size dividing " + std::to_string(kPrefixHashTokens) +
-                               " (prefix caching is on)");
+  c.max_context = plan.model.max_position;
+  if (eff.max_model_len) {
+    if (plan.model.max_position > 0 && *eff.max_model_len > plan.model.max_position)
+      throw ConfigError(where, 0, 0, "serving.max_model_len",
+                        "at most the model's context window of " + std::to_string(plan.model.max_position),
+                        std::to_string(*eff.max_model_len));
+    c.max_context = *eff.max_model_len;
   }
   return c;
+}
+
+std::string describe(const SchedulerConfig& c) {
+  std::string out = c.policy == BatchPolicy::kChunked ? "chunked prefill" : "prefill first";
+  if (c.long_prefill_tokens > 0) out += " (at most " + std::to_string(c.long_prefill_tokens) + " per prompt per step)";
+  out += ", max_num_seqs " + std::to_string(c.max_batch_seqs) + ", max_num_batched_tokens " +
+         std::to_string(c.max_batch_tokens) + ", block " + std::to_string(c.kv_block_tokens) + ", prefix caching " +
+         (c.prefix_caching ? "on" : "off") + ", preemption " + to_string(c.preemption);
+  if (c.preemption == PreemptionMode::kSwap) out += " (" + std::to_string(c.swap_blocks) + " swap blocks)";
+  if (c.max_context > 0) out += ", max_model_len " + std::to_string(c.max_context);
+  return out;
 }
 
 void StepEvents::clear() {
@@ -435,6 +469,7 @@ Scheduler::Admission Scheduler::admit_head(int g, bool whole_prompts, double now
     }
     const int64_t remaining = q.prompt_tokens - q.context;
     int64_t chunk = std::min(remaining, budget);
+    if (!whole_prompts && config_.long_prefill_tokens > 0) chunk = std::min(chunk, config_.long_prefill_tokens);
     if (whole_prompts && chunk < remaining) {
       if (batch_seqs_[size_t(g)] > 0) {
         release_kv(q);
@@ -494,7 +529,9 @@ void Scheduler::schedule_running(bool decode_phase, double now_s, Iteration& it)
       continue;
     }
     int64_t& budget = budget_[size_t(q.group)];
-    const int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
+    int64_t tokens = decoding ? 1 : std::min(q.prompt_tokens - q.context, budget);
+    if (!decoding && config_.long_prefill_tokens > 0 && config_.policy == BatchPolicy::kChunked)
+      tokens = std::min(tokens, config_.long_prefill_tokens);
     // grow() only when the block count changes (a decode crosses a block boundary once every block_size tokens).
     if (kv_[size_t(q.group)].blocks_for(private_tokens(q, q.context + tokens)) != q.owned_blocks) {
       if (!grow(s, tokens, it)) continue;  // nothing left to preempt now: it keeps its blocks and waits

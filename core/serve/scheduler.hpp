@@ -41,6 +41,7 @@
 #include "core/common/yaml_node.hpp"
 #include "core/plan/plan.hpp"
 #include "core/plan/step.hpp"
+#include "core/spec/scenario.hpp"
 #include "core/serve/block_manager.hpp"
 #include "core/serve/request.hpp"
 
@@ -84,14 +85,24 @@ struct SchedulerConfig {
   // The model's context window (tokens; 0: none): a request whose prompt and answer need more is rejected when it
   // arrives, as engines refuse a prompt past max_model_len, with the reason.
   int64_t max_context = 0;
+  // Chunked policy: a prompt prefills at most this many tokens per iteration (vLLM's long_prefill_token_threshold);
+  // 0: no cap beyond the token budget.
+  int64_t long_prefill_tokens = 0;
 
   // max_batch_tokens / max_batch_seqs / kv_block_tokens / kv_blocks from a Plan pool.
   static SchedulerConfig from_pool(const plan::Pool& pool);
 };
 
-// The `scheduler:` section of a scenario (keys: policy: prefill_first | chunked, max_batch_tokens, max_batch_seqs,
-// block_size, kv_blocks, prefix_caching, preemption: recompute | swap, swap_blocks). Absent keys keep `defaults`.
-SchedulerConfig load_scheduler(const yaml::Node& node, SchedulerConfig defaults);
+// The scheduler of pool `pool` of `plan` under a scenario's serving knobs (spec::effective_serving: the scenario's
+// `serving:` over its engine's defaults). Batch limits, KV block size and KV capacity are the plan's (what it was made
+// with) unless the scenario's own `serving:` sets them (gpu_memory_utilization rescales the pool's KV bytes); chunked
+// prefill, the long-prefill threshold, prefix caching, preemption (swap_space per GPU of the instance) and
+// max_model_len (at most the model's context window) come from the effective knobs. Bad combinations (prefix caching
+// with a block size not dividing the prefix-hash unit, a memory fraction that leaves no KV) are ConfigErrors.
+SchedulerConfig scheduler_config(const plan::Plan& plan, int pool, const spec::Scenario& scenario);
+// The knobs in words: "chunked prefill, max_num_seqs 256, max_num_batched_tokens 8192, block 16, prefix caching on,
+// preemption recompute, max_model_len 131072".
+std::string describe(const SchedulerConfig& c);
 
 // One iteration chosen by schedule().
 struct Iteration {

@@ -57,11 +57,7 @@ void ServingLoop::touch(int g) {
   dirty_.push_back(g);
 }
 
-void ServingLoop::refresh(const Rep& r) {
-  ReplicaLoad& l = loads_[size_t(r.pool)][size_t(r.index)];
-  l.outstanding_tokens = r.sched->outstanding_tokens();
-  l.outstanding_requests = r.sched->outstanding_requests();
-}
+void ServingLoop::refresh(const Rep& r) { update_load(loads_[size_t(r.pool)][size_t(r.index)], *r.sched); }
 
 void ServingLoop::emit(const RequestRecord& rec) {
   metrics_.on_request(rec);

@@ -99,7 +99,7 @@ std::vector<fs::path> engine_dirs() {
 Engine load_engine(const yaml::Node& root) {
   if (!root.is_map()) root.fail("an engine profile (a map with 'schema: parasol.engine/1')");
   root.allow_keys({"schema", "name", "version", "description", "iteration", "launch", "cuda_graphs", "fusion",
-                   "custom_allreduce", "moe_dispatch"});
+                   "custom_allreduce", "moe_dispatch", "serving"});
   root.at("schema").as_enum({"parasol.engine/1"});
   Engine e;
   e.source = root.file();
@@ -112,6 +112,7 @@ Engine load_engine(const yaml::Node& root) {
   if (auto c = root.get("fusion")) e.fusion = load_fusion(*c);
   if (auto c = root.get("custom_allreduce")) e.custom_allreduce = load_custom_allreduce(*c);
   if (auto c = root.get("moe_dispatch")) e.moe_dispatch = load_dispatch(*c);
+  if (auto c = root.get("serving")) e.serving = load_serving_defaults(*c);
   return e;
 }
 

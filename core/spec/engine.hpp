@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/common/yaml_node.hpp"
+#include "core/spec/serving.hpp"
 
 namespace parasol::spec {
 
@@ -80,6 +81,7 @@ struct Engine {
   Fusion fusion;
   CustomAllReduce custom_allreduce;
   MoeDispatch moe_dispatch;
+  ServingDefaults serving;  // the engine's defaults for the scenario's `serving:` knobs (unset: parasol's)
 };
 
 // `schema: parasol.engine/1`. Every problem is a ConfigError with file:line:col and key path; unknown keys are errors.

@@ -169,7 +169,7 @@ Scenario load_scenario(const yaml::Node& root) {
   if (!root.is_map()) root.fail("a scenario map with 'schema: " + std::string(kSchema) + "'");
   root.allow_keys(
       {"schema", "name", "description", "model", "cluster", "gpu_type", "workload", "slo", "search", "plan", "sim",
-       "calibration", "engine"});
+       "calibration", "engine", "serving"});
   yaml::Node schema = root.at("schema");
   if (schema.as_string() != kSchema) schema.fail("'" + std::string(kSchema) + "'");
 
@@ -198,6 +198,7 @@ Scenario load_scenario(const yaml::Node& root) {
   } else {
     s.engine = load_engine_ref(kDefaultEngine, root.file(), "engine (default " + std::string(kDefaultEngine) + ")");
   }
+  if (auto c = root.get("serving")) s.serving = load_serving(*c);
   if (auto c = root.get("workload")) {
     if (!c->is_map()) c->fail("a workload map (see docs/workloads.md)");
     s.workload = *c;
@@ -233,6 +234,13 @@ Scenario load_scenario(const yaml::Node& root) {
     s.search.kv_dtype = s.model.kv_dtype;
   }
   return s;
+}
+
+Serving effective_serving(const Scenario& s) {
+  auto it = s.cluster.gpu_types.find(s.gpu_type);
+  const Serving base = it == s.cluster.gpu_types.end() ? s.engine.serving.all
+                                                       : s.engine.serving.for_gpu(s.gpu_type, it->second);
+  return overlay(base, s.serving);
 }
 
 Scenario load_scenario_file(const std::string& path) {
@@ -284,6 +292,7 @@ nlohmann::json to_json(const Scenario& s) {
   j["plan"] = s.plan_path ? nlohmann::json(*s.plan_path) : nlohmann::json(nullptr);
   j["calibration"] = s.calibration ? nlohmann::json(*s.calibration) : nlohmann::json(nullptr);
   j["engine"] = {{"name", s.engine.name}, {"source", s.engine.source}};
+  j["serving"] = to_json(effective_serving(s));
   j["sim"] = {{"fidelity", to_string(s.sim.fidelity)},
               {"duration_s", opt(s.sim.duration_s)},
               {"max_requests", s.sim.max_requests ? nlohmann::json(*s.sim.max_requests) : nlohmann::json(nullptr)}};

@@ -19,6 +19,7 @@
 #include "core/spec/cluster.hpp"
 #include "core/spec/engine.hpp"
 #include "core/spec/model.hpp"
+#include "core/spec/serving.hpp"
 
 namespace parasol::spec {
 
@@ -86,8 +87,13 @@ struct Scenario {
   std::optional<std::string> calibration;
   // `engine:`: a shipped engine profile (topologies/engines/NAME.yaml) or a file; absent: vllm (spec::kDefaultEngine).
   Engine engine;
+  // `serving:`: the engine knobs the scenario sets (unset ones: the engine's defaults, see effective_serving).
+  Serving serving;
   SimOptions sim;
 };
+
+// The scenario's serving knobs over its engine's defaults for its GPU type.
+Serving effective_serving(const Scenario& s);
 
 // `schema: parasol.scenario/1`. Every problem is a ConfigError with file:line:col and key path.
 Scenario load_scenario(const yaml::Node& root);

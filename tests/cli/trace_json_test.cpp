@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <map>
+#include <sstream>
 #include <set>
 #include <nlohmann/json.hpp>
 
@@ -79,7 +80,8 @@ TEST(TraceJson, CodeFleetScenarioHasNoOverlappingSlices) {
   expect_no_overlaps({"sim", std::string(PARASOL_DATA_DIR) + "/scenarios/llama8b-code-fleet.yaml"});
 }
 
-// 512 replicas: the trace keeps the first replicas' iterations for the whole run instead of the first steps of all.
+// 512 replicas: the trace keeps the first replicas' iterations for the whole run instead of the first steps of all:
+// it starts with the run and ends with the last request those replicas finished (requests.csv).
 TEST(TraceJson, FleetTraceCoversTheWholeSimulatedSpan) {
   TempDir dir;
   const RunResult r = run_parasol({"sim", std::string(PARASOL_DATA_DIR) + "/scenarios/bench/sim-fleet-512replica.yaml",
@@ -91,7 +93,24 @@ TEST(TraceJson, FleetTraceCoversTheWholeSimulatedSpan) {
   const TraceFacts f = read_trace(dir / "out" / "trace.json");
   EXPECT_EQ(f.overlaps, 0) << f.first_overlap;
   EXPECT_LT(f.first_ns, 1e9 * 0.05 * span_s);
-  EXPECT_GT(static_cast<double>(f.last_end_ns), 1e9 * 0.95 * span_s) << "span " << span_s << " s";
+  // The last finish among requests served by the traced replicas (the default --trace-replicas 8).
+  std::istringstream csv(read_all(dir / "out" / "requests.csv"));
+  std::string line;
+  std::getline(csv, line);  // id,outcome,replica,prefill_replica,arrival_s,first_scheduled_s,first_token_s,finish_s,...
+  double last_finish_s = 0;
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> col;
+    std::stringstream ss(line);
+    for (std::string c; std::getline(ss, c, ',') && col.size() < 8;) col.push_back(c);
+    ASSERT_EQ(col.size(), 8u) << line;
+    if (col[1] != "completed" || std::stoi(col[2]) >= 8) continue;
+    last_finish_s = std::max(last_finish_s, std::stod(col[7]));
+    ++rows;
+  }
+  ASSERT_GT(rows, 0);
+  EXPECT_GT(last_finish_s, 0.5 * span_s) << "the traced replicas serve until late in the run";
+  EXPECT_NEAR(static_cast<double>(f.last_end_ns), 1e9 * last_finish_s, 1e3) << "span " << span_s << " s";
 }
 
 // --trace-replicas chooses how many replicas the trace shows (the first N; 0: all).

@@ -70,7 +70,7 @@ std::map<int64_t, Row> serve_list(const Dgx& d, const plan::Plan& p, std::vector
   mc.requests_csv = &csv;
   serve::MetricsCollector metrics(mc);
   ServeOptions o;
-  o.router = router;
+  o.router.policy = serve::parse_router_policy(router);
   o.first_token_at_decode = first_token_at_decode;
   const ServeResult res = simulate_serving(p, d.cluster, src, metrics, o);
   const serve::Summary s = metrics.finish(res.end_s);
