@@ -275,9 +275,20 @@ void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult
   for (int64_t i = 0; i + 1 < total; i += 2) res.next_tokens[all[i]] = all[i + 1];
 }
 
+namespace {
+const spec::Model& executable(const spec::Model& m) {
+  if (m.sliding_window > 0)
+    throw ConfigError("", 0, 0, "model.sliding_window",
+                      "a model with full attention (the executor's attention kernels have no sliding window)",
+                      std::to_string(m.sliding_window));
+  return m;
+}
+}  // namespace
+
 ModelRunner::ModelRunner(const spec::Model& model, const RankLayout& layout, Backend& backend, Communicator& instance,
                          const WeightSource& weights, const RunnerOptions& options)
-    : layout_(layout), impl_(std::make_unique<Impl>(model, layout, backend, instance, weights, options)) {}
+    : layout_(layout),
+      impl_(std::make_unique<Impl>(executable(model), layout, backend, instance, weights, options)) {}
 
 ModelRunner::~ModelRunner() = default;
 

@@ -151,6 +151,7 @@ ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluste
       cfg.role = pool.role == "prefill" ? serve::SchedulerRole::kPrefill : serve::SchedulerRole::kDecode;
     cfg.first_token_at_decode = o.first_token_at_decode;
     if (cfg.max_context == 0) cfg.max_context = plan.model.max_position;
+    if (cfg.sliding_window == 0) cfg.sliding_window = plan.model.sliding_window;
     serve::LoopPool lp;
     lp.pp = std::max(1, pool.config.pp);
     serve::RouterConfig rc = o.router;

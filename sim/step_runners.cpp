@@ -127,6 +127,7 @@ AnalyticStepRunner::AnalyticStepRunner(const plan::Plan& plan, int pool, const s
   if (it == cluster.gpu_types.end()) throw ConfigError("sim: GPU type '" + type + "' is not in the cluster");
   gpu_ = &it->second;
   act_bytes_ = dtype_bytes(plan.model.act_dtype);
+  window_ = plan.model.sliding_window;
   kv_bytes_ = dtype_bytes(plan.kv_dtype);
   // MLA attention has prefill/decode forms and a context-sized GEMM: not compiled (exact memo only).
   if (plan.model.attention == spec::AttentionKind::kMla) fast_ = false;
@@ -652,10 +653,11 @@ serve::StepTiming AnalyticStepRunner::run(int /*replica*/, const plan::Batch& ba
       int64_t* g = &agg_[kAgg * s.attn_group];
       g[0] += s.new_tokens;
       g[1] += s.sample ? 1 : 0;
-      g[2] += s.new_tokens * s.context + s.new_tokens * (s.new_tokens + 1) / 2;
-      g[3] += s.context + s.new_tokens;
+      const int64_t ctx = plan::attended_context(s.new_tokens, s.context + s.new_tokens, window_);
+      g[2] += s.new_tokens * (ctx - s.new_tokens) + s.new_tokens * (s.new_tokens + 1) / 2;
+      g[3] += ctx;
       q_lens_[static_cast<size_t>(s.attn_group)].push_back(s.new_tokens);
-      ctx_lens_[static_cast<size_t>(s.attn_group)].push_back(s.context + s.new_tokens);
+      ctx_lens_[static_cast<size_t>(s.attn_group)].push_back(ctx);
     }
     if (ok) {
       key_.clear();

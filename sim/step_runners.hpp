@@ -68,6 +68,7 @@ class AnalyticStepRunner final : public serve::StepRunner {
   void set_verify(bool v) { verify_ = v; }
 
  private:
+  int64_t window_ = 0;  // the model's sliding window (0: none)
   struct Shape;
   struct Entry {
     std::vector<int64_t> key;

@@ -139,6 +139,10 @@ bool run_instance(const ExecOptions& o, int n, const LayoutSource& what, const s
 // Serving mode: rank 0 drives core/serve on a wall clock (exec/serving.hpp), every rank runs its share of each step.
 int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   const plan::Plan plan = plan::load_plan_file(resolve_data_path(o.plan_path));
+  if (plan.model.sliding_window > 0)
+    throw ConfigError(o.plan_path, 0, 0, "model.sliding_window",
+                      "a model with full attention (the executor's attention kernels have no sliding window)",
+                      std::to_string(plan.model.sliding_window));
   if (plan.disaggregated())
     throw ConfigError(o.plan_path, 0, 0, "pools", "one mixed pool (exec serves one instance)", "a prefill/decode pair");
   const plan::ParallelConfig& cfg = plan.pools[0].config;
@@ -234,6 +238,10 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
 
 int run_generation(const ExecOptions& o, const CommonOptions& common) {
   spec::Model m = load_exec_model(o.model);
+  if (m.sliding_window > 0)
+    throw ConfigError(o.model, 0, 0, "sliding_window",
+                      "a model with full attention (the executor's attention kernels have no sliding window)",
+                      std::to_string(m.sliding_window));
   auto cfg = plan::ParallelConfig::parse_label(o.layout);
   if (!cfg) throw ConfigError("", 0, 0, "--layout", "a label like tp2.pp1.ep1.adp1.dp1", "'" + o.layout + "'");
   if (cfg->dp != 1) throw ConfigError("", 0, 0, "--layout", "dp1 (generation mode runs one instance)", o.layout);

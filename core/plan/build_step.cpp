@@ -270,7 +270,7 @@ void StepBuilder::Impl::prepare(const Batch& batch) {
                         std::to_string(s.new_tokens) + " new, " + std::to_string(s.context) + " context");
     if (s.new_tokens == 0) continue;
     GroupWork& g = gw[static_cast<size_t>(s.attn_group)];
-    const int64_t ctx = s.context + s.new_tokens;
+    const int64_t ctx = attended_context(s.new_tokens, s.context + s.new_tokens, m.sliding_window);
     const double keys = attended_keys(s.new_tokens, ctx);
     g.tokens += s.new_tokens;
     g.sampled += s.sample ? 1 : 0;

@@ -89,6 +89,16 @@ Step build_step(const Plan& plan, int pool, const Batch& batch, const StepOption
 
 // Reusable builder for callers that build many steps of one pool (search, simulator): the per-pool structure
 // (groups, shard shapes, weights) is computed once and `build` reuses the output's allocations.
+// The context a chunk of q new tokens (ctx_after tokens with them) attends to under a sliding window of `window`
+// tokens (0: none), as the attention ops carry it: min(ctx_after, window + (q - 1) / 2). Exact for decode (q = 1:
+// the last `window` keys); for a prefill chunk past the window its causal products q x ctx' - q (q - 1) / 2 come to
+// q x window, the keys its queries attend, and its KV read to about the window plus half the chunk.
+inline int64_t attended_context(int64_t q, int64_t ctx_after, int64_t window) {
+  if (window <= 0) return ctx_after;
+  const int64_t cap = window + (q - 1) / 2;
+  return ctx_after < cap ? ctx_after : cap;
+}
+
 class StepBuilder {
  public:
   StepBuilder(const Plan& plan, int pool, const StepOptions& options = {});

@@ -279,7 +279,8 @@ PoolModel::PoolModel(StageTimer& timer, const spec::Model& model, const Parallel
       role_(role),
       load_(load),
       options_(options),
-      kv_tokens_(memory.kv_tokens) {
+      kv_tokens_(memory.kv_tokens),
+      window_(model.sliding_window > 0 ? model.sliding_window + options.kv_block_tokens : 0) {
   for (size_t s = 0; s < stage_layers.size(); ++s) {
     const auto [first, last] = stage_layers[s];
     StageKind k;
@@ -423,6 +424,8 @@ double PoolModel::tau_limit(std::string& why) const {
   const double kv = static_cast<double>(kv_tokens_);
   const double tokens = static_cast<double>(options_.max_batch_tokens);
   const double seqs = static_cast<double>(options_.max_batch_seqs);
+  // KV a running sequence holds on average (a sliding window caps it: the window plus a block).
+  const double held = window_ > 0 ? std::min(I + O / 2, static_cast<double>(window_)) : I + O / 2;
   double lim = 0;
   auto take = [&](double v, const char* what) {
     if (lim == 0 || v < lim) lim = v, why = what;
@@ -431,11 +434,11 @@ double PoolModel::tau_limit(std::string& why) const {
     case PoolRole::kMixed:
       take(tokens, "token budget");
       take(seqs * (I + O) / O, "sequences per iteration");
-      take(kv * (I + O) / (pp * O * (I + O / 2)), "KV cache");
+      take(kv * (I + O) / (pp * O * held), "KV cache");
       break;
     case PoolRole::kDecode:
       take(seqs, "sequences per iteration");
-      take(kv / (pp * (I + O / 2)), "KV cache");
+      take(kv / (pp * held), "KV cache");
       break;
     case PoolRole::kPrefill:
       take(tokens, "token budget");

@@ -165,6 +165,7 @@ class PoolModel {
   WorkloadLoad load_;
   PlanOptions options_;
   int64_t kv_tokens_;
+  int64_t window_ = 0;  // KV tokens a sequence holds at most under a sliding window (0: no window)
   Curve curve_;
 };
 

@@ -65,6 +65,8 @@ SchedulerConfig scheduler_config(const plan::Plan& plan, int pool_index, const s
   if (eff.enable_chunked_prefill) c.policy = *eff.enable_chunked_prefill ? BatchPolicy::kChunked : BatchPolicy::kPrefillFirst;
   if (eff.long_prefill_token_threshold) c.long_prefill_tokens = *eff.long_prefill_token_threshold;
   if (eff.enable_prefix_caching) c.prefix_caching = *eff.enable_prefix_caching;
+  c.sliding_window = plan.model.sliding_window;
+  if (c.sliding_window > 0) c.prefix_caching = false;
   if (c.prefix_caching && kPrefixHashTokens % c.kv_block_tokens != 0)
     throw ConfigError(where, 0, 0, "serving.block_size",
                       "a block size dividing " + std::to_string(kPrefixHashTokens) + " (prefix caching is on)",
@@ -93,6 +95,7 @@ std::string describe(const SchedulerConfig& c) {
          (c.prefix_caching ? "on" : "off") + ", preemption " + to_string(c.preemption);
   if (c.preemption == PreemptionMode::kSwap) out += " (" + std::to_string(c.swap_blocks) + " swap blocks)";
   if (c.max_context > 0) out += ", max_model_len " + std::to_string(c.max_context);
+  if (c.sliding_window > 0) out += ", sliding window " + std::to_string(c.sliding_window);
   return out;
 }
 
@@ -173,8 +176,9 @@ void Scheduler::add_outstanding(const Seq& q, int64_t delta) {
 }
 
 int64_t Scheduler::tokens_needed_at_end(const Request& r) const {
-  if (config_.role == SchedulerRole::kPrefill) return r.input_tokens;
-  return r.input_tokens + std::max<int64_t>(r.output_tokens, 1) - 1;
+  const int64_t t = config_.role == SchedulerRole::kPrefill ? r.input_tokens
+                                                             : r.input_tokens + std::max<int64_t>(r.output_tokens, 1) - 1;
+  return config_.sliding_window > 0 ? std::min(t, config_.sliding_window + config_.kv_block_tokens) : t;
 }
 
 bool Scheduler::exceeds_context(const Request& r) const {
@@ -322,6 +326,7 @@ void Scheduler::release_kv(Seq& q) {
 }
 
 int64_t Scheduler::private_tokens(const Seq& q, int64_t kv_tokens) const {
+  if (config_.sliding_window > 0) return std::min(kv_tokens, config_.sliding_window + config_.kv_block_tokens);
   return kv_tokens - int64_t(q.units.size()) * kPrefixHashTokens;
 }
 

@@ -88,6 +88,10 @@ struct SchedulerConfig {
   // Chunked policy: a prompt prefills at most this many tokens per iteration (vLLM's long_prefill_token_threshold);
   // 0: no cap beyond the token budget.
   int64_t long_prefill_tokens = 0;
+  // Sliding-window attention (the model's sliding_window; 0: none): a sequence keeps KV blocks for its last
+  // `sliding_window` tokens plus one block (the blocks that fall out of the window are freed, as vLLM's sliding-window
+  // KV manager does). Prefix caching is not combined with it.
+  int64_t sliding_window = 0;
 
   // max_batch_tokens / max_batch_seqs / kv_block_tokens / kv_blocks from a Plan pool.
   static SchedulerConfig from_pool(const plan::Pool& pool);

@@ -53,6 +53,7 @@ void model_lines(const Model& m, int verbosity, std::ostringstream& os, const st
   } else {
     os << " (" << m.kv_heads << " KV heads, head dim " << m.head_dim << ", " << to_string(m.attention) << ")";
   }
+  if (m.sliding_window > 0) os << ", sliding window " << m.sliding_window;
   os << ", vocab " << m.vocab << "\n";
   if (m.is_moe()) {
     os << indent << "MoE: " << m.moe.num_experts << " routed experts, top-" << m.moe.top_k;

@@ -158,6 +158,7 @@ nlohmann::json to_json(const Model& m) {
   j["ffn"] = m.ffn;
   j["vocab"] = m.vocab;
   j["max_position"] = m.max_position;
+  if (m.sliding_window > 0) j["sliding_window"] = m.sliding_window;
   j["tie_embeddings"] = m.tie_embeddings;
   j["qkv_bias"] = m.qkv_bias;
   j["qk_norm"] = m.qk_norm;

@@ -65,6 +65,9 @@ struct Model {
   int64_t ffn = 0;  // dense MLP intermediate size
   int64_t vocab = 0;
   int64_t max_position = 0;
+  // Sliding-window attention (Mistral): each token attends the previous `sliding_window` tokens only, and engines
+  // keep only the window's KV; 0: full attention.
+  int64_t sliding_window = 0;
   bool tie_embeddings = false;
   bool qkv_bias = false;  // Qwen2
   bool qk_norm = false;   // Qwen3

@@ -160,6 +160,9 @@ Model load_hf_config(const Node& root) {
   m.ffn = root.integer("intermediate_size", 1, kBig);
   m.vocab = root.integer("vocab_size", 1, int64_t{1} << 32);
   m.max_position = root.integer("max_position_embeddings", 1, int64_t{1} << 40);
+  // `sliding_window` (null: none); Qwen2/3 configs carry one that applies only with use_sliding_window: true.
+  if (auto w = root.get("sliding_window"); w && root.bool_or("use_sliding_window", true))
+    m.sliding_window = w->as_int(1, int64_t{1} << 40);
   m.rms_eps = root.number_or("rms_norm_eps", 1e-6, 1e-12, 1.0);
   m.rope_theta = root.number_or("rope_theta", 10000.0, 1.0, 1e12);
   m.tie_embeddings = root.bool_or("tie_word_embeddings", false);

@@ -120,7 +120,7 @@ Model load_parasol_model(const Node& root) {
   root.allow_keys({"schema",   "name",     "architecture", "hidden",     "layers",       "heads",
                    "kv_heads", "head_dim", "ffn",          "vocab",      "max_position", "tie_embeddings",
                    "qkv_bias", "qk_norm",  "rms_eps",      "rope_theta", "rope_scaling", "attention",
-                   "mla",      "moe",      "weight_dtype", "kv_dtype",   "act_dtype"});
+                   "mla",      "moe",      "weight_dtype", "kv_dtype",   "act_dtype",  "sliding_window"});
   root.at("schema").as_enum({"parasol.model/1"});
   constexpr int64_t kBig = int64_t{1} << 24;
   Model m;
@@ -149,6 +149,7 @@ Model load_parasol_model(const Node& root) {
   }
   m.vocab = root.integer("vocab", 1, int64_t{1} << 32);
   m.max_position = root.integer("max_position", 1, int64_t{1} << 40);
+  m.sliding_window = root.integer_or("sliding_window", 0, 0, int64_t{1} << 40);
   m.tie_embeddings = root.bool_or("tie_embeddings", false);
   m.qkv_bias = root.bool_or("qkv_bias", false);
   m.qk_norm = root.bool_or("qk_norm", false);
