@@ -1,6 +1,7 @@
 #include "exec/serving.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -28,20 +29,34 @@ int64_t get64(const std::vector<int32_t>& m, size_t& i) {
   return static_cast<int64_t>(lo | (hi << 32));
 }
 
-void broadcast(Communicator& c, const std::vector<int32_t>& msg) {
+void send_msg(Communicator& c, int peer, const std::vector<int32_t>& msg) {
   int32_t n = static_cast<int32_t>(msg.size());
-  for (int r = 1; r < c.size(); ++r) {
-    c.send(&n, 1, ElemType::kI32, r, kLabel);
-    c.send(msg.data(), n, ElemType::kI32, r, kLabel);
-  }
+  c.send(&n, 1, ElemType::kI32, peer, kLabel);
+  c.send(msg.data(), n, ElemType::kI32, peer, kLabel);
 }
 
-std::vector<int32_t> receive(Communicator& c) {
+void broadcast(Communicator& c, const std::vector<int32_t>& msg) {
+  for (int r = 1; r < c.size(); ++r) send_msg(c, r, msg);
+}
+
+std::vector<int32_t> receive(Communicator& c, int peer = 0) {
   int32_t n = 0;
-  c.recv(&n, 1, ElemType::kI32, 0, kLabel);
+  c.recv(&n, 1, ElemType::kI32, peer, kLabel);
   std::vector<int32_t> msg(static_cast<size_t>(n));
-  c.recv(msg.data(), n, ElemType::kI32, 0, kLabel);
+  c.recv(msg.data(), n, ElemType::kI32, peer, kLabel);
   return msg;
+}
+
+double get_double(const std::vector<int32_t>& m, size_t& i) {
+  const int64_t bits = get64(m, i);
+  double v = 0;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+void put_double(std::vector<int32_t>& m, double v) {
+  int64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof v);
+  put64(m, bits);
 }
 
 // [kStep, releases, (id)*, seqs, (id, context, attn_group, sample, tokens, token*)*]
@@ -133,9 +148,68 @@ ServeConfig make_serve_config(const plan::Plan& plan, int pool_index, int64_t ma
   return c;
 }
 
-ExecStepRunner::ExecStepRunner(ModelRunner& runner, Communicator& instance, const serve::Clock& clock,
+// The instance this rank leads: the step goes to its other ranks (a control message), then this rank runs its share.
+class LocalTarget final : public StepTarget {
+ public:
+  LocalTarget(ModelRunner& runner, Communicator& instance, const ServeConfig& config)
+      : runner_(runner), comm_(instance), config_(config) {}
+  TargetResult run(const std::vector<int64_t>& releases, const StepRequest& req) override {
+    broadcast(comm_, encode(releases, req));
+    for (int64_t id : releases) runner_.release(id);
+    StepResult res = runner_.step(req);
+    TargetResult out;
+    out.next_tokens = std::move(res.next_tokens);
+    for (const auto& r : runner_.last_step().ranks)
+      for (const auto& op : r.ops) {
+        out.flops += op.flops;
+        out.bytes += op.bytes;
+      }
+    if (config_.runner.profile) out.ops = std::move(res.ops);
+    return out;
+  }
+  void keep_alive() override { broadcast(comm_, {kKeepAlive}); }
+  void stop() override { broadcast(comm_, {kStop}); }
+  std::string gather_profile() override {
+    std::string rows;
+    for (int r = 1; r < comm_.size(); ++r) rows += recv_text(comm_, r);
+    return rows;
+  }
+
+ private:
+  ModelRunner& runner_;
+  Communicator& comm_;
+  const ServeConfig& config_;
+};
+
+// Another instance, through its leader (serve_leader) over the world communicator: the step request goes there, the
+// sampled tokens and the step's work come back.
+class RemoteTarget final : public StepTarget {
+ public:
+  RemoteTarget(Communicator& world, int leader) : world_(world), leader_(leader) {}
+  TargetResult run(const std::vector<int64_t>& releases, const StepRequest& req) override {
+    send_msg(world_, leader_, encode(releases, req));
+    const std::vector<int32_t> reply = receive(world_, leader_);
+    TargetResult out;
+    size_t i = 0;
+    const size_t n = static_cast<size_t>(reply.at(i++));
+    out.next_tokens.assign(reply.begin() + 1, reply.begin() + 1 + static_cast<std::ptrdiff_t>(n));
+    i += n;
+    out.flops = get_double(reply, i);
+    out.bytes = get_double(reply, i);
+    return out;
+  }
+  void keep_alive() override { send_msg(world_, leader_, {kKeepAlive}); }
+  void stop() override { send_msg(world_, leader_, {kStop}); }
+  std::string gather_profile() override { return recv_text(world_, leader_); }
+
+ private:
+  Communicator& world_;
+  int leader_;
+};
+
+ExecStepRunner::ExecStepRunner(std::vector<StepTarget*> targets, int64_t vocab, const serve::Clock& clock,
                                const ServeConfig& config)
-    : runner_(runner), comm_(instance), clock_(clock), config_(config) {
+    : targets_(std::move(targets)), vocab_(vocab), clock_(clock), config_(config), releases_(targets_.size()) {
   if (config_.runner.profile) profile_ = cost::profile_csv_header() + "\n";
 }
 
@@ -146,34 +220,46 @@ void ExecStepRunner::add_request(const serve::Request& r) {
   s.prompt = r.input_tokens;
   // Synthetic prompt: token ids drawn from (seed, request id), so every run of the same workload feeds the same text.
   std::mt19937_64 rng(config_.seed ^ (0x9e3779b97f4a7c15ull * static_cast<uint64_t>(r.id + 1)));
-  const uint64_t vocab = static_cast<uint64_t>(runner_.plan().model.vocab);
   s.tokens.resize(static_cast<size_t>(r.input_tokens));
-  for (auto& t : s.tokens) t = static_cast<int32_t>(rng() % vocab);
+  for (auto& t : s.tokens) t = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab_));
 }
 
 void ExecStepRunner::release(int64_t seq_id) {
   auto it = seqs_.find(seq_id);
-  if (it != seqs_.end()) {
-    outputs_[seq_id].assign(it->second.tokens.begin() + it->second.prompt, it->second.tokens.end());
-    seqs_.erase(it);
-  }
-  runner_.release(seq_id);
-  releases_.push_back(seq_id);
+  if (it == seqs_.end()) return;
+  outputs_[seq_id].assign(it->second.tokens.begin() + it->second.prompt, it->second.tokens.end());
+  if (it->second.replica >= 0) releases_[static_cast<size_t>(it->second.replica)].push_back(seq_id);
+  seqs_.erase(it);
 }
 
 void ExecStepRunner::keep_alive() {
-  broadcast(comm_, {kKeepAlive});
+  for (StepTarget* t : targets_) t->keep_alive();
 }
+
 void ExecStepRunner::stop() {
-  broadcast(comm_, {kStop});
+  for (StepTarget* t : targets_) t->stop();
+}
+
+std::string ExecStepRunner::gather_profiles() {
+  std::string rows;
+  for (StepTarget* t : targets_) rows += t->gather_profile();
+  return rows;
 }
 
 serve::StepTiming ExecStepRunner::run(int replica, const plan::Batch& batch) {
+  if (replica < 0 || replica >= static_cast<int>(targets_.size()))
+    throw Error("exec: replica " + std::to_string(replica) + " has no instance");
+  std::vector<int64_t>& releases = releases_[static_cast<size_t>(replica)];
   StepRequest req;
   for (const plan::SeqWork& w : batch.seqs) {
     auto it = seqs_.find(w.seq_id);
     if (it == seqs_.end()) throw Error("exec: sequence " + std::to_string(w.seq_id) + " was never added");
-    const auto& toks = it->second.tokens;
+    Seq& seq = it->second;
+    if (seq.replica >= 0 && seq.replica != replica)
+      throw Error("exec: sequence " + std::to_string(w.seq_id) + " moved from replica " + std::to_string(seq.replica) +
+                  " to " + std::to_string(replica));
+    seq.replica = replica;
+    const auto& toks = seq.tokens;
     if (w.context + w.new_tokens > static_cast<int64_t>(toks.size()))
       throw Error("exec: sequence " + std::to_string(w.seq_id) + " asks for tokens up to " +
                   std::to_string(w.context + w.new_tokens) + " but has " + std::to_string(toks.size()));
@@ -186,16 +272,13 @@ serve::StepTiming ExecStepRunner::run(int replica, const plan::Batch& batch) {
     // scheduler's SeqWork leaves `sample` at its default) must not, or the prompt would be cut short.
     s.sample = w.sample && w.context + w.new_tokens == static_cast<int64_t>(toks.size());
     s.tokens.assign(toks.begin() + w.context, toks.begin() + w.context + w.new_tokens);
-    if (w.context == 0) {  // a (re)start from an empty cache: blocks held since a preemption are stale
-      runner_.release(w.seq_id);
-      releases_.push_back(w.seq_id);
-    }
+    // A (re)start from an empty cache: blocks held since a preemption are stale.
+    if (w.context == 0) releases.push_back(w.seq_id);
     req.seqs.push_back(std::move(s));
   }
-  broadcast(comm_, encode(releases_, req));
-  releases_.clear();
   const double t0 = clock_.now_s();
-  StepResult res = runner_.step(req);
+  TargetResult res = targets_[static_cast<size_t>(replica)]->run(releases, req);
+  releases.clear();
   serve::StepTiming timing;
   if (config_.timer) {  // virtual clock: the step takes the cost model's time, whatever the CPU took
     timing = config_.timer->run(replica, batch);
@@ -203,12 +286,12 @@ serve::StepTiming ExecStepRunner::run(int replica, const plan::Batch& batch) {
   } else {
     timing.total_s = clock_.now_s() - t0;
     timing.clock_advanced = true;
-    for (const auto& r : runner_.last_step().ranks)
-      for (const auto& op : r.ops) {
-        timing.flops += op.flops;
-        timing.bytes += op.bytes;
-      }
+    timing.flops = res.flops;
+    timing.bytes = res.bytes;
   }
+  if (res.next_tokens.size() != req.seqs.size())
+    throw Error("exec: replica " + std::to_string(replica) + " returned " + std::to_string(res.next_tokens.size()) +
+                " tokens for " + std::to_string(req.seqs.size()) + " sequences");
   for (size_t i = 0; i < req.seqs.size(); ++i) {
     if (res.next_tokens[i] < 0) continue;
     auto& toks = seqs_[req.seqs[i].seq_id].tokens;
@@ -217,7 +300,7 @@ serve::StepTiming ExecStepRunner::run(int replica, const plan::Batch& batch) {
     ++generated_;
   }
   if (config_.runner.profile)
-    profile_ += exec::profile_rows(res.ops, config_.profile_gpu, {comm_.rank(), iteration_, timing.total_s});
+    profile_ += exec::profile_rows(res.ops, config_.profile_gpu, {0, iteration_, timing.total_s});
   ++iteration_;
   return timing;
 }
@@ -250,20 +333,36 @@ class ExecHost final : public serve::LoopHost {
 
 }  // namespace
 
-ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
-                         const ServeConfig& config, serve::RequestSource& source, serve::MetricsCollector& metrics,
-                         const serve::LoopOptions& loop_options) {
-  if (instance.rank() != 0) throw Error("serve_driver runs on rank 0");
+ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
+                         Communicator& instance, const ServeConfig& config, serve::RequestSource& source,
+                         serve::MetricsCollector& metrics, const serve::LoopOptions& loop_options) {
+  if (world.rank() != 0 || instance.rank() != 0) throw Error("serve_driver runs on world rank 0");
+  const plan::Pool& pool = plan.pools.at(static_cast<size_t>(config.pool));
+  const int n = pool.config.instance_size(), dp = std::max(1, pool.config.dp);
+  if (world.size() != n * dp)
+    throw Error("exec: a world of " + std::to_string(world.size()) + " ranks for " + std::to_string(dp) +
+                " instance(s) of " + std::to_string(n));
+  if (config.runner.profile && dp > 1)
+    throw ConfigError("", 0, 0, "--profile", "a plan with dp 1 (profile rows name instance ranks)",
+                      "dp " + std::to_string(dp));
   auto be = make_backend(config.backend, {0, 1});
   std::unique_ptr<ModelRunner> model = make_runner(plan, weights, instance, *be, config);
   serve::WallClock clock;
-  ExecStepRunner runner(*model, instance, clock, config);
-  serve::Scheduler sched(config.scheduler, 0);
-  std::unique_ptr<serve::Router> router = serve::make_router("least_outstanding_tokens");
-  serve::LoopPool pool;
-  pool.schedulers = {&sched};
-  pool.router = router.get();
-  pool.runner = &runner;
+  LocalTarget local(*model, instance, config);
+  std::vector<std::unique_ptr<RemoteTarget>> remotes;
+  std::vector<StepTarget*> targets{&local};
+  for (int i = 1; i < dp; ++i) {
+    remotes.push_back(std::make_unique<RemoteTarget>(world, i * n));
+    targets.push_back(remotes.back().get());
+  }
+  ExecStepRunner runner(targets, plan.model.vocab, clock, config);
+  std::vector<serve::Scheduler> scheds;
+  for (int i = 0; i < dp; ++i) scheds.emplace_back(config.scheduler, i);
+  std::unique_ptr<serve::Router> router = serve::make_router(config.router);
+  serve::LoopPool lp;
+  for (auto& s : scheds) lp.schedulers.push_back(&s);
+  lp.router = router.get();
+  lp.runner = &runner;
   serve::LoopOptions lo = loop_options;
   lo.on_arrival = [&runner, next = loop_options.on_arrival](const serve::Request& r) {
     runner.add_request(r);
@@ -273,13 +372,13 @@ ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Co
     runner.release(rec.id);
     if (next) next(rec);
   };
-  serve::ServingLoop loop({std::move(pool)}, source, metrics, std::move(lo));
+  serve::ServingLoop loop({std::move(lp)}, source, metrics, std::move(lo));
   serve::LoopResult lr;
   if (config.timer) {
     serve::ManualHost host;
     lr = loop.run(host);
   } else {
-    ExecHost host(clock, runner, std::max(0.001, instance.timeout_s() / 4));
+    ExecHost host(clock, runner, std::max(0.001, world.timeout_s() / 4));
     lr = loop.run(host);
   }
   ServeResult result;
@@ -289,9 +388,39 @@ ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Co
   runner.stop();
   result.generated_tokens = runner.generated_tokens();
   result.outputs = std::move(runner.outputs());
-  if (config.runner.profile) {
-    result.profile_csv = std::move(runner.profile());
-    for (int r = 1; r < instance.size(); ++r) result.profile_csv += recv_text(instance, r);
+  if (config.runner.profile) result.profile_csv = std::move(runner.profile()) + runner.gather_profiles();
+  return result;
+}
+
+ServeResult serve_leader(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
+                         Communicator& instance, const ServeConfig& config) {
+  if (instance.rank() != 0 || world.rank() == 0) throw Error("serve_leader runs on an instance's rank 0, not world 0");
+  auto be = make_backend(config.backend, {0, 1});
+  std::unique_ptr<ModelRunner> model = make_runner(plan, weights, instance, *be, config);
+  LocalTarget local(*model, instance, config);
+  ServeResult result;
+  std::vector<int64_t> releases;
+  StepRequest req;
+  for (;;) {
+    std::vector<int32_t> msg = receive(world, 0);
+    const int32_t kind = msg.empty() ? 0 : msg[0];
+    if (kind == kStop) {
+      local.stop();
+      break;
+    }
+    if (kind == kKeepAlive) {
+      local.keep_alive();
+      continue;
+    }
+    if (kind != kStep) throw Error("exec: unknown control message " + std::to_string(kind) + " from rank 0");
+    decode(msg, releases, req);
+    const TargetResult res = local.run(releases, req);
+    std::vector<int32_t> reply{static_cast<int32_t>(res.next_tokens.size())};
+    reply.insert(reply.end(), res.next_tokens.begin(), res.next_tokens.end());
+    put_double(reply, res.flops);
+    put_double(reply, res.bytes);
+    send_msg(world, 0, reply);
+    ++result.iterations;
   }
   return result;
 }
@@ -319,6 +448,21 @@ ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Co
   }
   if (config.runner.profile) send_text(instance, rows, 0);
   return result;
+}
+
+ServeResult serve_rank(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
+                       const ServeConfig& config, serve::RequestSource* source, serve::MetricsCollector* metrics,
+                       const serve::LoopOptions& loop_options) {
+  const plan::Pool& pool = plan.pools.at(static_cast<size_t>(config.pool));
+  const int n = pool.config.instance_size();
+  std::unique_ptr<Communicator> instance = world.split(world.rank() / n, world.rank());
+  if (!instance) throw Error("exec: rank " + std::to_string(world.rank()) + " got no instance");
+  if (world.rank() == 0) {
+    if (!source || !metrics) throw Error("exec: world rank 0 serves without a source or metrics");
+    return serve_driver(plan, weights, world, *instance, config, *source, *metrics, loop_options);
+  }
+  if (instance->rank() == 0) return serve_leader(plan, weights, world, *instance, config);
+  return serve_worker(plan, weights, *instance, config);
 }
 
 }  // namespace parasol::exec

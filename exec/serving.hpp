@@ -3,14 +3,18 @@
 // on every rank of the instance through ModelRunners — the same Scheduler, StepRunner contract and metrics schema as
 // `parasol sim`, so the two write the same files.
 //
-// Rank 0 drives: it owns the request source, the Scheduler, the metrics and the token ids of every sequence
-// (prompts are synthetic, drawn per request from the seed; generated tokens are the greedy ones). For each
-// iteration it sends the step's request over the instance communicator to the other ranks (a small control message,
-// outside the Step), and every rank runs ModelRunner::step — build_step's program for that rank. The other ranks run
-// serve_worker() until rank 0 says stop. While idle between arrivals rank 0 sends keep-alive messages so that the
-// workers' receive timeout only fires when rank 0 is really gone. With attention-DP, a sequence is served by the group the
-// scheduler put it in (SeqWork::attn_group: least outstanding tokens when it arrived). Per-op times (RunnerOptions::profile) become executor-profile rows (calibration CSV plus rank, iteration
-// and per-sequence lengths: core/cost/profile_samples.hpp), gathered on rank 0 at the end.
+// World rank 0 drives: it owns the request source, the serving loop (router, one Scheduler per instance), the metrics
+// and the token ids of every sequence (prompts are synthetic, drawn per request from the seed; generated tokens are
+// the greedy ones). A plan with dp instances runs on dp x n ranks: for each iteration of instance 0, rank 0 sends the
+// step's request over the instance communicator to the instance's other ranks (a small control message, outside the
+// Step) and every rank runs ModelRunner::step — build_step's program for that rank; an iteration of instance i > 0
+// goes to that instance's rank 0 (serve_leader) over the world communicator, which does the same on its instance and
+// answers with the sampled tokens. Steps of different instances run one after another (rank 0 waits for each). The
+// other ranks run serve_worker() until stopped. While idle between arrivals rank 0 sends keep-alive messages so that
+// receive timeouts only fire when rank 0 is really gone. With attention-DP, a sequence is served by the group the
+// scheduler put it in (SeqWork::attn_group: least outstanding tokens when it arrived). Per-op times
+// (RunnerOptions::profile, dp 1) become executor-profile rows (calibration CSV plus rank, iteration and per-sequence
+// lengths: core/cost/profile_samples.hpp), gathered on rank 0 at the end.
 // Thread behaviour: each function runs on its rank's thread; the objects passed in are used during the call only.
 #pragma once
 
@@ -24,6 +28,7 @@
 #include "core/plan/plan.hpp"
 #include "core/serve/clock.hpp"
 #include "core/serve/metrics.hpp"
+#include "core/serve/router.hpp"
 #include "core/serve/scheduler.hpp"
 #include "core/serve/serving_loop.hpp"
 #include "core/serve/step_runner.hpp"
@@ -46,6 +51,7 @@ struct ServeConfig {
   // instead of the wall time, and the loop jumps from event to event; the tokens are still computed for real. Not
   // owned. Makes exec's schedule comparable iteration by iteration with sim's.
   serve::StepRunner* timer = nullptr;
+  serve::RouterConfig router;  // dp > 1: how requests reach the instances
 };
 
 // The configuration for serving pool `pool` of `plan`: scheduler limits from the pool (KV capacity capped at
@@ -67,20 +73,39 @@ struct ServeResult {
   std::map<int64_t, std::vector<int32_t>> outputs;
 };
 
-// The StepRunner of rank 0: run() sends the batch to the other ranks, runs rank 0's share and returns the wall time
-// (clock_advanced: the clock moved by itself). Sequences must be registered with add_request() before their first
-// batch and released after they finish.
+// Where one replica's steps run, seen from world rank 0: the instance it leads (local), or another instance through
+// that instance's leader (remote). run() carries the sequences to release first and the step request; every rank of
+// the instance runs its share; it returns each sequence's sampled token (-1: none) and the step's work.
+struct TargetResult {
+  std::vector<int32_t> next_tokens;
+  double flops = 0, bytes = 0;
+  std::vector<OpRecord> ops;  // local, with profiling: rank 0's measured ops
+};
+class StepTarget {
+ public:
+  virtual ~StepTarget() = default;
+  virtual TargetResult run(const std::vector<int64_t>& releases, const StepRequest& request) = 0;
+  virtual void keep_alive() = 0;
+  virtual void stop() = 0;                    // ends the instance's workers (and leader)
+  virtual std::string gather_profile() = 0;  // after stop(): the other ranks' profile rows
+};
+
+// The StepRunner of world rank 0, for every replica of the pool (replica i runs on targets[i]): run() builds the
+// step's request from each sequence's tokens, runs it on the replica's instance and returns the wall time
+// (clock_advanced), or the timer's (ServeConfig::timer). Sequences are registered with add_request() when they arrive
+// and released when they leave; a sequence's KV is released on its instance with its next step there.
 class ExecStepRunner final : public serve::StepRunner {
  public:
-  ExecStepRunner(ModelRunner& runner, Communicator& instance, const serve::Clock& clock, const ServeConfig& config);
+  ExecStepRunner(std::vector<StepTarget*> targets, int64_t vocab, const serve::Clock& clock, const ServeConfig& config);
   ~ExecStepRunner() override;
   serve::StepTiming run(int replica, const plan::Batch& batch) override;
   std::string name() const override { return "exec"; }
 
   void add_request(const serve::Request& r);  // draws its prompt tokens
-  void release(int64_t seq_id);               // on every rank (sent with the next message)
-  void keep_alive();                          // tells the workers rank 0 is alive
-  void stop();                                // ends serve_worker() on the other ranks
+  void release(int64_t seq_id);               // its outputs are kept; its KV goes with the next step
+  void keep_alive();                          // tells every instance rank 0 is alive
+  void stop();                                // ends serve_worker() / serve_leader() everywhere
+  std::string gather_profiles();              // after stop(): every other rank's profile rows
 
   int64_t generated_tokens() const { return generated_; }
   std::map<int64_t, std::vector<int32_t>>& outputs() { return outputs_; }
@@ -90,28 +115,40 @@ class ExecStepRunner final : public serve::StepRunner {
   struct Seq {
     std::vector<int32_t> tokens;  // prompt + generated
     int64_t prompt = 0;
+    int replica = -1;             // the instance that holds its KV (-1: not run yet)
   };
-  ModelRunner& runner_;
-  Communicator& comm_;
+  std::vector<StepTarget*> targets_;
+  int64_t vocab_;
   const serve::Clock& clock_;
   ServeConfig config_;
   std::map<int64_t, Seq> seqs_;
-  std::vector<int64_t> releases_;
+  std::vector<std::vector<int64_t>> releases_;  // per replica, sent with its next step
   std::map<int64_t, std::vector<int32_t>> outputs_;
   std::string profile_;
   int64_t generated_ = 0;
   int64_t iteration_ = 0;  // run() calls so far: the profile rows' iteration
 };
 
-// Rank 0: serves `source` to exhaustion on a wall clock, feeding `metrics`. Every other rank calls serve_worker()
-// at the same time. Both construct their ModelRunner (collective) inside.
-// `loop_options`: limits and hooks of the serving loop (core/serve/serving_loop.hpp); its on_arrival and on_record
-// run after the executor's own.
-ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
-                         const ServeConfig& config, serve::RequestSource& source, serve::MetricsCollector& metrics,
-                         const serve::LoopOptions& loop_options = {});
+// World rank 0: serves `source` to exhaustion through the serving loop, feeding `metrics`, over the pool's dp
+// instances (world ranks [i x n, (i + 1) x n) form instance i; `instance` is rank 0's). The other instances' rank 0
+// run serve_leader(), every other rank serve_worker(), at the same time; each constructs its ModelRunner (collective)
+// inside. `loop_options`: limits and hooks of the serving loop (core/serve/serving_loop.hpp); its on_arrival and
+// on_record run after the executor's own.
+ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
+                         Communicator& instance, const ServeConfig& config, serve::RequestSource& source,
+                         serve::MetricsCollector& metrics, const serve::LoopOptions& loop_options = {});
+// Rank 0 of instance i > 0: runs the steps world rank 0 sends over `world` on its instance and answers with the tokens.
+ServeResult serve_leader(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
+                         Communicator& instance, const ServeConfig& config);
 ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
                          const ServeConfig& config);
+
+// Any rank of a world of dp x n ranks (the pool's instances): splits the world into instances and runs this rank's part
+// (serve_driver on world rank 0, with `source` and `metrics`; serve_leader on the other instances' rank 0;
+// serve_worker elsewhere). Returns this rank's result (rank 0's carries the run's).
+ServeResult serve_rank(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
+                       const ServeConfig& config, serve::RequestSource* source, serve::MetricsCollector* metrics,
+                       const serve::LoopOptions& loop_options = {});
 
 // Executor-profile rows (no header) of a step's ops measured on `gpu` (ops with no measured time are left out).
 std::string profile_rows(const std::vector<OpRecord>& ops, const std::string& gpu, const cost::ProfileContext& ctx);

@@ -29,6 +29,7 @@
 #include "core/plan/parallel_config.hpp"
 #include "core/plan/plan_io.hpp"
 #include "core/serve/metrics.hpp"
+#include "core/serve/router.hpp"
 #include "core/serve/scheduler.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/model.hpp"
@@ -144,7 +145,8 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
                       "a model with full attention (the executor's attention kernels have no sliding window)",
                       std::to_string(plan.model.sliding_window));
   if (plan.disaggregated())
-    throw ConfigError(o.plan_path, 0, 0, "pools", "one mixed pool (exec serves one instance)", "a prefill/decode pair");
+    throw ConfigError(o.plan_path, 0, 0, "pools", "one mixed pool (exec does not serve P/D plans yet)",
+                      "a prefill/decode pair");
   const plan::ParallelConfig& cfg = plan.pools[0].config;
   if (o.workload.empty())
     throw ConfigError("", 0, 0, "--workload", "a scenario file with a workload section (--plan needs one)", "none");
@@ -160,7 +162,14 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   sc_cfg.profile_gpu = o.profile_gpu.empty() ? o.backend : o.profile_gpu;
   sc_cfg.seed = common.seed;
   auto weights = make_weights(o.weights, common.seed);
-  const int n = cfg.instance_size();
+  const int n = cfg.instance_size(), dp = std::max(1, cfg.dp);
+  if (!o.profile_out.empty() && dp > 1)
+    throw ConfigError(o.plan_path, 0, 0, "--profile", "a plan with dp 1 (profile one instance)",
+                      "dp " + std::to_string(dp));
+  // Requests reach the instances by the scenario's router (serving.router, else least outstanding tokens).
+  if (const spec::Serving serving = spec::effective_serving(sc); serving.router)
+    sc_cfg.router = serve::load_router(*serving.router, sc_cfg.router);
+  sc_cfg.router.seed = common.seed;
 
   // Rank 0's outputs: metrics (with the streamed per-request CSV and trace) and the profile.
   std::unique_ptr<StagedFile> csv, trace;
@@ -168,7 +177,7 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   std::unique_ptr<serve::RequestSource> source;
   auto open_outputs = [&] {
     serve::MetricsConfig mc;
-    mc.replicas = 1;
+    mc.replicas = dp;
     mc.gpus_per_replica = n;
     if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
     if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
@@ -183,12 +192,11 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   };
 
   exec::ServeResult result;
-  const LayoutSource what{o.plan_path, "pools[0]", cfg.label()};
-  const bool is_root = run_instance(o, n, what, open_outputs, [&](int rank, exec::Communicator& comm) {
-    if (rank == 0)
-      result = exec::serve_driver(plan, *weights, comm, sc_cfg, *source, *metrics);
-    else
-      exec::serve_worker(plan, *weights, comm, sc_cfg);
+  const LayoutSource what{o.plan_path, "pools[0]", cfg.label() + " (" + std::to_string(dp) + " instance(s))"};
+  const bool is_root = run_instance(o, n * dp, what, open_outputs, [&](int rank, exec::Communicator& comm) {
+    exec::ServeResult r = exec::serve_rank(plan, *weights, comm, sc_cfg, rank == 0 ? source.get() : nullptr,
+                                           rank == 0 ? metrics.get() : nullptr);
+    if (rank == 0) result = std::move(r);
   });
   if (!is_root) return 0;
 
@@ -200,8 +208,8 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   sum.run.scenario_hash = file_hash(sum.run.scenario);
   sum.run.plan = "mixed " + cfg.label();
   sum.run.plan_source = "--plan " + o.plan_path;
-  sum.run.replicas = 1;
-  sum.run.gpus = cfg.instance_size();
+  sum.run.replicas = dp;
+  sum.run.gpus = n * dp;
   sum.run.engine = "parasol exec";
   sum.run.fidelity = "executed";
   sum.run.serving = serve::describe(sc_cfg.scheduler);
@@ -227,7 +235,6 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   if (common.verbosity == 0) return 0;
   std::cout << "exec: " << plan.model.name << " " << cfg.label() << " on " << n << " " << o.comm << " rank(s) ("
             << o.backend << "), " << source_description(ws, common.seed) << "\n";
-  if (cfg.dp > 1) std::cout << "note: the plan has dp " << cfg.dp << "; exec serves one instance\n";
   std::cout << serve::MetricsCollector::summary_text(sum);
   std::cout << "served in " << format_time(result.end_s) << ": " << result.iterations << " iterations, "
             << result.generated_tokens << " tokens sampled\n";

@@ -61,6 +61,23 @@ INSTANTIATE_TEST_SUITE_P(Scenarios, ExecServe,
                            return s;
                          });
 
+// dp 2: two TP-2 instances as 4 local ranks; both serve. A profile needs a dp-1 plan (exit 2).
+TEST(ExecServe, ADp2PlanServesEveryRequestOnBothInstances) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("parasol_exec_serve_dp2_" + std::to_string(::getpid()))).string();
+  const std::string scenario = data("scenarios/exec/tiny-llama-tp2-dp2.yaml");
+  const std::string plan = data("scenarios/exec/tiny-llama-tp2-dp2.plan.yaml");
+  Outcome o = run_command(std::string(PARASOL_BINARY) + " exec --plan " + plan + " --workload " + scenario +
+                          " --comm local --backend cpu --seed 3 --timeout 30 -q --out " + dir);
+  ASSERT_EQ(o.rc, 0) << o.output;
+  testing::check_served(dir, scenario, 3, 2, false);
+  std::filesystem::remove_all(dir);
+  Outcome p = run_command(std::string(PARASOL_BINARY) + " exec --plan " + plan + " --workload " + scenario +
+                          " --comm local -q --profile /tmp/never.csv");
+  EXPECT_EQ(p.rc, 2) << p.output;
+  EXPECT_NE(p.output.find("--profile"), std::string::npos) << p.output;
+}
+
 TEST(ExecServeErrors, APlanWithoutAWorkloadOrWithAnUnknownCommIsExitCode2) {
   const std::string plan = data("scenarios/exec/tiny-llama-tp2.plan.yaml");
   Outcome a = run_command(std::string(PARASOL_BINARY) + " exec -q --plan " + plan);

@@ -29,7 +29,10 @@ inline std::vector<std::string> split(const std::string& line) {
   return out;
 }
 
-inline void check_served(const std::string& dir, const std::string& scenario, uint64_t seed) {
+// `instances`: the replicas the requests must have been spread over (each serves some); `profile`: whether a profile
+// was written to DIR/profile.csv.
+inline void check_served(const std::string& dir, const std::string& scenario, uint64_t seed, int instances = 1,
+                         bool profile = true) {
   // What the workload asks for.
   const spec::Scenario sc = spec::load_scenario_file(scenario);
   ASSERT_TRUE(sc.workload.has_value());
@@ -63,8 +66,9 @@ inline void check_served(const std::string& dir, const std::string& scenario, ui
     return size_t{0};
   };
   const size_t c_id = col("id"), c_out = col("outcome"), c_in = col("input_tokens"), c_ask = col("output_tokens"),
-               c_gen = col("generated_tokens"), c_ttft = col("ttft_s");
+               c_gen = col("generated_tokens"), c_ttft = col("ttft_s"), c_replica = col("replica");
   std::map<int64_t, int> seen;
+  std::map<int, int> per_replica;
   while (std::getline(rc, line)) {
     const std::vector<std::string> f = split(line);
     ASSERT_EQ(f.size(), header.size()) << line;
@@ -76,7 +80,10 @@ inline void check_served(const std::string& dir, const std::string& scenario, ui
     EXPECT_EQ(std::stoll(f[c_ask]), want[id].output_tokens) << line;
     EXPECT_EQ(std::stoll(f[c_gen]), want[id].output_tokens) << line;
     EXPECT_GT(std::stod(f[c_ttft]), 0.0) << line;
+    ++per_replica[std::stoi(f[c_replica])];
   }
+  EXPECT_EQ(static_cast<int>(per_replica.size()), instances) << "requests per replica";
+  for (const auto& [r, n] : per_replica) EXPECT_TRUE(r >= 0 && r < instances) << "replica " << r;
   EXPECT_EQ(seen.size(), want.size());
   for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << "request " << id << " reported " << n << " times";
 
@@ -84,6 +91,7 @@ inline void check_served(const std::string& dir, const std::string& scenario, ui
   const nlohmann::json trace = nlohmann::json::parse(tj);
   EXPECT_FALSE(trace["traceEvents"].empty());
 
+  if (!profile) return;
   // The profile: a calibration table with the Step's compute ops, covering the shapes it measured.
   const std::string profile = dir + "/profile.csv";
   const cost::CalibrationTable table = cost::CalibrationTable::load_csv(profile);

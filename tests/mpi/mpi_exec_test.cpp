@@ -156,6 +156,20 @@ TEST(MpiExec, ServingAPlanUnderMpirunCompletesEveryRequest) {
   std::filesystem::remove_all(dir);
 }
 
+// Two TP-2 instances under `mpirun -np 4`: world rank 0 drives both (the second through its leader), every request
+// completes with its tokens, both instances serve.
+TEST(MpiExec, ServingADp2PlanUnderMpirunCompletesEveryRequestOnBothInstances) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("parasol_mpi_serve_dp2_" + std::to_string(::getpid()))).string();
+  const std::string scenario = std::string(PARASOL_DATA_DIR) + "/scenarios/exec/tiny-llama-tp2-dp2.yaml";
+  Outcome o = run_command(mpirun(4, "--plan " + std::string(PARASOL_DATA_DIR) +
+                                        "/scenarios/exec/tiny-llama-tp2-dp2.plan.yaml --workload " + scenario +
+                                        " --comm mpi --seed 3 --timeout 30 -q --out " + dir));
+  ASSERT_EQ(o.rc, 0) << o.output;
+  testing::check_served(dir, scenario, 3, 2, false);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(MpiExec, AStalledRankFailsTheJobNamingItAndTheOp) {
   Outcome o = run_command(mpirun(4, "--model builtin:test-llama --layout tp4.pp1.ep1.adp1.dp1 --comm mpi -q "
                                     "--timeout 1 --fault-stall-rank 3 --fault-stall-s 120"));

@@ -3,9 +3,11 @@
 // for real by the ranks) give the same schedule — every iteration on the same replica, at the same start and end,
 // with the same sequences, new tokens, contexts and attention groups — and the same per-request records. The KV
 // capacity is small so that the schedules include preemptions and re-prefills. Over the shipped exec scenarios (TP 2;
-// TP 2 x EP 2 MoE; attention-DP 2 x EP 2 MLA).
+// TP 2 x EP 2 MoE; attention-DP 2 x EP 2 MLA), and two of them with two instances (exec: 2 x n ranks, the second
+// instance driven through its leader; the router spreads the requests).
 #include <gtest/gtest.h>
 
+#include <set>
 #include <tuple>
 
 #include "core/plan/plan_io.hpp"
@@ -58,11 +60,25 @@ class SimExecAgreement : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SimExecAgreement, SameScheduleIterationByIteration) {
   const std::string dir = std::string(PARASOL_DATA_DIR) + "/scenarios/exec/";
-  const spec::Scenario sc = spec::load_scenario_file(dir + GetParam() + ".yaml");
-  const plan::Plan plan = plan::load_plan_file(dir + GetParam() + ".plan.yaml");
+  // "NAME@dpK": the shipped plan NAME with K instances (placed on the next GPUs of the node).
+  const std::string param = GetParam();
+  const std::string name = param.substr(0, param.find('@'));
+  const int dp = param.find("@dp") == std::string::npos ? 1 : std::stoi(param.substr(param.find("@dp") + 3));
+  const spec::Scenario sc = spec::load_scenario_file(dir + name + ".yaml");
+  plan::Plan plan = plan::load_plan_file(dir + name + ".plan.yaml");
+  {
+    plan::Pool& pool = plan.pools[0];
+    const int n = pool.config.instance_size();
+    pool.config.dp = dp;
+    pool.placement.resize(1);
+    for (int i = 1; i < dp; ++i) {
+      pool.placement.emplace_back();
+      for (int g = 0; g < n; ++g) pool.placement.back().push_back(pool.placement[0][static_cast<size_t>(g)] + i * n);
+    }
+  }
   std::string note;
   serve::WorkloadSpec ws = *scenario_workload(sc, note);
-  ws.max_requests = 24;
+  ws.max_requests = 24 * dp;
   ws.arrival.rate_per_s = 2000;  // a burst: the KV cache fills and sequences are preempted
   const uint64_t seed = 5;
   exec::ServeConfig cfg = exec::make_serve_config(plan, 0, 6);  // 6 blocks of 16 tokens per attention group
@@ -92,12 +108,11 @@ TEST_P(SimExecAgreement, SameScheduleIterationByIteration) {
     lo.on_iteration = [&](const serve::IterationView& v) { ex.iteration(v); };
     lo.on_record = [&](const serve::RequestRecord& r) { ex.record(r); };
     exec::SyntheticWeights weights(seed);
-    const int ranks = plan.pools[0].config.instance_size();
+    const int ranks = plan.pools[0].config.instance_size() * dp;
     exec::run_local(ranks, 30.0, [&](int rank, exec::Communicator& comm) {
-      if (rank == 0)
-        exr = exec::serve_driver(plan, weights, comm, cfg, *src, metrics, lo);
-      else
-        exec::serve_worker(plan, weights, comm, cfg);
+      exec::ServeResult r = exec::serve_rank(plan, weights, comm, cfg, rank == 0 ? src.get() : nullptr,
+                                             rank == 0 ? &metrics : nullptr, lo);
+      if (rank == 0) exr = std::move(r);
     });
   }
 
@@ -109,6 +124,9 @@ TEST_P(SimExecAgreement, SameScheduleIterationByIteration) {
     EXPECT_EQ(r.outcome, "completed") << "request " << r.id;
   }
   EXPECT_GT(preemptions, 0) << "the KV cache was meant to be tight enough to preempt";
+  std::set<int> replicas;
+  for (const Rec& r : sim.records) replicas.insert(r.replica);
+  EXPECT_EQ(static_cast<int>(replicas.size()), dp) << "every instance serves";
   EXPECT_GT(generated, 0);
   ASSERT_EQ(sim.iterations.size(), ex.iterations.size());
   for (size_t i = 0; i < sim.iterations.size(); ++i) ASSERT_EQ(sim.iterations[i], ex.iterations[i]) << "iteration " << i;
@@ -120,11 +138,12 @@ TEST_P(SimExecAgreement, SameScheduleIterationByIteration) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ExecScenarios, SimExecAgreement,
-                         ::testing::Values("tiny-llama-tp2", "tiny-mixtral-tp2-ep2", "tiny-deepseek-adp2-ep2"),
+                         ::testing::Values("tiny-llama-tp2", "tiny-mixtral-tp2-ep2", "tiny-deepseek-adp2-ep2",
+                                           "tiny-llama-tp2@dp2", "tiny-mixtral-tp2-ep2@dp2"),
                          [](const auto& info) {
                            std::string s = info.param;
                            for (char& c : s)
-                             if (c == '-') c = '_';
+                             if (c == '-' || c == '@') c = '_';
                            return s;
                          });
 
