@@ -337,6 +337,71 @@ void ModelRunner::release(int64_t seq_id) {
   impl_->block_tables.erase(it);
 }
 
+namespace {
+// The KV caches of a layer that hold rows per slot (k and v, or the MLA latent).
+std::vector<const Tensor*> kv_caches(const LayerWeights& lw) {
+  std::vector<const Tensor*> out;
+  for (const OwnedTensor* t : {&lw.k_cache, &lw.v_cache, &lw.latent})
+    if (t->view.data) out.push_back(&t->view);
+  return out;
+}
+size_t row_bytes(const Tensor& cache) { return cache.bytes() / static_cast<size_t>(cache.dim(0)); }
+}  // namespace
+
+std::vector<uint8_t> ModelRunner::export_kv(int64_t seq_id, int64_t tokens) const {
+  auto it = impl_->block_tables.find(seq_id);
+  if (it == impl_->block_tables.end()) return {};
+  const std::vector<int32_t>& table = it->second;
+  const int64_t bt = impl_->opt.block_tokens;
+  if (static_cast<int64_t>(table.size()) * bt < tokens)
+    throw Error("export_kv: sequence " + std::to_string(seq_id) + " holds fewer than " + std::to_string(tokens) +
+                " tokens of KV");
+  std::vector<uint8_t> out;
+  for (const LayerWeights& lw : impl_->layers)
+    for (const Tensor* cache : kv_caches(lw)) {
+      const size_t rb = row_bytes(*cache);
+      for (int64_t t = 0; t < tokens; t += bt) {  // one block at a time: its slots are consecutive rows
+        const int64_t rows = std::min(bt, tokens - t);
+        const size_t at = out.size();
+        out.resize(at + static_cast<size_t>(rows) * rb);
+        const auto* src = static_cast<const uint8_t*>(cache->data) +
+                          static_cast<size_t>(table[static_cast<size_t>(t / bt)]) * static_cast<size_t>(bt) * rb;
+        impl_->be.download(out.data() + at, src, static_cast<size_t>(rows) * rb);
+      }
+    }
+  return out;
+}
+
+void ModelRunner::import_kv(int64_t seq_id, int64_t tokens, const std::vector<uint8_t>& bytes) {
+  release(seq_id);
+  const int64_t bt = impl_->opt.block_tokens;
+  size_t want = 0;
+  for (const LayerWeights& lw : impl_->layers)
+    for (const Tensor* cache : kv_caches(lw)) want += static_cast<size_t>(tokens) * row_bytes(*cache);
+  if (bytes.size() != want)
+    throw RuntimeFailure("import_kv: sequence " + std::to_string(seq_id) + ": " + std::to_string(bytes.size()) +
+                         " bytes of KV for a layout that holds " + std::to_string(want));
+  std::vector<int32_t>& table = impl_->block_tables[seq_id];
+  while (static_cast<int64_t>(table.size()) * bt < tokens) {
+    if (impl_->free_blocks.empty())
+      throw RuntimeFailure("KV cache full (" + std::to_string(impl_->opt.kv_blocks) + " blocks)");
+    table.push_back(impl_->free_blocks.back());
+    impl_->free_blocks.pop_back();
+  }
+  size_t at = 0;
+  for (const LayerWeights& lw : impl_->layers)
+    for (const Tensor* cache : kv_caches(lw)) {
+      const size_t rb = row_bytes(*cache);
+      for (int64_t t = 0; t < tokens; t += bt) {
+        const int64_t rows = std::min(bt, tokens - t);
+        auto* dst = static_cast<uint8_t*>(cache->data) +
+                    static_cast<size_t>(table[static_cast<size_t>(t / bt)]) * static_cast<size_t>(bt) * rb;
+        impl_->be.upload(dst, bytes.data() + at, static_cast<size_t>(rows) * rb);
+        at += static_cast<size_t>(rows) * rb;
+      }
+    }
+}
+
 int64_t ModelRunner::free_kv_blocks() const {
   return static_cast<int64_t>(impl_->free_blocks.size());
 }

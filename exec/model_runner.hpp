@@ -85,6 +85,12 @@ class ModelRunner {
   StepResult step(const StepRequest& request);
   // Frees the KV blocks of a finished sequence (every rank of its attention group must call it).
   void release(int64_t seq_id);
+  // P/D: this rank's KV of the first `tokens` tokens of `seq_id` — every local layer in order, its k rows then its v
+  // rows (or its MLA latent rows), in the KV dtype — for a rank of another instance with the same layout; empty when
+  // the sequence is not in this rank's attention group. import_kv() takes such bytes as `seq_id`'s KV (allocating its
+  // blocks; a RuntimeFailure when they run out or the size does not match).
+  std::vector<uint8_t> export_kv(int64_t seq_id, int64_t tokens) const;
+  void import_kv(int64_t seq_id, int64_t tokens, const std::vector<uint8_t>& bytes);
   int64_t free_kv_blocks() const;
   const RankLayout& layout() const { return layout_; }
   // The Step of the last step() (every rank's program), and the Plan the Steps are built from.

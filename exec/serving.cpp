@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <chrono>
+#include <limits>
 #include <cmath>
 #include <random>
 #include <thread>
@@ -11,12 +12,14 @@
 #include "core/cost/calibration.hpp"
 #include "core/cost/profile_samples.hpp"
 #include "core/serve/router.hpp"
+#include "core/spec/model.hpp"
 #include "exec/layout.hpp"
 
 namespace parasol::exec {
 namespace {
 
-enum Control : int32_t { kStep = 1, kStop = 2, kKeepAlive = 3 };
+// kKvSend / kKvRecv (P/D): [kind, seq id, tokens, world rank of the peer instance's rank 0].
+enum Control : int32_t { kStep = 1, kStop = 2, kKeepAlive = 3, kKvSend = 4, kKvRecv = 5 };
 const char* const kLabel = "exec.control";
 
 void put64(std::vector<int32_t>& m, int64_t v) {
@@ -92,21 +95,59 @@ void decode(const std::vector<int32_t>& m, std::vector<int64_t>& releases, StepR
 }
 
 // Text through the communicator as int32 words: [bytes, words...].
+// Bytes through the communicator as int32 words: [bytes (two words), words...].
+void send_bytes(Communicator& c, const void* data, size_t bytes, int peer, const std::string& label) {
+  std::vector<int32_t> words((bytes + 3) / 4 + 2, 0);
+  const uint64_t n = bytes;
+  words[0] = static_cast<int32_t>(n & 0xffffffffu);
+  words[1] = static_cast<int32_t>(n >> 32);
+  if (bytes) std::memcpy(words.data() + 2, data, bytes);
+  const int64_t count = static_cast<int64_t>(words.size());
+  c.send(&count, 2, ElemType::kI32, peer, label);
+  c.send(words.data(), count, ElemType::kI32, peer, label);
+}
+
+std::vector<uint8_t> recv_bytes(Communicator& c, int peer, const std::string& label) {
+  int64_t count = 0;
+  c.recv(&count, 2, ElemType::kI32, peer, label);
+  std::vector<int32_t> words(static_cast<size_t>(count));
+  c.recv(words.data(), count, ElemType::kI32, peer, label);
+  size_t i = 0;
+  const auto n = static_cast<size_t>(get64(words, i));
+  const auto* p = reinterpret_cast<const uint8_t*>(words.data() + 2);
+  return std::vector<uint8_t>(p, p + n);
+}
+
 void send_text(Communicator& c, const std::string& text, int peer) {
-  std::vector<int32_t> words((text.size() + 3) / 4 + 1, 0);
-  words[0] = static_cast<int32_t>(text.size());
-  std::copy(text.begin(), text.end(), reinterpret_cast<char*>(words.data() + 1));
-  int32_t n = static_cast<int32_t>(words.size());
-  c.send(&n, 1, ElemType::kI32, peer, "exec.profile");
-  c.send(words.data(), n, ElemType::kI32, peer, "exec.profile");
+  send_bytes(c, text.data(), text.size(), peer, "exec.profile");
 }
 
 std::string recv_text(Communicator& c, int peer) {
-  int32_t n = 0;
-  c.recv(&n, 1, ElemType::kI32, peer, "exec.profile");
-  std::vector<int32_t> words(static_cast<size_t>(n));
-  c.recv(words.data(), n, ElemType::kI32, peer, "exec.profile");
-  return std::string(reinterpret_cast<const char*>(words.data() + 1), static_cast<size_t>(words.at(0)));
+  const std::vector<uint8_t> b = recv_bytes(c, peer, "exec.profile");
+  return std::string(b.begin(), b.end());
+}
+
+std::vector<int32_t> kv_message(Control kind, int64_t seq, int64_t tokens, int peer_base) {
+  std::vector<int32_t> m{kind};
+  put64(m, seq);
+  put64(m, tokens);
+  m.push_back(peer_base);
+  return m;
+}
+
+// One rank's part of a KV move (P/D): the prefill side exports its share to the same rank of the decode instance and
+// drops it, the decode side takes it.
+void kv_part(ModelRunner& runner, Communicator& world, int instance_rank, const std::vector<int32_t>& msg) {
+  size_t i = 1;
+  const int64_t seq = get64(msg, i), tokens = get64(msg, i);
+  const int peer = msg.at(i) + instance_rank;
+  if (msg[0] == kKvSend) {
+    const std::vector<uint8_t> kv = runner.export_kv(seq, tokens);
+    send_bytes(world, kv.data(), kv.size(), peer, "exec.kv");
+    runner.release(seq);
+  } else {
+    runner.import_kv(seq, tokens, recv_bytes(world, peer, "exec.kv"));
+  }
 }
 
 std::unique_ptr<ModelRunner> make_runner(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
@@ -151,8 +192,8 @@ ServeConfig make_serve_config(const plan::Plan& plan, int pool_index, int64_t ma
 // The instance this rank leads: the step goes to its other ranks (a control message), then this rank runs its share.
 class LocalTarget final : public StepTarget {
  public:
-  LocalTarget(ModelRunner& runner, Communicator& instance, const ServeConfig& config)
-      : runner_(runner), comm_(instance), config_(config) {}
+  LocalTarget(ModelRunner& runner, Communicator& world, Communicator& instance, const ServeConfig& config)
+      : runner_(runner), world_(world), comm_(instance), config_(config) {}
   TargetResult run(const std::vector<int64_t>& releases, const StepRequest& req) override {
     broadcast(comm_, encode(releases, req));
     for (int64_t id : releases) runner_.release(id);
@@ -174,9 +215,14 @@ class LocalTarget final : public StepTarget {
     for (int r = 1; r < comm_.size(); ++r) rows += recv_text(comm_, r);
     return rows;
   }
+  void kv(const std::vector<int32_t>& msg) override {
+    broadcast(comm_, msg);
+    kv_part(runner_, world_, 0, msg);
+  }
 
  private:
   ModelRunner& runner_;
+  Communicator& world_;
   Communicator& comm_;
   const ServeConfig& config_;
 };
@@ -201,16 +247,34 @@ class RemoteTarget final : public StepTarget {
   void keep_alive() override { send_msg(world_, leader_, {kKeepAlive}); }
   void stop() override { send_msg(world_, leader_, {kStop}); }
   std::string gather_profile() override { return recv_text(world_, leader_); }
+  void kv(const std::vector<int32_t>& msg) override { send_msg(world_, leader_, msg); }
 
  private:
   Communicator& world_;
   int leader_;
 };
 
-ExecStepRunner::ExecStepRunner(std::vector<StepTarget*> targets, int64_t vocab, const serve::Clock& clock,
-                               const ServeConfig& config)
-    : targets_(std::move(targets)), vocab_(vocab), clock_(clock), config_(config), releases_(targets_.size()) {
+ExecStepRunner::ExecStepRunner(std::vector<StepTarget*> targets, std::vector<int> bases, int64_t vocab,
+                               const serve::Clock& clock, const ServeConfig& config)
+    : targets_(std::move(targets)),
+      bases_(std::move(bases)),
+      vocab_(vocab),
+      clock_(clock),
+      config_(config),
+      releases_(targets_.size()) {
+  if (bases_.size() != targets_.size()) throw Error("exec: one world base rank per target");
   if (config_.runner.profile) profile_ = cost::profile_csv_header() + "\n";
+}
+
+void ExecStepRunner::transfer_kv(int64_t seq_id, int64_t tokens, int from, int to) {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end()) throw Error("exec: KV of sequence " + std::to_string(seq_id) + ", which was never added");
+  if (it->second.replica != from)
+    throw Error("exec: KV of sequence " + std::to_string(seq_id) + " is not on replica " + std::to_string(from));
+  // The receiving side first: its ranks wait for the bytes the sending side's ranks then send them.
+  targets_[static_cast<size_t>(to)]->kv(kv_message(kKvRecv, seq_id, tokens, bases_[static_cast<size_t>(from)]));
+  targets_[static_cast<size_t>(from)]->kv(kv_message(kKvSend, seq_id, tokens, bases_[static_cast<size_t>(to)]));
+  it->second.replica = to;
 }
 
 ExecStepRunner::~ExecStepRunner() = default;
@@ -308,14 +372,19 @@ serve::StepTiming ExecStepRunner::run(int replica, const plan::Batch& batch) {
 namespace {
 
 // The serving loop's host for real serving: the wall clock; waiting sleeps in slices of a quarter of the instance's
-// timeout, each followed by a keep-alive to the workers. A virtual clock (ServeConfig::timer) makes it a manual host.
+// timeout, each followed by a keep-alive to the workers. On a virtual clock (ServeConfig::timer) time jumps from event
+// to event instead. KV moves (P/D) happen when the loop asks, between steps, and arrive at once.
 class ExecHost final : public serve::LoopHost {
  public:
-  ExecHost(const serve::WallClock& clock, ExecStepRunner& runner, double slice_s)
-      : clock_(clock), runner_(runner), slice_s_(slice_s) {}
-  bool virtual_time() const override { return false; }
-  double now_s() override { return clock_.now_s(); }
+  ExecHost(const serve::WallClock& clock, ExecStepRunner& runner, double slice_s, bool virtual_clock)
+      : clock_(clock), runner_(runner), slice_s_(slice_s), virtual_(virtual_clock) {}
+  bool virtual_time() const override { return virtual_; }
+  double now_s() override { return virtual_ ? now_ : clock_.now_s(); }
   double wait_until(double t_s) override {
+    if (virtual_) {
+      if (t_s < std::numeric_limits<double>::infinity()) now_ = std::max(now_, t_s);
+      return now_;
+    }
     for (;;) {
       const double now = clock_.now_s();
       if (now >= t_s) return now;
@@ -324,46 +393,128 @@ class ExecHost final : public serve::LoopHost {
       if (wait_s >= slice_s_) runner_.keep_alive();
     }
   }
+  void transfer_kv(serve::ServingLoop& loop, int from, int to, const serve::Handoff& h, double, uint64_t ticket,
+                   double now_s) override {
+    runner_.transfer_kv(h.request.id, h.kv_tokens, from, to);
+    loop.post_kv_arrived(ticket, virtual_ ? now_s : clock_.now_s());
+  }
 
  private:
   const serve::WallClock& clock_;
   ExecStepRunner& runner_;
   double slice_s_;
+  bool virtual_;
+  double now_ = 0;
 };
+
+// A pool's view of the runner of every replica: replica i of pool p is global replica offset + i.
+class PoolRunner final : public serve::StepRunner {
+ public:
+  PoolRunner(ExecStepRunner& all, int offset) : all_(all), offset_(offset) {}
+  serve::StepTiming run(int replica, const plan::Batch& batch) override { return all_.run(offset_ + replica, batch); }
+  std::string name() const override { return "exec"; }
+
+ private:
+  ExecStepRunner& all_;
+  int offset_;
+};
+
+// Where each instance of the plan sits in the world: pool p's instance i takes world ranks
+// [base, base + instance size), pools one after the other.
+struct WorldLayout {
+  struct Instance {
+    int pool = 0, index = 0, base = 0, size = 0;
+  };
+  std::vector<Instance> instances;
+  int size = 0;
+  explicit WorldLayout(const plan::Plan& plan) {
+    for (size_t p = 0; p < plan.pools.size(); ++p) {
+      const plan::Pool& pool = plan.pools[p];
+      const int n = pool.config.instance_size(), dp = std::max(1, pool.config.dp);
+      for (int i = 0; i < dp; ++i) instances.push_back({static_cast<int>(p), i, size + i * n, n});
+      size += n * dp;
+    }
+  }
+  const Instance& of_rank(int world_rank) const {
+    for (const Instance& in : instances)
+      if (world_rank >= in.base && world_rank < in.base + in.size) return in;
+    throw Error("exec: world rank " + std::to_string(world_rank) + " is in no instance of the plan");
+  }
+};
+
+const ServeConfig& config_of(const std::vector<ServeConfig>& configs, int pool) {
+  for (const ServeConfig& c : configs)
+    if (c.pool == pool) return c;
+  throw Error("exec: no serving configuration for pool " + std::to_string(pool));
+}
+
+void check_pd_layouts(const plan::Plan& plan) {
+  if (!plan.disaggregated()) return;
+  const plan::Pool &p = plan.pools[0], &d = plan.pools[1];
+  if (p.config.tp != d.config.tp || p.config.pp != d.config.pp || p.config.attn_dp != 1 || d.config.attn_dp != 1 ||
+      p.stage_layers != d.stage_layers)
+    throw ConfigError("", 0, 0, "pools",
+                      "a prefill and a decode pool with the same tp, pp and stage layers and attention-DP 1 (exec "
+                      "moves each rank's KV shard to the same rank of the decode instance)",
+                      p.config.label() + " and " + d.config.label());
+}
 
 }  // namespace
 
 ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
-                         Communicator& instance, const ServeConfig& config, serve::RequestSource& source,
-                         serve::MetricsCollector& metrics, const serve::LoopOptions& loop_options) {
+                         Communicator& instance, const std::vector<ServeConfig>& configs,
+                         serve::RequestSource& source, serve::MetricsCollector& metrics,
+                         const serve::LoopOptions& loop_options) {
   if (world.rank() != 0 || instance.rank() != 0) throw Error("serve_driver runs on world rank 0");
-  const plan::Pool& pool = plan.pools.at(static_cast<size_t>(config.pool));
-  const int n = pool.config.instance_size(), dp = std::max(1, pool.config.dp);
-  if (world.size() != n * dp)
-    throw Error("exec: a world of " + std::to_string(world.size()) + " ranks for " + std::to_string(dp) +
-                " instance(s) of " + std::to_string(n));
-  if (config.runner.profile && dp > 1)
-    throw ConfigError("", 0, 0, "--profile", "a plan with dp 1 (profile rows name instance ranks)",
-                      "dp " + std::to_string(dp));
-  auto be = make_backend(config.backend, {0, 1});
-  std::unique_ptr<ModelRunner> model = make_runner(plan, weights, instance, *be, config);
+  const WorldLayout layout(plan);
+  if (world.size() != layout.size)
+    throw Error("exec: a world of " + std::to_string(world.size()) + " ranks for a plan of " +
+                std::to_string(layout.size));
+  check_pd_layouts(plan);
+  const ServeConfig& first = config_of(configs, 0);
+  if (first.runner.profile && layout.instances.size() > 1)
+    throw ConfigError("", 0, 0, "--profile", "a plan with one instance (profile rows name instance ranks)",
+                      std::to_string(layout.instances.size()) + " instances");
+  auto be = make_backend(first.backend, {0, 1});
+  std::unique_ptr<ModelRunner> model = make_runner(plan, weights, instance, *be, first);
   serve::WallClock clock;
-  LocalTarget local(*model, instance, config);
+  LocalTarget local(*model, world, instance, first);
   std::vector<std::unique_ptr<RemoteTarget>> remotes;
-  std::vector<StepTarget*> targets{&local};
-  for (int i = 1; i < dp; ++i) {
-    remotes.push_back(std::make_unique<RemoteTarget>(world, i * n));
-    targets.push_back(remotes.back().get());
+  std::vector<StepTarget*> targets;
+  std::vector<int> bases;
+  for (const WorldLayout::Instance& in : layout.instances) {
+    if (in.base == 0) {
+      targets.push_back(&local);
+    } else {
+      remotes.push_back(std::make_unique<RemoteTarget>(world, in.base));
+      targets.push_back(remotes.back().get());
+    }
+    bases.push_back(in.base);
   }
-  ExecStepRunner runner(targets, plan.model.vocab, clock, config);
-  std::vector<serve::Scheduler> scheds;
-  for (int i = 0; i < dp; ++i) scheds.emplace_back(config.scheduler, i);
-  std::unique_ptr<serve::Router> router = serve::make_router(config.router);
-  serve::LoopPool lp;
-  for (auto& s : scheds) lp.schedulers.push_back(&s);
-  lp.router = router.get();
-  lp.runner = &runner;
+  ExecStepRunner runner(targets, bases, plan.model.vocab, clock, first);
+  std::vector<std::unique_ptr<serve::Scheduler>> scheds;
+  std::vector<std::unique_ptr<serve::Router>> routers;
+  std::vector<std::unique_ptr<PoolRunner>> pool_runners;
+  std::vector<serve::LoopPool> pools(plan.pools.size());
+  int offset = 0;
+  for (size_t p = 0; p < plan.pools.size(); ++p) {
+    serve::SchedulerConfig sc = config_of(configs, static_cast<int>(p)).scheduler;
+    if (plan.disaggregated()) sc.role = p == 0 ? serve::SchedulerRole::kPrefill : serve::SchedulerRole::kDecode;
+    const int dp = std::max(1, plan.pools[p].config.dp);
+    for (int i = 0; i < dp; ++i) {
+      scheds.push_back(std::make_unique<serve::Scheduler>(sc, offset + i));
+      pools[p].schedulers.push_back(scheds.back().get());
+    }
+    serve::RouterConfig rc = first.router;
+    rc.seed += p;
+    routers.push_back(serve::make_router(rc));
+    pools[p].router = routers.back().get();
+    pool_runners.push_back(std::make_unique<PoolRunner>(runner, offset));
+    pools[p].runner = pool_runners.back().get();
+    offset += dp;
+  }
   serve::LoopOptions lo = loop_options;
+  lo.kv_bytes_per_token = spec::kv_bytes_per_token(plan.model);
   lo.on_arrival = [&runner, next = loop_options.on_arrival](const serve::Request& r) {
     runner.add_request(r);
     if (next) next(r);
@@ -372,23 +523,18 @@ ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Co
     runner.release(rec.id);
     if (next) next(rec);
   };
-  serve::ServingLoop loop({std::move(lp)}, source, metrics, std::move(lo));
-  serve::LoopResult lr;
-  if (config.timer) {
-    serve::ManualHost host;
-    lr = loop.run(host);
-  } else {
-    ExecHost host(clock, runner, std::max(0.001, world.timeout_s() / 4));
-    lr = loop.run(host);
-  }
+  serve::ServingLoop loop(std::move(pools), source, metrics, std::move(lo));
+  ExecHost host(clock, runner, std::max(0.001, world.timeout_s() / 4), first.timer != nullptr);
+  const serve::LoopResult lr = loop.run(host);
   ServeResult result;
   result.iterations = lr.iterations;
   result.requests = lr.requests;
-  result.end_s = config.timer ? lr.end_s : std::max(lr.end_s, clock.now_s());
+  result.kv_transfers = lr.kv_transfers;
+  result.end_s = first.timer ? lr.end_s : std::max(lr.end_s, clock.now_s());
   runner.stop();
   result.generated_tokens = runner.generated_tokens();
   result.outputs = std::move(runner.outputs());
-  if (config.runner.profile) result.profile_csv = std::move(runner.profile()) + runner.gather_profiles();
+  if (first.runner.profile) result.profile_csv = std::move(runner.profile()) + runner.gather_profiles();
   return result;
 }
 
@@ -397,7 +543,7 @@ ServeResult serve_leader(const plan::Plan& plan, const WeightSource& weights, Co
   if (instance.rank() != 0 || world.rank() == 0) throw Error("serve_leader runs on an instance's rank 0, not world 0");
   auto be = make_backend(config.backend, {0, 1});
   std::unique_ptr<ModelRunner> model = make_runner(plan, weights, instance, *be, config);
-  LocalTarget local(*model, instance, config);
+  LocalTarget local(*model, world, instance, config);
   ServeResult result;
   std::vector<int64_t> releases;
   StepRequest req;
@@ -410,6 +556,10 @@ ServeResult serve_leader(const plan::Plan& plan, const WeightSource& weights, Co
     }
     if (kind == kKeepAlive) {
       local.keep_alive();
+      continue;
+    }
+    if (kind == kKvSend || kind == kKvRecv) {
+      local.kv(msg);
       continue;
     }
     if (kind != kStep) throw Error("exec: unknown control message " + std::to_string(kind) + " from rank 0");
@@ -425,8 +575,8 @@ ServeResult serve_leader(const plan::Plan& plan, const WeightSource& weights, Co
   return result;
 }
 
-ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
-                         const ServeConfig& config) {
+ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
+                         Communicator& instance, const ServeConfig& config) {
   auto be = make_backend(config.backend, {0, 1});
   std::unique_ptr<ModelRunner> model = make_runner(plan, weights, instance, *be, config);
   ServeResult result;
@@ -438,6 +588,10 @@ ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Co
     const int32_t kind = msg.empty() ? 0 : msg[0];
     if (kind == kStop) break;
     if (kind == kKeepAlive) continue;
+    if (kind == kKvSend || kind == kKvRecv) {
+      kv_part(*model, world, instance.rank(), msg);
+      continue;
+    }
     if (kind != kStep) throw Error("exec: unknown control message " + std::to_string(kind) + " from rank 0");
     decode(msg, releases, req);
     for (int64_t id : releases) model->release(id);
@@ -451,18 +605,21 @@ ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Co
 }
 
 ServeResult serve_rank(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
-                       const ServeConfig& config, serve::RequestSource* source, serve::MetricsCollector* metrics,
-                       const serve::LoopOptions& loop_options) {
-  const plan::Pool& pool = plan.pools.at(static_cast<size_t>(config.pool));
-  const int n = pool.config.instance_size();
-  std::unique_ptr<Communicator> instance = world.split(world.rank() / n, world.rank());
+                       const std::vector<ServeConfig>& configs, serve::RequestSource* source,
+                       serve::MetricsCollector* metrics, const serve::LoopOptions& loop_options) {
+  const WorldLayout layout(plan);
+  const WorldLayout::Instance& mine = layout.of_rank(world.rank());
+  int color = 0;
+  while (layout.instances[static_cast<size_t>(color)].base != mine.base) ++color;
+  std::unique_ptr<Communicator> instance = world.split(color, world.rank());
   if (!instance) throw Error("exec: rank " + std::to_string(world.rank()) + " got no instance");
+  const ServeConfig& config = config_of(configs, mine.pool);
   if (world.rank() == 0) {
     if (!source || !metrics) throw Error("exec: world rank 0 serves without a source or metrics");
-    return serve_driver(plan, weights, world, *instance, config, *source, *metrics, loop_options);
+    return serve_driver(plan, weights, world, *instance, configs, *source, *metrics, loop_options);
   }
   if (instance->rank() == 0) return serve_leader(plan, weights, world, *instance, config);
-  return serve_worker(plan, weights, *instance, config);
+  return serve_worker(plan, weights, world, *instance, config);
 }
 
 }  // namespace parasol::exec

@@ -68,6 +68,7 @@ struct ServeResult {
   int64_t iterations = 0;
   int64_t requests = 0;          // records produced (== arrived)
   int64_t generated_tokens = 0;  // sampled over the run (recomputed ones included)
+  int64_t kv_transfers = 0;      // P/D: KV moves from prefill to decode instances
   std::string profile_csv;       // rank 0: every rank's calibration rows, header first (empty without profile)
   // rank 0: every request's generated token ids, by request id
   std::map<int64_t, std::vector<int32_t>> outputs;
@@ -88,6 +89,7 @@ class StepTarget {
   virtual void keep_alive() = 0;
   virtual void stop() = 0;                    // ends the instance's workers (and leader)
   virtual std::string gather_profile() = 0;  // after stop(): the other ranks' profile rows
+  virtual void kv(const std::vector<int32_t>& message) = 0;  // P/D: its ranks' part of a KV move
 };
 
 // The StepRunner of world rank 0, for every replica of the pool (replica i runs on targets[i]): run() builds the
@@ -96,7 +98,9 @@ class StepTarget {
 // and released when they leave; a sequence's KV is released on its instance with its next step there.
 class ExecStepRunner final : public serve::StepRunner {
  public:
-  ExecStepRunner(std::vector<StepTarget*> targets, int64_t vocab, const serve::Clock& clock, const ServeConfig& config);
+  // `bases[i]`: the world rank of targets[i]'s instance rank 0 (where KV moves between instances go).
+  ExecStepRunner(std::vector<StepTarget*> targets, std::vector<int> bases, int64_t vocab, const serve::Clock& clock,
+                 const ServeConfig& config);
   ~ExecStepRunner() override;
   serve::StepTiming run(int replica, const plan::Batch& batch) override;
   std::string name() const override { return "exec"; }
@@ -106,6 +110,9 @@ class ExecStepRunner final : public serve::StepRunner {
   void keep_alive();                          // tells every instance rank 0 is alive
   void stop();                                // ends serve_worker() / serve_leader() everywhere
   std::string gather_profiles();              // after stop(): every other rank's profile rows
+  // P/D: the KV of the sequence's first `tokens` tokens moves from replica `from` to `to` (each rank of the one to
+  // the same rank of the other), and the sequence continues there.
+  void transfer_kv(int64_t seq_id, int64_t tokens, int from, int to);
 
   int64_t generated_tokens() const { return generated_; }
   std::map<int64_t, std::vector<int32_t>>& outputs() { return outputs_; }
@@ -118,6 +125,7 @@ class ExecStepRunner final : public serve::StepRunner {
     int replica = -1;             // the instance that holds its KV (-1: not run yet)
   };
   std::vector<StepTarget*> targets_;
+  std::vector<int> bases_;
   int64_t vocab_;
   const serve::Clock& clock_;
   ServeConfig config_;
@@ -135,20 +143,24 @@ class ExecStepRunner final : public serve::StepRunner {
 // inside. `loop_options`: limits and hooks of the serving loop (core/serve/serving_loop.hpp); its on_arrival and
 // on_record run after the executor's own.
 ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
-                         Communicator& instance, const ServeConfig& config, serve::RequestSource& source,
-                         serve::MetricsCollector& metrics, const serve::LoopOptions& loop_options = {});
+                         Communicator& instance, const std::vector<ServeConfig>& configs,
+                         serve::RequestSource& source, serve::MetricsCollector& metrics,
+                         const serve::LoopOptions& loop_options = {});
 // Rank 0 of instance i > 0: runs the steps world rank 0 sends over `world` on its instance and answers with the tokens.
 ServeResult serve_leader(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
                          Communicator& instance, const ServeConfig& config);
-ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Communicator& instance,
-                         const ServeConfig& config);
+ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
+                         Communicator& instance, const ServeConfig& config);
 
-// Any rank of a world of dp x n ranks (the pool's instances): splits the world into instances and runs this rank's part
+// Any rank of the world of the plan's instances (pool after pool, each pool's dp instances of n ranks): splits the
+// world into instances and runs this rank's part
 // (serve_driver on world rank 0, with `source` and `metrics`; serve_leader on the other instances' rank 0;
 // serve_worker elsewhere). Returns this rank's result (rank 0's carries the run's).
+// `configs`: one per pool of the plan (ServeConfig::pool), the first one's backend, router, timer and profile
+// settings for the whole run. P/D plans need equal tp, pp and stage layers in both pools and attention-DP 1.
 ServeResult serve_rank(const plan::Plan& plan, const WeightSource& weights, Communicator& world,
-                       const ServeConfig& config, serve::RequestSource* source, serve::MetricsCollector* metrics,
-                       const serve::LoopOptions& loop_options = {});
+                       const std::vector<ServeConfig>& configs, serve::RequestSource* source,
+                       serve::MetricsCollector* metrics, const serve::LoopOptions& loop_options = {});
 
 // Executor-profile rows (no header) of a step's ops measured on `gpu` (ops with no measured time are left out).
 std::string profile_rows(const std::vector<OpRecord>& ops, const std::string& gpu, const cost::ProfileContext& ctx);

@@ -71,7 +71,8 @@ class SimHost final : public serve::LoopHost {
   }
 
   // KV of a finished prefill travels to a decode replica as flows between the two instances' GPUs (both fidelities).
-  void transfer_kv(serve::ServingLoop& loop, int from, int to, double bytes, uint64_t ticket, double now_s) override {
+  void transfer_kv(serve::ServingLoop& loop, int from, int to, const serve::Handoff&, double bytes, uint64_t ticket,
+                   double now_s) override {
     catch_up(now_s);
     const auto& src = plan_.pools[size_t(loop.pool_of(from))].placement[size_t(loop.index_in_pool(from))];
     const auto& dst = plan_.pools[size_t(loop.pool_of(to))].placement[size_t(loop.index_in_pool(to))];

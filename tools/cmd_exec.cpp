@@ -144,9 +144,6 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
     throw ConfigError(o.plan_path, 0, 0, "model.sliding_window",
                       "a model with full attention (the executor's attention kernels have no sliding window)",
                       std::to_string(plan.model.sliding_window));
-  if (plan.disaggregated())
-    throw ConfigError(o.plan_path, 0, 0, "pools", "one mixed pool (exec does not serve P/D plans yet)",
-                      "a prefill/decode pair");
   const plan::ParallelConfig& cfg = plan.pools[0].config;
   if (o.workload.empty())
     throw ConfigError("", 0, 0, "--workload", "a scenario file with a workload section (--plan needs one)", "none");
@@ -155,21 +152,31 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   serve::WorkloadSpec ws = serve::load_workload(*sc.workload);
   if (o.requests >= 0) ws.max_requests = o.requests;
 
-  const serve::SchedulerConfig knobs = serve::scheduler_config(plan, 0, sc);  // the scenario's serving knobs
-  exec::ServeConfig sc_cfg = exec::make_serve_config(plan, 0, o.kv_blocks, &knobs);
-  sc_cfg.backend = o.backend;
-  sc_cfg.runner.profile = !o.profile_out.empty();
-  sc_cfg.profile_gpu = o.profile_gpu.empty() ? o.backend : o.profile_gpu;
-  sc_cfg.seed = common.seed;
+  // One configuration per pool: the scenario's serving knobs over the pool's limits.
+  std::vector<exec::ServeConfig> configs;
+  int world = 0, instances = 0;
+  for (size_t p = 0; p < plan.pools.size(); ++p) {
+    const serve::SchedulerConfig knobs = serve::scheduler_config(plan, static_cast<int>(p), sc);
+    exec::ServeConfig c = exec::make_serve_config(plan, static_cast<int>(p), o.kv_blocks, &knobs);
+    c.backend = o.backend;
+    c.runner.profile = !o.profile_out.empty();
+    c.profile_gpu = o.profile_gpu.empty() ? o.backend : o.profile_gpu;
+    c.seed = common.seed;
+    // Requests reach the instances by the scenario's router (serving.router, else least outstanding tokens).
+    if (const spec::Serving serving = spec::effective_serving(sc); serving.router)
+      c.router = serve::load_router(*serving.router, c.router);
+    c.router.seed = common.seed;
+    configs.push_back(std::move(c));
+    const int dp = std::max(1, plan.pools[p].config.dp);
+    world += plan.pools[p].config.instance_size() * dp;
+    instances += dp;
+  }
+  const exec::ServeConfig& sc_cfg = configs[0];
   auto weights = make_weights(o.weights, common.seed);
-  const int n = cfg.instance_size(), dp = std::max(1, cfg.dp);
-  if (!o.profile_out.empty() && dp > 1)
-    throw ConfigError(o.plan_path, 0, 0, "--profile", "a plan with dp 1 (profile one instance)",
-                      "dp " + std::to_string(dp));
-  // Requests reach the instances by the scenario's router (serving.router, else least outstanding tokens).
-  if (const spec::Serving serving = spec::effective_serving(sc); serving.router)
-    sc_cfg.router = serve::load_router(*serving.router, sc_cfg.router);
-  sc_cfg.router.seed = common.seed;
+  const int n = cfg.instance_size();
+  if (!o.profile_out.empty() && instances > 1)
+    throw ConfigError(o.plan_path, 0, 0, "--profile", "a plan with one instance (profile one instance)",
+                      std::to_string(instances) + " instances");
 
   // Rank 0's outputs: metrics (with the streamed per-request CSV and trace) and the profile.
   std::unique_ptr<StagedFile> csv, trace;
@@ -177,7 +184,7 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   std::unique_ptr<serve::RequestSource> source;
   auto open_outputs = [&] {
     serve::MetricsConfig mc;
-    mc.replicas = dp;
+    mc.replicas = instances;
     mc.gpus_per_replica = n;
     if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
     if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
@@ -192,9 +199,11 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   };
 
   exec::ServeResult result;
-  const LayoutSource what{o.plan_path, "pools[0]", cfg.label() + " (" + std::to_string(dp) + " instance(s))"};
-  const bool is_root = run_instance(o, n * dp, what, open_outputs, [&](int rank, exec::Communicator& comm) {
-    exec::ServeResult r = exec::serve_rank(plan, *weights, comm, sc_cfg, rank == 0 ? source.get() : nullptr,
+  std::string layouts;
+  for (const auto& pool : plan.pools) layouts += (layouts.empty() ? "" : " + ") + pool.role + " " + pool.config.label();
+  const LayoutSource what{o.plan_path, "pools", layouts};
+  const bool is_root = run_instance(o, world, what, open_outputs, [&](int rank, exec::Communicator& comm) {
+    exec::ServeResult r = exec::serve_rank(plan, *weights, comm, configs, rank == 0 ? source.get() : nullptr,
                                            rank == 0 ? metrics.get() : nullptr);
     if (rank == 0) result = std::move(r);
   });
@@ -206,10 +215,10 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   sum.run.commit = build_commit();
   sum.run.scenario = resolve_data_path(o.workload);
   sum.run.scenario_hash = file_hash(sum.run.scenario);
-  sum.run.plan = "mixed " + cfg.label();
+  sum.run.plan = layouts;
   sum.run.plan_source = "--plan " + o.plan_path;
-  sum.run.replicas = dp;
-  sum.run.gpus = n * dp;
+  sum.run.replicas = instances;
+  sum.run.gpus = world;
   sum.run.engine = "parasol exec";
   sum.run.fidelity = "executed";
   sum.run.serving = serve::describe(sc_cfg.scheduler);
@@ -233,11 +242,13 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
     return 0;
   }
   if (common.verbosity == 0) return 0;
-  std::cout << "exec: " << plan.model.name << " " << cfg.label() << " on " << n << " " << o.comm << " rank(s) ("
+  std::cout << "exec: " << plan.model.name << " " << layouts << " on " << world << " " << o.comm << " rank(s) ("
             << o.backend << "), " << source_description(ws, common.seed) << "\n";
   std::cout << serve::MetricsCollector::summary_text(sum);
   std::cout << "served in " << format_time(result.end_s) << ": " << result.iterations << " iterations, "
-            << result.generated_tokens << " tokens sampled\n";
+            << result.generated_tokens << " tokens sampled";
+  if (plan.disaggregated()) std::cout << ", " << result.kv_transfers << " KV transfers";
+  std::cout << "\n";
   if (!common.out_dir.empty()) std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json}\n";
   if (!o.profile_out.empty()) std::cout << "wrote " << o.profile_out << " (per-op times, calibration CSV)\n";
   return 0;

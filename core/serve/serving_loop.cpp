@@ -9,7 +9,7 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 }  // namespace
 
-void LoopHost::transfer_kv(ServingLoop& loop, int, int, double, uint64_t ticket, double now_s) {
+void LoopHost::transfer_kv(ServingLoop& loop, int, int, const Handoff&, double, uint64_t ticket, double now_s) {
   loop.post_kv_arrived(ticket, now_s);
 }
 
@@ -136,11 +136,11 @@ void ServingLoop::hand_off(Rep& from, Handoff h) {
   const int to = pool_first_[1] + idx;
   const double bytes = double(h.kv_tokens) * o_.kv_bytes_per_token;
   const uint64_t ticket = next_ticket_++;
-  kv_.emplace(ticket, KvInFlight{std::move(h), to});
+  const Handoff& moved = kv_.emplace(ticket, KvInFlight{std::move(h), to}).first->second.handoff;
   ++async_in_flight_;
   ++result_.kv_transfers;
   result_.kv_bytes += bytes;
-  host_->transfer_kv(*this, pool_first_[size_t(from.pool)] + from.index, to, bytes, ticket, now_);
+  host_->transfer_kv(*this, pool_first_[size_t(from.pool)] + from.index, to, moved, bytes, ticket, now_);
 }
 
 void ServingLoop::step_end(int g, int slot) {

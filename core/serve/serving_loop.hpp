@@ -54,10 +54,10 @@ class LoopHost {
                           double /*now_s*/) {
     return false;
   }
-  // P/D: moves `bytes` of KV from one replica to another (global indices), then posts post_kv_arrived(ticket).
-  // A host without a transport may post it at once.
-  virtual void transfer_kv(ServingLoop& loop, int from_replica, int to_replica, double bytes, uint64_t ticket,
-                           double now_s);
+  // P/D: moves the KV of `handoff` (`bytes`) from one replica to another (global indices), then posts
+  // post_kv_arrived(ticket). A host without a transport may post it at once.
+  virtual void transfer_kv(ServingLoop& loop, int from_replica, int to_replica, const Handoff& handoff, double bytes,
+                           uint64_t ticket, double now_s);
 };
 
 // Virtual time with nothing asynchronous: tests, benchmarks and exec on a virtual clock.

@@ -170,6 +170,26 @@ TEST(MpiExec, ServingADp2PlanUnderMpirunCompletesEveryRequestOnBothInstances) {
   std::filesystem::remove_all(dir);
 }
 
+// A P/D plan (TP-2 prefill + TP-2 decode) under `mpirun -np 4`: every request completes with its tokens, and every
+// request that generates more than its first token had its KV moved to the decode instance.
+TEST(MpiExec, ServingAPdPlanUnderMpirunMovesTheKvAndCompletesEveryRequest) {
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("parasol_mpi_serve_pd_" + std::to_string(::getpid()))).string();
+  const std::string scenario = std::string(PARASOL_DATA_DIR) + "/scenarios/exec/tiny-llama-pd.yaml";
+  Outcome o = run_command(mpirun(4, "--plan " + std::string(PARASOL_DATA_DIR) +
+                                        "/scenarios/exec/tiny-llama-pd.plan.yaml --workload " + scenario +
+                                        " --comm mpi --seed 3 --timeout 30 --out " + dir));
+  ASSERT_EQ(o.rc, 0) << o.output;
+  testing::check_served(dir, scenario, 3, 0, false);
+  const spec::Scenario sc = spec::load_scenario_file(scenario);
+  auto source = serve::make_source(serve::load_workload(*sc.workload), 3);
+  int64_t moved = 0;
+  while (auto r = source->next()) moved += r->output_tokens > 1 ? 1 : 0;
+  EXPECT_GT(moved, 0);
+  EXPECT_NE(o.output.find(", " + std::to_string(moved) + " KV transfers"), std::string::npos) << o.output;
+  std::filesystem::remove_all(dir);
+}
+
 TEST(MpiExec, AStalledRankFailsTheJobNamingItAndTheOp) {
   Outcome o = run_command(mpirun(4, "--model builtin:test-llama --layout tp4.pp1.ep1.adp1.dp1 --comm mpi -q "
                                     "--timeout 1 --fault-stall-rank 3 --fault-stall-s 120"));

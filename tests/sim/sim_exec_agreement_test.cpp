@@ -110,7 +110,7 @@ TEST_P(SimExecAgreement, SameScheduleIterationByIteration) {
     exec::SyntheticWeights weights(seed);
     const int ranks = plan.pools[0].config.instance_size() * dp;
     exec::run_local(ranks, 30.0, [&](int rank, exec::Communicator& comm) {
-      exec::ServeResult r = exec::serve_rank(plan, weights, comm, cfg, rank == 0 ? src.get() : nullptr,
+      exec::ServeResult r = exec::serve_rank(plan, weights, comm, {cfg}, rank == 0 ? src.get() : nullptr,
                                              rank == 0 ? &metrics : nullptr, lo);
       if (rank == 0) exr = std::move(r);
     });
