@@ -141,53 +141,56 @@ TEST(MpiExec, TinyModelFilesUnderMpirunMatchTheUnshardedRun) {
   check_family("tiny-deepseek", {"tp1.pp1.ep2.adp2.dp1"});
 }
 
+// `mpirun -np NP parasol exec --plan scenarios/exec/NAME.plan.yaml --workload scenarios/exec/NAME.yaml --comm mpi`
+// into a scratch folder (and its profile with `profile`): the outcome, the folder and the scenario's path.
+struct Served {
+  Outcome outcome;
+  std::string dir, scenario;
+};
+Served serve_under_mpirun(int np, const std::string& name, bool profile) {
+  Served s;
+  s.dir = (std::filesystem::temp_directory_path() / ("parasol_mpi_serve_" + name + "_" + std::to_string(::getpid())))
+              .string();
+  s.scenario = std::string(PARASOL_DATA_DIR) + "/scenarios/exec/" + name + ".yaml";
+  s.outcome = run_command(mpirun(np, "--plan " + std::string(PARASOL_DATA_DIR) + "/scenarios/exec/" + name +
+                                         ".plan.yaml --workload " + s.scenario +
+                                         " --comm mpi --seed 3 --timeout 30 --out " + s.dir +
+                                         (profile ? " --profile " + s.dir + "/profile.csv" : std::string())));
+  return s;
+}
+
 // `mpirun -np 2 parasol exec --plan --comm mpi` serves the workload: every request completes with its tokens, the
 // files parse, the profile (gathered from both ranks) loads as a calibration table.
 TEST(MpiExec, ServingAPlanUnderMpirunCompletesEveryRequest) {
-  const std::string dir = (std::filesystem::temp_directory_path() / ("parasol_mpi_serve_" + std::to_string(::getpid())))
-                              .string();
-  const std::string scenario = std::string(PARASOL_DATA_DIR) + "/scenarios/exec/tiny-llama-tp2.yaml";
-  Outcome o = run_command(mpirun(2, "--plan " + std::string(PARASOL_DATA_DIR) +
-                                        "/scenarios/exec/tiny-llama-tp2.plan.yaml --workload " + scenario +
-                                        " --comm mpi --seed 3 --timeout 30 -q --out " + dir + " --profile " + dir +
-                                        "/profile.csv"));
-  ASSERT_EQ(o.rc, 0) << o.output;
-  testing::check_served(dir, scenario, 3);
-  std::filesystem::remove_all(dir);
+  const Served s = serve_under_mpirun(2, "tiny-llama-tp2", true);
+  ASSERT_EQ(s.outcome.rc, 0) << s.outcome.output;
+  testing::check_served(s.dir, s.scenario, 3);
+  std::filesystem::remove_all(s.dir);
 }
 
 // Two TP-2 instances under `mpirun -np 4`: world rank 0 drives both (the second through its leader), every request
 // completes with its tokens, both instances serve.
 TEST(MpiExec, ServingADp2PlanUnderMpirunCompletesEveryRequestOnBothInstances) {
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("parasol_mpi_serve_dp2_" + std::to_string(::getpid()))).string();
-  const std::string scenario = std::string(PARASOL_DATA_DIR) + "/scenarios/exec/tiny-llama-tp2-dp2.yaml";
-  Outcome o = run_command(mpirun(4, "--plan " + std::string(PARASOL_DATA_DIR) +
-                                        "/scenarios/exec/tiny-llama-tp2-dp2.plan.yaml --workload " + scenario +
-                                        " --comm mpi --seed 3 --timeout 30 -q --out " + dir));
-  ASSERT_EQ(o.rc, 0) << o.output;
-  testing::check_served(dir, scenario, 3, 2, false);
-  std::filesystem::remove_all(dir);
+  const Served s = serve_under_mpirun(4, "tiny-llama-tp2-dp2", false);
+  ASSERT_EQ(s.outcome.rc, 0) << s.outcome.output;
+  testing::check_served(s.dir, s.scenario, 3, 2, false);
+  std::filesystem::remove_all(s.dir);
 }
 
 // A P/D plan (TP-2 prefill + TP-2 decode) under `mpirun -np 4`: every request completes with its tokens, and every
 // request that generates more than its first token had its KV moved to the decode instance.
 TEST(MpiExec, ServingAPdPlanUnderMpirunMovesTheKvAndCompletesEveryRequest) {
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("parasol_mpi_serve_pd_" + std::to_string(::getpid()))).string();
-  const std::string scenario = std::string(PARASOL_DATA_DIR) + "/scenarios/exec/tiny-llama-pd.yaml";
-  Outcome o = run_command(mpirun(4, "--plan " + std::string(PARASOL_DATA_DIR) +
-                                        "/scenarios/exec/tiny-llama-pd.plan.yaml --workload " + scenario +
-                                        " --comm mpi --seed 3 --timeout 30 --out " + dir));
-  ASSERT_EQ(o.rc, 0) << o.output;
-  testing::check_served(dir, scenario, 3, 0, false);
-  const spec::Scenario sc = spec::load_scenario_file(scenario);
+  const Served s = serve_under_mpirun(4, "tiny-llama-pd", false);
+  ASSERT_EQ(s.outcome.rc, 0) << s.outcome.output;
+  testing::check_served(s.dir, s.scenario, 3, 0, false);
+  const spec::Scenario sc = spec::load_scenario_file(s.scenario);
   auto source = serve::make_source(serve::load_workload(*sc.workload), 3);
   int64_t moved = 0;
   while (auto r = source->next()) moved += r->output_tokens > 1 ? 1 : 0;
   EXPECT_GT(moved, 0);
-  EXPECT_NE(o.output.find(", " + std::to_string(moved) + " KV transfers"), std::string::npos) << o.output;
-  std::filesystem::remove_all(dir);
+  EXPECT_NE(s.outcome.output.find(", " + std::to_string(moved) + " KV transfers"), std::string::npos)
+      << s.outcome.output;
+  std::filesystem::remove_all(s.dir);
 }
 
 TEST(MpiExec, AStalledRankFailsTheJobNamingItAndTheOp) {
