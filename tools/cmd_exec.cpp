@@ -39,6 +39,7 @@
 #include "exec/serving.hpp"
 #include "exec/test_models.hpp"
 #include "tools/cli.hpp"
+#include "tools/serving_outputs.hpp"
 #include "tools/version.hpp"
 
 namespace parasol::tools {
@@ -179,22 +180,13 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
                       std::to_string(instances) + " instances");
 
   // Rank 0's outputs: metrics (with the streamed per-request CSV and trace) and the profile.
-  std::unique_ptr<StagedFile> csv, trace;
-  std::unique_ptr<serve::MetricsCollector> metrics;
+  std::unique_ptr<ServingOutputs> outputs;
   std::unique_ptr<serve::RequestSource> source;
   auto open_outputs = [&] {
     serve::MetricsConfig mc;
     mc.replicas = instances;
     mc.gpus_per_replica = n;
-    if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
-    if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
-    if (!common.out_dir.empty()) {
-      csv = std::make_unique<StagedFile>(common.out_dir, "requests.csv");
-      trace = std::make_unique<StagedFile>(common.out_dir, "trace.json");
-      mc.requests_csv = &csv->stream();
-      mc.trace_json = &trace->stream();
-    }
-    metrics = std::make_unique<serve::MetricsCollector>(mc);
+    outputs = std::make_unique<ServingOutputs>(common.out_dir, mc, sc);
     source = serve::make_source(ws, common.seed);
   };
 
@@ -204,12 +196,12 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   const LayoutSource what{o.plan_path, "pools", layouts};
   const bool is_root = run_instance(o, world, what, open_outputs, [&](int rank, exec::Communicator& comm) {
     exec::ServeResult r = exec::serve_rank(plan, *weights, comm, configs, rank == 0 ? source.get() : nullptr,
-                                           rank == 0 ? metrics.get() : nullptr);
+                                           rank == 0 ? &outputs->metrics() : nullptr);
     if (rank == 0) result = std::move(r);
   });
   if (!is_root) return 0;
 
-  serve::Summary sum = metrics->finish(result.end_s);
+  serve::Summary sum = outputs->metrics().finish(result.end_s);
   sum.run.command = "exec";
   sum.run.parasol_version = build_version();
   sum.run.commit = build_commit();
@@ -223,14 +215,9 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
   sum.run.fidelity = "executed";
   sum.run.serving = serve::describe(sc_cfg.scheduler);
   sum.run.seed = common.seed;
-  if (!common.out_dir.empty()) {
-    csv->commit();
-    trace->commit();
-    std::ostringstream js;
-    serve::MetricsCollector::write_summary_json(sum, js);
-    write_file_atomic(common.out_dir, "summary.json", js.str());
-    write_run_json(common.out_dir, "exec", {resolve_data_path(o.plan_path), sum.run.scenario}, common.seed);
-  }
+  std::ostringstream js;
+  serve::MetricsCollector::write_summary_json(sum, js);
+  outputs->commit(js.str(), "exec", {resolve_data_path(o.plan_path), sum.run.scenario}, common.seed);
   if (!o.profile_out.empty()) {
     std::ofstream out(o.profile_out);
     out << result.profile_csv;

@@ -31,6 +31,7 @@
 #include "sim/serving.hpp"
 #include "tools/calibration_option.hpp"
 #include "tools/cli.hpp"
+#include "tools/serving_outputs.hpp"
 #include "tools/signals.hpp"
 #include "tools/version.hpp"
 
@@ -214,19 +215,11 @@ int run(const SimArgs& a, const CommonOptions& common) {
     mc.peak_flops_per_gpu = it->second.peak(plan.weight_dtype);
     mc.peak_bw_per_gpu = it->second.hbm_bw_Bps;
   }
-  if (sc.slo.ttft_p99_s) mc.slo.ttft_s = *sc.slo.ttft_p99_s;
-  if (sc.slo.tpot_p99_s) mc.slo.tpot_s = *sc.slo.tpot_p99_s;
+  mc.trace_replicas = a.trace_replicas;
   // From here the first SIGINT/SIGTERM stops the arrivals and the run ends with a partial summary (signals.hpp).
   auto graceful = std::make_unique<GracefulSection>();
-  std::unique_ptr<StagedFile> csv, trace;
-  if (!common.out_dir.empty()) {
-    csv = std::make_unique<StagedFile>(common.out_dir, "requests.csv");
-    trace = std::make_unique<StagedFile>(common.out_dir, "trace.json");
-    mc.requests_csv = &csv->stream();
-    mc.trace_json = &trace->stream();
-    mc.trace_replicas = a.trace_replicas;
-  }
-  serve::MetricsCollector metrics(mc);
+  ServingOutputs outputs(common.out_dir, mc, sc);
+  serve::MetricsCollector& metrics = outputs.metrics();
   const double wall1 = wall_s();
   const Usage use1 = usage();
   o.stop = &stop_flag();
@@ -290,21 +283,17 @@ int run(const SimArgs& a, const CommonOptions& common) {
   }
   std::cout.flush();
   if (!common.out_dir.empty()) {
-    StagedFile summary(common.out_dir, "summary.json"), links(common.out_dir, "links.csv"),
-        usage_csv(common.out_dir, "link_usage.csv");
-    summary.stream() << js.str();
-    links.stream() << "link,bw_Bps,bytes,mean_utilization\n";
+    std::ostream& links = outputs.extra("links.csv");
+    links << "link,bw_Bps,bytes,mean_utilization\n";
     for (const auto& l : res.links)
-      links.stream() << l.name << "," << serve::format_number(l.bw_Bps) << "," << serve::format_number(l.bytes) << ","
-                     << serve::format_number(res.end_s > 0 ? l.bytes / (l.bw_Bps * res.end_s) : 0) << "\n";
-    usage_csv.stream() << res.link_usage_csv;
-    for (StagedFile* f : {csv.get(), trace.get(), &summary, &links, &usage_csv}) f->check();
-    for (StagedFile* f : {csv.get(), trace.get(), &summary, &links, &usage_csv}) f->commit();
+      links << l.name << "," << serve::format_number(l.bw_Bps) << "," << serve::format_number(l.bytes) << ","
+            << serve::format_number(res.end_s > 0 ? l.bytes / (l.bw_Bps * res.end_s) : 0) << "\n";
+    outputs.extra("link_usage.csv") << res.link_usage_csv;
     std::vector<std::string> inputs;
     if (!a.scenario.empty()) inputs.push_back(run_info.scenario);
     if (!a.plan.empty()) inputs.push_back(a.plan);
     if (!a.trace.empty()) inputs.push_back(a.trace);
-    write_run_json(common.out_dir, "sim", inputs, common.seed);
+    outputs.commit(js.str(), "sim", inputs, common.seed);
     if (!common.json && common.verbosity > 0)
       std::cout << "wrote " << common.out_dir << "/{summary.json,requests.csv,trace.json,links.csv,link_usage.csv}\n";
   }
