@@ -495,7 +495,7 @@ std::string MetricsCollector::summary_text(const Summary& s) {
   os << "gpu       MFU " << num(100 * s.mfu_mean) << "%, MBU " << num(100 * s.mbu_mean) << "%, KV used "
      << num(100 * s.kv_utilization_mean) << "% (mean)\n";
   os << "kv        " << s.preemptions << " preemptions, prefix-cache hit rate " << num(100 * s.prefix_hit_rate)
-     << "%\n";
+     << "% (" << s.prefix_hit_tokens << " prompt tokens served from the cache, not prefilled)\n";
   return os.str();
 }
 
