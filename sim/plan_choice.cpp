@@ -1,6 +1,7 @@
 // parasol sim's plan choice (plan_choice.hpp): the search of `parasol plan`, and the workload stand-in.
 #include "sim/plan_choice.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <utility>
@@ -9,6 +10,7 @@
 #include "core/common/error.hpp"
 #include "core/common/units.hpp"
 #include "core/plan/search.hpp"
+#include "sim/plan_verify.hpp"
 
 namespace parasol::sim {
 namespace {
@@ -17,14 +19,37 @@ std::string fmt(const char* f, double v) { return format_number(f, v); }
 
 }  // namespace
 
-PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed) {
+PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed, int verify, int64_t verify_requests) {
   std::string source;
   plan::SearchInput in = plan::scenario_search_input(s, seed, source);
-  in.keep_top = 2;  // the chosen plan and its runner-up (the report below); the pruning keeps the ranking exact
+  // The chosen plan and its runner-up (the report below), or the candidates to verify; the pruning keeps the
+  // ranking exact.
+  in.keep_top = std::max(2, verify);
   const plan::SearchResult r = plan::search(in);
   if (r.ranked.empty())
     throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
                       "none (`parasol plan -v` lists the infeasible layouts and their reasons)");
+  if (verify > 0) {
+    const Verification v = verify_candidates(s, in, r, verify, verify_requests, seed);
+    const Verified& top = v.verified.at(0);
+    if (top.ok) {
+      plan::MadePlan made = plan::candidate_plan(in, top.candidate);
+      if (!made.feasibility.ok) throw RuntimeFailure("sim: the verified layout " + top.candidate.label() + " cannot be made");
+      PlanChoice c;
+      c.plan = std::move(made.plan);
+      c.label = top.candidate.label();
+      c.why = "searched " + std::to_string(r.stats.layouts) + " layouts for " + fmt("%.4g", in.load.rate_per_s) +
+              " req/s and simulated the best " + std::to_string(v.verified.size()) + " on " +
+              std::to_string(verify_requests) + " requests each: " + fmt("%.1f", 100 * top.slo_fraction) +
+              "% meet the SLOs (estimator's rank " + std::to_string(top.estimator_rank) + ")";
+      if (v.verified.size() > 1) {
+        const Verified& next = v.verified[1];
+        c.why += "; runner-up " + next.candidate.label() + ": " +
+                 (next.ok ? fmt("%.1f", 100 * next.slo_fraction) + "% meet them" : "failed: " + next.error);
+      }
+      return c;
+    }
+  }
   const plan::Candidate& best = r.ranked[0];
   plan::MadePlan made = plan::candidate_plan(in, best);
   if (!made.feasibility.ok) throw RuntimeFailure("sim: the chosen layout " + best.label() + " cannot be made");

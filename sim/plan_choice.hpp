@@ -26,7 +26,9 @@ struct PlanChoice {
 };
 
 // Searches the scenario's space and returns the best candidate as a Plan. ConfigError when nothing is feasible.
-PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed);
+// `verify` > 0: the best `verify` candidates are simulated on `verify_requests` requests of the workload and the best
+// simulated one is chosen (sim/plan_verify.hpp; call before this process creates its SimGrid engine).
+PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed, int verify = 0, int64_t verify_requests = 2000);
 
 // The scenario's workload. A trace file that is absent is a ConfigError at its path (saying where traces come from),
 // unless the workload asks for a stand-in (`missing_trace: workload_stats`): then Poisson arrivals at the declared

@@ -1,10 +1,12 @@
 // `parasol plan SCENARIO [--top N] [--out DIR] [--json] [-v]`: search every layout of the scenario's model on its
 // cluster under its workload and SLOs (core/plan/search.hpp), print the ranking (why each runner-up lost), and write
 // the chosen Plan (plan.yaml, parasol.plan/1) and the Pareto frontier (pareto.csv) to DIR. docs/search.md.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/common/error.hpp"
 #include "core/common/units.hpp"
@@ -15,6 +17,9 @@
 #include "core/spec/scenario.hpp"
 #include "tools/calibration_option.hpp"
 #include "tools/cli.hpp"
+#ifdef PARASOL_HAVE_SIM
+#include "sim/plan_verify.hpp"
+#endif
 
 namespace parasol::tools {
 namespace {
@@ -64,6 +69,118 @@ struct PlanArgs {
   std::string scenario;
   std::string calibration;  // --calibration; else the scenario's `calibration:`
   int top = 0;
+  int verify = 0;
+  int64_t verify_requests = 2000;
+};
+
+#ifdef PARASOL_HAVE_SIM
+std::string pct(double v) { return format_number("%+.0f%%", 100 * v); }
+
+// The verified ranking: the estimate next to the simulation, and the estimator's error on the p99s.
+void print_verified(const sim::Verification& v) {
+  int64_t simulated = 0;
+  for (const sim::Verified& x : v.verified) simulated = std::max(simulated, x.requests);
+  std::cout << "\nverified by simulation (" << simulated << " requests of the workload, at most " << v.requests
+            << "; analytic fidelity, the scenario's engine and serving knobs):\n";
+  std::printf("%4s %4s  %-44s %5s %9s %11s %21s %21s  %s\n", "rank", "est", "layout", "GPUs", "SLO met",
+              "goodput", "TTFT p99 est / sim", "TPOT p99 est / sim", "verdict");
+  std::printf("%4s %4s  %-44s %5s %9s %11s\n", "", "rank", "", "", "(sim)", "req/s (sim)");
+  for (size_t i = 0; i < v.verified.size(); ++i) {
+    const sim::Verified& x = v.verified[i];
+    const plan::Candidate& c = x.candidate;
+    if (!x.ok) {
+      std::printf("%4zu %4d  %-44s %5d  simulation failed: %s\n", i + 1, x.estimator_rank, c.label().c_str(), c.gpus,
+                  x.error.c_str());
+      continue;
+    }
+    auto pair = [](double est, double sim) {
+      return (est > 0 ? format_time(est) : std::string("-")) + " / " + format_time(sim) +
+             (est > 0 ? " (" + pct(sim::estimate_error(est, sim)) + ")" : std::string());
+    };
+    std::string verdict = i == 0 ? "chosen" : "";
+    if (!x.meets_slo) verdict += std::string(verdict.empty() ? "" : ", ") + "misses the SLOs in simulation";
+    if (c.meets_slo != x.meets_slo)
+      verdict += std::string(verdict.empty() ? "" : "; ") + "the estimator said it " + (c.meets_slo ? "meets" : "misses") +
+                 " them";
+    std::printf("%4zu %4d  %-44s %5d %8.1f%% %11.4g %21s %21s  %s\n", i + 1, x.estimator_rank, c.label().c_str(), c.gpus,
+                100 * x.slo_fraction, x.goodput_rps, pair(c.ttft_p99_s, x.ttft_p99_s).c_str(),
+                pair(c.tpot_p99_s, x.tpot_p99_s).c_str(), verdict.c_str());
+  }
+}
+
+nlohmann::json verified_json(const sim::Verification& v) {
+  nlohmann::json a = nlohmann::json::array();
+  for (const sim::Verified& x : v.verified) {
+    nlohmann::json j{{"layout", x.candidate.label()},
+                     {"estimator_rank", x.estimator_rank},
+                     {"gpus", x.candidate.gpus},
+                     {"ok", x.ok}};
+    if (!x.ok) {
+      j["error"] = x.error;
+    } else {
+      j["simulated"] = {{"requests", x.requests},        {"duration_s", x.duration_s},
+                        {"slo_fraction", x.slo_fraction}, {"goodput_rps", x.goodput_rps},
+                        {"ttft_p99_s", x.ttft_p99_s},     {"tpot_p99_s", x.tpot_p99_s},
+                        {"meets_slo", x.meets_slo}};
+      j["estimated"] = {{"ttft_p99_s", x.candidate.ttft_p99_s},
+                        {"tpot_p99_s", x.candidate.tpot_p99_s},
+                        {"meets_slo", x.candidate.meets_slo}};
+    }
+    a.push_back(std::move(j));
+  }
+  return {{"requests_per_candidate", v.requests}, {"candidates", a}};
+}
+#endif
+
+void add_verify_options(CLI::App* sub, PlanArgs& a) {
+#ifdef PARASOL_HAVE_SIM
+  sub->add_option("--verify", a.verify,
+                  "Simulate the estimator's best N candidates on the scenario's workload and choose by the simulation "
+                  "(0: the estimator's pick)")
+      ->check(in_range(0, 64, "a count in [0, 64]"));
+  sub->add_option("--verify-requests", a.verify_requests, "Requests of the workload each verification simulates")
+      ->check(in_range(1, 10000000, "a count in [1, 10^7]"));
+#else
+  (void)sub;
+  (void)a;
+#endif
+}
+
+// The pick: the best simulated of the verified candidates (--verify N, a build with the simulator), else the
+// estimator's best.
+class Pick {
+ public:
+  Pick(const PlanArgs& a, const spec::Scenario& s, const plan::SearchInput& in, const plan::SearchResult& r,
+       uint64_t seed)
+      : chosen_(&r.ranked.at(0)) {
+#ifdef PARASOL_HAVE_SIM
+    if (a.verify > 0) {
+      v_ = sim::verify_candidates(s, in, r, a.verify, a.verify_requests, seed);
+      if (v_->verified.at(0).ok) chosen_ = &v_->verified[0].candidate;
+    }
+#else
+    (void)a, (void)s, (void)in, (void)seed;
+#endif
+  }
+  const plan::Candidate& chosen() const { return *chosen_; }
+  void add_json(nlohmann::json& j) const {
+#ifdef PARASOL_HAVE_SIM
+    if (v_) j["verified"] = verified_json(*v_);
+#else
+    (void)j;
+#endif
+  }
+  void print() const {
+#ifdef PARASOL_HAVE_SIM
+    if (v_) print_verified(*v_);
+#endif
+  }
+
+ private:
+  const plan::Candidate* chosen_;
+#ifdef PARASOL_HAVE_SIM
+  std::optional<sim::Verification> v_;
+#endif
 };
 
 }  // namespace
@@ -74,6 +191,7 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
   sub->add_option("scenario", args->scenario, "Scenario YAML (parasol.scenario/1)")->required();
   sub->add_option("--top", args->top, "How many ranked layouts to print (default: the scenario's search.top_n)")
       ->check(in_range(1, 100000, "a count in [1, 100000]"));
+  add_verify_options(sub, *args);
   sub->add_option("--calibration", args->calibration,
                   "Measured tables used where they cover an op (CSV, folder, AIConfigurator GPU folder; overrides the "
                   "scenario's calibration:)");
@@ -88,14 +206,17 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
     std::string source;
     plan::SearchInput in = plan::scenario_search_input(s, common.seed, source);
     const int top = args->top > 0 ? args->top : s.search.top_n;
-    in.keep_top = top;  // the rows printed (and in --json); the frontier is kept whatever its ranks
+    // The rows printed (and in --json) and the candidates to verify; the frontier is kept whatever its ranks.
+    in.keep_top = std::max(top, args->verify);
     const plan::SearchResult r = plan::search(in);
     if (r.ranked.empty())
       throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
                         "none (run with -v for the infeasible layouts and their reasons)");
-    const plan::MadePlan made = plan::candidate_plan(in, r.ranked[0]);
+    const Pick pick(*args, s, in, r, common.seed);
+    const plan::Candidate* chosen = &pick.chosen();
+    const plan::MadePlan made = plan::candidate_plan(in, *chosen);
     if (!made.feasibility.ok)
-      throw RuntimeFailure("plan: the chosen layout " + r.ranked[0].label() + " cannot be made");
+      throw RuntimeFailure("plan: the chosen layout " + chosen->label() + " cannot be made");
     if (!common.out_dir.empty()) {
       write_file_atomic(common.out_dir, "plan.yaml", plan::to_yaml(made.plan));
       write_file_atomic(common.out_dir, "pareto.csv", plan::pareto_csv(r));
@@ -105,15 +226,17 @@ PARASOL_COMMAND("plan", 15, [](CLI::App& app, CommonOptions& common) -> std::fun
       nlohmann::json j = plan::to_json(r, top);
       j["scenario"] = s.name;
       j["load_source"] = source;
-      j["chosen"] = r.ranked[0].label();
+      j["chosen"] = chosen->label();
+      pick.add_json(j);
       if (!common.out_dir.empty()) j["files"] = {"plan.yaml", "pareto.csv"};
       std::cout << j.dump(2) << "\n";
       return 0;
     }
     if (common.verbosity == 0) return 0;
     print_table(s, r, source, top, common.verbosity);
+    pick.print();
     if (!common.out_dir.empty())
-      std::cout << "wrote " << common.out_dir << "/plan.yaml (" << r.ranked[0].label() << ") and " << common.out_dir
+      std::cout << "wrote " << common.out_dir << "/plan.yaml (" << chosen->label() << ") and " << common.out_dir
                 << "/pareto.csv\n";
     else
       std::cout << "(--out DIR writes the chosen plan.yaml and the Pareto frontier pareto.csv)\n";

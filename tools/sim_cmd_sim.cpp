@@ -53,6 +53,8 @@ struct SimArgs {
   std::string calibration;  // --calibration; else the scenario's `calibration:`
   int64_t requests = -1;
   int trace_replicas = 8;  // replicas whose iterations trace.json shows (0: all)
+  int verify = 0;          // no plan given: simulate the search's best N and take the best simulated
+  int64_t verify_requests = 2000;
   bool timing = false;
 };
 
@@ -98,7 +100,7 @@ ChosenPlan resolve_plan(const spec::Scenario& sc, const SimArgs& a, uint64_t see
     plan::check_plan_fits(p, *sc.plan_path, sc.model, sc.cluster, sc.gpu_type, scenario_file);
     return {p, "plan " + plan_label(p) + ": from the scenario's plan: " + *sc.plan_path};
   }
-  sim::PlanChoice c = sim::choose_plan(sc, seed);
+  sim::PlanChoice c = sim::choose_plan(sc, seed, a.verify, a.verify_requests);
   return {std::move(c.plan), "plan " + c.label + ": chosen by the search (no --plan), " + c.why};
 }
 
@@ -318,6 +320,12 @@ PARASOL_COMMAND("sim", 20, [](CLI::App& app, CommonOptions& common) -> std::func
   sub->add_option("--calibration", a->calibration,
                   "Measured tables used where they cover an op (CSV, folder, AIConfigurator GPU folder; overrides the "
                   "scenario's calibration:)");
+  sub->add_option("--verify", a->verify,
+                  "Without a plan: simulate the search's best N candidates and take the best simulated (0: the "
+                  "estimator's pick)")
+      ->check(in_range(0, 64, "a count in [0, 64]"));
+  sub->add_option("--verify-requests", a->verify_requests, "Requests of the workload each verification simulates")
+      ->check(in_range(1, 10000000, "a count in [1, 10^7]"));
   sub->add_option("--trace-replicas", a->trace_replicas,
                   "Replicas whose iterations trace.json shows, the first N (default 8; 0: all, up to the 200,000-step "
                   "cap)")
