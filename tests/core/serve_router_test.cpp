@@ -22,17 +22,7 @@ namespace {
 
 using parasol::testing::ListSource;
 
-Request make_request(int64_t id, double arrival_s, int64_t in, int64_t out, std::vector<uint64_t> hashes = {},
-                     int64_t session = -1) {
-  Request r;
-  r.id = id;
-  r.arrival_s = arrival_s;
-  r.input_tokens = in;
-  r.output_tokens = out;
-  r.prefix_hashes = std::move(hashes);
-  r.session = session;
-  return r;
-}
+using parasol::testing::make_request;
 
 // Wraps a router and remembers, per request id, the replica it chose and the request's session.
 class RecordingRouter final : public Router {

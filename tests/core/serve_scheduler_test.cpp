@@ -9,19 +9,12 @@
 #include "core/common/error.hpp"
 #include "core/serve/event_loop.hpp"
 #include "core/serve/scheduler.hpp"
+#include "tests/sim/list_source.hpp"
 
 namespace parasol::serve {
 namespace {
 
-Request make_request(int64_t id, double arrival_s, int64_t in, int64_t out, std::vector<uint64_t> hashes = {}) {
-  Request r;
-  r.id = id;
-  r.arrival_s = arrival_s;
-  r.input_tokens = in;
-  r.output_tokens = out;
-  r.prefix_hashes = std::move(hashes);
-  return r;
-}
+using parasol::testing::make_request;
 
 SchedulerConfig config(BatchPolicy p, int64_t kv_blocks, int64_t budget = 8192, int64_t seqs = 256) {
   SchedulerConfig c;

@@ -1,4 +1,4 @@
-// Test helper for the serving tests: a RequestSource that yields a fixed list of requests in order.
+// Test helpers for the serving tests: a RequestSource that yields a fixed list of requests in order, and a request.
 // Header-only; not thread-safe (one simulation reads it).
 #pragma once
 
@@ -24,5 +24,17 @@ class ListSource final : public serve::RequestSource {
   std::vector<serve::Request> r_;
   size_t i_ = 0;
 };
+
+inline serve::Request make_request(int64_t id, double arrival_s, int64_t in, int64_t out,
+                                   std::vector<uint64_t> hashes = {}, int64_t session = -1) {
+  serve::Request r;
+  r.id = id;
+  r.arrival_s = arrival_s;
+  r.input_tokens = in;
+  r.output_tokens = out;
+  r.prefix_hashes = std::move(hashes);
+  r.session = session;
+  return r;
+}
 
 }  // namespace parasol::testing
