@@ -131,6 +131,45 @@ class SimHost final : public serve::LoopHost {
 
 }  // namespace
 
+serve::FaultPolicy fault_policy(const spec::Faults& f, const plan::Plan& plan, const std::string& file) {
+  serve::FaultPolicy p;
+  p.detect_s = f.detect_s;
+  p.retries = f.retries;
+  p.backoff_s = f.backoff_s;
+  p.seed = f.seed;
+  int replicas = 0;
+  for (const plan::Pool& pool : plan.pools) replicas += static_cast<int>(pool.placement.size());
+  for (size_t k = 0; k < f.events.size(); ++k) {
+    const spec::FaultEvent& e = f.events[k];
+    serve::Fault x;
+    x.at_s = e.at_s;
+    if (e.repair_after_s >= 0) x.repair_s = e.repair_after_s;
+    const std::string key = "faults.events[" + std::to_string(k) + "]";
+    if (e.replica >= 0) {
+      if (e.replica >= replicas)
+        throw ConfigError(file, 0, 0, key + ".replica", "a replica of the plan, in [0, " + std::to_string(replicas) + ")",
+                          std::to_string(e.replica));
+      x.replica = e.replica;
+    } else {
+      x.replica = -1;
+      int g = 0;
+      for (const plan::Pool& pool : plan.pools)
+        for (const auto& row : pool.placement) {
+          if (std::find(row.begin(), row.end(), e.gpu) != row.end()) x.replica = g;
+          ++g;
+        }
+      if (x.replica < 0)
+        throw ConfigError(file, 0, 0, key + ".gpu", "a GPU one of the plan's replicas runs on", std::to_string(e.gpu));
+    }
+    p.events.push_back(x);
+  }
+  if (f.gpu_mtbf_s > 0) {
+    p.mtbf_s = f.gpu_mtbf_s / std::max(1, plan.pools.at(0).config.instance_size());
+    p.mttr_s = f.mttr_s;
+  }
+  return p;
+}
+
 ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluster, serve::RequestSource& source,
                              serve::MetricsCollector& metrics, const ServeOptions& o) {
   auto engine = make_engine(o.verbose);
@@ -186,6 +225,7 @@ ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluste
   lo.kv_bytes_per_token = spec::kv_bytes_per_token(plan.model);
   lo.on_iteration = o.on_iteration;
   lo.on_record = o.on_record;
+  lo.faults = o.faults;
   serve::ServingLoop loop(std::move(pools), source, metrics, std::move(lo));
 
   ServeResult result;
@@ -202,6 +242,10 @@ ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluste
   result.requests = lr.requests;
   result.kv_transfers = lr.kv_transfers;
   result.kv_bytes = lr.kv_bytes;
+  result.failures = lr.failures;
+  result.retried = lr.retried;
+  result.failed_requests = lr.failed_requests;
+  result.lost_prefill_tokens = lr.lost_prefill_tokens;
   result.replicas = static_cast<int>(schedulers.size());
   for (const auto& a : analytic) {
     result.memo_hits += a->memo_hits();

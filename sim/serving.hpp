@@ -55,7 +55,12 @@ struct ServeOptions {
   // Called at the end of every iteration and for every record (tests comparing schedules); empty: never.
   std::function<void(const serve::IterationView&)> on_iteration;
   std::function<void(const serve::RequestRecord&)> on_record;
+  serve::FaultPolicy faults;  // replica failures to inject (fault_policy() of the scenario's faults:)
 };
+
+// The scenario's `faults:` for this plan: GPUs mapped to the replicas holding them (a GPU no replica holds is a
+// ConfigError naming the event), the per-GPU MTBF turned into the replica's (its GPUs fail independently).
+serve::FaultPolicy fault_policy(const spec::Faults& faults, const plan::Plan& plan, const std::string& scenario_file);
 
 struct ServeResult {
   int stopped_by = 0;       // ServeOptions::stop's value when it stopped the arrivals (0: the workload ran out)
@@ -69,6 +74,7 @@ struct ServeResult {
   double flow_bytes = 0;
   int64_t collectives = 0;    // network mode
   int64_t memo_hits = 0, memo_misses = 0;  // analytic mode
+  int64_t failures = 0, retried = 0, failed_requests = 0, lost_prefill_tokens = 0;  // faults (serving_loop.hpp)
   int replicas = 0;
   // Per link direction of the cluster graph: name, nominal bandwidth and bytes carried (only those that carried any).
   struct LinkUse {

@@ -177,6 +177,7 @@ int run(const SimArgs& a, const CommonOptions& common) {
           a.policy == "prefill_first" ? serve::BatchPolicy::kPrefillFirst : serve::BatchPolicy::kChunked;
   }
   o.algo = sim::parse_algo(a.algo);
+  if (sc.faults.any()) o.faults = sim::fault_policy(sc.faults, plan, sc.file);
   if (sc.sim.duration_s) o.duration_s = *sc.sim.duration_s;
   if (sc.sim.max_requests) o.max_requests = *sc.sim.max_requests;
   o.first_token_at_decode = sc.sim.first_token == spec::FirstToken::kDecode;
@@ -282,6 +283,10 @@ int run(const SimArgs& a, const CommonOptions& common) {
     std::cout << serve::MetricsCollector::summary_text(sum);
     std::cout << "simulated " << format_time(res.end_s) << ": " << res.iterations << " iterations, " << res.flows
               << " flows, " << res.kv_transfers << " KV transfers\n";
+    if (o.faults.any())
+      std::cout << "faults    " << res.failures << " replica failures; " << res.retried << " requests sent again, "
+                << res.failed_requests << " failed by them; " << res.lost_prefill_tokens
+                << " prefill tokens lost with the failed replicas\n";
   }
   std::cout.flush();
   if (!common.out_dir.empty()) {

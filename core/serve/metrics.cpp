@@ -232,7 +232,7 @@ MetricsCollector::~MetricsCollector() = default;
 const char* MetricsCollector::requests_csv_header() {
   return "id,outcome,replica,prefill_replica,arrival_s,first_scheduled_s,first_token_s,finish_s,input_tokens,"
          "output_tokens,generated_tokens,ttft_s,tpot_s,e2e_s,queueing_s,itl_max_s,preemptions,prefix_hit_tokens,"
-         "reason";
+         "reason,retries";
 }
 
 void MetricsCollector::on_request(const RequestRecord& r) {
@@ -250,7 +250,7 @@ void MetricsCollector::on_request(const RequestRecord& r) {
     } else {
       os << ",,,,";
     }
-    os << ',' << r.preemptions << ',' << r.prefix_hit_tokens << ',' << csv_field(r.reason) << '\n';
+    os << ',' << r.preemptions << ',' << r.prefix_hit_tokens << ',' << csv_field(r.reason) << ',' << r.retries << '\n';
   }
   m.preemptions += r.preemptions;
   if (r.outcome != Outcome::kCompleted) {

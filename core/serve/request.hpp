@@ -26,6 +26,8 @@ struct Request {
   std::vector<uint64_t> prefix_hashes;
   // The conversation (or client session) the request belongs to, for session-affinity routing; -1: none.
   int64_t session = -1;
+  // 0: its first try; n: sent again for the n-th time after the replica serving it failed (serving_loop.hpp).
+  int32_t attempt = 0;
 };
 
 enum class Outcome { kCompleted, kRejected, kFailed };
@@ -54,6 +56,7 @@ struct RequestRecord {
   double itl_max_s = 0;
 
   int32_t preemptions = 0;
+  int32_t retries = 0;           // times it was sent again after its replica failed (Request::attempt)
   int32_t replica = -1;          // the replica that produced its last token (decode replica when disaggregated)
   int32_t prefill_replica = -1;  // disaggregated serving: the prefill replica; otherwise == replica
   int64_t prefix_hit_tokens = 0; // prompt tokens served from the prefix cache (summed over re-prefills)

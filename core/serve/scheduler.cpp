@@ -243,6 +243,7 @@ std::optional<RequestRecord> Scheduler::add(Request request, double now_s) {
   q.rec.id = request.id;
   q.rec.arrival_s = request.arrival_s;
   q.rec.input_tokens = request.input_tokens;
+  q.rec.retries = request.attempt;
   q.rec.output_tokens = request.output_tokens;
   q.rec.replica = q.rec.prefill_replica = replica_;
   q.req = std::move(request);
@@ -694,22 +695,37 @@ void Scheduler::complete(const Iteration& it, double now_s, StepEvents& events) 
 }
 
 void Scheduler::fail_all(double now_s, const std::string& reason, std::vector<RequestRecord>& out) {
-  auto fail = [&](int32_t s) {
+  std::vector<Evicted> evicted;
+  evict_all(now_s, evicted);
+  for (Evicted& e : evicted) {
+    e.record.outcome = Outcome::kFailed;
+    e.record.reason = reason;
+    out.push_back(std::move(e.record));
+    ++stats_.failed;
+  }
+}
+
+void Scheduler::evict_all(double now_s, std::vector<Evicted>& out) {
+  auto evict = [&](int32_t s) {
     Seq& q = seqs_[size_t(s)];
     if (q.state == State::kSwapped) q.owned_blocks = 0;  // not on the GPU
+    Evicted e;
+    e.prefilled = q.state == State::kRunning
+                      ? std::max<int64_t>(0, std::min(q.context, q.prompt_tokens) -
+                                                 int64_t(q.units.size()) * kPrefixHashTokens)
+                      : 0;
     release_kv(q);
     q.rec.finish_s = now_s;
     q.rec.generated_tokens = q.generated;
-    q.rec.outcome = Outcome::kFailed;
-    q.rec.reason = reason;
-    out.push_back(std::move(q.rec));
-    ++stats_.failed;
+    e.request = std::move(q.req);
+    e.record = std::move(q.rec);
+    out.push_back(std::move(e));
     q.in_flight = false;
     free_slot(s);
   };
-  for (int32_t s : running_) fail(s);
+  for (int32_t s : running_) evict(s);
   for (auto& w : waiting_) {
-    for (int32_t s : w) fail(s);
+    for (int32_t s : w) evict(s);
     w.clear();
   }
   running_.clear();

@@ -173,6 +173,14 @@ class Scheduler {
   // Fails every request on this replica (a failed GPU / replica): records with outcome kFailed and `reason`.
   // Iterations in flight are void; the scheduler is empty afterwards.
   void fail_all(double now_s, const std::string& reason, std::vector<RequestRecord>& out);
+  // The same, but hands every request back as it arrived (to be sent elsewhere), with its record so far and the
+  // prompt tokens it had prefilled here (computed, not from the prefix cache: the work lost).
+  struct Evicted {
+    Request request;
+    RequestRecord record;
+    int64_t prefilled = 0;
+  };
+  void evict_all(double now_s, std::vector<Evicted>& out);
 
   bool idle() const { return live_ == 0; }            // nothing queued, running or in flight
   bool has_runnable() const;                          // schedule() would return something now

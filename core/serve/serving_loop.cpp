@@ -1,6 +1,7 @@
 #include "core/serve/serving_loop.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/common/error.hpp"
 
@@ -38,7 +39,7 @@ ServingLoop::ServingLoop(std::vector<LoopPool> pools, RequestSource& source, Met
       reps_.push_back(std::move(r));
     }
   }
-  for (const Rep& r : reps_) refresh(r);
+  for (Rep& r : reps_) refresh(r);
 }
 
 ServingLoop::~ServingLoop() = default;
@@ -57,7 +58,82 @@ void ServingLoop::touch(int g) {
   dirty_.push_back(g);
 }
 
-void ServingLoop::refresh(const Rep& r) { update_load(loads_[size_t(r.pool)][size_t(r.index)], *r.sched); }
+void ServingLoop::refresh(Rep& r) {
+  update_load(loads_[size_t(r.pool)][size_t(r.index)], *r.sched);
+  const bool busy = !r.sched->idle();
+  if (busy != r.busy) {
+    busy_ += busy ? 1 : -1;
+    r.busy = busy;
+  }
+}
+
+// Nothing left to serve: no arrival, retry, transfer or iteration to come, every replica idle.
+bool ServingLoop::quiescent() const {
+  return arrivals_done_ && retries_.empty() && busy_ == 0 && async_in_flight_ == 0;
+}
+
+double ServingLoop::next_failure_s(int g, double after_s) {
+  // splitmix64 per replica, seeded from (seed, replica): the same failures whatever the other replicas do.
+  uint64_t& z = fault_rng_[size_t(g)];
+  z += 0x9e3779b97f4a7c15ull;
+  uint64_t x = z;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  x ^= x >> 31;
+  const double u = (double(x >> 11) + 0.5) / 9007199254740992.0;  // (0, 1)
+  return after_s - o_.faults.mtbf_s * std::log(u);
+}
+
+void ServingLoop::fail(int g) {
+  Rep& r = reps_[size_t(g)];
+  if (r.down) return;
+  r.down = true;
+  ++r.epoch;  // what it was computing is lost: those iterations never complete
+  r.head = r.count = 0;
+  r.last_slot = -1;
+  r.last_end_s = now_;
+  std::fill(r.stage_free.begin(), r.stage_free.end(), now_);
+  ++result_.failures;
+  push(now_ + o_.faults.detect_s, Kind::kDetect, g, 0, r.epoch);
+}
+
+void ServingLoop::detect(int g) {
+  Rep& r = reps_[size_t(g)];
+  loads_[size_t(r.pool)][size_t(r.index)].alive = false;
+  std::vector<Scheduler::Evicted> evicted;
+  r.sched->evict_all(now_, evicted);
+  for (Scheduler::Evicted& e : evicted) {
+    result_.lost_prefill_tokens += e.prefilled;
+    retry_or_fail(std::move(e.request), std::move(e.record), g);
+  }
+  refresh(r);
+}
+
+void ServingLoop::retry_or_fail(Request req, RequestRecord rec, int g) {
+  if (req.attempt < o_.faults.retries) {
+    ++req.attempt;
+    ++result_.retried;
+    const uint64_t ticket = next_ticket_++;
+    retries_.emplace(ticket, std::move(req));
+    push(now_ + o_.faults.backoff_s, Kind::kRetry, g, 0, ticket);
+    return;
+  }
+  rec.finish_s = now_;
+  rec.outcome = Outcome::kFailed;
+  rec.retries = req.attempt;
+  rec.reason = "replica " + std::to_string(g) + " failed" +
+               (req.attempt > 0 ? " (after " + std::to_string(req.attempt) + " retries)" : std::string());
+  ++result_.failed_requests;
+  emit(rec);
+}
+
+void ServingLoop::repair(int g, bool random) {
+  Rep& r = reps_[size_t(g)];
+  r.down = false;
+  loads_[size_t(r.pool)][size_t(r.index)].alive = true;
+  if (random) push(next_failure_s(g, now_), Kind::kFail, g, 0, 1);
+  touch(g);
+}
 
 void ServingLoop::emit(const RequestRecord& rec) {
   metrics_.on_request(rec);
@@ -82,11 +158,16 @@ std::optional<Request> ServingLoop::next_arrival() {
 }
 
 void ServingLoop::arrive(Request req) {
-  ++admitted_;
-  if (o_.on_arrival) o_.on_arrival(req);
+  if (req.attempt == 0) {
+    ++admitted_;
+    if (o_.on_arrival) o_.on_arrival(req);
+  }
   const int idx = pools_[0].router->route(req, loads_[0]);
   if (idx < 0) {
-    emit(make_rejected(req, now_, "no replica alive"));
+    RequestRecord rec = make_rejected(req, now_, "no replica alive", req.attempt > 0 ? Outcome::kFailed : Outcome::kRejected);
+    rec.retries = req.attempt;
+    if (req.attempt > 0) ++result_.failed_requests;
+    emit(rec);
     return;
   }
   const int g = pool_first_[0] + idx;
@@ -143,8 +224,9 @@ void ServingLoop::hand_off(Rep& from, Handoff h) {
   host_->transfer_kv(*this, pool_first_[size_t(from.pool)] + from.index, to, moved, bytes, ticket, now_);
 }
 
-void ServingLoop::step_end(int g, int slot) {
+void ServingLoop::step_end(int g, int slot, uint64_t epoch) {
   Rep& r = reps_[size_t(g)];
+  if (epoch != r.epoch) return;  // started before a failure of the replica: lost with it
   r.ring[size_t(slot)].done = true;
   const size_t pp = r.ring.size();
   while (r.count > 0 && r.ring[r.head].done) {
@@ -179,6 +261,7 @@ double ServingLoop::flow_shop(Rep& r, const StepTiming& t) {
 
 void ServingLoop::try_start(int g) {
   Rep& r = reps_[size_t(g)];
+  if (r.down) return;
   const LoopPool& pool = pools_[size_t(r.pool)];
   const int pp = pool.pp;
   while (int(r.count) < pp) {
@@ -192,6 +275,7 @@ void ServingLoop::try_start(int g) {
     ++r.count;
     r.last_slot = int(k);
     s.done = false;
+    s.epoch = r.epoch;
     if (host_->start_step(*this, g, int(k), s.it.batch, now_)) {
       ++async_in_flight_;
       s.timing = StepTiming{};
@@ -212,7 +296,7 @@ void ServingLoop::try_start(int g) {
       s.stage0_s = now_ + (pp == 1 ? s.timing.total_s : s.timing.total_s / pp);
     }
     r.last_end_s = end;
-    push(end, Kind::kStepEnd, g, int(k));
+    push(end, Kind::kStepEnd, g, int(k), r.epoch);
     if (pp > 1 && s.stage0_s > now_) push(s.stage0_s, Kind::kStage0, g, int(k));
   }
 }
@@ -226,7 +310,7 @@ void ServingLoop::post_step_done(int g, int slot, const StepTiming& timing, doub
   Rep& r = reps_[size_t(g)];
   r.ring[size_t(slot)].timing = timing;
   --async_in_flight_;
-  push(t_s, Kind::kStepEnd, g, slot);
+  push(t_s, Kind::kStepEnd, g, slot, r.ring[size_t(slot)].epoch);
 }
 
 void ServingLoop::post_kv_arrived(uint64_t ticket, double t_s) {
@@ -239,12 +323,31 @@ void ServingLoop::post_kv_arrived(uint64_t ticket, double t_s) {
 LoopResult ServingLoop::run(LoopHost& host) {
   host_ = &host;
   now_ = host.now_s();
+  const FaultPolicy& f = o_.faults;
+  for (const Fault& x : f.events) {
+    if (x.replica < 0 || x.replica >= int(reps_.size()))
+      throw ConfigError("", 0, 0, "faults", "a replica in [0, " + std::to_string(reps_.size()) + ")",
+                        std::to_string(x.replica));
+    push(x.at_s, Kind::kFail, x.replica, 0, 0);
+    if (x.repair_s < kInf) push(x.at_s + std::max(x.repair_s, f.detect_s), Kind::kRepair, x.replica, 0, 0);
+  }
+  if (f.mtbf_s > 0) {
+    fault_rng_.resize(reps_.size());
+    for (size_t g = 0; g < reps_.size(); ++g) {
+      fault_rng_[g] = f.seed ^ (0x632be59bd9b4e019ull * (g + 1));
+      push(next_failure_s(int(g), now_), Kind::kFail, int(g), 0, 1);
+    }
+  }
   std::optional<Request> pending = next_arrival();
   while (true) {
     const double t_event = events_.empty() ? kInf : events_.top().t_s;
     const double t_arrival = pending ? pending->arrival_s : kInf;
     const double t = std::min(t_event, t_arrival);
     if (t == kInf && async_in_flight_ == 0) break;
+    // Only failures and repairs are left to come: the run is over.
+    if (!pending && !events_.empty() && events_.top().kind >= Kind::kFail && events_.top().kind <= Kind::kRepair &&
+        quiescent())
+      break;
     // Time passes: jumps to the next event, or runs on the host's clock while its activities may post earlier ones.
     if (async_in_flight_ > 0 || !host.virtual_time())
       now_ = std::max(now_, host.wait_until(t));
@@ -255,8 +358,26 @@ LoopResult ServingLoop::run(LoopHost& host) {
       events_.pop();
       switch (e.kind) {
         case Kind::kStepEnd:
-          step_end(e.replica, e.slot);
+          step_end(e.replica, e.slot, e.ticket);
           break;
+        case Kind::kFail:  // ticket 1: a random failure, repaired after mttr
+          fail(e.replica);
+          if (e.ticket == 1)
+            push(now_ + std::max(o_.faults.mttr_s, o_.faults.detect_s), Kind::kRepair, e.replica, 0, 1);
+          break;
+        case Kind::kDetect:
+          if (e.ticket == reps_[size_t(e.replica)].epoch) detect(e.replica);
+          break;
+        case Kind::kRepair:  // ticket 1: of a random failure, whose replica fails again later
+          repair(e.replica, e.ticket == 1);
+          break;
+        case Kind::kRetry: {
+          auto it = retries_.find(e.ticket);
+          Request req = std::move(it->second);
+          retries_.erase(it);
+          arrive(std::move(req));
+          break;
+        }
         case Kind::kStage0:
           touch(e.replica);
           break;
@@ -265,8 +386,11 @@ LoopResult ServingLoop::run(LoopHost& host) {
           KvInFlight kv = std::move(it->second);
           kv_.erase(it);
           Rep& r = reps_[size_t(kv.to)];
-          if (std::optional<RequestRecord> rejected = r.sched->add_prefilled(std::move(kv.handoff), now_))
+          if (r.down) {  // its decode replica failed meanwhile: the request starts over
+            retry_or_fail(std::move(kv.handoff.request), std::move(kv.handoff.record), kv.to);
+          } else if (std::optional<RequestRecord> rejected = r.sched->add_prefilled(std::move(kv.handoff), now_)) {
             emit(*rejected);
+          }
           refresh(r);
           touch(kv.to);
           break;

@@ -88,6 +88,27 @@ struct IterationView {
   const Iteration* it = nullptr;
 };
 
+// Instance failures. A replica (global index) stops at at_s: what it was computing is lost; the failure is detected
+// detect_s later (until then the router still sends it requests), when every request it holds is sent again (at most
+// `retries` times per request, after backoff_s; the prefill it had done is redone) or ends failed with the reason;
+// the replica serves again at at_s + max(repair_s, detect_s) (infinity: never). Random failures: each replica fails
+// after an exponential time of mean mtbf_s from the start or from its last repair, and is repaired mttr_s later.
+struct Fault {
+  double at_s = 0;
+  int replica = 0;
+  double repair_s = std::numeric_limits<double>::infinity();
+};
+struct FaultPolicy {
+  std::vector<Fault> events;
+  double detect_s = 0;
+  int retries = 0;
+  double backoff_s = 0;
+  double mtbf_s = 0;  // per replica; 0: no random failures
+  double mttr_s = 0;
+  uint64_t seed = 0;
+  bool any() const { return !events.empty() || mtbf_s > 0; }
+};
+
 struct LoopOptions {
   double duration_s = std::numeric_limits<double>::infinity();  // no arrival admitted at or after this time
   int64_t max_requests = -1;                                    // stop admitting after this many (-1: no cap)
@@ -100,6 +121,7 @@ struct LoopOptions {
   std::function<void(const Request&)> on_arrival;
   std::function<void(const RequestRecord&)> on_record;
   std::function<void(const IterationView&)> on_iteration;
+  FaultPolicy faults;
 };
 
 struct LoopResult {
@@ -110,6 +132,9 @@ struct LoopResult {
   double kv_bytes = 0;
   int stopped_by = 0;       // LoopOptions::stop's value when it stopped the arrivals (0: the workload ran out)
   double stopped_at_s = 0;
+  // Faults: replica failures, requests sent again, requests failed by them, and the prefill tokens lost with the
+  // failed replicas (done again by the retries).
+  int64_t failures = 0, retried = 0, failed_requests = 0, lost_prefill_tokens = 0;
 };
 
 class ServingLoop {
@@ -133,6 +158,7 @@ class ServingLoop {
   struct Slot {
     Iteration it;
     StepTiming timing;
+    uint64_t epoch = 0;   // the replica's epoch when it started (a failure since voids it)
     double stage0_s = 0;  // when stage 0 finished this micro-batch (infinity: not yet known)
     bool done = false;
   };
@@ -146,9 +172,12 @@ class ServingLoop {
     std::vector<double> stage_free;  // when each pipeline stage finishes the micro-batches it has (flow shop)
     int64_t iterations = 0;
     bool dirty = false;
+    bool busy = false;      // !sched->idle(), as last seen
+    bool down = false;      // failed, not repaired yet
+    uint64_t epoch = 0;     // failures so far
     StepEvents events;  // what its last completed iteration produced (capacity reused)
   };
-  enum class Kind : uint8_t { kStepEnd = 0, kStage0 = 1, kKvArrived = 2 };
+  enum class Kind : uint8_t { kStepEnd = 0, kStage0 = 1, kKvArrived = 2, kFail = 3, kDetect = 4, kRepair = 5, kRetry = 6 };
   struct Event {
     double t_s;
     Kind kind;
@@ -171,14 +200,20 @@ class ServingLoop {
   void push(double t, Kind k, int replica, int slot, uint64_t ticket = 0);
   std::optional<Request> next_arrival();
   void arrive(Request req);
-  void step_end(int g, int slot);
+  void step_end(int g, int slot, uint64_t epoch);
   void complete(Rep& r, Slot& s);
   void hand_off(Rep& from, Handoff h);
   void try_start(int g);
   double flow_shop(Rep& r, const StepTiming& t);
-  void refresh(const Rep& r);
+  void refresh(Rep& r);
   void emit(const RequestRecord& rec);
   void touch(int g);
+  void fail(int g);
+  void detect(int g);
+  void repair(int g, bool random);
+  void retry_or_fail(Request req, RequestRecord rec, int g);
+  bool quiescent() const;
+  double next_failure_s(int g, double after_s);
 
   std::vector<LoopPool> pools_;
   RequestSource& source_;
@@ -193,6 +228,9 @@ class ServingLoop {
   std::vector<int> dirty_;
   std::unordered_map<uint64_t, KvInFlight> kv_;
   uint64_t next_ticket_ = 0;
+  std::unordered_map<uint64_t, Request> retries_;  // requests waiting to be sent again, by ticket
+  int64_t busy_ = 0;                               // replicas with work
+  std::vector<uint64_t> fault_rng_;                 // per replica: random failures' generator state
   int64_t async_in_flight_ = 0;  // host-run steps and KV transfers not yet posted back
   int64_t admitted_ = 0;
   bool arrivals_done_ = false;

@@ -82,6 +82,37 @@ SearchSpace load_search(const yaml::Node& n, const Model& model) {
   return s;
 }
 
+Faults load_faults(const yaml::Node& n) {
+  if (!n.is_map()) n.fail("a faults map (docs/scenario.md)");
+  n.allow_keys({"detect_after", "retries", "backoff", "events", "random"});
+  Faults f;
+  f.detect_s = n.quantity_or("detect_after", Dimension::kTime, 0.0, 0.0, 1e9);
+  f.retries = static_cast<int>(n.integer_or("retries", 0, 0, 1000));
+  f.backoff_s = n.quantity_or("backoff", Dimension::kTime, 0.0, 0.0, 1e9);
+  if (auto e = n.get("events")) {
+    if (!e->is_seq()) e->fail("a list of failures ({at, gpu or replica, repair_after})");
+    for (const yaml::Node& x : e->items()) {
+      if (!x.is_map()) x.fail("a failure: {at, gpu or replica, repair_after}");
+      x.allow_keys({"at", "gpu", "replica", "repair_after"});
+      FaultEvent ev;
+      ev.at_s = x.quantity("at", Dimension::kTime, 0.0, 1e12);
+      if (x.has("gpu") == x.has("replica")) x.fail("one of 'gpu' (the instance holding it fails) or 'replica'");
+      ev.gpu = static_cast<int>(x.integer_or("gpu", -1, 0, 1 << 24));
+      ev.replica = static_cast<int>(x.integer_or("replica", -1, 0, 1 << 24));
+      ev.repair_after_s = x.quantity_or("repair_after", Dimension::kTime, -1.0, 0.0, 1e12);
+      f.events.push_back(ev);
+    }
+  }
+  if (auto r = n.get("random")) {
+    if (!r->is_map()) r->fail("a map {gpu_mtbf, mttr, seed}");
+    r->allow_keys({"gpu_mtbf", "mttr", "seed"});
+    f.gpu_mtbf_s = r->quantity("gpu_mtbf", Dimension::kTime, 1e-3, 1e15);
+    f.mttr_s = r->quantity("mttr", Dimension::kTime, 0.0, 1e12);
+    f.seed = static_cast<uint64_t>(r->integer_or("seed", 1, 0));
+  }
+  return f;
+}
+
 SimOptions load_sim(const yaml::Node& n) {
   n.allow_keys({"fidelity", "duration", "max_requests", "first_token"});
   SimOptions s;
@@ -169,7 +200,7 @@ Scenario load_scenario(const yaml::Node& root) {
   if (!root.is_map()) root.fail("a scenario map with 'schema: " + std::string(kSchema) + "'");
   root.allow_keys(
       {"schema", "name", "description", "model", "cluster", "gpu_type", "workload", "slo", "search", "plan", "sim",
-       "calibration", "engine", "serving"});
+       "calibration", "engine", "serving", "faults"});
   yaml::Node schema = root.at("schema");
   if (schema.as_string() != kSchema) schema.fail("'" + std::string(kSchema) + "'");
 
@@ -199,6 +230,7 @@ Scenario load_scenario(const yaml::Node& root) {
     s.engine = load_engine_ref(kDefaultEngine, root.file(), "engine (default " + std::string(kDefaultEngine) + ")");
   }
   if (auto c = root.get("serving")) s.serving = load_serving(*c);
+  if (auto c = root.get("faults")) s.faults = load_faults(*c);
   if (auto c = root.get("workload")) {
     if (!c->is_map()) c->fail("a workload map (see docs/workloads.md)");
     s.workload = *c;

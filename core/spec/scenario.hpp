@@ -69,6 +69,24 @@ struct SimOptions {
   std::optional<int64_t> max_requests;  // stop after this many requests
 };
 
+// `faults:` — instance failures the simulation injects (core/serve/serving_loop.hpp FaultPolicy; docs/scenario.md).
+struct FaultEvent {
+  double at_s = 0;
+  int gpu = -1;      // the instance holding this GPU fails (one of gpu / replica)
+  int replica = -1;  // or this replica (global index: the pools' replicas in order)
+  double repair_after_s = -1;  // < 0: never repaired
+};
+struct Faults {
+  std::vector<FaultEvent> events;
+  double detect_s = 0;   // heartbeat timeout: from the failure to its detection
+  int retries = 0;       // times a request is sent again after its replica failed
+  double backoff_s = 0;  // delay before each retry
+  double gpu_mtbf_s = 0; // random failures: mean time between failures of one GPU (0: none)
+  double mttr_s = 0;     // ... and the time to repair an instance
+  uint64_t seed = 1;
+  bool any() const { return !events.empty() || gpu_mtbf_s > 0; }
+};
+
 struct Scenario {
   std::string file;  // the scenario file ("" when parsed from a string with no file)
   std::string name;
@@ -90,6 +108,7 @@ struct Scenario {
   // `serving:`: the engine knobs the scenario sets (unset ones: the engine's defaults, see effective_serving).
   Serving serving;
   SimOptions sim;
+  Faults faults;
 };
 
 // The scenario's serving knobs over its engine's defaults for its GPU type.
