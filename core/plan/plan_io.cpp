@@ -291,10 +291,16 @@ void check_plan_fits(const Plan& plan, const std::string& plan_file, const spec:
     if (!cluster.gpu_types.count(type))
       fail("gpu_type", "a GPU type of cluster '" + cluster.name + "'", "GPU type '" + type + "'");
     for (const auto& inst : pool.placement)
-      for (int g : inst)
+      for (int g : inst) {
         if (g < 0 || g >= cluster.gpu_count())
           fail("placement", "GPUs 0.." + std::to_string(cluster.gpu_count() - 1) + " of cluster '" + cluster.name + "'",
                "GPU " + std::to_string(g));
+        // A pool runs at the speed of the GPUs it is placed on: they must be of the type it is planned for.
+        const std::string& placed = cluster.graph[cluster.gpus[static_cast<size_t>(g)]].gpu_type;
+        if (placed != type)
+          fail("placement", "GPUs of type '" + type + "' for the " + pool.role + " pool",
+               "GPU " + std::to_string(g) + " of type '" + placed + "'");
+      }
   }
 }
 

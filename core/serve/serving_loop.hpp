@@ -10,6 +10,8 @@
 //     it starts them (start_step, transfer_kv) and posts their completion back (post_stage0, post_step_done,
 //     post_kv_arrived); while any is in flight the loop lets the host's clock run (wait_until) instead of jumping.
 //   - A wall-clock host (exec): wait_until sleeps; a step's run() takes real time (StepTiming::clock_advanced).
+// Replica failures (LoopOptions::faults, a scenario's `faults:`): an instance stops, what it computed is lost, and at
+// detection its requests are sent again or fail with the reason (FaultPolicy); nothing is lost.
 // Order at one instant: every event that ends at t (iteration ends by replica, stage-0 releases, KV arrivals), then
 // every arrival at t, then the replicas touched schedule their next iterations (lowest index first). So freed KV and
 // simultaneous arrivals are visible to the iteration that starts at t. Deterministic: one thread, ordered events.

@@ -7,6 +7,8 @@
 #include "core/common/error.hpp"
 #include "core/plan/placement.hpp"
 #include "core/plan/plan_io.hpp"
+#include "core/spec/cluster.hpp"
+#include "core/spec/model.hpp"
 #include "plan_fixtures.hpp"
 
 namespace parasol::plan {
@@ -89,6 +91,33 @@ TEST(PlanIo, BadPlansAreConfigErrors) {
   EXPECT_THROW(load(replace("[0, 1]", "[0, 1, 2]")), ConfigError);              // wrong rank count
   EXPECT_THROW(load(replace("[[0, 32]]", "[[0, 31]]")), ConfigError);           // layers not covered
   EXPECT_THROW(load(replace("layout: tp2", "layout: tp4")), ConfigError);       // label disagrees
+}
+
+// A plan's pools must sit on GPUs of the type they are planned for: an H200 pool moved onto H100s is an error naming
+// the GPU and both types (it would otherwise run at H200 speed on H100s).
+TEST(PlanIo, APoolPlacedOnGpusOfAnotherTypeIsAConfigError) {
+  const std::string data = PARASOL_DATA_DIR;
+  const spec::Model m = spec::load_model_file(data + "/scenarios/models/llama-3.1-8b.yaml");
+  const spec::Cluster c = spec::load_cluster_file(data + "/topologies/clusters/h100-h200-hetero.yaml");
+  ParallelConfig pc;
+  pc.tp = 2;
+  MadePlan made = make_plan(m, c, "h200-sxm", pc);
+  ASSERT_TRUE(made.feasibility.ok);
+  EXPECT_NO_THROW(check_plan_fits(made.plan, "p.yaml", m, c, "h200-sxm", "s.yaml"));
+  int h100 = -1;
+  for (int g = 0; g < c.gpu_count() && h100 < 0; ++g)
+    if (c.graph[c.gpus[static_cast<size_t>(g)]].gpu_type == "h100-sxm") h100 = g;
+  ASSERT_GE(h100, 0);
+  made.plan.pools[0].placement[0][0] = h100;
+  try {
+    check_plan_fits(made.plan, "p.yaml", m, c, "h200-sxm", "s.yaml");
+    FAIL() << "a pool on a GPU of another type was accepted";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("placement"), std::string::npos) << what;
+    EXPECT_NE(what.find("h100-sxm"), std::string::npos) << what;
+    EXPECT_NE(what.find("h200-sxm"), std::string::npos) << what;
+  }
 }
 
 }  // namespace
