@@ -1,6 +1,6 @@
 // Clock: where "now" comes from. core/serve never reads time itself: every Scheduler / MetricsCollector call takes
 // `now_s` from the caller, who owns a Clock — the SimGrid engine's clock in sim/, a wall clock in exec/, a manual
-// clock in tests and in the reference event loop (event_loop.hpp).
+// clock in tests; the serving loop (serving_loop.hpp) takes its time from a LoopHost.
 // Thread behaviour: ManualClock is a plain value; WallClock::now_s() is thread-safe.
 #pragma once
 

@@ -14,7 +14,7 @@
 // whose whole life cannot fit (blocks for input + output - 1 tokens > KV capacity) is rejected at add() with a reason,
 // so a lone request always completes and no deadlock is possible.
 //
-// Driving it (the caller owns the clock; see event_loop.hpp for the reference loop):
+// Driving it (the caller owns the clock; core/serve/serving_loop.hpp is the loop that does):
 //   add(request, now)             -> rejected record, or nullopt when queued
 //   schedule(now)                 -> the next Iteration, or nullopt when nothing can run now
 //   runner.run(replica, it.batch) -> time; advance the clock

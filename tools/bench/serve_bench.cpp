@@ -1,4 +1,4 @@
-// Throughput of core/serve on one core: the scheduler's schedule/complete hot path, the reference event loop end to
+// Throughput of core/serve on one core: the scheduler's schedule/complete hot path, the serving loop end to
 // end (synthetic Poisson load over several replicas, closed-form step times), and trace reading.
 //   build/parasol_bench --benchmark_filter=Serve
 #include <benchmark/benchmark.h>
