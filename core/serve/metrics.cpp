@@ -334,6 +334,17 @@ void MetricsCollector::on_itl(std::span<const ItlRun> runs) {
   for (const ItlRun& r : runs) impl_->itl.add(r.gap_s, r.count);
 }
 
+void MetricsCollector::on_fault(double t_s, int replica, const std::string& what) {
+  Impl& m = *impl_;
+  if (!m.cfg.trace_json || (m.cfg.trace_replicas > 0 && replica >= m.cfg.trace_replicas)) return;
+  const auto ts_ns = static_cast<int64_t>(std::llround(t_s * 1e9));
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "{\"name\":\"replica %d %s\",\"ph\":\"i\",\"s\":\"p\",\"pid\":%d,\"tid\":0,\"ts\":%lld.%03lld}",
+                replica, what.c_str(), replica, static_cast<long long>(ts_ns / 1000),
+                static_cast<long long>(ts_ns % 1000));
+  m.trace_event(buf);
+}
+
 void MetricsCollector::add_trace_events(const std::string& events) {
   if (!impl_->cfg.trace_json || events.empty()) return;
   impl_->trace_event(events);

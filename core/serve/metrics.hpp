@@ -127,6 +127,9 @@ class MetricsCollector {
   void on_step(const StepSample& s);
   void on_itl(std::span<const double> itl_s);
   void on_itl(std::span<const ItlRun> runs);  // the same as each run's gap `count` times, in order
+  // A replica failure event ("failed", "failure detected", "repaired") at t_s: an instant event on the replica's row of
+  // the trace (when it is traced).
+  void on_fault(double t_s, int replica, const std::string& what);
   // Adds Chrome trace events from elsewhere (comma-separated JSON objects, e.g. the network's flows) to the trace
   // JSON before finish() closes it. Nothing without a trace stream.
   void add_trace_events(const std::string& events);

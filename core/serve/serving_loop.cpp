@@ -94,12 +94,14 @@ void ServingLoop::fail(int g) {
   r.last_end_s = now_;
   std::fill(r.stage_free.begin(), r.stage_free.end(), now_);
   ++result_.failures;
+  metrics_.on_fault(now_, g, "failed");
   push(now_ + o_.faults.detect_s, Kind::kDetect, g, 0, r.epoch);
 }
 
 void ServingLoop::detect(int g) {
   Rep& r = reps_[size_t(g)];
   loads_[size_t(r.pool)][size_t(r.index)].alive = false;
+  metrics_.on_fault(now_, g, "failure detected");
   std::vector<Scheduler::Evicted> evicted;
   r.sched->evict_all(now_, evicted);
   for (Scheduler::Evicted& e : evicted) {
@@ -131,6 +133,7 @@ void ServingLoop::repair(int g, bool random) {
   Rep& r = reps_[size_t(g)];
   r.down = false;
   loads_[size_t(r.pool)][size_t(r.index)].alive = true;
+  metrics_.on_fault(now_, g, "repaired");
   if (random) push(next_failure_s(g, now_), Kind::kFail, g, 0, 1);
   touch(g);
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "tests/cli/cli_runner.hpp"
@@ -59,6 +60,13 @@ TEST(FaultsCli, AFailedInstancesRequestsAreSentAgainOrFailWithTheReason) {
   EXPECT_EQ(failed, lost.failed_rows);
   EXPECT_EQ(lost.summary.at("requests").at("completed").get<int64_t>() + failed, 800);
   EXPECT_NE(read_all(b.path() / "o" / "requests.csv").find("replica 3 failed"), std::string::npos);
+  // The failure and its repair are instant events on the replica's row of the trace.
+  const auto trace = nlohmann::json::parse(read_all(a.path() / "o" / "trace.json"));
+  std::set<std::string> marks;
+  for (const auto& e : trace.at("traceEvents"))
+    if (e.value("ph", "") == "i" && e.at("name").get<std::string>().rfind("replica 3 ", 0) == 0)
+      marks.insert(e.at("name").get<std::string>());
+  EXPECT_EQ(marks, (std::set<std::string>{"replica 3 failed", "replica 3 failure detected", "replica 3 repaired"}));
 }
 
 TEST(FaultsCli, BadFaultSchedulesAreExitCode2AtTheKey) {
