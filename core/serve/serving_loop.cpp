@@ -88,6 +88,10 @@ void ServingLoop::fail(int g) {
   Rep& r = reps_[size_t(g)];
   if (r.down) return;
   r.down = true;
+  for (size_t k = 0; k < r.count; ++k) {  // host-run steps keep running on their slots until they post back
+    const Slot& s = r.ring[(r.head + k) % r.ring.size()];
+    if (s.async && !s.done) ++r.stale_async;
+  }
   ++r.epoch;  // what it was computing is lost: those iterations never complete
   r.head = r.count = 0;
   r.last_slot = -1;
@@ -264,7 +268,7 @@ double ServingLoop::flow_shop(Rep& r, const StepTiming& t) {
 
 void ServingLoop::try_start(int g) {
   Rep& r = reps_[size_t(g)];
-  if (r.down) return;
+  if (r.down || r.stale_async > 0) return;
   const LoopPool& pool = pools_[size_t(r.pool)];
   const int pp = pool.pp;
   while (int(r.count) < pp) {
@@ -279,7 +283,9 @@ void ServingLoop::try_start(int g) {
     r.last_slot = int(k);
     s.done = false;
     s.epoch = r.epoch;
+    s.async = false;
     if (host_->start_step(*this, g, int(k), s.it.batch, now_)) {
+      s.async = true;
       ++async_in_flight_;
       s.timing = StepTiming{};
       s.stage0_s = kInf;
@@ -311,6 +317,11 @@ void ServingLoop::post_stage0(int g, int slot, double t_s) {
 
 void ServingLoop::post_step_done(int g, int slot, const StepTiming& timing, double t_s) {
   Rep& r = reps_[size_t(g)];
+  if (r.ring[size_t(slot)].epoch != r.epoch) {  // from before a failure: its slot is free again
+    --async_in_flight_;
+    if (--r.stale_async == 0) touch(g);
+    return;
+  }
   r.ring[size_t(slot)].timing = timing;
   --async_in_flight_;
   push(t_s, Kind::kStepEnd, g, slot, r.ring[size_t(slot)].epoch);

@@ -161,6 +161,7 @@ class ServingLoop {
     Iteration it;
     StepTiming timing;
     uint64_t epoch = 0;   // the replica's epoch when it started (a failure since voids it)
+    bool async = false;   // run by the host (posted back), not costed by the loop
     double stage0_s = 0;  // when stage 0 finished this micro-batch (infinity: not yet known)
     bool done = false;
   };
@@ -177,6 +178,7 @@ class ServingLoop {
     bool busy = false;      // !sched->idle(), as last seen
     bool down = false;      // failed, not repaired yet
     uint64_t epoch = 0;     // failures so far
+    int64_t stale_async = 0;  // host-run steps from before a failure still running: the slots stay theirs
     StepEvents events;  // what its last completed iteration produced (capacity reused)
   };
   enum class Kind : uint8_t { kStepEnd = 0, kStage0 = 1, kKvArrived = 2, kFail = 3, kDetect = 4, kRepair = 5, kRetry = 6 };
