@@ -39,14 +39,7 @@ Figures simulate(const spec::Scenario& s, const plan::SearchInput& in, const pla
   mc.replicas = replicas;
   mc.gpus_per_replica = made.plan.pools[0].config.instance_size();
   serve::MetricsCollector metrics(mc);
-  ServeOptions o;
-  o.engine = &s.engine;
-  for (size_t p = 0; p < made.plan.pools.size(); ++p)
-    o.schedulers.push_back(serve::scheduler_config(made.plan, static_cast<int>(p), s));
-  o.router.seed = seed;
-  if (const spec::Serving serving = spec::effective_serving(s); serving.router)
-    o.router = serve::load_router(*serving.router, o.router);
-  o.first_token_at_decode = s.sim.first_token == spec::FirstToken::kDecode;
+  const ServeOptions o = serve_options(s, made.plan, seed);
   const ServeResult r = simulate_serving(made.plan, s.cluster, *source, metrics, o);
   const serve::Summary sum = metrics.finish(r.end_s);
   return {1.0,

@@ -131,6 +131,16 @@ class SimHost final : public serve::LoopHost {
 
 }  // namespace
 
+ServeOptions serve_options(const spec::Scenario& s, const plan::Plan& plan, uint64_t seed) {
+  ServeOptions o;
+  o.engine = &s.engine;
+  for (size_t p = 0; p < plan.pools.size(); ++p)
+    o.schedulers.push_back(serve::scheduler_config(plan, static_cast<int>(p), s));
+  o.router = serve::router_config(s, seed);
+  o.first_token_at_decode = s.sim.first_token == spec::FirstToken::kDecode;
+  return o;
+}
+
 serve::FaultPolicy fault_policy(const spec::Faults& f, const plan::Plan& plan, const std::string& file) {
   serve::FaultPolicy p;
   p.detect_s = f.detect_s;

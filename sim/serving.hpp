@@ -58,6 +58,11 @@ struct ServeOptions {
   serve::FaultPolicy faults;  // replica failures to inject (fault_policy() of the scenario's faults:)
 };
 
+// The options that serve `plan` as the scenario says: its engine, one scheduler per pool under its serving knobs
+// (serve::scheduler_config), its router (serve::router_config, draws from `seed`) and when a P/D request's first
+// token counts. Fidelity, limits and faults are the caller's.
+ServeOptions serve_options(const spec::Scenario& scenario, const plan::Plan& plan, uint64_t seed);
+
 // The scenario's `faults:` for this plan: GPUs mapped to the replicas holding them (a GPU no replica holds is a
 // ConfigError naming the event), the per-GPU MTBF turned into the replica's (its GPUs fail independently).
 serve::FaultPolicy fault_policy(const spec::Faults& faults, const plan::Plan& plan, const std::string& scenario_file);

@@ -163,10 +163,7 @@ int run_exec_serve(const ExecOptions& o, const CommonOptions& common) {
     c.runner.profile = !o.profile_out.empty();
     c.profile_gpu = o.profile_gpu.empty() ? o.backend : o.profile_gpu;
     c.seed = common.seed;
-    // Requests reach the instances by the scenario's router (serving.router, else least outstanding tokens).
-    if (const spec::Serving serving = spec::effective_serving(sc); serving.router)
-      c.router = serve::load_router(*serving.router, c.router);
-    c.router.seed = common.seed;
+    c.router = serve::router_config(sc, common.seed);  // how requests reach the instances
     configs.push_back(std::move(c));
     const int dp = std::max(1, plan.pools[p].config.dp);
     world += plan.pools[p].config.instance_size() * dp;

@@ -153,34 +153,24 @@ int run(const SimArgs& a, const CommonOptions& common) {
   int64_t expected_requests = -1;
   auto source = serve::make_source(ws, common.seed, &expected_requests);
 
-  sim::ServeOptions o;
+  // The scenario's engine (default vllm), serving knobs and router; the command line over them.
+  sim::ServeOptions o = sim::serve_options(sc, plan, common.seed);
   o.fidelity = sc.sim.fidelity;
-  o.engine = &sc.engine;  // the scenario's `engine:` (default vllm)
   if (!a.fidelity.empty()) {
     if (a.fidelity != "analytic" && a.fidelity != "network")
       throw ConfigError("", 0, 0, "--fidelity", "analytic or network", a.fidelity);
     o.fidelity = a.fidelity == "network" ? spec::Fidelity::kNetwork : spec::Fidelity::kAnalytic;
   }
-  // The engine knobs: the scenario's `serving:` over its engine's defaults; --router and --policy over both.
-  const spec::Serving serving = spec::effective_serving(sc);
-  serve::RouterConfig router;
-  router.seed = common.seed;
-  if (serving.router) router = serve::load_router(*serving.router, router);
-  if (!a.router.empty()) router.policy = serve::parse_router_policy(a.router);
-  o.router = router;
+  if (!a.router.empty()) o.router.policy = serve::parse_router_policy(a.router);
   if (!a.policy.empty() && a.policy != "prefill_first" && a.policy != "chunked")
     throw ConfigError("", 0, 0, "--policy", "prefill_first or chunked", a.policy);
-  for (size_t p = 0; p < plan.pools.size(); ++p) {
-    o.schedulers.push_back(serve::scheduler_config(plan, static_cast<int>(p), sc));
-    if (!a.policy.empty())
-      o.schedulers.back().policy =
-          a.policy == "prefill_first" ? serve::BatchPolicy::kPrefillFirst : serve::BatchPolicy::kChunked;
-  }
+  if (!a.policy.empty())
+    for (serve::SchedulerConfig& c : o.schedulers)
+      c.policy = a.policy == "prefill_first" ? serve::BatchPolicy::kPrefillFirst : serve::BatchPolicy::kChunked;
   o.algo = sim::parse_algo(a.algo);
   if (sc.faults.any()) o.faults = sim::fault_policy(sc.faults, plan, sc.file);
   if (sc.sim.duration_s) o.duration_s = *sc.sim.duration_s;
   if (sc.sim.max_requests) o.max_requests = *sc.sim.max_requests;
-  o.first_token_at_decode = sc.sim.first_token == spec::FirstToken::kDecode;
   // Progress on stderr (never in an output file): on a terminal one line rewritten at most 5 times a second, in a log a
   // line every 10 s; the fraction done is the larger of requests done / expected and simulated time / duration, when
   // either is known, with an ETA from the wall time so far. -q and --json silence it.

@@ -252,6 +252,14 @@ int SessionAffinityRouter::route(const Request& r, std::span<const ReplicaLoad> 
   return i;
 }
 
+RouterConfig router_config(const spec::Scenario& scenario, uint64_t seed) {
+  RouterConfig c;
+  c.seed = seed;
+  if (const spec::Serving serving = spec::effective_serving(scenario); serving.router)
+    c = load_router(*serving.router, c);
+  return c;
+}
+
 std::unique_ptr<Router> make_router(const RouterConfig& c) {
   switch (c.policy) {
     case RouterPolicy::kRoundRobin:

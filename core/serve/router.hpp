@@ -76,6 +76,9 @@ struct RouterConfig {
 // policy, seed, cache_threshold, balance_abs_threshold, balance_rel_threshold, cache_blocks. Absent keys keep
 // `defaults`; unknown keys and bad values are ConfigErrors at the key.
 RouterConfig load_router(const yaml::Node& node, RouterConfig defaults);
+// A scenario's router: its serving.router (spec::effective_serving) over the defaults, drawing from `seed` unless the
+// section sets its own.
+RouterConfig router_config(const spec::Scenario& scenario, uint64_t seed);
 
 class Router {
  public:

@@ -308,15 +308,6 @@ std::optional<RequestRecord> Scheduler::add_prefilled(Handoff h, double now_s) {
   return std::nullopt;
 }
 
-bool Scheduler::has_runnable() const {
-  if (lane_busy_.size() > 1 && std::find(lane_busy_.begin(), lane_busy_.end(), 0) == lane_busy_.end()) return false;
-  if (any_waiting()) return true;
-  for (int32_t s : running_) {
-    if (!seqs_[size_t(s)].in_flight) return true;
-  }
-  return false;
-}
-
 void Scheduler::release_kv(Seq& q) {
   BlockManager& kv = kv_[size_t(q.group)];
   kv.release(q.owned_blocks);

@@ -183,7 +183,6 @@ class Scheduler {
   void evict_all(double now_s, std::vector<Evicted>& out);
 
   bool idle() const { return live_ == 0; }            // nothing queued, running or in flight
-  bool has_runnable() const;                          // schedule() would return something now
   int64_t in_flight() const { return int64_t(in_flight_serials_.size()); }
   int64_t outstanding_requests() const { return live_; }
   // Remaining work: prompt tokens still to prefill + output tokens still to generate, over all its requests.
