@@ -223,11 +223,16 @@ int run_fit(const CalibrateArgs& a, const CommonOptions& common, GpuSet& gpus, c
       gpu = r.gpu;  // later families start from (and may share) the parameters fitted so far
       if (common.json) {
         nlohmann::json jv = nlohmann::json::object();
-        for (const auto& [n, v] : r.values) jv[n] = v;
+        nlohmann::json unfit = nlohmann::json::array();
+        for (size_t i = 0; i < r.values.size(); ++i)
+          if (r.fitted[i])
+            jv[r.values[i].first] = r.values[i].second;
+          else
+            unfit.push_back(r.values[i].first);
         auto js = [](const cost::ErrorStats& s) {
           return nlohmann::json{{"n", s.n}, {"median", s.median}, {"p90", s.p90}, {"bias", s.bias}};
         };
-        jout.push_back({{"gpu", g}, {"family", f.name}, {"values", jv}, {"train", js(r.train)},
+        jout.push_back({{"gpu", g}, {"family", f.name}, {"values", jv}, {"not_fitted", unfit}, {"train", js(r.train)},
                         {"held_out", js(r.held_out)}, {"evaluations", r.evaluations}});
       } else {
         std::cout << g << "  " << f.name << ": train n " << r.train.n << " median " << pct(r.train.median) << " p90 "
@@ -235,9 +240,11 @@ int run_fit(const CalibrateArgs& a, const CommonOptions& common, GpuSet& gpus, c
                   << r.held_out.n << " median " << pct(r.held_out.median) << " p90 " << pct(r.held_out.p90) << " bias "
                   << format_number("%+.1f%%", 100 * r.held_out.bias) << " (" << r.evaluations << " evaluations)\n";
         for (size_t i = 0; i < r.values.size(); ++i)
-          std::cout << "    " << r.values[i].first << ": " << cost::yaml_value(f.params[i], r.values[i].second) << "\n";
+          std::cout << "    " << r.values[i].first << ": " << cost::yaml_value(f.params[i], r.values[i].second)
+                    << (r.fitted[i] ? "" : "  (no sample depends on it: not fitted, not written)") << "\n";
       }
       for (size_t i = 0; i < r.values.size(); ++i) {
+        if (!r.fitted[i]) continue;
         auto& w = to_write[g];
         const std::string v = cost::yaml_value(f.params[i], r.values[i].second);
         bool replaced = false;

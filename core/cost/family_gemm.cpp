@@ -102,6 +102,7 @@ void read_gemm(const CsvTable& t, const std::string& gpu, std::vector<Sample>& o
 struct MoeRow {
   int64_t tokens, hidden, inter, topk, experts, tp, ep;
   DType dt;
+  bool zero_fill;  // the kernel writes zero rows for the pairs of other ranks' experts (Triton fused MoE)
 };
 
 // Tokens of each expert under the collector's balanced_logits: token t's i-th choice is (t + i stride) mod E when
@@ -190,13 +191,16 @@ void moe_ops(const MoeRow& r, const std::vector<int64_t>& counts, std::vector<pl
   std::vector<int64_t> local(counts.begin(), counts.begin() + El);
   int64_t pairs = 0, active = 0;
   for (int64_t v : local) pairs += v, active += v > 0 ? 1 : 0;
-  const double T = static_cast<double>(r.tokens), P = static_cast<double>(pairs);
+  // The pairs the activation and the combine run over (and the expert GEMMs' `tokens`): every routed pair when the
+  // kernel zero-fills other ranks' pairs, else this rank's.
+  const int64_t seen = r.zero_fill ? r.tokens * r.topk : pairs;
+  const double T = static_cast<double>(r.tokens), P = static_cast<double>(pairs), PS = static_cast<double>(seen);
   {
     plan::Op o;
     o.kind = plan::OpKind::kMoeDispatch;
     o.name = "moe.permute";
     o.tokens = r.tokens;
-    o.bytes = (T + P) * h * a;
+    o.bytes = r.zero_fill ? T * static_cast<double>(r.topk) * 8.0 : (T + P) * h * a;
     ops.push_back(std::move(o));
   }
   auto experts = [&](const char* what, int64_t N, int64_t K) {
@@ -205,10 +209,10 @@ void moe_ops(const MoeRow& r, const std::vector<int64_t>& counts, std::vector<pl
     o.name = what;
     o.dtype = r.dt;
     o.expert_tokens = local;
-    o.m = pairs, o.n = N, o.k = K, o.batch = El, o.tokens = pairs;
+    o.m = pairs, o.n = N, o.k = K, o.batch = El, o.tokens = seen;
     o.flops = 2.0 * P * static_cast<double>(N) * static_cast<double>(K);
-    o.bytes = P * static_cast<double>(K + N) * a + static_cast<double>(active) * static_cast<double>(K) *
-                                                       static_cast<double>(N) * wb;
+    o.bytes = P * static_cast<double>(K + N) * a + (PS - P) * static_cast<double>(N) * a +
+              static_cast<double>(active) * static_cast<double>(K) * static_cast<double>(N) * wb;
     ops.push_back(std::move(o));
   };
   experts("moe.experts.gate_up", 2 * ef, r.hidden);
@@ -216,9 +220,9 @@ void moe_ops(const MoeRow& r, const std::vector<int64_t>& counts, std::vector<pl
     plan::Op o;  // fused SiLU-and-mul (build_step's activation with fusion.silu_mul)
     o.kind = plan::OpKind::kActivation;
     o.name = "moe.experts.act";
-    o.tokens = pairs, o.n = ef;
-    o.flops = 5.0 * P * static_cast<double>(ef);
-    o.bytes = 3.0 * P * static_cast<double>(ef) * a;
+    o.tokens = seen, o.n = ef;
+    o.flops = 5.0 * PS * static_cast<double>(ef);
+    o.bytes = 3.0 * PS * static_cast<double>(ef) * a;
     ops.push_back(std::move(o));
   }
   experts("moe.experts.down", r.hidden, ef);
@@ -227,8 +231,8 @@ void moe_ops(const MoeRow& r, const std::vector<int64_t>& counts, std::vector<pl
     o.kind = plan::OpKind::kMoeCombine;
     o.name = "moe.unpermute";
     o.tokens = r.tokens;
-    o.flops = 2.0 * P * h;
-    o.bytes = (T + P) * h * a;
+    o.flops = 2.0 * PS * h;
+    o.bytes = (T + PS) * h * a;
     ops.push_back(std::move(o));
   }
 }
@@ -246,13 +250,19 @@ void read_moe(const CsvTable& t, const std::string& gpu, std::vector<Sample>& ou
     r.tp = t.integer(row, "moe_tp_size", 1);
     r.ep = t.integer(row, "moe_ep_size", 1, r.experts);
     const std::string dist = t.str(row, "distribution");
+    // vLLM's Triton fused MoE (kernel_source `vllm_fused_moe` in 0.14, `..._triton_tritonexperts` in 0.24) with an
+    // expert map: fused_moe.py's kernel writes zeros for the blocks of experts mapped to -1 (write_zeros_to_output),
+    // and SiLU-and-mul and moe_sum run over the whole [num_tokens, topk] workspace. FlashInfer's CUTLASS and TRT-LLM
+    // MoE compute only the local experts' pairs.
+    const std::string& src = t.str(row, "kernel_source");
+    r.zero_fill = src == "vllm_fused_moe" || src.find("_triton_") != std::string::npos;
     const double ms = t.number(row, "latency", 0.0);
     if (r.experts % r.ep != 0 || r.inter % r.tp != 0 || r.inter / r.tp == 0) continue;  // not a valid sharding
     Sample s;
     s.family = "moe";
     s.gpu = gpu;
     s.where = t.where(row);
-    s.key = "aic/" + t.str(row, "kernel_source") + "/" + dname + "/" + std::to_string(r.tokens) + "/" +
+    s.key = "aic/" + src + "/" + dname + "/" + std::to_string(r.tokens) + "/" +
             std::to_string(r.hidden) + "x" + std::to_string(r.inter) + "/k" + std::to_string(r.topk) + "/e" +
             std::to_string(r.experts) + "/tp" + std::to_string(r.tp) + "/ep" + std::to_string(r.ep) + "/" + dist;
     if (dist == "balanced") {
@@ -278,6 +288,16 @@ void read_moe(const CsvTable& t, const std::string& gpu, std::vector<Sample>& ou
 
 FitParam gemm_param(const char* name, double spec::GemmParams::*field, double lo, double hi, bool time = false) {
   return {name, [field](spec::Gpu& g) -> double& { return g.gemm.*field; }, lo, hi, time};
+}
+
+// A grouped GEMM's bandwidth fraction; unset (0), it starts from the dense GEMM's, as the cost model reads it.
+FitParam grouped_memory_param(const char* name, double spec::GemmParams::*field, double spec::GemmParams::*dense) {
+  return {name,
+          [field, dense](spec::Gpu& g) -> double& {
+            if (g.gemm.*field <= 0) g.gemm.*field = g.gemm.*dense;
+            return g.gemm.*field;
+          },
+          0.05, 1.0, false};
 }
 
 FitParam elementwise_kind(const std::string& kind, double lo, double hi) {
@@ -340,6 +360,8 @@ std::vector<Family> gemm_families() {
                 gemm_param("gemm.grouped_fixed", &P::grouped_fixed_s, 1e-7, 1e-4, true),
                 gemm_param("gemm.fp8_grouped_efficiency", &P::fp8_grouped_efficiency, 0.05, 4.0),
                 gemm_param("gemm.fp8_grouped_fixed", &P::fp8_grouped_fixed_s, 1e-7, 1e-4, true),
+                grouped_memory_param("gemm.grouped_memory", &P::grouped_memory, &P::memory),
+                grouped_memory_param("gemm.fp8_grouped_memory", &P::fp8_grouped_memory, &P::fp8_memory),
                 elementwise_kind("moe_dispatch", 0.02, 1.0), elementwise_kind("moe_combine", 0.02, 1.0)};
     f.read = read_moe;
     f.predict = predict_ops;

@@ -172,6 +172,7 @@ FitResult fit_family(const Family& family, const std::vector<Sample>& samples, c
     r.train = error_stats(family, train, r.gpu);
     r.held_out = error_stats(family, test, r.gpu);
     for (const auto& p : family.params) r.values.emplace_back(p.name, p.field(r.gpu));
+    r.fitted.assign(family.params.size(), false);
     return r;
   }
   const std::vector<Sample> fit_set = subsample(train, kFitMaxSamples, seed);
@@ -188,6 +189,24 @@ FitResult fit_family(const Family& family, const std::vector<Sample>& samples, c
     x[i] = c.to_x(v);
     lo[i] = c.to_x(p.lo);
     hi[i] = c.to_x(p.hi);
+  }
+
+  // A parameter that moves no prediction of the fit set between its bounds is not the data's to set.
+  std::vector<bool> depends(dim, false);
+  {
+    spec::Gpu g = r.gpu;
+    std::vector<double> base(fit_set.size());
+    for (size_t s = 0; s < fit_set.size(); ++s) base[s] = family.predict(fit_set[s], g);
+    for (size_t i = 0; i < dim; ++i) {
+      const FitParam& p = family.params[i];
+      const double v0 = p.field(g);
+      for (double v : {p.lo, p.hi}) {
+        p.field(g) = v;
+        for (size_t s = 0; s < fit_set.size() && !depends[i]; ++s)
+          depends[i] = family.predict(fit_set[s], g) != base[s];
+      }
+      p.field(g) = v0;
+    }
   }
 
   struct Ctx {
@@ -247,10 +266,11 @@ FitResult fit_family(const Family& family, const std::vector<Sample>& samples, c
 
   for (size_t i = 0; i < dim; ++i) {
     const FitParam& p = family.params[i];
-    const double v = std::clamp(coords[i].to_value(best_x[i]), p.lo, p.hi);
+    const double v = depends[i] ? std::clamp(coords[i].to_value(best_x[i]), p.lo, p.hi) : p.field(r.gpu);
     p.field(r.gpu) = v;
     r.values.emplace_back(p.name, v);
   }
+  r.fitted = depends;
   r.evaluations = ctx.evals;
   r.train = error_stats(family, train, r.gpu);
   r.held_out = error_stats(family, test, r.gpu);

@@ -56,6 +56,9 @@ ErrorStats error_stats(const Family& family, const std::vector<Sample>& samples,
 struct FitResult {
   spec::Gpu gpu;                                      // the start GPU with the family's parameters fitted
   std::vector<std::pair<std::string, double>> values;  // FitParam::name -> fitted value (SI)
+  // Per parameter: false when no training sample's prediction depends on it (e.g. fp8 terms on a GPU measured only
+  // in bfloat16); such a value stays at its start and is not written.
+  std::vector<bool> fitted;
   ErrorStats train, held_out;
   int evaluations = 0;
 };

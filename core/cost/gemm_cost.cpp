@@ -62,6 +62,9 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   const double per_sm = peak * eff / S;                 // FLOP/s of one SM's tile
   const double feed = per_sm / std::max(g.tile_intensity, 1e-9);  // operand bytes/s into one SM's tile
   const double bw = gpu.hbm_bw_Bps * (lowp ? g.fp8_memory : g.memory);
+  // A grouped GEMM streams its experts' weights at its own fraction (the fused-MoE kernel's weight loads).
+  const double grouped_mem = lowp ? g.fp8_grouped_memory : g.grouped_memory;
+  const double bw_w = grouped && grouped_mem > 0 ? gpu.hbm_bw_Bps * grouped_mem : bw;
   const double k_step = lowp ? g.fp8_k_step_s : g.k_step_s;
   const double p = g.overlap;
 
@@ -81,8 +84,11 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   } else {
     for (int i = 0; i < kBmCount; ++i) mtiles[i] = batch * ceil_div(m, kBms[i]);
   }
-  const double bytes = rows * k * a_in + rows * n * act + active * k * n * w;
-  const double mem_s = bytes / bw;
+  // A kernel that zero-fills other ranks' pairs (op.tokens above its rows: vLLM's Triton fused MoE under an expert
+  // map) writes their C rows too.
+  const double foreign = grouped ? std::max(static_cast<double>(op.tokens) - rows, 0.0) : 0.0;
+  const double act_bytes = rows * k * a_in + (rows + foreign) * n * act, w_bytes = active * k * n * w;
+  const double mem_s = act_bytes / bw + w_bytes / bw_w;
 
   // A tile's time over `kk` k elements of its main loop.
   auto tile_s = [&](double bm, double bn, double kk) {

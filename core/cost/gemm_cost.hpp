@@ -4,8 +4,9 @@
 //   a candidate tile BM x BN gives T = sum over GEMMs of ceil(m_e/BM) ceil(n/BN) tiles, run in ceil(T/S) waves.
 //   One tile costs (k + k_half) x max(2 BM BN / F, (BM a + BN w) / (F / tile_intensity), k_step) with
 //   F = peak(dtype) / S x efficiency (max_efficiency; fp8/int8: fp8_max_efficiency; grouped: x grouped_efficiency),
-//   a and w the A and B element sizes. Memory: A, B and C once (a grouped GEMM reads each active expert's weights)
-//   at HBM x memory. time = fixed + (compute^p + memory^p)^(1/p), p = overlap, with the cheapest tile: cuBLAS-like
+//   a and w the A and B element sizes. Memory: A, B and C once (a grouped GEMM reads each active expert's weights,
+//   and writes zero C rows for the op.tokens - rows pairs of other ranks' experts that a zero-filling kernel sees)
+//   at HBM x memory (a grouped GEMM's weights at HBM x grouped_memory / fp8_grouped_memory when set). time = fixed + (compute^p + memory^p)^(1/p), p = overlap, with the cheapest tile: cuBLAS-like
 //   libraries pick from a handful of tiles by their own estimate, and a GEMM whose tiles fill less than one wave may
 //   split k into s slices (s a power of two, s T <= S; a slice costs at least split_k_min of k; + split_k_fixed and
 //   the fp32 partials).

@@ -565,11 +565,16 @@ void StepBuilder::Impl::emit_moe(Emit& e, int64_t l, int s, int ag, int j) {
   }
   int64_t local_pairs = 0;
   for (int64_t x = ep_index * El; x < (ep_index + 1) * El; ++x) local_pairs += cnt[static_cast<size_t>(x)];
+  // A Triton fused-MoE kernel in the gather form sees every routed pair: it zero-fills other ranks' pairs, and the
+  // activation and the combine run over all of them (spec::MoeExperts).
+  const bool triton = !a2a && opts.triton_experts;
+  const int64_t seen = triton ? Tin * mo.top_k : local_pairs;
   {
     Op& o = e.op(OpKind::kMoeDispatch, layer, "moe.permute", ad);
     const int64_t pairs = a2a ? Tgate * mo.top_k : local_pairs;
     o.tokens = a2a ? Tgate : Tin;
-    o.bytes = (d(o.tokens) + d(pairs)) * h * a;
+    // Triton: the routing ids sorted by expert (int32 in, int32 out), no copy of the token rows.
+    o.bytes = triton ? d(Tin) * d(mo.top_k) * 8.0 : (d(o.tokens) + d(pairs)) * h * a;
   }
   if (a2a) {
     Op& o = e.op(OpKind::kAllToAll, layer, "moe.dispatch", ad);
@@ -587,12 +592,12 @@ void StepBuilder::Impl::emit_moe(Emit& e, int64_t l, int s, int ag, int j) {
     o.expert_tokens.assign(cnt.begin() + ep_index * El, cnt.begin() + (ep_index + 1) * El);
     int64_t active = 0;
     for (int64_t v : o.expert_tokens) active += v > 0 ? 1 : 0;
-    o.m = local_pairs, o.n = N, o.k = K, o.batch = El, o.tokens = local_pairs;
+    o.m = local_pairs, o.n = N, o.k = K, o.batch = El, o.tokens = seen;
     o.flops = 2.0 * d(local_pairs) * d(N) * d(K);
-    o.bytes = d(local_pairs) * (d(K) + d(N)) * a + d(active) * d(K) * d(N) * wb;
+    o.bytes = d(local_pairs) * (d(K) + d(N)) * a + d(seen - local_pairs) * d(N) * a + d(active) * d(K) * d(N) * wb;
   };
   experts("moe.experts.gate_up", 2 * ef, m.hidden);
-  activation(e, layer, "moe.experts.act", local_pairs, ef);
+  activation(e, layer, "moe.experts.act", seen, ef);
   experts("moe.experts.down", m.hidden, ef);
   if (a2a) {
     Op& o = e.op(OpKind::kAllToAll, layer, "moe.combine", ad);
@@ -605,7 +610,7 @@ void StepBuilder::Impl::emit_moe(Emit& e, int64_t l, int s, int ag, int j) {
   }
   {
     Op& o = e.op(OpKind::kMoeCombine, layer, "moe.unpermute", ad);
-    const int64_t pairs = a2a ? Tgate * mo.top_k : local_pairs;
+    const int64_t pairs = a2a ? Tgate * mo.top_k : seen;
     o.tokens = a2a ? Tgate : Tin;
     o.flops = 2.0 * d(pairs) * h;
     o.bytes = (d(o.tokens) + d(pairs)) * h * a;
@@ -682,6 +687,7 @@ StepOptions step_options(const spec::Engine& engine, const Plan& plan, int pool,
   StepOptions o;
   o.fusion = engine.fusion;
   o.dispatch = engine.moe_dispatch;
+  o.triton_experts = engine.moe_experts.is_triton(plan.weight_dtype);
   o.fused_allreduce_max_bytes = engine.custom_allreduce.enabled ? engine.custom_allreduce.max_bytes : 0.0;
   if (pool < 0 || pool >= static_cast<int>(plan.pools.size())) return o;
   if (plan.pools[static_cast<size_t>(pool)].placement.empty()) return o;

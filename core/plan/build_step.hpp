@@ -62,6 +62,7 @@ namespace parasol::plan {
 struct StepOptions {
   spec::Fusion fusion;
   spec::MoeDispatch dispatch;
+  bool triton_experts = false;  // the experts run a Triton fused-MoE kernel (spec::MoeExperts)
   double fused_allreduce_max_bytes = 0;  // allreduce_rmsnorm: the largest TP all-reduce that carries the norm
   std::vector<int> rank_domain;          // per instance rank: its scale-up domain (node forwarding); empty: one domain
 };

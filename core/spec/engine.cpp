@@ -85,6 +85,20 @@ MoeDispatch load_dispatch(const Node& n) {
   return d;
 }
 
+MoeExperts load_experts(const Node& n) {
+  n.allow_keys({"triton"});
+  MoeExperts x;
+  if (auto t = n.get("triton")) {
+    if (!t->is_seq()) t->fail("a list of weight dtypes (bf16, fp16, fp8, int8)");
+    for (const auto& d : t->items()) {
+      const auto dt = parse_dtype(d.as_string());
+      if (!dt || *dt == DType::kFp32 || *dt == DType::kInt4) d.fail("a weight dtype (bf16, fp16, fp8, int8)");
+      x.triton.push_back(*dt);
+    }
+  }
+  return x;
+}
+
 // Where shipped profiles live: the data directory, then the source tree this binary was built from (a data directory
 // of the user's own models and clusters need not copy the engines).
 std::vector<fs::path> engine_dirs() {
@@ -99,7 +113,7 @@ std::vector<fs::path> engine_dirs() {
 Engine load_engine(const yaml::Node& root) {
   if (!root.is_map()) root.fail("an engine profile (a map with 'schema: parasol.engine/1')");
   root.allow_keys({"schema", "name", "version", "description", "iteration", "launch", "cuda_graphs", "fusion",
-                   "custom_allreduce", "moe_dispatch", "serving"});
+                   "custom_allreduce", "moe_dispatch", "moe_experts", "serving"});
   root.at("schema").as_enum({"parasol.engine/1"});
   Engine e;
   e.source = root.file();
@@ -112,6 +126,7 @@ Engine load_engine(const yaml::Node& root) {
   if (auto c = root.get("fusion")) e.fusion = load_fusion(*c);
   if (auto c = root.get("custom_allreduce")) e.custom_allreduce = load_custom_allreduce(*c);
   if (auto c = root.get("moe_dispatch")) e.moe_dispatch = load_dispatch(*c);
+  if (auto c = root.get("moe_experts")) e.moe_experts = load_experts(*c);
   if (auto c = root.get("serving")) e.serving = load_serving_defaults(*c);
   return e;
 }
@@ -163,6 +178,8 @@ nlohmann::json to_json(const Engine& e) {
   auto cpu = [](const IterationCpu& c) {
     return nlohmann::json{{"fixed_s", c.fixed_s}, {"per_sequence_s", c.per_sequence_s}, {"per_token_s", c.per_token_s}};
   };
+  nlohmann::json triton = nlohmann::json::array();
+  for (DType d : e.moe_experts.triton) triton.push_back(std::string(to_string(d)));
   return {{"name", e.name},
           {"version", e.version},
           {"source", e.source},
@@ -190,7 +207,8 @@ nlohmann::json to_json(const Engine& e) {
            {{"copies", e.moe_dispatch.per_rank ? "per_rank" : "per_pair"},
             {"fp8", e.moe_dispatch.fp8},
             {"fp8_block", e.moe_dispatch.fp8_block},
-            {"node_forwarding", e.moe_dispatch.node_forwarding}}}};
+            {"node_forwarding", e.moe_dispatch.node_forwarding}}},
+          {"moe_experts", {{"triton", triton}}}};
 }
 
 }  // namespace parasol::spec

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/common/dtype.hpp"
 #include "core/common/yaml_node.hpp"
 #include "core/spec/serving.hpp"
 
@@ -71,6 +72,20 @@ struct MoeDispatch {
   bool node_forwarding = false;  // inter-node copies go once per destination node, then over NVLink (DeepEP normal)
 };
 
+// The engine's expert kernels by weight dtype. A Triton fused-MoE kernel (vLLM's and SGLang's fused_moe) reads each
+// pair's token row through the sorted routing ids (no permuted copy) and, when every rank sees every token (expert
+// parallelism without an all-to-all: an expert map), writes zero rows for the pairs of other ranks' experts and runs
+// the activation and the final sum over every (token, expert) pair. Other kernels (CUTLASS, TRT-LLM) permute the
+// local pairs into a buffer and compute only those.
+struct MoeExperts {
+  std::vector<DType> triton;  // weight dtypes whose experts run the Triton kernel
+  bool is_triton(DType d) const {
+    for (DType t : triton)
+      if (t == d) return true;
+    return false;
+  }
+};
+
 struct Engine {
   std::string name;     // "vllm"
   std::string version;  // the engine version the profile describes
@@ -81,6 +96,7 @@ struct Engine {
   Fusion fusion;
   CustomAllReduce custom_allreduce;
   MoeDispatch moe_dispatch;
+  MoeExperts moe_experts;
   ServingDefaults serving;  // the engine's defaults for the scenario's `serving:` knobs (unset: parasol's)
 };
 

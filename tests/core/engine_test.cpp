@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/common/error.hpp"
+#include "core/cost/op_cost.hpp"
 #include "core/cost/step_cost.hpp"
 #include "core/plan/build_step.hpp"
 #include "core/plan/placement.hpp"
@@ -133,6 +134,13 @@ TEST(Engine, UnknownKeysAndBadValuesAreErrorsAtTheirLine) {
     FAIL();
   } catch (const ConfigError& e) {
     EXPECT_EQ(e.line(), 5);
+  }
+  try {
+    load(head + "moe_experts:\n  triton: [bf16, fp32]\n");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.line(), 4);
+    EXPECT_NE(std::string(e.what()).find("weight dtype"), std::string::npos) << e.what();
   }
   const spec::Engine e =
       load(head + "cuda_graphs:\n  decode_max_seqs: 8\n  mixed: piecewise\n  mixed_max_tokens: 64\n");
@@ -336,6 +344,61 @@ TEST(Engine, MoeDispatchBytesEqualTheClosedFormForUniformRouting) {
   EXPECT_LT(rel(sum_combine, sum_rank), 1e-12);
   EXPECT_LT(ranks_per_token, k);
   (void)E;
+}
+
+// Property (spec::MoeExperts): in the gather form (every rank of the MoE group sees every token: EP with a TP share of
+// each expert), a Triton fused-MoE kernel sees all T x top_k routed pairs: its expert GEMMs compute only the local
+// experts' rows but write zero rows for the others (tokens = T k), the activation and the combine run over all T k
+// pairs, and the routing ids replace the permuted copy. Other kernels see only the local pairs. With one EP rank
+// (every pair local) the two differ only in the permute.
+TEST(Engine, TritonExpertsSeeEveryRoutedPairInTheGatherForm) {
+  const spec::Model m = shipped_model("mixtral-8x7b");
+  const spec::Cluster cl = testing::test_cluster(shipped_gpu("h100-sxm"), 1, 8);
+  const double T = 24, k = static_cast<double>(m.moe.top_k), h = static_cast<double>(m.hidden), a = 2;
+  const plan::Batch b = plan::parse_batch_spec("decode:24@512");
+  for (int ep : {1, 2}) {
+    plan::ParallelConfig c = layout(4, 1);
+    c.ep = ep;  // moe_tp = 4 / ep > 1: the gather form
+    const auto made = plan_on(m, cl, c);
+    plan::StepOptions triton, other;
+    triton.triton_experts = true;
+    const plan::Step st = plan::build_step(made.plan, 0, b, triton), so = plan::build_step(made.plan, 0, b, other);
+    const double ef = static_cast<double>(m.moe.expert_ffn) / (4 / ep);
+    for (size_t r = 0; r < st.ranks.size(); ++r) {
+      const plan::Op* gu = find_op(st.ranks[r], "L1.moe.experts.gate_up");
+      const plan::Op* act = find_op(st.ranks[r], "L1.moe.experts.act");
+      const plan::Op* comb = find_op(st.ranks[r], "L1.moe.unpermute");
+      const plan::Op* perm = find_op(st.ranks[r], "L1.moe.permute");
+      const plan::Op* gu_o = find_op(so.ranks[r], "L1.moe.experts.gate_up");
+      const plan::Op* act_o = find_op(so.ranks[r], "L1.moe.experts.act");
+      ASSERT_TRUE(gu && act && comb && perm && gu_o && act_o);
+      EXPECT_EQ(gu->m, gu_o->m);  // the same local rows computed
+      EXPECT_EQ(gu->tokens, static_cast<int64_t>(T * k));
+      EXPECT_EQ(gu_o->tokens, gu_o->m);
+      EXPECT_EQ(act->tokens, static_cast<int64_t>(T * k));
+      EXPECT_EQ(act_o->tokens, gu_o->m);
+      EXPECT_EQ(act->bytes, 3 * T * k * ef * a);
+      EXPECT_EQ(comb->flops, 2 * T * k * h);
+      EXPECT_EQ(perm->bytes, T * k * 8);
+      EXPECT_EQ(gu->bytes - gu_o->bytes, (T * k - static_cast<double>(gu->m)) * 2 * ef * a);
+      if (ep == 1) {
+        EXPECT_EQ(gu->m, static_cast<int64_t>(T * k));  // every pair local
+      }
+    }
+    // The cost model charges the zero rows: equal with one EP rank, more with two.
+    const spec::Gpu gpu = shipped_gpu("h100-sxm");
+    const double t_tri = cost::op_time(*find_op(st.ranks[0], "L1.moe.experts.down"), gpu).time_s;
+    const double t_oth = cost::op_time(*find_op(so.ranks[0], "L1.moe.experts.down"), gpu).time_s;
+    if (ep == 1) {
+      EXPECT_EQ(t_tri, t_oth);
+    } else {
+      EXPECT_GT(t_tri, t_oth);
+    }
+  }
+  // The shipped vLLM profile runs 16-bit experts in Triton, fp8 ones not.
+  const spec::Engine v = shipped_engine("vllm");
+  EXPECT_TRUE(v.moe_experts.is_triton(DType::kBf16));
+  EXPECT_FALSE(v.moe_experts.is_triton(DType::kFp8));
 }
 
 // Property: node forwarding sends a token once to each other domain that holds one of its experts (probability

@@ -95,7 +95,16 @@ TEST(FitFamily, RecoversTheParametersThatGeneratedTheSamples) {
   start.gemm.max_efficiency = 0.4;
   start.gemm.k_half = 1000;
   start.gemm.fixed_s = 1e-6;
-  const FitResult r = fit_family(f, samples, start);
+  // A parameter no sample depends on (the predict never reads fp8_fixed) keeps its start and is marked not fitted.
+  Family g = f;
+  g.params.push_back({"gemm.fp8_fixed", [](spec::Gpu& x) -> double& { return x.gemm.fp8_fixed_s; }, 1e-7, 1e-4, true});
+  start.gemm.fp8_fixed_s = 7e-6;
+  const FitResult r = fit_family(g, samples, start);
+  ASSERT_EQ(r.fitted.size(), 4u);
+  EXPECT_TRUE(r.fitted[0] && r.fitted[1] && r.fitted[2]);
+  EXPECT_FALSE(r.fitted[3]);
+  EXPECT_EQ(r.gpu.gemm.fp8_fixed_s, 7e-6);
+  EXPECT_EQ(r.values[3].second, 7e-6);
   EXPECT_NEAR(r.gpu.gemm.max_efficiency, 0.72, 0.72 * 0.01);
   EXPECT_NEAR(r.gpu.gemm.k_half, 180, 180 * 0.02);
   EXPECT_NEAR(r.gpu.gemm.fixed_s, 6.5e-6, 6.5e-6 * 0.02);
@@ -103,7 +112,7 @@ TEST(FitFamily, RecoversTheParametersThatGeneratedTheSamples) {
   EXPECT_GT(r.held_out.n, 0u);
   EXPECT_EQ(r.train.n + r.held_out.n, samples.size());
   // Deterministic: the same fit again gives the same values, bit for bit.
-  const FitResult again = fit_family(f, samples, start);
+  const FitResult again = fit_family(g, samples, start);
   ASSERT_EQ(again.values.size(), r.values.size());
   for (size_t i = 0; i < r.values.size(); ++i) EXPECT_EQ(again.values[i].second, r.values[i].second);
 }

@@ -132,6 +132,29 @@ TEST(GemmCost, GroupedExpertGemmTilesEachExpert) {
   EXPECT_GT(op_time(skew, gpu).time_s, op_time(g, gpu).time_s);
 }
 
+// Closed form of a memory-bound grouped GEMM (one row per expert; overlap >= 32 takes the max): fixed + activation
+// rows at HBM x memory + the experts' weights at HBM x grouped_memory; a zero-filling kernel's foreign pairs
+// (tokens above its rows) add their C rows at the activations' bandwidth, and nothing else.
+TEST(GemmCost, GroupedWeightsStreamAtTheirOwnBandwidthAndForeignPairsWriteTheirRows) {
+  spec::Gpu gpu = shipped_gpu("h100-sxm");
+  gpu.gemm.overlap = 64;
+  gpu.gemm.grouped_memory = 0.5;
+  const int64_t E = 16, n = 8192, k = 4096;
+  plan::Op g = gemm(E, n, k);
+  g.expert_tokens.assign(E, 1);
+  g.batch = E, g.tokens = E;
+  const OpTime t = op_time(g, gpu);
+  ASSERT_EQ(t.bound, Bound::kMemory);
+  const double bw = gpu.hbm_bw_Bps * gpu.gemm.memory, act = double(E) * (k + n) * 2.0;
+  const double w = double(E) * k * n * 2.0;
+  EXPECT_NEAR(t.time_s, gpu.gemm.grouped_fixed_s + act / bw + w / (gpu.hbm_bw_Bps * 0.5), 1e-12);
+  plan::Op f = g;
+  f.tokens = E + 1000;
+  EXPECT_NEAR(op_time(f, gpu).time_s - t.time_s, 1000.0 * n * 2.0 / bw, 1e-12);
+  gpu.gemm.grouped_memory = 0;  // unset: the dense GEMM's fraction
+  EXPECT_NEAR(op_time(g, gpu).time_s, gpu.gemm.grouped_fixed_s + (act + w) / bw, 1e-12);
+}
+
 TEST(GemmCost, ElementwiseIsBytesAtItsKindsBandwidthPlusAFixedCost) {
   auto gpu = shipped_gpu("h100-sxm");
   gpu.elementwise.memory["activation"] = 0.5;
