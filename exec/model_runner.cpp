@@ -193,7 +193,7 @@ void ModelRunner::Impl::embed_or_recv(StepState& st, const StepRequest& req) {
   if (layout.config.tp > 1) all_reduce(st, -1, "embed.allreduce", st.x);
 }
 
-void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult& res) {
+void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult& res, bool all_ranks) {
   const int64_t H = model.hidden, V = model.vocab;
   const int rps = layout.config.ranks_per_stage();
   std::vector<int32_t> sampled;  // (request index, token) pairs this rank reports
@@ -262,6 +262,17 @@ void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult
         }
       }
   }
+  res.next_tokens.assign(req.seqs.size(), -1);
+  if (!all_ranks) {  // control plane, outside the Step: the last stage's tokens go to instance rank 0
+    if (layout.rank == 0) {
+      for (size_t i = 0; i + 1 < sampled.size(); i += 2) res.next_tokens[static_cast<size_t>(sampled[i])] = sampled[i + 1];
+    } else if (layout.last_stage() && layout.tp_index == 0) {
+      const int32_t n = static_cast<int32_t>(sampled.size());
+      world.send(&n, 1, ElemType::kI32, 0, "sample.tokens");
+      world.send(sampled.data(), n, ElemType::kI32, 0, "sample.tokens");
+    }
+    return;
+  }
   // Control plane, outside the Step: every rank learns every sampled token (the first stage needs them next step).
   int32_t n = static_cast<int32_t>(sampled.size());
   std::vector<int32_t> counts32(world.size());
@@ -271,7 +282,6 @@ void ModelRunner::Impl::finish(StepState& st, const StepRequest& req, StepResult
   for (int64_t c : counts) total += c;
   std::vector<int32_t> all(static_cast<size_t>(total));
   world.all_gather_v(sampled.data(), all.data(), counts, ElemType::kI32, "sample.tokens");
-  res.next_tokens.assign(req.seqs.size(), -1);
   for (int64_t i = 0; i + 1 < total; i += 2) res.next_tokens[all[i]] = all[i + 1];
 }
 
@@ -293,40 +303,79 @@ ModelRunner::ModelRunner(const spec::Model& model, const RankLayout& layout, Bac
 ModelRunner::~ModelRunner() = default;
 
 StepResult ModelRunner::step(const StepRequest& request) {
+  if (!impl_->submitted.empty())
+    throw Error("exec: step() with " + std::to_string(impl_->submitted.size()) + " submitted iterations not collected");
+  StepResult res;
+  impl_->run_step(request, res, true);
+  return res;
+}
+
+std::vector<OpRecord> ModelRunner::submit(const StepRequest& request) {
   Impl& im = *impl_;
+  StepResult res;
+  im.run_step(request, res, false);
+  std::vector<OpRecord> ops = std::move(res.ops);
+  res.ops.clear();
+  if (layout_.rank == 0) im.submitted.push_back(std::move(res));
+  return ops;
+}
+
+StepResult ModelRunner::collect() {
+  Impl& im = *impl_;
+  if (layout_.rank != 0) throw Error("exec: collect() on instance rank " + std::to_string(layout_.rank));
+  if (im.submitted.empty()) throw Error("exec: collect() with no submitted iteration");
+  StepResult res = std::move(im.submitted.front());
+  im.submitted.pop_front();
+  for (int r : im.token_senders) {  // in rank order: each pair (request index, token) of that rank's group
+    int32_t n = 0;
+    im.world.recv(&n, 1, ElemType::kI32, r, "sample.tokens");
+    std::vector<int32_t> pairs(static_cast<size_t>(n));
+    im.world.recv(pairs.data(), n, ElemType::kI32, r, "sample.tokens");
+    for (size_t i = 0; i + 1 < pairs.size(); i += 2) {
+      const size_t si = static_cast<size_t>(pairs[i]);
+      if (si >= res.next_tokens.size())
+        throw Error("exec: rank " + std::to_string(r) + " sampled for request index " + std::to_string(si) + " of " +
+                    std::to_string(res.next_tokens.size()) + " (results collected out of order?)");
+      res.next_tokens[si] = pairs[i + 1];
+    }
+  }
+  return res;
+}
+
+size_t ModelRunner::in_flight() const { return impl_->submitted.size(); }
+
+void ModelRunner::Impl::run_step(const StepRequest& request, StepResult& res, bool all_ranks) {
   plan::Batch batch;
   for (const SeqInput& s : request.seqs)
     batch.seqs.push_back({s.seq_id, static_cast<int64_t>(s.tokens.size()), s.context, s.attn_group, s.sample});
-  im.builder->build(batch, im.step);
-  StepResult res;
+  builder->build(batch, step);
   StepState st;
   st.ops = &res.ops;
-  st.step = &im.step;
-  st.program = &im.step.ranks.at(static_cast<size_t>(layout_.rank));
-  im.prepare(st, request);
-  im.embed_or_recv(st, request);
-  for (auto& lw : im.layers) {
+  st.step = &step;
+  st.program = &step.ranks.at(static_cast<size_t>(layout.rank));
+  prepare(st, request);
+  embed_or_recv(st, request);
+  for (auto& lw : layers) {
     int l = static_cast<int>(lw.index);
-    im.norm(st, l, "attn_norm", *lw.attn_norm);
-    if (im.model.mla)
-      im.mla(st, lw);
+    norm(st, l, "attn_norm", *lw.attn_norm);
+    if (model.mla)
+      mla(st, lw);
     else
-      im.attention(st, lw);
-    if (im.layout.config.tp > 1) im.all_reduce(st, l, "attn.allreduce", st.partial);
+      attention(st, lw);
+    if (layout.config.tp > 1) all_reduce(st, l, "attn.allreduce", st.partial);
     st.pending = true;
-    im.norm(st, l, "mlp_norm", *lw.mlp_norm);
+    norm(st, l, "mlp_norm", *lw.mlp_norm);
     if (lw.moe)
-      im.moe(st, lw);
+      moe(st, lw);
     else
-      im.dense_block(st, lw);
+      dense_block(st, lw);
     st.pending = true;
   }
-  im.finish(st, request, res);
+  finish(st, request, res, all_ranks);
   if (st.next_op != st.program->ops.size())
-    throw Error("executor vs Step (rank " + std::to_string(layout_.rank) + "): the executor ran " +
+    throw Error("executor vs Step (rank " + std::to_string(layout.rank) + "): the executor ran " +
                 std::to_string(st.next_op) + " ops of the program's " + std::to_string(st.program->ops.size()) +
                 "; next: " + describe(st.program->ops[st.next_op]));
-  return res;
 }
 
 void ModelRunner::release(int64_t seq_id) {

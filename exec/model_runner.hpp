@@ -83,6 +83,15 @@ class ModelRunner {
   ModelRunner& operator=(const ModelRunner&) = delete;
 
   StepResult step(const StepRequest& request);
+  // Pipelined serving: every rank of the instance calls submit() with the same requests in the same order; it runs
+  // this rank's program and returns when it is done, without waiting for the rest of the pipeline (the last stage
+  // sends the sampled tokens to instance rank 0); it returns this rank's op records. Instance rank 0 then takes the
+  // iterations' results, oldest first, with collect() (it waits for the last stage), and may submit the next
+  // micro-batch before collecting the previous one. collect()'s StepResult holds next_tokens only.
+  std::vector<OpRecord> submit(const StepRequest& request);
+  StepResult collect();
+  // Submitted iterations not collected yet (instance rank 0).
+  size_t in_flight() const;
   // Frees the KV blocks of a finished sequence (every rank of its attention group must call it).
   void release(int64_t seq_id);
   // P/D: this rank's KV of the first `tokens` tokens of `seq_id` — every local layer in order, its k rows then its v

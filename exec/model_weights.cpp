@@ -88,6 +88,8 @@ ModelRunner::Impl::Impl(const spec::Model& m, const RankLayout& l, Backend& b, C
   stage_comm = c.split(l.stage, l.stage_rank);
   for (int t = 0; t < cfg.tp; ++t) tp_members.push_back(cfg.rank(l.stage, l.attn_group, t));
   for (int j = 0; j < cfg.ranks_per_stage(); ++j) stage_members.push_back(l.stage * cfg.ranks_per_stage() + j);
+  for (int a = 0; a < cfg.attn_dp; ++a)
+    if (const int r = cfg.rank(cfg.pp - 1, a, 0); r != 0) token_senders.push_back(r);
   mixtral_names = m.architecture.find("Mixtral") != std::string::npos ||
                   (m.architecture.empty() && m.is_moe() && m.moe.scoring == "softmax");
 

@@ -4,6 +4,7 @@
 // Thread behaviour: as ModelRunner.
 #pragma once
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -133,7 +134,11 @@ struct ModelRunner::Impl {
   // step pieces (model_runner.cpp)
   void prepare(StepState& st, const StepRequest& req);
   void embed_or_recv(StepState& st, const StepRequest& req);
-  void finish(StepState& st, const StepRequest& req, StepResult& res);
+  // all_ranks: every rank learns every sampled token (step()); else the last stage sends them to instance rank 0
+  // (submit()), whose own ones go into `res`.
+  void finish(StepState& st, const StepRequest& req, StepResult& res, bool all_ranks);
+  // One iteration of this rank's program (build, run, check that it was used up).
+  void run_step(const StepRequest& req, StepResult& res, bool all_ranks);
 
   const spec::Model& model;
   RankLayout layout;
@@ -157,6 +162,11 @@ struct ModelRunner::Impl {
   // paged KV: blocks of every local sequence (identical on all ranks of an attention group)
   std::map<int64_t, std::vector<int32_t>> block_tables;
   std::vector<int32_t> free_blocks;  // ascending, popped from the front for determinism
+
+  // Instance rank 0 under submit(): the iterations whose sampled tokens are still to come, oldest first (each with
+  // this rank's own tokens), and the ranks that send them (the last stage's tp index 0 of every attention group).
+  std::deque<StepResult> submitted;
+  std::vector<int> token_senders;
 };
 
 }  // namespace parasol::exec

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <chrono>
 #include <limits>
 #include <cmath>
@@ -19,7 +20,9 @@ namespace parasol::exec {
 namespace {
 
 // kKvSend / kKvRecv (P/D): [kind, seq id, tokens, world rank of the peer instance's rank 0].
-enum Control : int32_t { kStep = 1, kStop = 2, kKeepAlive = 3, kKvSend = 4, kKvRecv = 5 };
+// kStage0 (leader -> rank 0): the step just begun is done with the first stage; kCollect (rank 0 -> leader): send the
+// oldest begun step's result.
+enum Control : int32_t { kStep = 1, kStop = 2, kKeepAlive = 3, kKvSend = 4, kKvRecv = 5, kStage0 = 6, kCollect = 7 };
 const char* const kLabel = "exec.control";
 
 void put64(std::vector<int32_t>& m, int64_t v) {
@@ -194,18 +197,24 @@ class LocalTarget final : public StepTarget {
  public:
   LocalTarget(ModelRunner& runner, Communicator& world, Communicator& instance, const ServeConfig& config)
       : runner_(runner), world_(world), comm_(instance), config_(config) {}
-  TargetResult run(const std::vector<int64_t>& releases, const StepRequest& req) override {
+  void begin(const std::vector<int64_t>& releases, const StepRequest& req) override {
     broadcast(comm_, encode(releases, req));
     for (int64_t id : releases) runner_.release(id);
-    StepResult res = runner_.step(req);
     TargetResult out;
-    out.next_tokens = std::move(res.next_tokens);
+    std::vector<OpRecord> ops = runner_.submit(req);
     for (const auto& r : runner_.last_step().ranks)
       for (const auto& op : r.ops) {
         out.flops += op.flops;
         out.bytes += op.bytes;
       }
-    if (config_.runner.profile) out.ops = std::move(res.ops);
+    if (config_.runner.profile) out.ops = std::move(ops);
+    begun_.push_back(std::move(out));
+  }
+  TargetResult collect() override {
+    if (begun_.empty()) throw Error("exec: collect() with no step begun on this instance");
+    TargetResult out = std::move(begun_.front());
+    begun_.pop_front();
+    out.next_tokens = runner_.collect().next_tokens;
     return out;
   }
   void keep_alive() override { broadcast(comm_, {kKeepAlive}); }
@@ -225,6 +234,7 @@ class LocalTarget final : public StepTarget {
   Communicator& world_;
   Communicator& comm_;
   const ServeConfig& config_;
+  std::deque<TargetResult> begun_;  // the work of steps begun and not collected, oldest first
 };
 
 // Another instance, through its leader (serve_leader) over the world communicator: the step request goes there, the
@@ -232,8 +242,14 @@ class LocalTarget final : public StepTarget {
 class RemoteTarget final : public StepTarget {
  public:
   RemoteTarget(Communicator& world, int leader) : world_(world), leader_(leader) {}
-  TargetResult run(const std::vector<int64_t>& releases, const StepRequest& req) override {
+  void begin(const std::vector<int64_t>& releases, const StepRequest& req) override {
     send_msg(world_, leader_, encode(releases, req));
+    const std::vector<int32_t> ack = receive(world_, leader_);
+    if (ack.size() != 1 || ack[0] != kStage0)
+      throw Error("exec: instance leader (world rank " + std::to_string(leader_) + ") did not acknowledge a step");
+  }
+  TargetResult collect() override {
+    send_msg(world_, leader_, {kCollect});
     const std::vector<int32_t> reply = receive(world_, leader_);
     TargetResult out;
     size_t i = 0;
@@ -261,7 +277,8 @@ ExecStepRunner::ExecStepRunner(std::vector<StepTarget*> targets, std::vector<int
       vocab_(vocab),
       clock_(clock),
       config_(config),
-      releases_(targets_.size()) {
+      releases_(targets_.size()),
+      started_(targets_.size()) {
   if (bases_.size() != targets_.size()) throw Error("exec: one world base rank per target");
   if (config_.runner.profile) profile_ = cost::profile_csv_header() + "\n";
 }
@@ -311,6 +328,23 @@ std::string ExecStepRunner::gather_profiles() {
 }
 
 serve::StepTiming ExecStepRunner::run(int replica, const plan::Batch& batch) {
+  begin(replica, batch);
+  return finish(replica, &batch);
+}
+
+void ExecStepRunner::begin(int replica, const plan::Batch& batch) {
+  Started s;
+  s.request = request_for(replica, batch);
+  std::vector<int64_t>& releases = releases_[static_cast<size_t>(replica)];
+  s.t0 = clock_.now_s();
+  targets_[static_cast<size_t>(replica)]->begin(releases, s.request);
+  releases.clear();
+  started_[static_cast<size_t>(replica)].push_back(std::move(s));
+}
+
+serve::StepTiming ExecStepRunner::collect(int replica) { return finish(replica, nullptr); }
+
+StepRequest ExecStepRunner::request_for(int replica, const plan::Batch& batch) {
   if (replica < 0 || replica >= static_cast<int>(targets_.size()))
     throw Error("exec: replica " + std::to_string(replica) + " has no instance");
   std::vector<int64_t>& releases = releases_[static_cast<size_t>(replica)];
@@ -340,15 +374,22 @@ serve::StepTiming ExecStepRunner::run(int replica, const plan::Batch& batch) {
     if (w.context == 0) releases.push_back(w.seq_id);
     req.seqs.push_back(std::move(s));
   }
-  const double t0 = clock_.now_s();
-  TargetResult res = targets_[static_cast<size_t>(replica)]->run(releases, req);
-  releases.clear();
+  return req;
+}
+
+serve::StepTiming ExecStepRunner::finish(int replica, const plan::Batch* timer_batch) {
+  if (replica < 0 || replica >= static_cast<int>(targets_.size()) || started_[static_cast<size_t>(replica)].empty())
+    throw Error("exec: replica " + std::to_string(replica) + " has no step begun");
+  Started started = std::move(started_[static_cast<size_t>(replica)].front());
+  started_[static_cast<size_t>(replica)].pop_front();
+  const StepRequest& req = started.request;
+  TargetResult res = targets_[static_cast<size_t>(replica)]->collect();
   serve::StepTiming timing;
-  if (config_.timer) {  // virtual clock: the step takes the cost model's time, whatever the CPU took
-    timing = config_.timer->run(replica, batch);
+  if (config_.timer && timer_batch) {  // virtual clock: the step takes the cost model's time, whatever the CPU took
+    timing = config_.timer->run(replica, *timer_batch);
     timing.clock_advanced = false;
   } else {
-    timing.total_s = clock_.now_s() - t0;
+    timing.total_s = clock_.now_s() - started.t0;
     timing.clock_advanced = true;
     timing.flops = res.flops;
     timing.bytes = res.bytes;
@@ -374,16 +415,34 @@ namespace {
 // The serving loop's host for real serving: the wall clock; waiting sleeps in slices of a quarter of the instance's
 // timeout, each followed by a keep-alive to the workers. On a virtual clock (ServeConfig::timer) time jumps from event
 // to event instead. KV moves (P/D) happen when the loop asks, between steps, and arrive at once.
+// A pipelined replica (pp > 1) on the wall clock runs its steps asynchronously: start_step begins one (rank 0's
+// first-stage share runs then) and reports stage 0 done; the results are collected, oldest first, when the loop
+// waits, which then waits for the oldest step's last stage rather than sleeping.
 class ExecHost final : public serve::LoopHost {
  public:
-  ExecHost(const serve::WallClock& clock, ExecStepRunner& runner, double slice_s, bool virtual_clock)
-      : clock_(clock), runner_(runner), slice_s_(slice_s), virtual_(virtual_clock) {}
+  ExecHost(const serve::WallClock& clock, ExecStepRunner& runner, double slice_s, bool virtual_clock,
+           std::vector<int> pp)
+      : clock_(clock), runner_(runner), slice_s_(slice_s), virtual_(virtual_clock), pp_(std::move(pp)) {}
   bool virtual_time() const override { return virtual_; }
   double now_s() override { return virtual_ ? now_ : clock_.now_s(); }
+  bool start_step(serve::ServingLoop& loop, int replica, int slot, const plan::Batch& batch, double) override {
+    if (virtual_ || pp_.at(static_cast<size_t>(replica)) <= 1) return false;
+    runner_.begin(replica, batch);
+    loop.post_stage0(replica, slot, clock_.now_s());
+    in_flight_.push_back({&loop, replica, slot});
+    return true;
+  }
   double wait_until(double t_s) override {
     if (virtual_) {
       if (t_s < std::numeric_limits<double>::infinity()) now_ = std::max(now_, t_s);
       return now_;
+    }
+    if (!in_flight_.empty() && clock_.now_s() < t_s) {
+      const InFlight f = in_flight_.front();
+      in_flight_.pop_front();
+      const serve::StepTiming timing = runner_.collect(f.replica);
+      f.loop->post_step_done(f.replica, f.slot, timing, clock_.now_s());
+      return clock_.now_s();
     }
     for (;;) {
       const double now = clock_.now_s();
@@ -400,10 +459,16 @@ class ExecHost final : public serve::LoopHost {
   }
 
  private:
+  struct InFlight {
+    serve::ServingLoop* loop;
+    int replica, slot;
+  };
   const serve::WallClock& clock_;
   ExecStepRunner& runner_;
   double slice_s_;
   bool virtual_;
+  std::vector<int> pp_;  // per global replica
+  std::deque<InFlight> in_flight_;
   double now_ = 0;
 };
 
@@ -511,6 +576,7 @@ ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Co
     pools[p].router = routers.back().get();
     pool_runners.push_back(std::make_unique<PoolRunner>(runner, offset));
     pools[p].runner = pool_runners.back().get();
+    pools[p].pp = std::max(1, plan.pools[p].config.pp);
     offset += dp;
   }
   serve::LoopOptions lo = loop_options;
@@ -524,7 +590,10 @@ ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Co
     if (next) next(rec);
   };
   serve::ServingLoop loop(std::move(pools), source, metrics, std::move(lo));
-  ExecHost host(clock, runner, std::max(0.001, world.timeout_s() / 4), first.timer != nullptr);
+  std::vector<int> pp;  // per global replica, pools in order
+  for (const plan::Pool& p : plan.pools)
+    for (int i = 0; i < std::max(1, p.config.dp); ++i) pp.push_back(p.config.pp);
+  ExecHost host(clock, runner, std::max(0.001, world.timeout_s() / 4), first.timer != nullptr, std::move(pp));
   const serve::LoopResult lr = loop.run(host);
   ServeResult result;
   result.iterations = lr.iterations;
@@ -562,9 +631,14 @@ ServeResult serve_leader(const plan::Plan& plan, const WeightSource& weights, Co
       local.kv(msg);
       continue;
     }
-    if (kind != kStep) throw Error("exec: unknown control message " + std::to_string(kind) + " from rank 0");
-    decode(msg, releases, req);
-    const TargetResult res = local.run(releases, req);
+    if (kind == kStep) {
+      decode(msg, releases, req);
+      local.begin(releases, req);
+      send_msg(world, 0, {kStage0});
+      continue;
+    }
+    if (kind != kCollect) throw Error("exec: unknown control message " + std::to_string(kind) + " from rank 0");
+    const TargetResult res = local.collect();
     std::vector<int32_t> reply{static_cast<int32_t>(res.next_tokens.size())};
     reply.insert(reply.end(), res.next_tokens.begin(), res.next_tokens.end());
     put_double(reply, res.flops);
@@ -595,9 +669,9 @@ ServeResult serve_worker(const plan::Plan& plan, const WeightSource& weights, Co
     if (kind != kStep) throw Error("exec: unknown control message " + std::to_string(kind) + " from rank 0");
     decode(msg, releases, req);
     for (int64_t id : releases) model->release(id);
-    StepResult res = model->step(req);
+    const std::vector<OpRecord> ops = model->submit(req);
     if (config.runner.profile)
-      rows += profile_rows(res.ops, config.profile_gpu, {instance.rank(), result.iterations, 0.0});
+      rows += profile_rows(ops, config.profile_gpu, {instance.rank(), result.iterations, 0.0});
     ++result.iterations;
   }
   if (config.runner.profile) send_text(instance, rows, 0);

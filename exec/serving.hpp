@@ -9,7 +9,10 @@
 // step's request over the instance communicator to the instance's other ranks (a small control message, outside the
 // Step) and every rank runs ModelRunner::step — build_step's program for that rank; an iteration of instance i > 0
 // goes to that instance's rank 0 (serve_leader) over the world communicator, which does the same on its instance and
-// answers with the sampled tokens. Steps of different instances run one after another (rank 0 waits for each). The
+// answers with the sampled tokens. Steps of different instances run one after another (rank 0 waits for each). A
+// pipelined instance (pp > 1, wall clock) takes the next micro-batch as soon as its first stage is done with the
+// previous one: the last stage sends the sampled tokens to instance rank 0, which collects them when the serving
+// loop next waits (oldest first; it waits for them there), so up to pp micro-batches are in flight per instance. The
 // other ranks run serve_worker() until stopped. While idle between arrivals rank 0 sends keep-alive messages so that
 // receive timeouts only fire when rank 0 is really gone. With attention-DP, a sequence is served by the group the
 // scheduler put it in (SeqWork::attn_group: least outstanding tokens when it arrived). Per-op times
@@ -19,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -75,8 +79,10 @@ struct ServeResult {
 };
 
 // Where one replica's steps run, seen from world rank 0: the instance it leads (local), or another instance through
-// that instance's leader (remote). run() carries the sequences to release first and the step request; every rank of
-// the instance runs its share; it returns each sequence's sampled token (-1: none) and the step's work.
+// that instance's leader (remote). begin() carries the sequences to release first and the step request; every rank of
+// the instance runs its share; it returns when the instance's first stage is done with it (the rest of the pipeline
+// goes on: ModelRunner::submit). collect() returns the oldest begun step's sampled token per sequence (-1: none) and
+// its work, waiting for its last stage. A pipelined replica begins up to pp steps before collecting the first.
 struct TargetResult {
   std::vector<int32_t> next_tokens;
   double flops = 0, bytes = 0;
@@ -85,7 +91,12 @@ struct TargetResult {
 class StepTarget {
  public:
   virtual ~StepTarget() = default;
-  virtual TargetResult run(const std::vector<int64_t>& releases, const StepRequest& request) = 0;
+  virtual void begin(const std::vector<int64_t>& releases, const StepRequest& request) = 0;
+  virtual TargetResult collect() = 0;
+  TargetResult run(const std::vector<int64_t>& releases, const StepRequest& request) {
+    begin(releases, request);
+    return collect();
+  }
   virtual void keep_alive() = 0;
   virtual void stop() = 0;                    // ends the instance's workers (and leader)
   virtual std::string gather_profile() = 0;  // after stop(): the other ranks' profile rows
@@ -94,7 +105,8 @@ class StepTarget {
 
 // The StepRunner of world rank 0, for every replica of the pool (replica i runs on targets[i]): run() builds the
 // step's request from each sequence's tokens, runs it on the replica's instance and returns the wall time
-// (clock_advanced), or the timer's (ServeConfig::timer). Sequences are registered with add_request() when they arrive
+// (clock_advanced), or the timer's (ServeConfig::timer). begin() and collect() split run() for pipelined replicas:
+// the next micro-batch begins while earlier ones are still in later stages, results come back in begin order. Sequences are registered with add_request() when they arrive
 // and released when they leave; a sequence's KV is released on its instance with its next step there.
 class ExecStepRunner final : public serve::StepRunner {
  public:
@@ -104,6 +116,8 @@ class ExecStepRunner final : public serve::StepRunner {
   ~ExecStepRunner() override;
   serve::StepTiming run(int replica, const plan::Batch& batch) override;
   std::string name() const override { return "exec"; }
+  void begin(int replica, const plan::Batch& batch);
+  serve::StepTiming collect(int replica);  // wall-clock timing of the replica's oldest begun step
 
   void add_request(const serve::Request& r);  // draws its prompt tokens
   void release(int64_t seq_id);               // its outputs are kept; its KV goes with the next step
@@ -129,8 +143,15 @@ class ExecStepRunner final : public serve::StepRunner {
   int64_t vocab_;
   const serve::Clock& clock_;
   ServeConfig config_;
+  struct Started {
+    StepRequest request;
+    double t0 = 0;
+  };
+  StepRequest request_for(int replica, const plan::Batch& batch);
+  serve::StepTiming finish(int replica, const plan::Batch* timer_batch);
   std::map<int64_t, Seq> seqs_;
   std::vector<std::vector<int64_t>> releases_;  // per replica, sent with its next step
+  std::vector<std::deque<Started>> started_;    // per replica: begun, not collected, oldest first
   std::map<int64_t, std::vector<int32_t>> outputs_;
   std::string profile_;
   int64_t generated_ = 0;

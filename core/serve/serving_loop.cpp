@@ -284,12 +284,12 @@ void ServingLoop::try_start(int g) {
     s.done = false;
     s.epoch = r.epoch;
     s.async = false;
+    s.timing = StepTiming{};
+    s.stage0_s = kInf;  // gated until the host reports stage 0 (it may do so inside start_step)
     if (host_->start_step(*this, g, int(k), s.it.batch, now_)) {
       s.async = true;
       ++async_in_flight_;
-      s.timing = StepTiming{};
-      s.stage0_s = kInf;
-      continue;  // gated until the host reports stage 0
+      continue;
     }
     s.timing = pool.runner->run(r.index, s.it.batch);
     double end = 0;

@@ -177,6 +177,21 @@ TEST(MpiExec, ServingADp2PlanUnderMpirunCompletesEveryRequestOnBothInstances) {
   std::filesystem::remove_all(s.dir);
 }
 
+// Two pipeline stages under `mpirun -np 2`: both micro-batches in flight at once (trace.json draws a second row for
+// the iterations that overlap another), every request completes with its tokens, the profile of both ranks loads.
+TEST(MpiExec, ServingAPipelinedPlanUnderMpirunOverlapsMicroBatchesAndCompletesEveryRequest) {
+  const Served s = serve_under_mpirun(2, "tiny-llama-pp2", true);
+  ASSERT_EQ(s.outcome.rc, 0) << s.outcome.output;
+  testing::check_served(s.dir, s.scenario, 3);
+  std::ifstream tj(s.dir + "/trace.json");
+  const nlohmann::json trace = nlohmann::json::parse(tj);
+  int second_row = 0;
+  for (const auto& e : trace["traceEvents"])
+    if (e.value("ph", "") == "X" && e.value("tid", 0) == 1) ++second_row;
+  EXPECT_GT(second_row, 0) << "no iteration overlapped another";
+  std::filesystem::remove_all(s.dir);
+}
+
 // A P/D plan (TP-2 prefill + TP-2 decode) under `mpirun -np 4`: every request completes with its tokens, and every
 // request that generates more than its first token had its KV moved to the decode instance.
 TEST(MpiExec, ServingAPdPlanUnderMpirunMovesTheKvAndCompletesEveryRequest) {
