@@ -237,11 +237,27 @@ void moe_ops(const MoeRow& r, const std::vector<int64_t>& counts, std::vector<pl
   }
 }
 
+// FlashInfer's MoE kernels on Blackwell: vLLM runs the TensorRT-LLM ones unless told otherwise (vllm/envs.py:
+// VLLM_FLASHINFER_MOE_BACKEND defaults to "latency", "Uses TensorRT-LLM kernels"; "throughput" picks CUTLASS). A
+// table that has TensorRT-LLM rows for a dtype is modelled by them; its FlashInfer CUTLASS rows of that dtype are
+// skipped.
+bool is_flashinfer_trtllm(const std::string& src) { return src.find("_flashinfer_trtllm_") != std::string::npos; }
+bool is_flashinfer_cutlass(const std::string& src) { return src.find("_flashinfer_cutlass_") != std::string::npos; }
+
 void read_moe(const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) {
+  std::vector<std::string> trtllm_dtypes;
+  for (size_t row = 0; row < t.rows(); ++row)
+    if (is_flashinfer_trtllm(t.str(row, "kernel_source"))) {
+      const std::string& d = t.str(row, "moe_dtype");
+      if (std::find(trtllm_dtypes.begin(), trtllm_dtypes.end(), d) == trtllm_dtypes.end()) trtllm_dtypes.push_back(d);
+    }
   for (size_t row = 0; row < t.rows(); ++row) {
     MoeRow r{};
     const std::string& dname = t.str(row, "moe_dtype");
     if (!modelled_dtype(dname, r.dt)) continue;
+    if (is_flashinfer_cutlass(t.str(row, "kernel_source")) &&
+        std::find(trtllm_dtypes.begin(), trtllm_dtypes.end(), dname) != trtllm_dtypes.end())
+      continue;
     r.tokens = t.integer(row, "num_tokens", 1);
     r.hidden = t.integer(row, "hidden_size", 1);
     r.inter = t.integer(row, "inter_size", 1);
