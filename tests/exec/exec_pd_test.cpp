@@ -7,41 +7,22 @@
 #include "core/plan/plan_io.hpp"
 #include "core/serve/metrics.hpp"
 #include "core/spec/scenario.hpp"
-#include "exec/generate.hpp"
-#include "exec/serving.hpp"
+#include "exec/serve_local.hpp"
 
 namespace parasol::exec {
 namespace {
 
-struct Served {
-  ServeResult result;
-  serve::Summary summary;
-  std::vector<serve::RequestRecord> records;
-};
+using testing::Served;
 
 Served serve_plan(const std::string& plan_file, const serve::WorkloadSpec& ws, uint64_t seed) {
   const plan::Plan plan = plan::load_plan_file(plan_file);
   std::vector<ServeConfig> configs;
-  int world = 0;
   for (size_t p = 0; p < plan.pools.size(); ++p) {
     ServeConfig c = make_serve_config(plan, static_cast<int>(p), 256);
     c.seed = seed;
     configs.push_back(c);
-    world += plan.pools[p].config.instance_size() * plan.pools[p].config.dp;
   }
-  auto src = serve::make_source(ws, seed);
-  serve::MetricsCollector metrics(serve::MetricsConfig{});
-  SyntheticWeights weights(seed);
-  Served run;
-  serve::LoopOptions lo;
-  lo.on_record = [&](const serve::RequestRecord& r) { run.records.push_back(r); };
-  run_local(world, 30.0, [&](int rank, Communicator& comm) {
-    ServeResult r = serve_rank(plan, weights, comm, configs, rank == 0 ? src.get() : nullptr,
-                               rank == 0 ? &metrics : nullptr, lo);
-    if (rank == 0) run.result = std::move(r);
-  });
-  run.summary = metrics.finish(run.result.end_s);
-  return run;
+  return testing::serve_local(plan, configs, ws, seed);
 }
 
 TEST(ExecPd, TheDecodeInstanceContinuesFromTheMovedKvAsOneInstanceWould) {

@@ -9,40 +9,19 @@
 #include "core/plan/plan_io.hpp"
 #include "core/serve/metrics.hpp"
 #include "core/spec/scenario.hpp"
-#include "exec/generate.hpp"
-#include "exec/serving.hpp"
+#include "exec/serve_local.hpp"
 
 namespace parasol::exec {
 namespace {
 
-struct Served {
-  ServeResult result;
-  serve::Summary summary;
-  std::vector<serve::IterationView> iterations;  // it pointers cleared: only replica, index, start, end
-};
+using testing::Served;
 
 Served serve_plan(const plan::Plan& plan, const serve::WorkloadSpec& ws, int64_t max_seqs, uint64_t seed) {
   serve::SchedulerConfig sc = serve::SchedulerConfig::from_pool(plan.pools[0]);
   sc.max_batch_seqs = max_seqs;
   ServeConfig c = make_serve_config(plan, 0, 256, &sc);
   c.seed = seed;
-  auto src = serve::make_source(ws, seed);
-  serve::MetricsCollector metrics(serve::MetricsConfig{});
-  SyntheticWeights weights(seed);
-  Served run;
-  serve::LoopOptions lo;
-  lo.on_iteration = [&](const serve::IterationView& v) {
-    serve::IterationView x = v;
-    x.it = nullptr;
-    run.iterations.push_back(x);
-  };
-  run_local(plan.pools[0].config.instance_size(), 30.0, [&](int rank, Communicator& comm) {
-    ServeResult r = serve_rank(plan, weights, comm, {c}, rank == 0 ? src.get() : nullptr,
-                               rank == 0 ? &metrics : nullptr, lo);
-    if (rank == 0) run.result = std::move(r);
-  });
-  run.summary = metrics.finish(run.result.end_s);
-  return run;
+  return testing::serve_local(plan, {c}, ws, seed);
 }
 
 TEST(ExecPp, TwoStagesRunTwoMicroBatchesAtOnceAndSampleTheOneStageTokens) {
