@@ -377,6 +377,8 @@ std::vector<Family> gemm_families() {
                 gemm_param("gemm.fp8_grouped_efficiency", &P::fp8_grouped_efficiency, 0.05, 4.0),
                 gemm_param("gemm.fp8_grouped_fixed", &P::fp8_grouped_fixed_s, 1e-7, 1e-4, true),
                 grouped_memory_param("gemm.grouped_memory", &P::grouped_memory, &P::memory),
+                gemm_param("gemm.grouped_expert", &P::grouped_expert_s, 1e-10, 1e-5, true),
+                gemm_param("gemm.fp8_grouped_expert", &P::fp8_grouped_expert_s, 1e-10, 1e-5, true),
                 grouped_memory_param("gemm.fp8_grouped_memory", &P::fp8_grouped_memory, &P::fp8_memory),
                 elementwise_kind("moe_dispatch", 0.02, 1.0), elementwise_kind("moe_combine", 0.02, 1.0)};
     f.read = read_moe;

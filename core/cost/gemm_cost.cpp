@@ -147,7 +147,8 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
     if (!grouped) extra += rows * g.fp8_quant_row_s;
   }
   OpTime& t = r.time;
-  t.launch_s = grouped ? (lowp ? g.fp8_grouped_fixed_s : g.grouped_fixed_s)
+  t.launch_s = grouped ? (lowp ? g.fp8_grouped_fixed_s + active * g.fp8_grouped_expert_s
+                               : g.grouped_fixed_s + active * g.grouped_expert_s)
                : lowp  ? g.fp8_fixed_s
                : batched && g.batched_fixed_s > 0 ? g.batched_fixed_s
                                                   : g.fixed_s;

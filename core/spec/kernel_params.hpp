@@ -49,11 +49,13 @@ struct GemmParams {
   double grouped_efficiency = 1.0;  // grouped expert GEMMs (fused-MoE kernels): multiplier on the dtype's efficiency
   double grouped_fixed_s = 4e-6;    // fixed cost of one grouped expert GEMM kernel (instead of fixed_s)
   double grouped_memory = 0;        // fraction of HBM bandwidth its operands stream at (0: `memory`)
+  double grouped_expert_s = 0;      // and a cost per expert with rows (its problem set-up and tile scheduling)
   // fp8 grouped expert GEMMs run another library's kernels (vLLM: FlashInfer/CUTLASS MoE, not the Triton fused MoE
   // of 16-bit weights): their own multiplier on the fp8 efficiency and their own fixed cost.
   double fp8_grouped_efficiency = 1.0;
   double fp8_grouped_fixed_s = 4e-6;
   double fp8_grouped_memory = 0;  // 0: `fp8_memory`
+  double fp8_grouped_expert_s = 0;
   int fp8_grouped_min_bm = 0;  // their tiles' least row count (BM of core/cost/gemm_cost.cpp's tiles; 0: any)
   // Batched GEMMs (batch > 1 independent weight matrices, not experts: MLA's absorbed per-head GEMMs, torch.bmm):
   // a multiplier on the dtype's efficiency and their own fixed cost (0: fixed_s).

@@ -11,7 +11,7 @@ void load_gemm_params(const yaml::Node& n, GemmParams& p) {
   n.allow_keys({"max_efficiency", "fp8_max_efficiency", "tile_intensity", "k_half", "k_step", "memory", "overlap",
                 "fixed", "split_k_min", "split_k_fixed", "fp8_memory", "fp8_k_step", "fp8_fixed", "fp8_quant_fixed",
                 "fp8_quant_row", "grouped_efficiency", "grouped_fixed", "fp8_grouped_efficiency", "fp8_grouped_fixed",
-                "fp8_grouped_min_bm", "grouped_memory", "fp8_grouped_memory", "batched_efficiency", "batched_fixed", "fp8_tiles"});
+                "fp8_grouped_min_bm", "grouped_memory", "fp8_grouped_memory", "grouped_expert", "fp8_grouped_expert", "batched_efficiency", "batched_fixed", "fp8_tiles"});
   p.max_efficiency = n.number_or("max_efficiency", p.max_efficiency, 0.01, 1.0);
   p.fp8_max_efficiency = n.number_or("fp8_max_efficiency", p.fp8_max_efficiency, 0.01, 1.0);
   p.tile_intensity = n.number_or("tile_intensity", p.tile_intensity, 0.01, 1e4);
@@ -33,6 +33,8 @@ void load_gemm_params(const yaml::Node& n, GemmParams& p) {
   p.fp8_grouped_fixed_s = n.quantity_or("fp8_grouped_fixed", Dimension::kTime, p.fp8_grouped_fixed_s, 0.0, 1e-3);
   p.grouped_memory = n.number_or("grouped_memory", p.grouped_memory, 0.0, 1.0);
   p.fp8_grouped_memory = n.number_or("fp8_grouped_memory", p.fp8_grouped_memory, 0.0, 1.0);
+  p.grouped_expert_s = n.quantity_or("grouped_expert", Dimension::kTime, p.grouped_expert_s, 0.0, 1e-3);
+  p.fp8_grouped_expert_s = n.quantity_or("fp8_grouped_expert", Dimension::kTime, p.fp8_grouped_expert_s, 0.0, 1e-3);
   p.batched_efficiency = n.number_or("batched_efficiency", p.batched_efficiency, 0.01, 4.0);
   p.batched_fixed_s = n.quantity_or("batched_fixed", Dimension::kTime, p.batched_fixed_s, 0.0, 1e-3);
   p.fp8_grouped_min_bm = static_cast<int>(n.integer_or("fp8_grouped_min_bm", p.fp8_grouped_min_bm, 0, 256));
@@ -95,6 +97,8 @@ nlohmann::json to_json(const GemmParams& p) {
           {"fp8_grouped_min_bm", p.fp8_grouped_min_bm},
           {"grouped_memory", p.grouped_memory},
           {"fp8_grouped_memory", p.fp8_grouped_memory},
+          {"grouped_expert_s", p.grouped_expert_s},
+          {"fp8_grouped_expert_s", p.fp8_grouped_expert_s},
           {"batched_efficiency", p.batched_efficiency},
           {"batched_fixed_s", p.batched_fixed_s},
           {"fp8_tiles", tiles}};

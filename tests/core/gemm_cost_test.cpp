@@ -132,8 +132,9 @@ TEST(GemmCost, GroupedExpertGemmTilesEachExpert) {
   EXPECT_GT(op_time(skew, gpu).time_s, op_time(g, gpu).time_s);
 }
 
-// Closed form of a memory-bound grouped GEMM (one row per expert; overlap >= 32 takes the max): fixed + activation
-// rows at HBM x memory + the experts' weights at HBM x grouped_memory; a zero-filling kernel's foreign pairs
+// Closed form of a memory-bound grouped GEMM (one row per expert; overlap >= 32 takes the max): fixed + a cost per
+// expert with rows + activation rows at HBM x memory + the experts' weights at HBM x grouped_memory; a zero-filling
+// kernel's foreign pairs
 // (tokens above its rows) add their C rows at the activations' bandwidth, and nothing else.
 TEST(GemmCost, GroupedWeightsStreamAtTheirOwnBandwidthAndForeignPairsWriteTheirRows) {
   spec::Gpu gpu = shipped_gpu("h100-sxm");
@@ -147,12 +148,18 @@ TEST(GemmCost, GroupedWeightsStreamAtTheirOwnBandwidthAndForeignPairsWriteTheirR
   ASSERT_EQ(t.bound, Bound::kMemory);
   const double bw = gpu.hbm_bw_Bps * gpu.gemm.memory, act = double(E) * (k + n) * 2.0;
   const double w = double(E) * k * n * 2.0;
-  EXPECT_NEAR(t.time_s, gpu.gemm.grouped_fixed_s + act / bw + w / (gpu.hbm_bw_Bps * 0.5), 1e-12);
+  const double fixed = gpu.gemm.grouped_fixed_s + double(E) * gpu.gemm.grouped_expert_s;
+  EXPECT_NEAR(t.time_s, fixed + act / bw + w / (gpu.hbm_bw_Bps * 0.5), 1e-12);
   plan::Op f = g;
   f.tokens = E + 1000;
   EXPECT_NEAR(op_time(f, gpu).time_s - t.time_s, 1000.0 * n * 2.0 / bw, 1e-12);
   gpu.gemm.grouped_memory = 0;  // unset: the dense GEMM's fraction
-  EXPECT_NEAR(op_time(g, gpu).time_s, gpu.gemm.grouped_fixed_s + (act + w) / bw, 1e-12);
+  EXPECT_NEAR(op_time(g, gpu).time_s, fixed + (act + w) / bw, 1e-12);
+  plan::Op half = g;  // half the experts with rows: half the per-expert cost
+  for (int e = 0; e < E / 2; ++e) half.expert_tokens[static_cast<size_t>(e)] = 0;
+  half.m = E / 2;
+  EXPECT_DOUBLE_EQ(op_time(half, gpu).launch_s, gpu.gemm.grouped_fixed_s + double(E / 2) * gpu.gemm.grouped_expert_s);
+  EXPECT_GT(gpu.gemm.grouped_expert_s, 0.0);  // the shipped H100 fit has one
 }
 
 TEST(GemmCost, ElementwiseIsBytesAtItsKindsBandwidthPlusAFixedCost) {
