@@ -158,6 +158,19 @@ TEST(AttentionParams, DefaultsKeepTheFa3FormAndTheFa3GpuFilesDoNotChangeIt) {
     EXPECT_TRUE(j.contains(key));
 }
 
+TEST(AttentionParams, BlackwellFilesSetTheTrtllmGenPrefillStructure) {
+  for (const char* name : {"b200", "gb200"}) {
+    const spec::AttentionParams p = testing::shipped_gpu(name).attention;
+    EXPECT_FALSE(p.prefill_pack_gqa) << name;
+    EXPECT_EQ(p.tmem_columns, 512) << name;
+    EXPECT_EQ(p.tile_q, 256) << name;
+    EXPECT_GE(p.prefill_tail, 1) << name;
+    const nlohmann::json j = spec::to_json(p);
+    EXPECT_EQ(j.at("prefill_pack_gqa"), false);
+    EXPECT_EQ(j.at("tmem_columns"), 512);
+  }
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
   std::ostringstream ss;
