@@ -67,6 +67,9 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   const double a = dtype_bytes(op.dtype);
 
   const double nk = std::clamp(std::round(p.tile_kv_elements / dk), 16.0, 256.0);  // keys per KV tile
+  // Prefill CTAs: one per KV head holding g query heads (packed GQA), or one per query head.
+  const double pf_heads = p.prefill_pack_gqa ? hkv : hq;
+  const double pf_group = p.prefill_pack_gqa ? g : 1.0;
   const double block_tokens = bench.kv_block_tokens > 0 ? bench.kv_block_tokens : p.kv_block_tokens;
 
   // Pass 1: how many CTAs and KV tiles, for the split-KV decision. Counts in integers: exact, and no divides.
@@ -93,7 +96,7 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
       else
         blocks += std::ceil(static_cast<double>(c) / block_tokens);
     } else {
-      pf_tiles += hkv * std::ceil(static_cast<double>(q) * g / p.tile_q);
+      pf_tiles += pf_heads * std::ceil(static_cast<double>(q) * pf_group / p.tile_q);
       any_prefill = true;
     }
   }
@@ -110,11 +113,22 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   const bool fp8 = kv_tok > 0 && kv_tok < 0.75 * natural;
 
   const double sm_peak = peak / S;
-  const double softmax = 1 + p.prefill_d_half / D;
+  // A tile pair's tensor time times its (MMA + softmax) share, in units of the MMA at D: the MMA share is 1, the
+  // softmax's d_half / D. When the tile's S (n_k columns) and O (d_v columns) overflow the tensor memory, the kernel
+  // splits d_v over `passes`, each of which recomputes Q K^T and the softmax.
+  double mma_share = 1, softmax_share = p.prefill_d_half / D;
+  if (p.tmem_columns > 0) {
+    const double passes = std::ceil((nk + dv) / p.tmem_columns);
+    if (passes > 1) mma_share = (passes * dk + dv) / D, softmax_share *= passes;
+  }
+  const double pair_share = p.prefill_softmax_overlap == 1
+                                ? mma_share + softmax_share
+                                : soft_max(mma_share, softmax_share, p.prefill_softmax_overlap);
   const double fp8_tile = fp8 ? std::max(0.05, p.prefill_fp8_tile + p.prefill_fp8_tile_slope * (D - 256) / 256) : 1.0;
-  const double t_pair =
-      p.tile_q * nk * 2 * D / (sm_peak * p.prefill_sm_efficiency) * softmax * fp8_tile * (mla ? p.mla_prefill_factor : 1.0);
+  const double t_pair = p.tile_q * nk * 2 * D / (sm_peak * p.prefill_sm_efficiency) * pair_share * fp8_tile *
+                        (mla ? p.mla_prefill_factor : 1.0);
   const double fp8_over = fp8 ? p.prefill_fp8_overhead : 1.0;
+  const double fp8_kv_write = !fp8 ? 1.0 : p.prefill_fp8_kv_write > 0 ? p.prefill_fp8_kv_write : p.prefill_fp8_overhead;
   const double derate = std::min(1.0, p.prefill_max_efficiency / p.prefill_sm_efficiency);
   const double dec_rows = std::ceil(g / p.decode_tile_q) * p.decode_tile_q;
   const double dec_eff = (mla ? p.mla_decode_mma_efficiency : p.decode_mma_efficiency) * (fp8 ? p.decode_fp8_mma : 1.0);
@@ -148,18 +162,22 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
   for (size_t i = 0; any_prefill && i < op.q_lens.size(); ++i) {
     const double q = static_cast<double>(op.q_lens[i]), c = static_cast<double>(op.ctx_lens[i]);
     if (q <= 1) continue;
-    // Tile j (of m) holds positions [j pos, (j+1) pos) of all g heads; it sees c0 + (j+1) pos keys (its last
+    // Tile j (of m) holds positions [j pos, (j+1) pos) of its pf_group heads; it sees c0 + (j+1) pos keys (its last
     // position's), so sum_j ceil(keys_j / nk) ~ m c0 / nk + pos m (m+1) / (2 nk) - overhang / nk + m / 2.
-    const double pos = p.tile_q / g;
-    const double m = std::ceil(q * g / p.tile_q);
+    const double pos = p.tile_q / pf_group;
+    const double m = std::ceil(q * pf_group / p.tile_q);
     const double c0 = std::max(0.0, c - q);
     const double pairs = m * c0 / nk + pos * m * (m + 1) / (2 * nk) - std::max(0.0, m * pos - q) / nk + 0.5 * m;
-    w_pf += hkv * (m * p.prefill_per_tile_s * fp8_over + pairs * t_pair);
-    w_kv += p.prefill_per_kv_token_s * fp8_over * q * hkv * D / 256;
+    w_pf += pf_heads * (m * p.prefill_per_tile_s * fp8_over + pairs * t_pair);
+    w_kv += p.prefill_per_kv_token_s * fp8_kv_write * q * hkv * D / 256;
     longest = std::max(longest, p.prefill_per_tile_s * fp8_over + std::ceil(c / nk) * t_pair);
   }
   const bool prefill = w_pf > 0;
-  t.compute_s = std::max((w_dec + w_pf / derate) / S, longest) + blocks * p.per_block_s / S + seqs * p.per_seq_s;
+  // The SMs' throughput and the longest tile: the tail adds to the throughput (p >= 1) or hides under it (0: max).
+  const double throughput = (w_dec + w_pf / derate) / S;
+  const double sm =
+      prefill && p.prefill_tail > 0 ? soft_max(throughput, longest, p.prefill_tail) : std::max(throughput, longest);
+  t.compute_s = sm + blocks * p.per_block_s / S + seqs * p.per_seq_s;
 
   // The new tokens' K/V through the paged cache runs beside the tiles' math, like the HBM stream.
   t.memory_s = op.bytes / (bw * (prefill ? p.prefill_memory : p.decode_memory)) + w_kv / S;

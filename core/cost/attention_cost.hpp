@@ -3,11 +3,15 @@
 // to the op's HBM stream. Parameters: spec::AttentionParams (the GPU YAML's `attention:` section); docs/cost-model.md
 // "Attention" has the formulas.
 //   per sequence i (q_i new tokens, c_i keys after the step), KV heads h_kv, group g = heads / h_kv, D = d_qk + d_v:
-//   prefill (q_i > 1): packed GQA tiles of tile_q rows (tile_q / g positions x g heads) per KV head; KV tiles of
-//     n_k = tile_kv_elements / d_qk keys; causal: tile j of m_i = ceil(q_i g / tile_q) sees the keys up to its last
-//     position, so sum_j ceil(keys_j / n_k) tile pairs (closed form, O(1) per sequence). A pair costs
-//     tile_q n_k 2D / (peak/SMs x sm_efficiency) x (1 + d_half / D) of one SM; a tile adds per_tile, a new token
-//     per KV head per_kv_token x D/256. Compute = max(sum / (SMs x max_efficiency / sm_efficiency), longest tile).
+//   prefill (q_i > 1): tiles of tile_q rows, packed GQA (tile_q / g positions x g heads per KV head, FA3) or one
+//     query head each (prefill_pack_gqa false: trtllm-gen); KV tiles of n_k = tile_kv_elements / d_qk keys; causal:
+//     tile j of m_i = ceil(q_i g / tile_q) (g = 1 unpacked) sees the keys up to its last position, so
+//     sum_j ceil(keys_j / n_k) tile pairs (closed form, O(1) per sequence). A pair costs
+//     tile_q n_k 2D / (peak/SMs x sm_efficiency) x (mma^p + softmax^p)^(1/p) of one SM, mma = 1 and
+//     softmax = d_half / D (p = softmax_overlap; 1 adds them); a tile whose S and O overflow the tensor memory
+//     (tmem_columns) splits d_v over passes that each redo Q K^T and the softmax. A tile adds per_tile, a new token
+//     per KV head per_kv_token x D/256. Compute = (throughput^p + longest tile^p)^(1/p), throughput = sum / (SMs x
+//     max_efficiency / sm_efficiency), p = prefill_tail (0: the larger).
 //   decode (q_i = 1): one CTA per (sequence, KV head, split); split-KV (flash-decoding) when the CTAs fill less than
 //     0.8 of the SMs: splits = min(SMs / CTAs, max_splits, KV tiles). A KV tile costs the larger of its tensor time
 //     (the group padded to decode_tile_q rows, at decode_mma_efficiency) and its bytes at one CTA's stream rate

@@ -280,10 +280,13 @@ std::vector<Family> attention_families() {
                 param("prefill_per_kv_token", &A::prefill_per_kv_token_s, 1e-12, 1e-5, true),
                 param("prefill_memory", &A::prefill_memory, 0.2, 1.0),
                 param("prefill_overlap", &A::prefill_overlap, 1.0, 16.0),
+                param("prefill_softmax_overlap", &A::prefill_softmax_overlap, 1.0, 16.0),
+                param("prefill_tail", &A::prefill_tail, 1.0, 16.0),
                 param("prefill_fp8_tile", &A::prefill_fp8_tile, 0.3, 3.0),
                 param("prefill_fp8_tile_slope", &A::prefill_fp8_tile_slope, -1.0, 2.0),
                 param("prefill_fp8_overhead", &A::prefill_fp8_overhead, 0.5, 5.0),
-                param("prefill_fp8_fixed", &A::prefill_fp8_fixed_s, 1e-9, 3e-5, true)};
+                param("prefill_fp8_fixed", &A::prefill_fp8_fixed_s, 1e-9, 3e-5, true),
+                param("prefill_fp8_kv_write", &A::prefill_fp8_kv_write, 0.3, 5.0)};
     f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) { read_gqa(t, gpu, out, true); };
     f.predict = [](const Sample& s, const spec::Gpu& gpu) { return predict_ops(s, gpu, 0.0); };
     v.push_back(std::move(f));

@@ -79,8 +79,10 @@ struct ElementwiseParams {
 // "SM-time" costs are seconds of one SM; the op spreads them over the GPU's SMs.
 struct AttentionParams {
   // Kernel structure (cited in the YAML, not fitted).
-  double tile_q = 128;               // query rows of a prefill tile (packed GQA: positions x heads of one KV head)
+  double tile_q = 128;               // query rows of a prefill CTA (packed GQA: positions x heads of one KV head)
   double tile_kv_elements = 16384;   // keys x head dim of one KV tile (keys per tile = this / d_qk)
+  bool prefill_pack_gqa = true;      // a prefill tile packs its KV head's query heads; false: one query head per tile
+  double tmem_columns = 0;           // tensor memory columns per SM (fp32) for a tile's S and O; 0: no such limit
   double decode_tile_q = 64;         // query rows of a decode tile (the GQA group, padded)
   double max_splits = 16;            // split-KV cap: a sequence's keys over at most this many CTAs
   double kv_block_tokens = 16;       // paged-KV block size
@@ -93,10 +95,13 @@ struct AttentionParams {
   double prefill_per_kv_token_s = 0;      // SM-time per new token per KV head per 256 of D (its K/V into the cache)
   double prefill_memory = 0.8;            // fraction of HBM bandwidth for the op's bytes
   double prefill_overlap = 2;             // p of the combination (compute^p + memory^p)^(1/p)
+  double prefill_softmax_overlap = 1;     // p of a tile pair's (MMA^p + softmax^p)^(1/p): 1 adds them
+  double prefill_tail = 0;                // p of (SM throughput^p + longest tile^p)^(1/p); 0: the larger
   double prefill_fp8_tile = 1;            // fp8 KV cache: factor on the tile time at D = 256 ...
   double prefill_fp8_tile_slope = 0;      // ... plus this per +256 of D
-  double prefill_fp8_overhead = 1;        // fp8 KV cache: factor on the per-tile and per-token costs
+  double prefill_fp8_overhead = 1;        // fp8 KV cache: factor on the per-tile cost (and per-token, see below)
   double prefill_fp8_fixed_s = 0;         // fp8 KV cache: extra fixed cost per 256 of D
+  double prefill_fp8_kv_write = 0;        // fp8 KV cache: factor on the per-token cost (0: prefill_fp8_overhead)
   double mla_prefill_factor = 1;          // MLA expanded prefill (d_qk 192, d_v 128): factor on the tile time
   // Decode (generation): CTAs of (sequence, KV head, split) streaming KV.
   double decode_fixed_s = 8e-6;           // per-kernel fixed cost

@@ -9,6 +9,8 @@ namespace parasol::spec {
 void load_attention_params(const yaml::Node& n, AttentionParams& p) {
   n.allow_keys({"tile_q",
                 "tile_kv_elements",
+                "prefill_pack_gqa",
+                "tmem_columns",
                 "decode_tile_q",
                 "max_splits",
                 "kv_block_tokens",
@@ -20,10 +22,13 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
                 "prefill_per_kv_token",
                 "prefill_memory",
                 "prefill_overlap",
+                "prefill_softmax_overlap",
+                "prefill_tail",
                 "prefill_fp8_tile",
                 "prefill_fp8_tile_slope",
                 "prefill_fp8_overhead",
                 "prefill_fp8_fixed",
+                "prefill_fp8_kv_write",
                 "mla_prefill_factor",
                 "decode_fixed",
                 "decode_fp8_fixed",
@@ -47,6 +52,10 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
   auto time = [&n](const char* key, double& v, double hi) { v = n.quantity_or(key, Dimension::kTime, v, 0.0, hi); };
   num("tile_q", p.tile_q, 1, 4096);
   num("tile_kv_elements", p.tile_kv_elements, 64, 1 << 22);
+  p.prefill_pack_gqa = n.bool_or("prefill_pack_gqa", p.prefill_pack_gqa);
+  // 0 (no limit), or at least the 32 columns of one allocation unit.
+  num("tmem_columns", p.tmem_columns, 0, 1 << 16);
+  if (p.tmem_columns > 0 && p.tmem_columns < 32) n.at("tmem_columns").fail("0 (no limit) or at least 32 columns");
   num("decode_tile_q", p.decode_tile_q, 1, 4096);
   num("max_splits", p.max_splits, 1, 4096);
   num("kv_block_tokens", p.kv_block_tokens, 1, 1 << 20);
@@ -58,10 +67,14 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
   time("prefill_per_kv_token", p.prefill_per_kv_token_s, 1e-2);
   num("prefill_memory", p.prefill_memory, 0.01, 1.0);
   num("prefill_overlap", p.prefill_overlap, 1.0, 64.0);
+  num("prefill_softmax_overlap", p.prefill_softmax_overlap, 1.0, 64.0);
+  num("prefill_tail", p.prefill_tail, 0.0, 64.0);
+  if (p.prefill_tail > 0 && p.prefill_tail < 1) n.at("prefill_tail").fail("0 (the larger term) or at least 1");
   num("prefill_fp8_tile", p.prefill_fp8_tile, 0.05, 20.0);
   num("prefill_fp8_tile_slope", p.prefill_fp8_tile_slope, -10.0, 10.0);
   num("prefill_fp8_overhead", p.prefill_fp8_overhead, 0.05, 20.0);
   time("prefill_fp8_fixed", p.prefill_fp8_fixed_s, 1e-2);
+  num("prefill_fp8_kv_write", p.prefill_fp8_kv_write, 0.0, 20.0);
   num("mla_prefill_factor", p.mla_prefill_factor, 0.05, 20.0);
   time("decode_fixed", p.decode_fixed_s, 1e-2);
   time("decode_fp8_fixed", p.decode_fp8_fixed_s, 1e-2);
@@ -86,6 +99,8 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
 nlohmann::json to_json(const AttentionParams& p) {
   return {{"tile_q", p.tile_q},
           {"tile_kv_elements", p.tile_kv_elements},
+          {"prefill_pack_gqa", p.prefill_pack_gqa},
+          {"tmem_columns", p.tmem_columns},
           {"decode_tile_q", p.decode_tile_q},
           {"max_splits", p.max_splits},
           {"kv_block_tokens", p.kv_block_tokens},
@@ -97,10 +112,13 @@ nlohmann::json to_json(const AttentionParams& p) {
           {"prefill_per_kv_token_s", p.prefill_per_kv_token_s},
           {"prefill_memory", p.prefill_memory},
           {"prefill_overlap", p.prefill_overlap},
+          {"prefill_softmax_overlap", p.prefill_softmax_overlap},
+          {"prefill_tail", p.prefill_tail},
           {"prefill_fp8_tile", p.prefill_fp8_tile},
           {"prefill_fp8_tile_slope", p.prefill_fp8_tile_slope},
           {"prefill_fp8_overhead", p.prefill_fp8_overhead},
           {"prefill_fp8_fixed_s", p.prefill_fp8_fixed_s},
+          {"prefill_fp8_kv_write", p.prefill_fp8_kv_write},
           {"mla_prefill_factor", p.mla_prefill_factor},
           {"decode_fixed_s", p.decode_fixed_s},
           {"decode_fp8_fixed_s", p.decode_fp8_fixed_s},
