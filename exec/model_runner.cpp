@@ -315,7 +315,6 @@ std::vector<OpRecord> ModelRunner::submit(const StepRequest& request) {
   StepResult res;
   im.run_step(request, res, false);
   std::vector<OpRecord> ops = std::move(res.ops);
-  res.ops.clear();
   if (layout_.rank == 0) im.submitted.push_back(std::move(res));
   return ops;
 }
@@ -341,8 +340,6 @@ StepResult ModelRunner::collect() {
   }
   return res;
 }
-
-size_t ModelRunner::in_flight() const { return impl_->submitted.size(); }
 
 void ModelRunner::Impl::run_step(const StepRequest& request, StepResult& res, bool all_ranks) {
   plan::Batch batch;

@@ -90,8 +90,6 @@ class ModelRunner {
   // micro-batch before collecting the previous one. collect()'s StepResult holds next_tokens only.
   std::vector<OpRecord> submit(const StepRequest& request);
   StepResult collect();
-  // Submitted iterations not collected yet (instance rank 0).
-  size_t in_flight() const;
   // Frees the KV blocks of a finished sequence (every rank of its attention group must call it).
   void release(int64_t seq_id);
   // P/D: this rank's KV of the first `tokens` tokens of `seq_id` — every local layer in order, its k rows then its v

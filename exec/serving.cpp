@@ -420,16 +420,16 @@ namespace {
 // waits, which then waits for the oldest step's last stage rather than sleeping.
 class ExecHost final : public serve::LoopHost {
  public:
-  ExecHost(const serve::WallClock& clock, ExecStepRunner& runner, double slice_s, bool virtual_clock,
-           std::vector<int> pp)
-      : clock_(clock), runner_(runner), slice_s_(slice_s), virtual_(virtual_clock), pp_(std::move(pp)) {}
+  ExecHost(const serve::WallClock& clock, ExecStepRunner& runner, double slice_s, bool virtual_clock)
+      : clock_(clock), runner_(runner), slice_s_(slice_s), virtual_(virtual_clock) {}
   bool virtual_time() const override { return virtual_; }
   double now_s() override { return virtual_ ? now_ : clock_.now_s(); }
   bool start_step(serve::ServingLoop& loop, int replica, int slot, const plan::Batch& batch, double) override {
-    if (virtual_ || pp_.at(static_cast<size_t>(replica)) <= 1) return false;
+    if (virtual_ || loop.pool(loop.pool_of(replica)).pp <= 1) return false;
     runner_.begin(replica, batch);
     loop.post_stage0(replica, slot, clock_.now_s());
-    in_flight_.push_back({&loop, replica, slot});
+    loop_ = &loop;
+    in_flight_.push_back({replica, slot});
     return true;
   }
   double wait_until(double t_s) override {
@@ -441,7 +441,7 @@ class ExecHost final : public serve::LoopHost {
       const InFlight f = in_flight_.front();
       in_flight_.pop_front();
       const serve::StepTiming timing = runner_.collect(f.replica);
-      f.loop->post_step_done(f.replica, f.slot, timing, clock_.now_s());
+      loop_->post_step_done(f.replica, f.slot, timing, clock_.now_s());
       return clock_.now_s();
     }
     for (;;) {
@@ -460,14 +460,13 @@ class ExecHost final : public serve::LoopHost {
 
  private:
   struct InFlight {
-    serve::ServingLoop* loop;
     int replica, slot;
   };
   const serve::WallClock& clock_;
   ExecStepRunner& runner_;
   double slice_s_;
   bool virtual_;
-  std::vector<int> pp_;  // per global replica
+  serve::ServingLoop* loop_ = nullptr;  // the loop whose steps are in flight
   std::deque<InFlight> in_flight_;
   double now_ = 0;
 };
@@ -590,10 +589,7 @@ ServeResult serve_driver(const plan::Plan& plan, const WeightSource& weights, Co
     if (next) next(rec);
   };
   serve::ServingLoop loop(std::move(pools), source, metrics, std::move(lo));
-  std::vector<int> pp;  // per global replica, pools in order
-  for (const plan::Pool& p : plan.pools)
-    for (int i = 0; i < std::max(1, p.config.dp); ++i) pp.push_back(p.config.pp);
-  ExecHost host(clock, runner, std::max(0.001, world.timeout_s() / 4), first.timer != nullptr, std::move(pp));
+  ExecHost host(clock, runner, std::max(0.001, world.timeout_s() / 4), first.timer != nullptr);
   const serve::LoopResult lr = loop.run(host);
   ServeResult result;
   result.iterations = lr.iterations;
