@@ -59,8 +59,11 @@ PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed, int verify, int64
   c.why = "searched " + std::to_string(r.stats.layouts) + " layouts (" + std::to_string(r.stats.feasible_layouts) +
           " feasible, " + std::to_string(r.ranked_total) + " ranked) for " + fmt("%.4g", in.load.rate_per_s) +
           " req/s: " + (best.meets_slo ? "meets the SLOs" : "misses the SLOs (" + best.violation + ")") +
-          " with the best goodput (" + fmt("%.5g", best.goodput_tok_s_per_gpu) + " tok/s/GPU)";
-  if (r.ranked.size() > 1) c.why += "; runner-up " + r.ranked[1].label() + ": " + plan::why_lost(r.ranked[1], best);
+          (r.objective == spec::Objective::kFewestGpus
+               ? " with the fewest GPUs (" + std::to_string(best.gpus) + ")"
+               : " with the best goodput (" + fmt("%.5g", best.goodput_tok_s_per_gpu) + " tok/s/GPU)");
+  if (r.ranked.size() > 1)
+    c.why += "; runner-up " + r.ranked[1].label() + ": " + plan::why_lost(r.ranked[1], best, r.objective);
   return c;
 }
 

@@ -121,7 +121,12 @@ std::string Candidate::label() const {
 }
 
 bool ranks_before(const Candidate& a, const Candidate& b) {
+  return ranks_before_under(a, b, spec::Objective::kGoodputPerGpu);
+}
+
+bool ranks_before_under(const Candidate& a, const Candidate& b, spec::Objective objective) {
   if (a.meets_slo != b.meets_slo) return a.meets_slo;
+  if (objective == spec::Objective::kFewestGpus && a.gpus != b.gpus) return a.gpus < b.gpus;
   if (a.goodput_tok_s_per_gpu != b.goodput_tok_s_per_gpu) return a.goodput_tok_s_per_gpu > b.goodput_tok_s_per_gpu;
   if (a.tok_s_per_user != b.tok_s_per_user) return a.tok_s_per_user > b.tok_s_per_user;
   if (a.gpus != b.gpus) return a.gpus < b.gpus;
@@ -145,6 +150,7 @@ SearchResult search(const SearchInput& in) {
   options.allow_cross_domain_tp = in.space.allow_cross_domain_tp;
 
   SearchResult res;
+  res.objective = in.space.objective;
   res.load = load;
   int available = 0, domain = 0;
   for (int g = 0; g < cluster.gpu_count(); ++g)
@@ -274,12 +280,23 @@ SearchResult search(const SearchInput& in) {
   };
 
   const bool keep_all = in.keep_top <= 0;
-  std::vector<Candidate> all;  // keep_all: every ranked candidate
+  // Fewest GPUs: each candidate is sized to the workload's rate, so its GPU count is known in O(1) and every
+  // candidate is ranked on it (no pruning by goodput bounds, no frontier).
+  const bool fewest = in.space.objective == spec::Objective::kFewestGpus;
+  const bool collect_all = keep_all || fewest;
+  std::vector<Candidate> all;  // collect_all: every ranked candidate
   std::vector<Candidate> colocated_list;
-  RankedCollector keep(keep_all ? 0 : static_cast<size_t>(in.keep_top));
+  RankedCollector keep(collect_all ? 0 : static_cast<size_t>(in.keep_top));
+  // Instances of `groups_per_instance` groups of per-group goodput `rate` that carry the workload's rate: the
+  // smallest n with n x groups x rate >= the rate (0 when the layout meets the SLOs at no load).
+  auto instances_for_rate = [&](double rate, int groups_per_instance) -> int64_t {
+    if (!(rate > 0)) return 0;
+    const double need = load.rate_per_s / (rate * groups_per_instance);
+    return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(need * (1 - 1e-12))));
+  };
   auto offer = [&](Candidate&& c) {
     ++res.ranked_total;
-    if (keep_all) {
+    if (collect_all) {
       all.push_back(std::move(c));
     } else {
       keep.offer(c);
@@ -292,7 +309,9 @@ SearchResult search(const SearchInput& in) {
       PoolModel pm = pool_model(L, PoolRole::kMixed);
       Candidate c;
       c.mixed = estimate(L, PoolRole::kMixed, pm.max_rate(in.slo));
-      c.mixed.config.dp = budget / L.config.instance_size();
+      const int max_dp = budget / L.config.instance_size();
+      const int64_t needed = instances_for_rate(c.mixed.max_rate_per_group, L.config.attn_dp);
+      c.mixed.config.dp = fewest && needed > 0 ? static_cast<int>(std::min<int64_t>(needed, max_dp)) : max_dp;
       c.gpus = c.mixed.config.total_gpus();
       const double groups = static_cast<double>(c.mixed.config.dp) * L.config.attn_dp;
       c.goodput_rps = groups * c.mixed.max_rate_per_group;
@@ -301,6 +320,9 @@ SearchResult search(const SearchInput& in) {
       c.tok_s_per_user = best.stable && best.tpot_mean_s > 0 ? 1 / best.tpot_mean_s : 0;
       const PoolPoint now = pm.at(load.rate_per_s / groups);
       c.violation = violation_at(now, PoolRole::kMixed, in.slo, 0, load.output_mean, load.rate_per_s);
+      if (fewest && needed > max_dp)
+        c.violation = "needs " + std::to_string(needed * L.config.instance_size()) + " GPUs for " +
+                      format_number("%.4g", load.rate_per_s) + " req/s; the budget is " + std::to_string(budget);
       c.meets_slo = c.violation.empty();
       c.ttft_p99_s = now.ttft_p99_s, c.tpot_p99_s = now.tpot_p99_s, c.tpot_mean_s = now.tpot_mean_s;
       ++res.stats.candidates;
@@ -408,7 +430,66 @@ SearchResult search(const SearchInput& in) {
         }
   }
 
-  if (disagg && keep_all) {
+  if (disagg && fewest) {
+    // Each pool sized to the rate: the fewest instances of each that carry it (a split that does not fit the budget
+    // falls back to the budget's best split and misses the SLOs). Keys are O(1) per pair; only the pairs that can be
+    // among the best keep_top (ties with the last included) are estimated in full.
+    struct PairKey {
+      size_t p, d;
+      Split s;
+      bool meets, over;
+      double gpg;
+    };
+    std::vector<PairKey> keys;
+    for (size_t p = 0; p < layouts.size(); ++p)
+      for (size_t d = 0; d < layouts.size(); ++d) {
+        if (size[p] + size[d] > budget || !(a[p] > 0 && b[d] > 0)) continue;
+        ++res.stats.pairs_split;
+        const int64_t np = instances_for_rate(a[p], layouts[p].config.attn_dp);
+        const int64_t nd = instances_for_rate(b[d], layouts[d].config.attn_dp);
+        PairKey k{p, d, {}, false, np * size[p] + nd * size[d] > budget, 0};
+        if (k.over) {
+          k.s = best_split(p, d);
+        } else {
+          k.s.dp_p = static_cast<int>(np), k.s.dp_d = static_cast<int>(nd);
+          k.s.gpus = k.s.dp_p * size[p] + k.s.dp_d * size[d];
+          k.s.rate = std::min(np * a[p] * layouts[p].config.attn_dp, nd * b[d] * layouts[d].config.attn_dp);
+          k.s.per_gpu = k.s.rate / k.s.gpus;
+          k.meets = pair_meets(p, d, k.s);
+        }
+        k.gpg = goodput_per_gpu(k.s);
+        keys.push_back(k);
+      }
+    auto key_before = [](const PairKey& x, const PairKey& y) {
+      if (x.meets != y.meets) return x.meets;
+      if (x.s.gpus != y.s.gpus) return x.s.gpus < y.s.gpus;
+      return x.gpg > y.gpg;
+    };
+    size_t n = keys.size();
+    if (!keep_all && n > static_cast<size_t>(in.keep_top)) {
+      const auto kth = keys.begin() + in.keep_top - 1;
+      std::nth_element(keys.begin(), kth, keys.end(), key_before);
+      const PairKey last = *kth;
+      auto tail = std::partition(kth + 1, keys.end(), [&](const PairKey& x) { return !key_before(last, x); });
+      n = static_cast<size_t>(tail - keys.begin());
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const PairKey& k = keys[i];
+      ++res.stats.pairs_estimated;
+      Candidate c = pair_candidate(k.p, k.d, k.s);
+      if (k.over) {
+        c.meets_slo = false;
+        c.violation = "needs " +
+                      std::to_string(instances_for_rate(a[k.p], layouts[k.p].config.attn_dp) * size[k.p] +
+                                     instances_for_rate(b[k.d], layouts[k.d].config.attn_dp) * size[k.d]) +
+                      " GPUs for " + format_number("%.4g", load.rate_per_s) + " req/s; the budget is " +
+                      std::to_string(budget);
+      }
+      all.push_back(std::move(c));
+    }
+  }
+
+  if (disagg && keep_all && !fewest) {
     for (size_t p = 0; p < layouts.size(); ++p)
       for (size_t d = 0; d < layouts.size(); ++d) {
         if (size[p] + size[d] > budget) continue;
@@ -418,7 +499,7 @@ SearchResult search(const SearchInput& in) {
         ++res.stats.pairs_estimated;
         all.push_back(pair_candidate(p, d, s));
       }
-  } else if (disagg) {
+  } else if (disagg && !fewest) {
     // Pruned evaluation (docs/search.md): a pair's goodput/GPU is at most O x alpha beta / (alpha + beta) (the best
     // continuous split of the two per-GPU rates), its tokens/s/user at most 1 / a lower bound of the decode cycle;
     // a pair is estimated in full only when those bounds leave it a chance among the top N or on the frontier.
@@ -459,6 +540,15 @@ SearchResult search(const SearchInput& in) {
     res.stats.step_evaluations += t->evaluations();
     res.stats.one_rank_steps += t->one_rank_evaluations();
     res.stats.step_lookups += t->lookups();
+  }
+
+  if (fewest) {
+    std::sort(all.begin(), all.end(), [](const Candidate& x, const Candidate& y) {
+      return ranks_before_under(x, y, spec::Objective::kFewestGpus);
+    });
+    if (!keep_all && all.size() > static_cast<size_t>(in.keep_top)) all.resize(static_cast<size_t>(in.keep_top));
+    res.ranked = std::move(all);
+    return res;
   }
 
   if (keep_all) {

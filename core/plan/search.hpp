@@ -12,6 +12,10 @@
 //   Objective (the ranking, in order): meets the SLOs at the scenario's load; goodput per GPU (output tokens/s per
 //   GPU at the largest load that meets the SLOs), higher first; tokens/s per user at that load, higher first; fewer
 //   GPUs; the label (so the order is total and deterministic).
+//   Objective fewest_gpus (`search.objective`): every pool is sized to the workload's rate instead, the fewest
+//   instances whose goodput (the largest per-group load meeting the SLOs, times the groups) carries it, and the
+//   ranking puts fewer GPUs first after the SLO verdict (then goodput per GPU, ...). A layout whose sizing exceeds the
+//   budget is ranked as missing the SLOs ("needs N GPUs"). No Pareto frontier is kept under this objective.
 //   Pairs: with keep_top > 0 only the best keep_top candidates and the Pareto frontier are kept, and a pair is
 //   estimated in full only when bounds (goodput/GPU <= O x the harmonic combination of the two pools' per-GPU rates,
 //   tokens/s/user <= 1 / a lower bound of the decode cycle) leave it a chance to be kept: the same top keep_top, the
@@ -102,6 +106,7 @@ struct ParetoPoint {
 };
 
 struct SearchResult {
+  spec::Objective objective = spec::Objective::kGoodputPerGpu;  // the ranking's (the search space's)
   WorkloadLoad load;
   int gpu_budget = 0;
   std::vector<Candidate> ranked;  // best first (the objective above): every one, or the best keep_top
@@ -113,10 +118,14 @@ struct SearchResult {
 
 SearchResult search(const SearchInput& in);
 
-// True when a ranks before b under the documented objective.
+// True when a ranks before b under the documented objective (goodput per GPU).
 bool ranks_before(const Candidate& a, const Candidate& b);
+// The same under `objective`: fewest GPUs puts fewer GPUs first among those that meet (or that miss) the SLOs, then
+// goodput per GPU and the rest as above. (kMaxRate ranks as goodput per GPU: the rate search follows the pick.)
+bool ranks_before_under(const Candidate& a, const Candidate& b, spec::Objective objective);
 // Why `c` lost to `best` (the winner), e.g. "TPOT p99 52 ms > SLO 50 ms at 5.5 req/s" or "12% lower goodput/GPU".
-std::string why_lost(const Candidate& c, const Candidate& best);
+std::string why_lost(const Candidate& c, const Candidate& best,
+                     spec::Objective objective = spec::Objective::kGoodputPerGpu);
 // The candidate as a full Plan (make_plan with its dp counts): what `parasol plan` writes.
 MadePlan candidate_plan(const SearchInput& in, const Candidate& c);
 

@@ -25,8 +25,10 @@ nlohmann::json pool_json(const PoolEstimate& p) {
 
 }  // namespace
 
-std::string why_lost(const Candidate& c, const Candidate& best) {
+std::string why_lost(const Candidate& c, const Candidate& best, spec::Objective objective) {
   if (!c.meets_slo && best.meets_slo) return c.violation;
+  if (objective == spec::Objective::kFewestGpus && c.gpus > best.gpus)
+    return std::to_string(c.gpus) + " GPUs for the load, not " + std::to_string(best.gpus);
   if (c.goodput_tok_s_per_gpu < best.goodput_tok_s_per_gpu) {
     if (c.goodput_tok_s_per_gpu <= 0) return "no load meets the SLOs";
     const double pct = 100.0 * (1.0 - c.goodput_tok_s_per_gpu / best.goodput_tok_s_per_gpu);
@@ -54,6 +56,7 @@ std::string pareto_csv(const SearchResult& r) {
 
 nlohmann::json to_json(const SearchResult& r, int top_n) {
   nlohmann::json j;
+  j["objective"] = spec::to_string(r.objective);
   j["load"] = {
       {"rate_per_s", r.load.rate_per_s}, {"input_mean", r.load.input_mean}, {"output_mean", r.load.output_mean}};
   j["gpu_budget"] = r.gpu_budget;

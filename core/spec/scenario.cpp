@@ -48,7 +48,7 @@ Slo load_slo(const yaml::Node& n) {
 
 SearchSpace load_search(const yaml::Node& n, const Model& model) {
   n.allow_keys({"tp", "pp", "ep", "attn_dp", "allow_cross_domain_tp", "disaggregation", "top_n", "weight_dtype",
-                "kv_dtype", "gpus", "workload_stats"});
+                "kv_dtype", "gpus", "workload_stats", "objective"});
   SearchSpace s;
   if (auto c = n.get("tp")) s.tp = int_list(*c);
   if (auto c = n.get("pp")) s.pp = int_list(*c);
@@ -66,6 +66,7 @@ SearchSpace load_search(const yaml::Node& n, const Model& model) {
       s.disaggregation = Disaggregation::kBoth;
   }
   s.top_n = static_cast<int>(n.integer_or("top_n", 5, 1, 1000));
+  if (auto c = n.get("objective")) s.objective = *objective_named(c->as_enum({"goodput_per_gpu", "fewest_gpus", "max_rate"}));
   s.weight_dtype = model.weight_dtype;
   s.kv_dtype = model.kv_dtype;
   if (auto c = n.get("weight_dtype")) s.weight_dtype = dtype_at(*c);
@@ -291,6 +292,24 @@ std::string to_string(Disaggregation d) {
   return "?";
 }
 
+std::string to_string(Objective o) {
+  switch (o) {
+    case Objective::kGoodputPerGpu:
+      return "goodput_per_gpu";
+    case Objective::kFewestGpus:
+      return "fewest_gpus";
+    case Objective::kMaxRate:
+      return "max_rate";
+  }
+  return "?";
+}
+
+std::optional<Objective> objective_named(const std::string& name) {
+  for (Objective o : {Objective::kGoodputPerGpu, Objective::kFewestGpus, Objective::kMaxRate})
+    if (to_string(o) == name) return o;
+  return std::nullopt;
+}
+
 std::string to_string(Fidelity f) {
   return f == Fidelity::kNetwork ? "network" : "analytic";
 }
@@ -314,6 +333,7 @@ nlohmann::json to_json(const Scenario& s) {
                  {"allow_cross_domain_tp", s.search.allow_cross_domain_tp},
                  {"disaggregation", to_string(s.search.disaggregation)},
                  {"top_n", s.search.top_n},
+                 {"objective", to_string(s.search.objective)},
                  {"weight_dtype", std::string(to_string(s.search.weight_dtype))},
                  {"kv_dtype", std::string(to_string(s.search.kv_dtype))},
                  {"gpus", s.search.gpus ? nlohmann::json(*s.search.gpus) : nlohmann::json(nullptr)}};

@@ -32,6 +32,11 @@ struct Slo {
 
 enum class Disaggregation { kOff, kOn, kBoth };  // kBoth: search colocated and disaggregated layouts
 
+// What the plan search answers (docs/search.md "Objectives"): the best goodput per GPU within the GPU budget (every
+// candidate fills it); the fewest GPUs that meet the SLOs at the workload's rate (each candidate sized to that rate);
+// the highest rate the chosen deployment sustains within the SLOs (a search on the rate in simulation).
+enum class Objective { kGoodputPerGpu, kFewestGpus, kMaxRate };
+
 // Declared statistics of the workload, for the search when the workload's trace file is absent (traces live outside
 // the repository) or the scenario has no workload: mean arrival rate and mean prompt / output lengths.
 struct WorkloadStats {
@@ -53,6 +58,7 @@ struct SearchSpace {
   DType kv_dtype = DType::kBf16;                // defaults to the model's KV dtype
   std::optional<int> gpus;                      // GPU budget; absent = every GPU of the scenario's type in the cluster
   std::optional<WorkloadStats> workload_stats;  // `workload_stats: {rate, input_mean, output_mean}`
+  Objective objective = Objective::kGoodputPerGpu;  // `objective: goodput_per_gpu | fewest_gpus | max_rate`
 };
 
 enum class Fidelity { kAnalytic, kNetwork };
@@ -120,6 +126,8 @@ Scenario load_scenario_file(const std::string& path);
 nlohmann::json to_json(const Scenario& s);
 
 std::string to_string(Disaggregation d);
+std::string to_string(Objective o);
+std::optional<Objective> objective_named(const std::string& name);  // nullopt: not an objective's name
 std::string to_string(Fidelity f);
 
 // The data directory: $PARASOL_DATA_DIR when set, else the source tree the binary was built from.
