@@ -341,10 +341,24 @@ FlowSet direct(const Collective& c, RouteTable& r, cost::Protocol p) {
   const double f = P.proto_bw(plan::OpKind::kAllToAll, p);
   if (!(f > 0)) return none();
   const int n = static_cast<int>(c.gpus.size());
-  Builder b(r, P.link_eff(plan::OpKind::kAllToAll, n) * f, P.nic_eff() * f);
   if (!c.a2a_bytes.empty() && c.a2a_bytes.size() != static_cast<size_t>(n) * n)
     throw ConfigError("all-to-all bytes matrix has " + std::to_string(c.a2a_bytes.size()) + " entries, expected " +
                       std::to_string(n * n));
+  // As cost::all_to_all_time: LL only up to its largest message per peer, its bandwidth per peer (the fewest domain
+  // peers of a member; the same for every member of a uniform group).
+  double max_peer = c.a2a_bytes.empty() ? c.bytes / n : 0.0;
+  int min_peers = n;
+  for (int i = 0; i < n; ++i) {
+    int peers = 0;
+    for (int j = 0; j < n; ++j) {
+      if (j == i) continue;
+      if (!c.a2a_bytes.empty()) max_peer = std::max(max_peer, c.a2a_bytes[static_cast<size_t>(i) * n + j]);
+      if (same_domain(r.cluster(), c.gpus[static_cast<size_t>(i)], c.gpus[static_cast<size_t>(j)])) ++peers;
+    }
+    if (peers > 0) min_peers = std::min(min_peers, peers);
+  }
+  if (!cost::a2a_protocol_applies(P, p, max_peer)) return none();
+  Builder b(r, cost::a2a_fraction(P, p, n, min_peers), P.nic_eff() * f);
   // Member latencies as cost::a2a_member_latency_s: the group's domains and peers, from a GroupLinks of the same
   // group (only its per-member latency and peer fields are used).
   cost::GroupLinks g;

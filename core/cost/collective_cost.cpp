@@ -450,11 +450,13 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
   const int n = g.n;
   if (n <= 1) return 0.0;
   const auto& a = P.model.all_to_all;
-  const double nic_eff = P.nic_eff(), link_eff = P.link_eff(OpKind::kAllToAll, n);
-  // Per member: the larger of its bytes out and in, inside its domain and across (the same for every protocol).
+  const double nic_eff = P.nic_eff();
+  // Per member: the larger of its bytes out and in, inside its domain and across (the same for every protocol); and
+  // the largest message to one peer (LL's limit).
   thread_local std::vector<double> intra, inter;
   intra.assign(static_cast<size_t>(n), 0.0);
   inter.assign(static_cast<size_t>(n), 0.0);
+  double max_peer = 0;
   for (int i = 0; i < n; ++i) {
     const size_t ui = static_cast<size_t>(i);
     double intra_out = 0, inter_out = 0, intra_in = 0, inter_in = 0;
@@ -464,6 +466,7 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
       const auto& in_v = members[static_cast<size_t>(j)]->a2a_send_bytes;
       const double out = static_cast<size_t>(j) < out_v.size() ? out_v[static_cast<size_t>(j)] : 0.0;
       const double in = ui < in_v.size() ? in_v[ui] : 0.0;
+      max_peer = std::max(max_peer, std::max(out, in));
       if (g.same_domain(i, j)) {
         intra_out += out, intra_in += in;
       } else {
@@ -476,13 +479,14 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
   double best = -1;
   for (Protocol p : {Protocol::kLL, Protocol::kNarrow, Protocol::kSimple}) {
     const double f = P.proto_bw(OpKind::kAllToAll, p);
-    if (!(f > 0)) continue;
+    if (!(f > 0) || !a2a_protocol_applies(P, p, max_peer)) continue;
     const double base = p == Protocol::kLL ? a.ll_base_s : p == Protocol::kNarrow ? a.narrow_base_s : a.simple_base_s;
     double worst = 0;
     for (int i = 0; i < n; ++i) {
       const size_t ui = static_cast<size_t>(i);
       double t = 0;
-      if (intra[ui] > 0) t = std::max(t, intra[ui] / (g.a2a_intra_bw_Bps[ui] * link_eff * f));
+      if (intra[ui] > 0)
+        t = std::max(t, intra[ui] / (g.a2a_intra_bw_Bps[ui] * a2a_fraction(P, p, n, g.a2a_intra_peers[ui])));
       if (inter[ui] > 0) t = std::max(t, inter[ui] / (g.a2a_inter_bw_Bps[ui] * nic_eff * f));
       worst = std::max(worst, t + a2a_member_latency_s(g, P, p, i));
     }
@@ -490,6 +494,18 @@ double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupL
     if (best < 0 || total < best) best = total;
   }
   return best;
+}
+
+bool a2a_protocol_applies(const CollectiveParams& P, Protocol p, double max_peer_bytes) {
+  const double limit = P.model.all_to_all.ll_max_peer_bytes;
+  return p != Protocol::kLL || !(limit > 0) || max_peer_bytes <= limit;
+}
+
+double a2a_fraction(const CollectiveParams& P, Protocol p, int n, int peers) {
+  const double e = P.link_eff(OpKind::kAllToAll, n), f = P.proto_bw(OpKind::kAllToAll, p);
+  if (p != Protocol::kLL) return e * f;
+  // LL: each peer's messages on their own channel at f of the link, the peers together at most the link's Simple rate.
+  return std::min(e, f * std::max(peers, 1));
 }
 
 double a2a_member_latency_s(const GroupLinks& g, const CollectiveParams& P, Protocol p, int i) {

@@ -23,6 +23,8 @@
 //            tree edges; 2 floor(log2 N) NIC steps.
 //   all-to-all (kDirect): per rank max(sent, received) / B per part (intra- and inter-domain in parallel), (n-1)
 //            peer latencies inside, one NIC message per remote peer; LL / narrow / Simple of the all_to_all params.
+//            LL only while no message to one peer exceeds ll_max_peer_bytes (NCCL's P2P LL threshold), each peer's
+//            bytes on their own channel: inside a domain at min(efficiency, ll_bandwidth x peers) of B.
 //   one-shot / two-shot: the engine's all-reduce (CollectiveParams::custom_allreduce_max_bytes > 0) inside one NVLink
 //            domain: one-shot reads (n-1) S, two-shot moves 2(n-1)/n S per direction; then, up to the engine's
 //            symmetric-memory limit, multimem (NVLS bytes) or two-shot plus a copy in and out of HBM (4 S); NCCL above.
@@ -158,6 +160,13 @@ plan::CollectiveAlgo custom_allreduce_choice(const GroupLinks& group, const Coll
 double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& group,
                        const CollectiveParams& params);
 double all_to_all_time(const std::vector<const plan::Op*>& members, const GroupLinks& group, double comm_efficiency);
+// Whether all-to-all protocol p runs when the largest message to one peer is max_peer_bytes: NCCL sends a peer's
+// data with LL only up to AllToAllParams::ll_max_peer_bytes (its P2P_LL_THRESHOLD), Simple above.
+bool a2a_protocol_applies(const CollectiveParams& params, Protocol p, double max_peer_bytes);
+// Achieved / nominal scale-up bandwidth of a member's all-to-all bytes with protocol p over n ranks, `peers` of them
+// in its domain: Simple (narrow or not) at its efficiency; LL at its per-peer fraction times the peers, at most
+// Simple's efficiency (a channel per peer).
+double a2a_fraction(const CollectiveParams& params, Protocol p, int n, int peers);
 // Member i's latency in an all-to-all with protocol p (kLL, kNarrow or kSimple): its domain peers' messages (or the links'
 // latency when unfitted) and, across NICs, the path latency plus one NIC message per remote peer.
 double a2a_member_latency_s(const GroupLinks& group, const CollectiveParams& params, Protocol p, int i);

@@ -152,7 +152,8 @@ struct CollectiveKindParams {
 // peer ("narrow") for mid sizes, Simple on more channels for large ones.
 struct AllToAllParams {
   double ll_base_s = 0, ll_peer_s = 0;
-  double ll_bandwidth = 0;  // fraction of Simple's bandwidth (0: no LL)
+  double ll_bandwidth = 0;  // per peer (each peer's messages on their own channel), fraction of Simple's (0: no LL)
+  double ll_max_peer_bytes = 0;  // LL only while no message to one peer is larger (0: no limit)
   double narrow_base_s = 0, narrow_peer_s = 0;
   double narrow_bandwidth = 0;  // (0: no narrow Simple)
   double simple_base_s = 0, simple_peer_s = 0;

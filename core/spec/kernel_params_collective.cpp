@@ -27,11 +27,12 @@ void load_kind(const yaml::Node& n, CollectiveKindParams& k) {
 }
 
 void load_all_to_all(const yaml::Node& n, AllToAllParams& a) {
-  n.allow_keys({"ll_base", "ll_peer", "ll_bandwidth", "narrow_base", "narrow_peer", "narrow_bandwidth", "simple_base",
-                "simple_peer", "efficiency", "ring_penalty"});
+  n.allow_keys({"ll_base", "ll_peer", "ll_bandwidth", "ll_max_peer", "narrow_base", "narrow_peer", "narrow_bandwidth",
+                "simple_base", "simple_peer", "efficiency", "ring_penalty"});
   a.ll_base_s = n.quantity_or("ll_base", Dimension::kTime, a.ll_base_s, 0.0, kMaxLatency_s);
   a.ll_peer_s = n.quantity_or("ll_peer", Dimension::kTime, a.ll_peer_s, 0.0, kMaxLatency_s);
   a.ll_bandwidth = n.number_or("ll_bandwidth", a.ll_bandwidth, 0.0, 1.0);
+  a.ll_max_peer_bytes = n.quantity_or("ll_max_peer", Dimension::kBytes, a.ll_max_peer_bytes, 0.0, 1e12);
   a.narrow_base_s = n.quantity_or("narrow_base", Dimension::kTime, a.narrow_base_s, 0.0, kMaxLatency_s);
   a.narrow_peer_s = n.quantity_or("narrow_peer", Dimension::kTime, a.narrow_peer_s, 0.0, kMaxLatency_s);
   a.narrow_bandwidth = n.number_or("narrow_bandwidth", a.narrow_bandwidth, 0.0, 1.0);
@@ -145,7 +146,8 @@ nlohmann::json to_json(const CollectiveModelParams& p) {
           {"reduce_scatter", kind_json(p.reduce_scatter)},
           {"all_to_all",
            {{"ll_base_s", a.ll_base_s}, {"ll_peer_s", a.ll_peer_s}, {"ll_bandwidth", a.ll_bandwidth},
-            {"narrow_base_s", a.narrow_base_s}, {"narrow_peer_s", a.narrow_peer_s}, {"narrow_bandwidth", a.narrow_bandwidth},
+            {"ll_max_peer_bytes", a.ll_max_peer_bytes}, {"narrow_base_s", a.narrow_base_s},
+            {"narrow_peer_s", a.narrow_peer_s}, {"narrow_bandwidth", a.narrow_bandwidth},
             {"simple_base_s", a.simple_base_s}, {"simple_peer_s", a.simple_peer_s}, {"efficiency", a.efficiency},
             {"ring_penalty", a.ring_penalty}}},
           {"nic_efficiency", p.nic_efficiency},

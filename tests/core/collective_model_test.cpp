@@ -139,6 +139,34 @@ TEST(CollectiveModel, ProtocolSwitchPointsMoveMonotonicallyWithSize) {
   }
 }
 
+TEST(CollectiveModel, AllToAllUsesLLOnlyUpToItsPerPeerLimitAndPerPeerBandwidth) {
+  spec::Gpu gpu = shipped("h100-sxm");
+  gpu.collective.all_to_all.ll_max_peer_bytes = 16384;
+  CollectiveParams P = CollectiveParams::from(gpu);
+  ASSERT_GT(P.model.all_to_all.ll_bandwidth, 0) << "the shipped H100 has an all-to-all LL protocol";
+  for (int n : {2, 8}) {
+    const GroupLinks g = links_of(nodes_of(gpu, 1, n), n);
+    // One byte over the limit per peer: LL is out, whatever it would cost.
+    EXPECT_TRUE(a2a_protocol_applies(P, Protocol::kLL, 16384));
+    EXPECT_FALSE(a2a_protocol_applies(P, Protocol::kLL, 16385));
+    EXPECT_TRUE(a2a_protocol_applies(P, Protocol::kSimple, 1e9));
+    // LL's bandwidth is per peer: the member's bytes go at ll_bandwidth x peers, up to Simple's link efficiency.
+    const double f = P.proto_bw(OpKind::kAllToAll, Protocol::kLL);
+    EXPECT_NEAR(a2a_fraction(P, Protocol::kLL, n, n - 1),
+                std::min(P.link_eff(OpKind::kAllToAll, n), f * (n - 1)), 1e-12);
+    EXPECT_NEAR(a2a_fraction(P, Protocol::kSimple, n, n - 1), P.link_eff(OpKind::kAllToAll, n), 1e-12);
+    // At the same bytes per peer, n - 1 peers cost LL about what one peer does (parallel channels), not n - 1 times.
+    const double per_peer = 16384;
+    const double t = collective_time(op_of(OpKind::kAllToAll, per_peer * n, n), g, P).time_s;
+    const double lat = a2a_member_latency_s(g, P, Protocol::kLL, 0) + P.model.all_to_all.ll_base_s + P.base_latency_s;
+    EXPECT_LE(t, lat + per_peer / (g.a2a_intra_bw_Bps[0] * f) * (1 + 1e-9)) << "n=" << n;
+  }
+  // Without a limit the model keeps the fastest protocol at any size (as before the limit existed).
+  gpu.collective.all_to_all.ll_max_peer_bytes = 0;
+  P = CollectiveParams::from(gpu);
+  EXPECT_TRUE(a2a_protocol_applies(P, Protocol::kLL, 1e12));
+}
+
 TEST(CollectiveModel, CustomAllReduceBeatsNcclAtSmallSizesInsideTheDomain) {
   const spec::Gpu gpu = shipped("h100-sxm");
   CollectiveParams nccl = CollectiveParams::from(gpu);
