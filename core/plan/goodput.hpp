@@ -17,11 +17,20 @@
 //     Limits: the token budget, sequences per iteration and the KV cache (sequences x (I + O/2) tokens).
 //   - TPOT p99: the cycle at the p99 batch: the number of running sequences is Poisson (M/G/inf) with the steady-state
 //     mean, p99 ~ mean + 2.326 sd.
-//   - TTFT p99: prompts queue for the group's prefill capacity R (tokens/s with full-budget prefill iterations) as an
-//     M/D/1 queue with service I / R and load rho = lambda I / R; its waiting time has the heavy-traffic exponential
-//     tail P(W > t) = rho exp(-2 (1 - rho) t / s), so W_p99 = s ln(100 rho) / (2 (1 - rho)) (0 when rho <= 0.01); plus
-//     the prompt's own chunks; plus, in a disaggregated deployment, the KV transfer to the decode pool.
-// Lengths are the means (I prompt, O output tokens); the tails come from the queueing terms only.
+//   - TTFT p99: prompts queue for the group's prefill capacity R (tokens/s with full-budget prefill iterations) as a
+//     G/G/1 queue with mean service s = I / R and load rho = lambda I / R; Kingman's heavy-traffic approximation gives
+//     the waiting time an exponential tail P(W > t) = rho exp(-2 (1 - rho) t / (s (ca2 + cs2))) with ca2 and cs2 the
+//     squared coefficients of variation of the inter-arrival times and of the prompt lengths (measured from the
+//     workload; a group sees its 1/n share of the stream, n = the workload's rate / the group's, as a random split:
+//     ca2 = 1 + (ca2_workload - 1) / n, Whitt's splitting formula; Poisson arrivals of one prompt length, ca2 = 1
+//     and cs2 = 0, are the M/D/1 case), so
+//     W_p99 = s (ca2 + cs2) ln(100 rho) / (2 (1 - rho)) (0 when rho <= 0.01) and E[W] = s (ca2 + cs2) rho /
+//     (2 (1 - rho)). The prompt's own chunks add to it; in a prefill pool long prompts make their own tail: TTFT
+//     p99 = max(W_p99 + own(I), E[W] + own(I_p99)) with own(x) the prefill of an x-token prompt, I_p99 the 99th
+//     percentile prompt (in mixed pools, whose prompts' chunks share iterations with decode, that term
+//     over-estimated the simulated TTFT p99 by 40-100% on the shipped scenarios and is not taken). Plus, in a
+//     disaggregated deployment, the KV transfer to the decode pool.
+// Lengths are otherwise the means (I prompt, O output tokens).
 // Thread behaviour: a StageTimer and the PoolModels using it belong to one thread.
 #pragma once
 
@@ -46,6 +55,10 @@ struct WorkloadLoad {
   double rate_per_s = 1;
   double input_mean = 512;
   double output_mean = 128;
+  // The variability the TTFT tail depends on (defaults: Poisson arrivals of prompts of one length).
+  double input_p99 = 0;     // 99th percentile prompt length, tokens (0: the mean)
+  double arrival_cv2 = 1;   // squared coefficient of variation of the inter-arrival times
+  double input_cv2 = 0;     // of the prompt lengths (prefill service time is proportional to them)
 };
 
 enum class PoolRole { kMixed, kPrefill, kDecode };

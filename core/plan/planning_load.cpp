@@ -1,6 +1,7 @@
 #include "core/plan/planning_load.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -32,7 +33,14 @@ WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& 
   const auto& declared = s.search.workload_stats;
   auto from_declared = [&](const std::string& why) {
     source = "declared workload_stats (" + why + ")";
-    return WorkloadLoad{declared->rate_per_s, declared->input_mean, declared->output_mean};
+    // The variability of what is simulated in their place (sim/plan_choice.hpp): Poisson arrivals, lognormal prompt
+    // lengths of cv 1 (squared cv 1; 99th percentile exp(z99 sigma - sigma^2 / 2) = 4.90 x the mean, sigma^2 = ln 2).
+    WorkloadLoad l{declared->rate_per_s, declared->input_mean, declared->output_mean};
+    const double sigma = std::sqrt(std::log(2.0));
+    l.arrival_cv2 = 1;
+    l.input_cv2 = 1;
+    l.input_p99 = declared->input_mean * std::exp(2.326 * sigma - 0.5 * sigma * sigma);
+    return l;
   };
   if (!s.workload) {
     if (declared) return from_declared("no workload section");
@@ -43,13 +51,16 @@ WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& 
   const serve::WorkloadSpec spec = serve::load_workload(*s.workload);
   auto src = serve::make_source(spec, seed);
   int64_t n = 0;
-  double in = 0, out = 0, first = 0, last = 0;
+  double in = 0, out = 0, first = 0, last = 0, prev = 0, gap2 = 0;
+  std::vector<double> inputs;
   const int64_t cap = spec.kind == serve::WorkloadSpec::Kind::kSynthetic ? kSyntheticDraws : INT64_MAX;
   while (n < cap) {
     auto r = src->next();
     if (!r) break;
-    if (n == 0) first = r->arrival_s;
-    last = r->arrival_s;
+    if (n == 0) first = prev = r->arrival_s;
+    gap2 += (r->arrival_s - prev) * (r->arrival_s - prev);
+    prev = last = r->arrival_s;
+    inputs.push_back(static_cast<double>(r->input_tokens));
     in += static_cast<double>(r->input_tokens);
     out += static_cast<double>(r->output_tokens);
     ++n;
@@ -59,6 +70,15 @@ WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& 
   load.input_mean = std::max(1.0, in / static_cast<double>(n));
   load.output_mean = std::max(1.0, out / static_cast<double>(n));
   load.rate_per_s = static_cast<double>(n - 1) / (last - first);
+  // Variability: the squared cv of the inter-arrival gaps and of the prompt lengths, the 99th percentile prompt.
+  const double gap = (last - first) / static_cast<double>(n - 1);
+  load.arrival_cv2 = std::max(0.0, gap2 / static_cast<double>(n - 1) / (gap * gap) - 1);
+  double in2 = 0;
+  for (double x : inputs) in2 += (x - load.input_mean) * (x - load.input_mean);
+  load.input_cv2 = in2 / static_cast<double>(n) / (load.input_mean * load.input_mean);
+  const auto k = inputs.begin() + static_cast<std::ptrdiff_t>(std::min<int64_t>(n - 1, (99 * n) / 100));
+  std::nth_element(inputs.begin(), k, inputs.end());
+  load.input_p99 = *k;
   if (spec.kind == serve::WorkloadSpec::Kind::kSynthetic) {
     const auto& a = spec.arrival;
     load.rate_per_s = a.rate_per_s * spec.rate_scale;

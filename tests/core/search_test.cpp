@@ -123,6 +123,47 @@ TEST(SearchEstimator, SteadyStateSatisfiesLittlesLawAndGoodputIsTheSloBoundary) 
   }
 }
 
+TEST(SearchEstimator, PrefillQueueingScalesWithArrivalAndLengthVariabilityAndLongPromptsSetTheirOwnTail) {
+  const auto gpu = testing::shipped_gpu("h100-sxm");
+  const auto cl = testing::test_cluster(gpu, 1, 8);
+  const auto m = testing::shipped_model("llama-3.1-8b");
+  plan::PlanOptions opt;
+  const ParallelConfig c = layout(1, 1);
+  auto f = plan::check_feasibility(m, gpu, c, opt);
+  plan::StageTimer timer(m, cl, "", c, opt);
+  auto pool = [&](const plan::WorkloadLoad& load) {
+    return plan::PoolModel(timer, m, c, f.memory, f.stage_layers, 0, 0, PoolRole::kPrefill, load, opt);
+  };
+  const plan::WorkloadLoad md1{10, 1500, 300};  // Poisson, one prompt length: the M/D/1 case
+  auto base = pool(md1);
+  const double rate = 10;  // one group carries the whole stream
+  const auto p = base.at(rate);
+  ASSERT_TRUE(p.stable);
+  ASSERT_GT(p.ttft_p99_s, base.at(1e-9).ttft_p99_s);  // queueing at this load
+  // Kingman: the waiting-time tail is linear in ca2 + cs2 (the prompt's own prefill does not depend on it).
+  plan::WorkloadLoad bursty = md1, burstier = md1;
+  bursty.arrival_cv2 = 3, burstier.arrival_cv2 = 5;
+  auto b = pool(bursty);
+  const double t1 = p.ttft_p99_s, t3 = b.at(rate).ttft_p99_s, t5 = pool(burstier).at(rate).ttft_p99_s;
+  EXPECT_GT(t3, t1);
+  EXPECT_NEAR(t5 - t3, t3 - t1, 1e-9 * t5);
+  plan::WorkloadLoad varied = md1;
+  varied.input_cv2 = 2;
+  auto v = pool(varied);
+  EXPECT_NEAR(v.at(rate).ttft_p99_s, b.at(rate).ttft_p99_s, 1e-12) << "ca2 + cs2 is what counts";
+  // Split over n groups the arrivals' excess variability is 1/n (Whitt): 5 groups of ca2 = 6 equal one of ca2 = 2.
+  plan::WorkloadLoad six = md1, two = md1;
+  six.arrival_cv2 = 6, two.arrival_cv2 = 2;
+  two.rate_per_s = rate / 5;
+  EXPECT_NEAR(pool(six).at(rate / 5).ttft_p99_s, pool(two).at(rate / 5).ttft_p99_s, 1e-12);
+  // A 99th-percentile prompt of 6,000 tokens: at a trickle the TTFT p99 is that prompt's own prefill.
+  plan::WorkloadLoad longp = md1;
+  longp.input_p99 = 6000;
+  auto l = pool(longp);
+  EXPECT_NEAR(l.at(1e-9).ttft_p99_s, l.latency_s(6000), 1e-6 * l.latency_s(6000));
+  EXPECT_GE(l.at(rate).ttft_p99_s, p.ttft_p99_s);
+}
+
 TEST(SearchEstimator, OverloadIsReportedWithItsLimit) {
   const auto gpu = testing::shipped_gpu("h100-sxm");
   const auto cl = testing::test_cluster(gpu, 1, 8);
