@@ -228,7 +228,8 @@ OpTime attention_time(const plan::Op& op, const spec::Gpu& gpu, const AttentionB
       t.memory_s *= 1 - resident + resident / p.bench_l2_speedup;
     }
   }
-  t.launch_s = prefill ? p.prefill_fixed_s : p.decode_fixed_s;
+  t.launch_s = prefill ? (mla_pf_kernel && p.mla_prefill_fixed_s >= 0 ? p.mla_prefill_fixed_s : p.prefill_fixed_s)
+                      : (mla_tiles && p.mla_decode_fixed_s >= 0 ? p.mla_decode_fixed_s : p.decode_fixed_s);
   if (fp8) t.launch_s += (prefill ? p.prefill_fp8_fixed_s : p.decode_fp8_fixed_s) * D / 256;
   if (splits > 1) t.launch_s += p.split_s;
   t.time_s = t.launch_s + soft_max(t.compute_s, t.memory_s, prefill ? p.prefill_overlap : p.decode_overlap);

@@ -349,6 +349,7 @@ std::vector<Family> attention_families() {
                 param("mla_decode_single_head", &A::mla_decode_single_head, 0.5, 20.0),
                 param("mla_decode_fp8", &A::mla_decode_fp8, 0.3, 3.0),
                 param("mla_decode_per_row", &A::mla_decode_per_row_s, 1e-10, 1e-5, true),
+                param("mla_decode_fixed", &A::mla_decode_fixed_s, 1e-7, 1e-4, true),
                 param("bench_mla_generation", &A::bench_mla_generation_s, 1e-9, 1e-3, true)};
     f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) { read_mla(t, gpu, out, false); };
     f.predict = [](const Sample& s, const spec::Gpu& gpu) {

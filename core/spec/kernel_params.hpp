@@ -109,6 +109,7 @@ struct AttentionParams {
   bool mla_prefill_tmem = true;           // its tiles are bound by tmem_columns (false: a kernel without TMEM)
   double mla_prefill_max_efficiency = 0;  // its prefill_max_efficiency; 0: the shared one
   double mla_prefill_per_token_s = -1;    // its prefill_per_kv_token, per new token per head; < 0: the shared one
+  double mla_prefill_fixed_s = -1;        // its prefill_fixed; < 0: the shared one
   // Decode (generation): CTAs of (sequence, KV head, split) streaming KV.
   double decode_fixed_s = 8e-6;           // per-kernel fixed cost
   double decode_fp8_fixed_s = 0;          // fp8 KV cache: extra fixed cost per 256 of D
@@ -131,6 +132,7 @@ struct AttentionParams {
   double mla_decode_single_head = 1;      // ... whose KV tiles take this factor
   double mla_decode_fp8 = 1;              // fp8 KV cache: factor on an MLA decode KV tile's time
   double mla_decode_per_row_s = 0;        // SM-time per query head row of an MLA decode CTA (Q in, O out)
+  double mla_decode_fixed_s = -1;         // the MLA decode kernel's decode_fixed; < 0: the shared one
   double per_cta_s = 0;                   // SM-time per decode CTA ...
   double per_cta_dim_s = 0;               // ... plus this per element of D
   double per_block_s = 0;                 // SM-time per paged KV block per KV head

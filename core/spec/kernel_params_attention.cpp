@@ -35,6 +35,7 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
                 "mla_prefill_tmem",
                 "mla_prefill_max_efficiency",
                 "mla_prefill_per_token",
+                "mla_prefill_fixed",
                 "decode_fixed",
                 "decode_fp8_fixed",
                 "decode_memory",
@@ -54,6 +55,7 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
                 "mla_decode_single_head",
                 "mla_decode_fp8",
                 "mla_decode_per_row",
+                "mla_decode_fixed",
                 "per_cta",
                 "per_cta_dim",
                 "per_block",
@@ -98,6 +100,7 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
   p.mla_prefill_tmem = n.bool_or("mla_prefill_tmem", p.mla_prefill_tmem);
   num("mla_prefill_max_efficiency", p.mla_prefill_max_efficiency, 0.0, 1.0);
   if (n.has("mla_prefill_per_token")) time("mla_prefill_per_token", p.mla_prefill_per_token_s, 1e-2);
+  if (n.has("mla_prefill_fixed")) time("mla_prefill_fixed", p.mla_prefill_fixed_s, 1e-2);
   time("decode_fixed", p.decode_fixed_s, 1e-2);
   time("decode_fp8_fixed", p.decode_fp8_fixed_s, 1e-2);
   num("decode_memory", p.decode_memory, 0.01, 1.0);
@@ -117,6 +120,7 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
   num("mla_decode_single_head", p.mla_decode_single_head, 0.05, 100.0);
   num("mla_decode_fp8", p.mla_decode_fp8, 0.05, 20.0);
   time("mla_decode_per_row", p.mla_decode_per_row_s, 1e-2);
+  if (n.has("mla_decode_fixed")) time("mla_decode_fixed", p.mla_decode_fixed_s, 1e-2);
   time("per_cta", p.per_cta_s, 1e-2);
   time("per_cta_dim", p.per_cta_dim_s, 1e-2);
   time("per_block", p.per_block_s, 1e-2);
@@ -159,6 +163,7 @@ nlohmann::json to_json(const AttentionParams& p) {
           {"mla_prefill_tmem", p.mla_prefill_tmem},
           {"mla_prefill_max_efficiency", p.mla_prefill_max_efficiency},
           {"mla_prefill_per_token_s", p.mla_prefill_per_token_s},
+          {"mla_prefill_fixed_s", p.mla_prefill_fixed_s},
           {"decode_fixed_s", p.decode_fixed_s},
           {"decode_fp8_fixed_s", p.decode_fp8_fixed_s},
           {"decode_memory", p.decode_memory},
@@ -178,6 +183,7 @@ nlohmann::json to_json(const AttentionParams& p) {
           {"mla_decode_single_head", p.mla_decode_single_head},
           {"mla_decode_fp8", p.mla_decode_fp8},
           {"mla_decode_per_row_s", p.mla_decode_per_row_s},
+          {"mla_decode_fixed_s", p.mla_decode_fixed_s},
           {"per_cta_s", p.per_cta_s},
           {"per_cta_dim_s", p.per_cta_dim_s},
           {"per_block_s", p.per_block_s},

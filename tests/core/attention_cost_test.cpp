@@ -234,6 +234,19 @@ TEST(AttentionCost, MlaDecodeWideTilesPastTheThresholdShareOneKvReadPerCluster) 
   EXPECT_NEAR(attention_op_time(small, g).memory_s * g.hbm_bw_Bps * p.decode_memory / kv1 - qo / kv1, 4.0, 1e-9);
 }
 
+TEST(AttentionCost, MlaKernelsFixedCostsReplaceTheSharedOnesOnlyForMla) {
+  spec::Gpu g = testing::shipped_gpu("b200");
+  auto& p = g.attention;
+  const plan::Op dec = mla_decode_op(16, 512, 1024);  // enough CTAs: no split-KV, no combine kernel
+  plan::Op gqa = dec;
+  gqa.kind = OpKind::kAttention, gqa.heads = 16, gqa.kv_heads = 2, gqa.head_dim = 128, gqa.v_head_dim = 0;
+  p.mla_decode_fixed_s = 1e-6, p.decode_fixed_s = 5e-6;
+  EXPECT_DOUBLE_EQ(attention_op_time(dec, g).launch_s, 1e-6);
+  EXPECT_DOUBLE_EQ(attention_op_time(gqa, g).launch_s, 5e-6);
+  p.mla_decode_fixed_s = -1;  // negative: the shared figure
+  EXPECT_DOUBLE_EQ(attention_op_time(dec, g).launch_s, 5e-6);
+}
+
 TEST(AttentionCost, MlaPrefillVPaddingAddsTheZeroColumnsToTheTileMath) {
   spec::Gpu g = tiles_only();
   g.attention.prefill_d_half = 0, g.attention.mla_prefill_factor = 1;
