@@ -17,6 +17,11 @@
 //     (the group padded to decode_tile_q rows, at decode_mma_efficiency) and its bytes at one CTA's stream rate
 //     (decode_sm_bandwidth x HBM / SMs); a CTA adds per_cta + per_cta_dim x D, a KV block (kv_block_tokens) per KV
 //     head per_block. SM time = max(sum / SMs, longest CTA).
+//   MLA decode with head tiles (mla_decode_tile_q > 0): ceil(g / mla_decode_tile_q) CTAs per (sequence, split), each
+//     streaming the KV (a share mla_decode_reread of each repeated read reaching HBM); past mla_decode_wide_above
+//     heads wide tiles of decode_tile_q rows sharing one read per mla_decode_wide_tile_q heads, no split; a fixed
+//     split count (mla_decode_splits) or the heuristic capped at mla_decode_max_splits. MLA prefill on its own
+//     kernel: V padded to d_qk (mla_prefill_v_pad), its CTA rows, TMEM use and full-load efficiency.
 //   memory = op bytes / (HBM x memory); time = fixed + (sm^p + memory^p)^(1/p) + per_seq x sequences
 //     [+ split, the combine kernel]. fp8 KV (the op's bytes say so) has its own factors.
 // The SM count is spec::Gpu::sm_count (a GPU without one counts as 128: no wave quantization claim either way).

@@ -330,6 +330,8 @@ std::vector<Family> attention_families() {
     f.name = "context_mla";
     f.tables = {"context_mla_perf.csv", "mla_context_module_perf.csv"};
     f.params = {param("mla_prefill_factor", &A::mla_prefill_factor, 0.2, 5.0),
+                param("mla_prefill_max_efficiency", &A::mla_prefill_max_efficiency, 0.1, 1.0),
+                param("mla_prefill_per_token", &A::mla_prefill_per_token_s, 1e-12, 1e-5, true),
                 param("bench_mla_context", &A::bench_mla_context_s, 1e-9, 1e-3, true)};
     f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) { read_mla(t, gpu, out, true); };
     f.predict = [](const Sample& s, const spec::Gpu& gpu) {
@@ -342,6 +344,12 @@ std::vector<Family> attention_families() {
     f.name = "generation_mla";
     f.tables = {"generation_mla_perf.csv", "mla_generation_module_perf.csv"};
     f.params = {param("mla_decode_mma_efficiency", &A::mla_decode_mma_efficiency, 0.02, 1.0),
+                param("mla_decode_sm_bandwidth", &A::mla_decode_sm_bandwidth, 0.1, 50),
+                param("mla_decode_reread", &A::mla_decode_reread, 0.0, 1.0),
+                param("mla_decode_single_head", &A::mla_decode_single_head, 0.5, 20.0),
+                param("mla_decode_fp8", &A::mla_decode_fp8, 0.3, 3.0),
+                param("mla_decode_per_row", &A::mla_decode_per_row_s, 1e-10, 1e-5, true),
+                param("mla_decode_fixed", &A::mla_decode_fixed_s, 1e-7, 1e-4, true),
                 param("bench_mla_generation", &A::bench_mla_generation_s, 1e-9, 1e-3, true)};
     f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) { read_mla(t, gpu, out, false); };
     f.predict = [](const Sample& s, const spec::Gpu& gpu) {

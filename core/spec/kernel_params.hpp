@@ -103,6 +103,13 @@ struct AttentionParams {
   double prefill_fp8_fixed_s = 0;         // fp8 KV cache: extra fixed cost per 256 of D
   double prefill_fp8_kv_write = 0;        // fp8 KV cache: factor on the per-token cost (0: prefill_fp8_overhead)
   double mla_prefill_factor = 1;          // MLA expanded prefill (d_qk 192, d_v 128): factor on the tile time
+  // MLA expanded prefill as its own kernel (when the engine runs another kernel for it than for GQA prefill).
+  bool mla_prefill_v_pad = false;         // V zero-padded to d_qk (a kernel without distinct QK / V head dims)
+  double mla_prefill_tile_q = 0;          // query rows of its CTA; 0: tile_q
+  bool mla_prefill_tmem = true;           // its tiles are bound by tmem_columns (false: a kernel without TMEM)
+  double mla_prefill_max_efficiency = 0;  // its prefill_max_efficiency; 0: the shared one
+  double mla_prefill_per_token_s = -1;    // its prefill_per_kv_token, per new token per head; < 0: the shared one
+  double mla_prefill_fixed_s = -1;        // its prefill_fixed; < 0: the shared one
   // Decode (generation): CTAs of (sequence, KV head, split) streaming KV.
   double decode_fixed_s = 8e-6;           // per-kernel fixed cost
   double decode_fp8_fixed_s = 0;          // fp8 KV cache: extra fixed cost per 256 of D
@@ -111,6 +118,21 @@ struct AttentionParams {
   double decode_mma_efficiency = 0.5;     // tensor fraction of a decode tile (decode_tile_q rows)
   double decode_fp8_mma = 1;              // fp8 KV cache: factor on that tensor rate
   double mla_decode_mma_efficiency = 0.5;  // the same for MLA's absorbed decode (all heads on one latent KV head)
+  // MLA absorbed decode's kernel: its query heads (one latent KV head) in head tiles, each a CTA that reads the
+  // sequence's KV on its own. 0 / defaults: one CTA per sequence holding every head (padded to decode_tile_q).
+  double mla_decode_tile_q = 0;           // heads per decode CTA; 0: one CTA for all heads
+  double mla_decode_wide_above = 0;       // heads above which the kernel takes wide tiles instead; 0: never
+  double mla_decode_wide_tile_q = 0;      // heads per KV read of a wide tile (CTAs of one cluster share it)
+  double mla_decode_tile_kv = 0;          // keys per KV tile; 0: tile_kv_elements / d_qk
+  double mla_decode_splits = 0;           // split-KV count fixed by the engine; 0: the occupancy heuristic
+  double mla_decode_max_splits = 0;       // the heuristic's cap for MLA decode; 0: max_splits
+  double mla_decode_reread = 0;           // share of a head tile's repeated KV read that reaches HBM (not L2)
+  double mla_decode_sm_bandwidth = 0;     // one MLA decode CTA's stream rate (as decode_sm_bandwidth); 0: that
+  bool mla_decode_mha_kernel = false;     // one head per KV head runs a separate non-grouped kernel ...
+  double mla_decode_single_head = 1;      // ... whose KV tiles take this factor
+  double mla_decode_fp8 = 1;              // fp8 KV cache: factor on an MLA decode KV tile's time
+  double mla_decode_per_row_s = 0;        // SM-time per query head row of an MLA decode CTA (Q in, O out)
+  double mla_decode_fixed_s = -1;         // the MLA decode kernel's decode_fixed; < 0: the shared one
   double per_cta_s = 0;                   // SM-time per decode CTA ...
   double per_cta_dim_s = 0;               // ... plus this per element of D
   double per_block_s = 0;                 // SM-time per paged KV block per KV head

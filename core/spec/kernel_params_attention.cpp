@@ -30,6 +30,12 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
                 "prefill_fp8_fixed",
                 "prefill_fp8_kv_write",
                 "mla_prefill_factor",
+                "mla_prefill_v_pad",
+                "mla_prefill_tile_q",
+                "mla_prefill_tmem",
+                "mla_prefill_max_efficiency",
+                "mla_prefill_per_token",
+                "mla_prefill_fixed",
                 "decode_fixed",
                 "decode_fp8_fixed",
                 "decode_memory",
@@ -37,6 +43,19 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
                 "decode_mma_efficiency",
                 "decode_fp8_mma",
                 "mla_decode_mma_efficiency",
+                "mla_decode_tile_q",
+                "mla_decode_wide_above",
+                "mla_decode_wide_tile_q",
+                "mla_decode_tile_kv",
+                "mla_decode_splits",
+                "mla_decode_max_splits",
+                "mla_decode_reread",
+                "mla_decode_sm_bandwidth",
+                "mla_decode_mha_kernel",
+                "mla_decode_single_head",
+                "mla_decode_fp8",
+                "mla_decode_per_row",
+                "mla_decode_fixed",
                 "per_cta",
                 "per_cta_dim",
                 "per_block",
@@ -76,6 +95,12 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
   time("prefill_fp8_fixed", p.prefill_fp8_fixed_s, 1e-2);
   num("prefill_fp8_kv_write", p.prefill_fp8_kv_write, 0.0, 20.0);
   num("mla_prefill_factor", p.mla_prefill_factor, 0.05, 20.0);
+  p.mla_prefill_v_pad = n.bool_or("mla_prefill_v_pad", p.mla_prefill_v_pad);
+  num("mla_prefill_tile_q", p.mla_prefill_tile_q, 0, 4096);
+  p.mla_prefill_tmem = n.bool_or("mla_prefill_tmem", p.mla_prefill_tmem);
+  num("mla_prefill_max_efficiency", p.mla_prefill_max_efficiency, 0.0, 1.0);
+  if (n.has("mla_prefill_per_token")) time("mla_prefill_per_token", p.mla_prefill_per_token_s, 1e-2);
+  if (n.has("mla_prefill_fixed")) time("mla_prefill_fixed", p.mla_prefill_fixed_s, 1e-2);
   time("decode_fixed", p.decode_fixed_s, 1e-2);
   time("decode_fp8_fixed", p.decode_fp8_fixed_s, 1e-2);
   num("decode_memory", p.decode_memory, 0.01, 1.0);
@@ -83,6 +108,19 @@ void load_attention_params(const yaml::Node& n, AttentionParams& p) {
   num("decode_mma_efficiency", p.decode_mma_efficiency, 0.001, 1.0);
   num("decode_fp8_mma", p.decode_fp8_mma, 0.05, 20.0);
   num("mla_decode_mma_efficiency", p.mla_decode_mma_efficiency, 0.001, 1.0);
+  num("mla_decode_tile_q", p.mla_decode_tile_q, 0, 4096);
+  num("mla_decode_wide_above", p.mla_decode_wide_above, 0, 4096);
+  num("mla_decode_wide_tile_q", p.mla_decode_wide_tile_q, 0, 4096);
+  num("mla_decode_tile_kv", p.mla_decode_tile_kv, 0, 4096);
+  num("mla_decode_splits", p.mla_decode_splits, 0, 4096);
+  num("mla_decode_max_splits", p.mla_decode_max_splits, 0, 4096);
+  num("mla_decode_reread", p.mla_decode_reread, 0.0, 1.0);
+  num("mla_decode_sm_bandwidth", p.mla_decode_sm_bandwidth, 0.0, 1e4);
+  p.mla_decode_mha_kernel = n.bool_or("mla_decode_mha_kernel", p.mla_decode_mha_kernel);
+  num("mla_decode_single_head", p.mla_decode_single_head, 0.05, 100.0);
+  num("mla_decode_fp8", p.mla_decode_fp8, 0.05, 20.0);
+  time("mla_decode_per_row", p.mla_decode_per_row_s, 1e-2);
+  if (n.has("mla_decode_fixed")) time("mla_decode_fixed", p.mla_decode_fixed_s, 1e-2);
   time("per_cta", p.per_cta_s, 1e-2);
   time("per_cta_dim", p.per_cta_dim_s, 1e-2);
   time("per_block", p.per_block_s, 1e-2);
@@ -120,6 +158,12 @@ nlohmann::json to_json(const AttentionParams& p) {
           {"prefill_fp8_fixed_s", p.prefill_fp8_fixed_s},
           {"prefill_fp8_kv_write", p.prefill_fp8_kv_write},
           {"mla_prefill_factor", p.mla_prefill_factor},
+          {"mla_prefill_v_pad", p.mla_prefill_v_pad},
+          {"mla_prefill_tile_q", p.mla_prefill_tile_q},
+          {"mla_prefill_tmem", p.mla_prefill_tmem},
+          {"mla_prefill_max_efficiency", p.mla_prefill_max_efficiency},
+          {"mla_prefill_per_token_s", p.mla_prefill_per_token_s},
+          {"mla_prefill_fixed_s", p.mla_prefill_fixed_s},
           {"decode_fixed_s", p.decode_fixed_s},
           {"decode_fp8_fixed_s", p.decode_fp8_fixed_s},
           {"decode_memory", p.decode_memory},
@@ -127,6 +171,19 @@ nlohmann::json to_json(const AttentionParams& p) {
           {"decode_mma_efficiency", p.decode_mma_efficiency},
           {"decode_fp8_mma", p.decode_fp8_mma},
           {"mla_decode_mma_efficiency", p.mla_decode_mma_efficiency},
+          {"mla_decode_tile_q", p.mla_decode_tile_q},
+          {"mla_decode_wide_above", p.mla_decode_wide_above},
+          {"mla_decode_wide_tile_q", p.mla_decode_wide_tile_q},
+          {"mla_decode_tile_kv", p.mla_decode_tile_kv},
+          {"mla_decode_splits", p.mla_decode_splits},
+          {"mla_decode_max_splits", p.mla_decode_max_splits},
+          {"mla_decode_reread", p.mla_decode_reread},
+          {"mla_decode_sm_bandwidth", p.mla_decode_sm_bandwidth},
+          {"mla_decode_mha_kernel", p.mla_decode_mha_kernel},
+          {"mla_decode_single_head", p.mla_decode_single_head},
+          {"mla_decode_fp8", p.mla_decode_fp8},
+          {"mla_decode_per_row_s", p.mla_decode_per_row_s},
+          {"mla_decode_fixed_s", p.mla_decode_fixed_s},
           {"per_cta_s", p.per_cta_s},
           {"per_cta_dim_s", p.per_cta_dim_s},
           {"per_block_s", p.per_block_s},

@@ -137,6 +137,134 @@ TEST(AttentionCost, Fp8KvWriteFactorScalesOnlyTheNewTokensCacheWrite) {
   EXPECT_EQ(attention_op_time(bf16, g).time_s, attention_op_time(bf16, testing::shipped_gpu("h100-sxm")).time_s);
 }
 
+// MLA's absorbed decode: `seqs` sequences of one new token over `ctx` keys, `heads` query heads on one 576-wide latent
+// KV head (d_v 512), bf16; bytes = Q + O + the latent KV once.
+plan::Op mla_decode_op(int64_t heads, int64_t seqs, int64_t ctx) {
+  plan::Op op;
+  op.kind = OpKind::kMlaAttention;
+  op.heads = heads, op.kv_heads = 1, op.head_dim = 576, op.v_head_dim = 512;
+  op.q_lens.assign(static_cast<size_t>(seqs), 1);
+  op.ctx_lens.assign(static_cast<size_t>(seqs), ctx);
+  op.tokens = seqs;
+  op.bytes = static_cast<double>(seqs) * heads * (576 + 512) * 2 + static_cast<double>(seqs * ctx) * 576 * 2;
+  op.flops = 2.0 * static_cast<double>(seqs * ctx) * heads * (576 + 512);
+  return op;
+}
+
+// A GPU whose MLA decode SM time is its KV tiles alone (no per-CTA, per-block, per-sequence or fixed costs).
+spec::Gpu mla_tiles_only(const char* name) {
+  spec::Gpu g = testing::shipped_gpu(name);
+  auto& p = g.attention;
+  p.per_cta_s = 0, p.per_cta_dim_s = 0, p.per_block_s = 0, p.per_seq_s = 0, p.decode_fixed_s = 0, p.split_s = 0;
+  return g;
+}
+
+TEST(AttentionCost, MlaDecodeHeadTilesAreCtasThatEachStreamTheKv) {
+  spec::Gpu g = mla_tiles_only("a100-sxm-80gb");
+  auto& p = g.attention;
+  p.mla_decode_tile_q = 16, p.mla_decode_splits = 0, p.mla_decode_reread = 0, p.mla_decode_per_row_s = 0;
+  p.mla_decode_sm_bandwidth = 0.5;  // the per-CTA KV stream, not the tensor rate, sets a tile's time
+  // Enough sequences to fill the SMs many times over: the time follows the CTAs' total work.
+  const double t16 = attention_op_time(mla_decode_op(16, 4096, 1024), g).compute_s;
+  const double t8 = attention_op_time(mla_decode_op(8, 4096, 1024), g).compute_s;
+  const double t64 = attention_op_time(mla_decode_op(64, 4096, 1024), g).compute_s;
+  EXPECT_DOUBLE_EQ(t8, t16);          // 8 heads pad to the 16-row tile
+  EXPECT_NEAR(t64 / t16, 4.0, 1e-9);  // four head tiles, four KV streams
+  // Re-reads that miss L2 add HBM bytes: (tiles - 1) x reread x the KV.
+  const plan::Op op = mla_decode_op(64, 4096, 1024);
+  const double m0 = attention_op_time(op, g).memory_s;
+  p.mla_decode_reread = 1;
+  const double kv = 4096.0 * 1024 * 576 * 2;
+  EXPECT_NEAR(attention_op_time(op, g).memory_s - m0, 3 * kv / (g.hbm_bw_Bps * p.decode_memory), 1e-9 * m0);
+  // Without head tiles (mla_decode_tile_q 0) every head shares one CTA and one KV read.
+  p.mla_decode_tile_q = 0;
+  EXPECT_DOUBLE_EQ(attention_op_time(op, g).memory_s, m0);
+}
+
+TEST(AttentionCost, MlaDecodeSingleHeadFactorOnlyWhereTheEngineRunsItsNonGroupedKernel) {
+  spec::Gpu g = mla_tiles_only("a100-sxm-80gb");
+  auto& p = g.attention;
+  p.mla_decode_tile_q = 16, p.mla_decode_splits = 0, p.mla_decode_per_row_s = 0, p.mla_decode_single_head = 3;
+  const plan::Op one = mla_decode_op(1, 4096, 1024), two = mla_decode_op(2, 4096, 1024);
+  p.mla_decode_mha_kernel = false;
+  const double grouped = attention_op_time(one, g).compute_s;
+  EXPECT_DOUBLE_EQ(grouped, attention_op_time(two, g).compute_s);  // both pad to one 16-head CTA
+  p.mla_decode_mha_kernel = true;
+  EXPECT_NEAR(attention_op_time(one, g).compute_s / grouped, 3.0, 1e-9);
+  EXPECT_DOUBLE_EQ(attention_op_time(two, g).compute_s, grouped);
+}
+
+TEST(AttentionCost, MlaDecodeFixedSplitsCutTheLongestCtaWhateverTheOccupancy) {
+  spec::Gpu g = mla_tiles_only("a100-sxm-80gb");
+  auto& p = g.attention;
+  p.mla_decode_tile_q = 16, p.mla_decode_tile_kv = 32, p.mla_decode_sm_bandwidth = 0.5, p.mla_decode_per_row_s = 0;
+  // One sequence of 32768 keys = 1024 tiles of 32: the longest CTA sets the SM time.
+  p.mla_decode_splits = 4;
+  const double four = attention_op_time(mla_decode_op(16, 1, 32768), g).compute_s;
+  p.mla_decode_splits = 1;
+  const double one = attention_op_time(mla_decode_op(16, 1, 32768), g).compute_s;
+  EXPECT_NEAR(one / four, 4.0, 1e-9);
+  // A fixed count holds at full occupancy too, where the heuristic would not split: same total work.
+  p.mla_decode_splits = 4;
+  const double full4 = attention_op_time(mla_decode_op(16, 4096, 1024), g).compute_s;
+  p.mla_decode_splits = 1;
+  EXPECT_NEAR(attention_op_time(mla_decode_op(16, 4096, 1024), g).compute_s / full4, 1.0, 1e-9);
+}
+
+TEST(AttentionCost, MlaDecodeWideTilesPastTheThresholdShareOneKvReadPerCluster) {
+  spec::Gpu g = mla_tiles_only("b200");
+  auto& p = g.attention;
+  ASSERT_EQ(p.mla_decode_tile_q, 16);
+  ASSERT_EQ(p.mla_decode_wide_above, 32);
+  ASSERT_EQ(p.mla_decode_wide_tile_q, 128);
+  p.mla_decode_reread = 1;  // every re-read from HBM: the reads show in the memory term
+  const double kv = 1024.0 * 4096 * 576 * 2;
+  auto kv_reads = [&](int64_t heads) {
+    const plan::Op op = mla_decode_op(heads, 1024, 4096);
+    const double qo = 1024.0 * heads * (576 + 512) * 2;
+    return attention_op_time(op, g).memory_s * g.hbm_bw_Bps * p.decode_memory / kv - qo / kv;
+  };
+  EXPECT_NEAR(kv_reads(16), 1.0, 1e-9);   // one 16-head CTA
+  EXPECT_NEAR(kv_reads(32), 2.0, 1e-9);   // two 16-head CTAs, each reading the KV
+  EXPECT_NEAR(kv_reads(64), 1.0, 1e-9);   // one 64-head CTA of the high-throughput kernel
+  EXPECT_NEAR(kv_reads(128), 1.0, 1e-9);  // two 64-head CTAs of one cluster, one read
+  // Few sequences keep the low-latency kernel past the threshold (1 x ceil(64 / 16) x 2 <= SMs): four 16-head reads.
+  const plan::Op small = mla_decode_op(64, 1, 4096);
+  const double qo = 64.0 * (576 + 512) * 2, kv1 = 4096.0 * 576 * 2;
+  EXPECT_NEAR(attention_op_time(small, g).memory_s * g.hbm_bw_Bps * p.decode_memory / kv1 - qo / kv1, 4.0, 1e-9);
+}
+
+TEST(AttentionCost, MlaKernelsFixedCostsReplaceTheSharedOnesOnlyForMla) {
+  spec::Gpu g = testing::shipped_gpu("b200");
+  auto& p = g.attention;
+  const plan::Op dec = mla_decode_op(16, 512, 1024);  // enough CTAs: no split-KV, no combine kernel
+  plan::Op gqa = dec;
+  gqa.kind = OpKind::kAttention, gqa.heads = 16, gqa.kv_heads = 2, gqa.head_dim = 128, gqa.v_head_dim = 0;
+  p.mla_decode_fixed_s = 1e-6, p.decode_fixed_s = 5e-6;
+  EXPECT_DOUBLE_EQ(attention_op_time(dec, g).launch_s, 1e-6);
+  EXPECT_DOUBLE_EQ(attention_op_time(gqa, g).launch_s, 5e-6);
+  p.mla_decode_fixed_s = -1;  // negative: the shared figure
+  EXPECT_DOUBLE_EQ(attention_op_time(dec, g).launch_s, 5e-6);
+}
+
+TEST(AttentionCost, MlaPrefillVPaddingAddsTheZeroColumnsToTheTileMath) {
+  spec::Gpu g = tiles_only();
+  g.attention.prefill_d_half = 0, g.attention.mla_prefill_factor = 1;
+  plan::Op op = prefill_op(16, 16, 192, 64, 2048);
+  op.kind = OpKind::kMlaAttention, op.v_head_dim = 128;
+  g.attention.mla_prefill_v_pad = false;
+  const double native = attention_op_time(op, g).compute_s;
+  g.attention.mla_prefill_v_pad = true;
+  EXPECT_NEAR(attention_op_time(op, g).compute_s / native, (192.0 + 192) / (192 + 128), 1e-12);
+  // GQA attention ignores the MLA keys.
+  plan::Op gqa = prefill_op(16, 16, 192, 64, 2048);
+  gqa.v_head_dim = 128;
+  g.attention.mla_prefill_v_pad = false;
+  const double plain = attention_op_time(gqa, g).compute_s;
+  g.attention.mla_prefill_v_pad = true, g.attention.mla_prefill_tile_q = 64;
+  EXPECT_EQ(attention_op_time(gqa, g).compute_s, plain);
+}
+
 TEST(AttentionParams, DefaultsKeepTheFa3FormAndTheFa3GpuFilesDoNotChangeIt) {
   const spec::AttentionParams d;
   EXPECT_TRUE(d.prefill_pack_gqa);
@@ -205,6 +333,9 @@ TEST(AttentionParams, BadPrefillStructureValuesAreConfigErrorsAtTheirKey) {
   expect_attention_error("prefill_tail: 0.5", "prefill_tail");
   expect_attention_error("prefill_softmax_overlap: 0.5", "prefill_softmax_overlap");
   expect_attention_error("prefill_fp8_kv_write: -1", "prefill_fp8_kv_write");
+  expect_attention_error("mla_prefill_v_pad: maybe", "mla_prefill_v_pad");
+  expect_attention_error("mla_decode_reread: 2", "mla_decode_reread");
+  expect_attention_error("mla_decode_tile_q: -16", "mla_decode_tile_q");
 }
 
 }  // namespace
