@@ -117,13 +117,15 @@ TEST(GemmCost, TwoSmTilesRunOnSmPairsAtHalfTheirMathPerSm) {
   auto one = gpu;
   gpu.gemm.fp8_tiles = {{0, 256, 128, 2}};
   one.gemm.fp8_tiles = {{0, 128, 128, 1}};
-  const auto op = gemm(256 * 8, 128 * 74, 16384, DType::kFp8);  // 8 x 74 pair tiles: 8 waves of 74 pairs
-  EXPECT_EQ(gemm_schedule(op, gpu).tiles, 8 * 74);
-  EXPECT_EQ(gemm_schedule(op, gpu).waves, 8);
+  const auto op = gemm(256 * 8, 128 * 148, 16384, DType::kFp8);  // 8 x 148 pair tiles: 16 waves of 74 pairs
+  EXPECT_EQ(gemm_schedule(op, gpu).tiles, 8 * 148);
+  EXPECT_EQ(gemm_schedule(op, gpu).waves, 16);
+  EXPECT_EQ(gemm_schedule(op, one).waves, 16);
   EXPECT_NEAR(op_time(op, gpu).compute_s, op_time(op, one).compute_s, 1e-9 * op_time(op, one).compute_s);
-  // One more row adds a whole 256-row stripe of pair tiles: a ninth wave (a 128-row tile adds half a stripe).
-  const auto more = gemm(256 * 8 + 1, 128 * 74, 16384, DType::kFp8);
-  EXPECT_EQ(gemm_schedule(more, gpu).waves, 9);
+  // One more row adds a whole 256-row stripe of pair tiles, two waves; a 128-row stripe on single SMs adds one.
+  const auto more = gemm(256 * 8 + 1, 128 * 148, 16384, DType::kFp8);
+  EXPECT_EQ(gemm_schedule(more, gpu).waves, 18);
+  EXPECT_EQ(gemm_schedule(more, one).waves, 17);
   EXPECT_GT(op_time(more, gpu).compute_s, op_time(more, one).compute_s);
 }
 
