@@ -320,9 +320,21 @@ std::vector<Family> attention_families() {
     f.tables = {"mla_bmm_perf.csv"};
     f.params = {{"gemm.batched_efficiency", [](spec::Gpu& g) -> double& { return g.gemm.batched_efficiency; }, 0.05, 4.0,
                  false},
-                {"gemm.batched_fixed", [](spec::Gpu& g) -> double& { return g.gemm.batched_fixed_s; }, 1e-7, 1e-4, true}};
+                {"gemm.batched_fixed", [](spec::Gpu& g) -> double& { return g.gemm.batched_fixed_s; }, 1e-7, 1e-4, true},
+                {"gemm.bench_l2_fraction", [](spec::Gpu& g) -> double& { return g.gemm.bench_l2_fraction; }, 0.2, 2.0,
+                 false},
+                {"gemm.bench_l2_speedup", [](spec::Gpu& g) -> double& { return g.gemm.bench_l2_speedup; }, 1.0, 6.0,
+                 false}};
     f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) { read_mla_bmm(t, gpu, out); };
-    f.predict = [](const Sample& s, const spec::Gpu& gpu) { return predict_ops(s, gpu, 0.0); };
+    // The collector repeats each BMM on the same tensors: the GEMM model's bench conditions (L2 residency).
+    f.predict = [](const Sample& s, const spec::Gpu& gpu) {
+      GemmBench bench;
+      bench.repeated = from_aic(s);
+      double t = 0;
+      for (const auto& op : s.ops)
+        t += op.kind == plan::OpKind::kGemm ? gemm_time(op, gpu, bench).time_s : op_seconds(op, gpu, bench.repeated);
+      return t;
+    };
     v.push_back(std::move(f));
   }
   {

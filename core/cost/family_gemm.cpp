@@ -306,8 +306,8 @@ FitParam gemm_param(const char* name, double spec::GemmParams::*field, double lo
   return {name, [field](spec::Gpu& g) -> double& { return g.gemm.*field; }, lo, hi, time};
 }
 
-// A grouped GEMM's bandwidth fraction; unset (0), it starts from the dense GEMM's, as the cost model reads it.
-FitParam grouped_memory_param(const char* name, double spec::GemmParams::*field, double spec::GemmParams::*dense) {
+// A bandwidth fraction that falls back to another when unset (0): it starts from that one, as the cost model reads it.
+FitParam fallback_memory_param(const char* name, double spec::GemmParams::*field, double spec::GemmParams::*dense) {
   return {name,
           [field, dense](spec::Gpu& g) -> double& {
             if (g.gemm.*field <= 0) g.gemm.*field = g.gemm.*dense;
@@ -360,7 +360,8 @@ std::vector<Family> gemm_families() {
                 gemm_param("gemm.fp8_k_step", &P::fp8_k_step_s, 1e-12, 1e-7, true),
                 gemm_param("gemm.fp8_fixed", &P::fp8_fixed_s, 1e-7, 1e-4, true),
                 gemm_param("gemm.fp8_quant_fixed", &P::fp8_quant_fixed_s, 1e-8, 1e-4, true),
-                gemm_param("gemm.fp8_quant_row", &P::fp8_quant_row_s, 1e-12, 1e-7, true)};
+                gemm_param("gemm.fp8_quant_row", &P::fp8_quant_row_s, 1e-12, 1e-7, true),
+                gemm_param("gemm.fp8_quant_pass", &P::fp8_quant_pass_s, 1e-12, 1e-7, true)};
     f.read = [](const CsvTable& t, const std::string& gpu, std::vector<Sample>& out) {
       read_gemm(t, gpu, out, DType::kFp8);
     };
@@ -376,10 +377,10 @@ std::vector<Family> gemm_families() {
                 gemm_param("gemm.grouped_fixed", &P::grouped_fixed_s, 1e-7, 1e-4, true),
                 gemm_param("gemm.fp8_grouped_efficiency", &P::fp8_grouped_efficiency, 0.05, 4.0),
                 gemm_param("gemm.fp8_grouped_fixed", &P::fp8_grouped_fixed_s, 1e-7, 1e-4, true),
-                grouped_memory_param("gemm.grouped_memory", &P::grouped_memory, &P::memory),
+                fallback_memory_param("gemm.grouped_memory", &P::grouped_memory, &P::memory),
                 gemm_param("gemm.grouped_expert", &P::grouped_expert_s, 1e-10, 1e-5, true),
                 gemm_param("gemm.fp8_grouped_expert", &P::fp8_grouped_expert_s, 1e-10, 1e-5, true),
-                grouped_memory_param("gemm.fp8_grouped_memory", &P::fp8_grouped_memory, &P::fp8_memory),
+                fallback_memory_param("gemm.fp8_grouped_memory", &P::fp8_grouped_memory, &P::fp8_memory),
                 elementwise_kind("moe_dispatch", 0.02, 1.0), elementwise_kind("moe_combine", 0.02, 1.0)};
     f.read = read_moe;
     f.predict = predict_ops;

@@ -39,7 +39,7 @@ double combine(double c, double m, double p) {
   return hi * std::pow(1.0 + std::pow(lo / hi, p), 1.0 / p);
 }
 
-Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
+Result gemm_model(const plan::Op& op, const spec::Gpu& gpu, const GemmBench& bench) {
   Result r;
   const spec::GemmParams& g = gpu.gemm;
   const bool grouped = !op.expert_tokens.empty();
@@ -87,13 +87,25 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   // A kernel that zero-fills other ranks' pairs (op.tokens above its rows: vLLM's Triton fused MoE under an expert
   // map) writes their C rows too.
   const double foreign = grouped ? std::max(static_cast<double>(op.tokens) - rows, 0.0) : 0.0;
-  const double act_bytes = rows * k * a_in + (rows + foreign) * n * act, w_bytes = active * k * n * w;
-  const double mem_s = act_bytes / bw + w_bytes / bw_w;
+  // A dense fp8 GEMM's epilogue writes C at its own fraction (the fp8 library's scaled epilogue).
+  const double bw_c = lowp && !grouped && g.fp8_store_memory > 0 ? gpu.hbm_bw_Bps * g.fp8_store_memory : bw;
+  const double a_bytes = rows * k * a_in, c_bytes = (rows + foreign) * n * act, w_bytes = active * k * n * w;
+  double mem_s = a_bytes / bw + c_bytes / bw_c + w_bytes / bw_w;
+  if (bench.repeated && batched && g.bench_l2_speedup > 0) {
+    // A repeated kernel finds the bytes that fit in L2 still there (a smooth step at the resident capacity).
+    const double l2 = (gpu.l2_bytes > 0 ? gpu.l2_bytes : g.bench_l2_bytes) * g.bench_l2_fraction;
+    if (l2 > 0) {
+      const double x = (a_bytes + c_bytes + w_bytes) / l2, x2 = x * x;
+      const double resident = 1.0 / (1.0 + x2 * x2 * x2);
+      mem_s *= 1.0 - resident + resident / g.bench_l2_speedup;
+    }
+  }
 
-  // A tile's time over `kk` k elements of its main loop.
-  auto tile_s = [&](double bm, double bn, double kk) {
-    const double math = 2.0 * bm * bn / per_sm;
-    const double operands = (bm * a_in + bn * w) / feed;
+  // A tile's time over `kk` k elements of its main loop on `sms` SMs (a 2-SM tile: each SM computes and loads half of
+  // it, but runs the whole k loop, so the per-k latency floor is not shared).
+  auto tile_s = [&](double bm, double bn, double kk, double sms) {
+    const double math = 2.0 * bm * bn / (per_sm * sms);
+    const double operands = (bm * a_in + bn * w) / (feed * sms);
     return (kk + g.k_half) * std::max({math, operands, k_step});
   };
 
@@ -107,15 +119,27 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
   double cbest[kSplits];
   GemmSchedule sched[kSplits];
   for (double& x : cbest) x = INFINITY;
-  auto consider = [&](int bm, double mt, int bn) {
+  // Besides the powers of two, the split that fills one wave (cuBLAS's split-K takes any slice count): s = floor(S /
+  // tiles), its own partials' bytes, so it combines per candidate.
+  double fill_body = INFINITY, fill_c = 0, fill_m = 0;
+  GemmSchedule fill_sched;
+  auto consider = [&](int bm, double mt, int bn, int sms) {
     const double tiles = mt * ceil_div(n, bn);
-    const double waves = std::ceil(tiles / S);
-    const double c = waves * tile_s(bm, bn, k);
+    const double waves = std::ceil(tiles / std::max(std::floor(S / sms), 1.0));  // 2-SM tiles run on SM pairs
+    const double c = waves * tile_s(bm, bn, k, sms);
     if (c < cbest[0]) cbest[0] = c, sched[0] = {bm, bn, 1, tiles, waves};
     if (!may_split) return;
     for (int j = 1, s = 2; j < kSplits && tiles * s <= S; ++j, s *= 2) {
-      const double cs = tile_s(bm, bn, std::max(std::ceil(k / s), g.split_k_min));
+      const double cs = tile_s(bm, bn, std::max(std::ceil(k / s), g.split_k_min), 1);
       if (cs < cbest[j]) cbest[j] = cs, sched[j] = {bm, bn, s, tiles * s, 1.0};
+    }
+    const double sf = std::min(std::floor(S / tiles), 128.0);
+    const auto si = static_cast<int>(sf);
+    if (si >= 3 && (si & (si - 1)) != 0) {
+      const double cs = tile_s(bm, bn, std::max(std::ceil(k / sf), g.split_k_min), 1);
+      const double ms = mem_s + 2.0 * sf * m * n * 4.0 / bw;  // fp32 partials written and read back
+      const double body = combine(cs, ms, p) + g.split_k_fixed_s;
+      if (body < fill_body) fill_body = body, fill_c = cs, fill_m = ms, fill_sched = {bm, bn, si, tiles * sf, 1.0};
     }
   };
   if (fixed_tile) {
@@ -126,12 +150,12 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
         break;
       }
     const int i = bm_index(t->bm);
-    consider(t->bm, i >= 0 ? mtiles[i] : batch * ceil_div(m, t->bm), t->bn);
+    consider(t->bm, i >= 0 ? mtiles[i] : batch * ceil_div(m, t->bm), t->bn, t->sms);
   } else {
     // fp8 grouped expert GEMMs: the library's tiles have at least fp8_grouped_min_bm rows.
     const int min_bm = lowp && grouped ? g.fp8_grouped_min_bm : 0;
     for (int i = 0; i < kTileCount; ++i)
-      if (kTiles[i][0] >= min_bm) consider(kTiles[i][0], mtiles[bm_index(kTiles[i][0])], kTiles[i][1]);
+      if (kTiles[i][0] >= min_bm) consider(kTiles[i][0], mtiles[bm_index(kTiles[i][0])], kTiles[i][1], 1);
   }
   double best_body = combine(cbest[0], mem_s, p), best_c = cbest[0], best_m = mem_s;
   GemmSchedule best = sched[0];
@@ -140,11 +164,22 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
     const double body = combine(cbest[j], ms, p) + g.split_k_fixed_s;
     if (body < best_body) best_body = body, best_c = cbest[j], best_m = ms, best = sched[j];
   }
+  if (fill_body < best_body) best_body = fill_body, best_c = fill_c, best_m = fill_m, best = fill_sched;
 
   double extra = 0;  // the activation's quantization kernel
   if (lowp) {
-    extra = g.fp8_quant_fixed_s + rows * k * (act + 1.0) / bw;
-    if (!grouped) extra += rows * g.fp8_quant_row_s;
+    const double q_bytes_s = rows * k * (act + 1.0) / bw;
+    if (grouped) {
+      extra = g.fp8_quant_fixed_s + q_bytes_s;
+    } else if (g.fp8_quant_pass_k > 0) {
+      // One block per row, the rows in waves of one per SM, each row in ceil(k / pass_k) passes of the block's
+      // vectors; never faster than its bytes.
+      const double passes = ceil_div(k, g.fp8_quant_pass_k);
+      const double row_s = g.fp8_quant_row_s + passes * g.fp8_quant_pass_s;
+      extra = g.fp8_quant_fixed_s + std::max(q_bytes_s, ceil_div(rows, S) * S * row_s);
+    } else {
+      extra = g.fp8_quant_fixed_s + q_bytes_s + rows * g.fp8_quant_row_s;
+    }
   }
   OpTime& t = r.time;
   t.launch_s = grouped ? (lowp ? g.fp8_grouped_fixed_s + active * g.fp8_grouped_expert_s
@@ -165,9 +200,15 @@ Result gemm_model(const plan::Op& op, const spec::Gpu& gpu) {
 
 }  // namespace
 
-OpTime gemm_op_time(const plan::Op& op, const spec::Gpu& gpu) { return gemm_model(op, gpu).time; }
+OpTime gemm_op_time(const plan::Op& op, const spec::Gpu& gpu) { return gemm_model(op, gpu, GemmBench{}).time; }
 
-GemmSchedule gemm_schedule(const plan::Op& op, const spec::Gpu& gpu) { return gemm_model(op, gpu).schedule; }
+OpTime gemm_time(const plan::Op& op, const spec::Gpu& gpu, const GemmBench& bench) {
+  return gemm_model(op, gpu, bench).time;
+}
+
+GemmSchedule gemm_schedule(const plan::Op& op, const spec::Gpu& gpu) {
+  return gemm_model(op, gpu, GemmBench{}).schedule;
+}
 
 OpTime elementwise_op_time(const plan::Op& op, const spec::Gpu& gpu) {
   const spec::ElementwiseParams& e = gpu.elementwise;

@@ -23,10 +23,12 @@ namespace parasol::spec {
 // time (waves); a tile's main loop streams k at the SM's share of the dtype's peak x max_efficiency, fed at
 // 1 / tile_intensity of that rate in operand bytes, never faster than k_step per k element, plus k_half of
 // prologue/epilogue; the whole GEMM also streams A, B and C through HBM at `memory` of its bandwidth.
-// One row of a kernel library's fixed tile table: GEMMs with m <= max_m (0: any m) run BM x BN tiles.
+// One row of a kernel library's fixed tile table: GEMMs with m <= max_m (0: any m) run BM x BN tiles, each on `sms`
+// SMs (2: a Blackwell 2-SM UMMA tile, the two SMs of a cluster pair each computing half of it).
 struct GemmTile {
   int64_t max_m = 0;
   int bm = 128, bn = 128;
+  int sms = 1;
 };
 
 struct GemmParams {
@@ -46,6 +48,12 @@ struct GemmParams {
   double fp8_fixed_s = 2.5e-6;
   double fp8_quant_fixed_s = 2e-6;  // dense fp8/int8: the activation's quantization kernel, fixed part
   double fp8_quant_row_s = 6e-9;    // its cost per row (dynamic per-tensor scale: every row's max reduced to one)
+  // With fp8_quant_pass_k > 0 the quantization runs one block per row in waves of one row per SM, each row in
+  // ceil(k / fp8_quant_pass_k) passes (a block's threads x their vector width): ceil(rows / S) x S x (fp8_quant_row +
+  // passes x fp8_quant_pass), at least its bytes at fp8_memory. 0: rows x fp8_quant_row plus its bytes.
+  int fp8_quant_pass_k = 0;
+  double fp8_quant_pass_s = 0;
+  double fp8_store_memory = 0;  // dense fp8/int8: fraction of HBM bandwidth their epilogue writes C at (0: fp8_memory)
   double grouped_efficiency = 1.0;  // grouped expert GEMMs (fused-MoE kernels): multiplier on the dtype's efficiency
   double grouped_fixed_s = 4e-6;    // fixed cost of one grouped expert GEMM kernel (instead of fixed_s)
   double grouped_memory = 0;        // fraction of HBM bandwidth its operands stream at (0: `memory`)
@@ -61,6 +69,12 @@ struct GemmParams {
   // a multiplier on the dtype's efficiency and their own fixed cost (0: fixed_s).
   double batched_efficiency = 1.0;
   double batched_fixed_s = 0;
+  // A batched GEMM measured by repeating it (cost::GemmBench::repeated): operands and result up to bench_l2_fraction
+  // of Gpu::l2_bytes (bench_l2_bytes when the datasheet gives no L2) stay resident in L2 and stream
+  // bench_l2_speedup x faster than from HBM. 0 speedup: no such effect.
+  double bench_l2_fraction = 0.8;
+  double bench_l2_bytes = 0;
+  double bench_l2_speedup = 0;
   // fp8/int8 dense GEMMs: the library's tile by m (first row whose max_m >= m), not chosen by cost, and no split-K.
   // Empty: the cheapest of the generic tiles, split-K allowed, as for bf16.
   std::vector<GemmTile> fp8_tiles;

@@ -110,6 +110,62 @@ TEST(GemmCost, Fp8RunsLargeGemmsAtTheFp8Peak) {
   }
 }
 
+TEST(GemmCost, TwoSmTilesRunOnSmPairsAtHalfTheirMathPerSm) {
+  // A 256x128 tile on two SMs (Blackwell's 2-SM UMMA): B200's 148 SMs hold 74 of them per wave, and a compute-bound
+  // GEMM costs what 128x128 tiles on one SM each cost when the rows split evenly.
+  auto gpu = shipped_gpu("b200");
+  auto one = gpu;
+  gpu.gemm.fp8_tiles = {{0, 256, 128, 2}};
+  one.gemm.fp8_tiles = {{0, 128, 128, 1}};
+  const auto op = gemm(256 * 8, 128 * 148, 16384, DType::kFp8);  // 8 x 148 pair tiles: 16 waves of 74 pairs
+  EXPECT_EQ(gemm_schedule(op, gpu).tiles, 8 * 148);
+  EXPECT_EQ(gemm_schedule(op, gpu).waves, 16);
+  EXPECT_EQ(gemm_schedule(op, one).waves, 16);
+  EXPECT_NEAR(op_time(op, gpu).compute_s, op_time(op, one).compute_s, 1e-9 * op_time(op, one).compute_s);
+  // One more row adds a whole 256-row stripe of pair tiles, two waves; a 128-row stripe on single SMs adds one.
+  const auto more = gemm(256 * 8 + 1, 128 * 148, 16384, DType::kFp8);
+  EXPECT_EQ(gemm_schedule(more, gpu).waves, 18);
+  EXPECT_EQ(gemm_schedule(more, one).waves, 17);
+  EXPECT_GT(op_time(more, gpu).compute_s, op_time(more, one).compute_s);
+}
+
+TEST(GemmCost, Fp8QuantizationRunsItsRowsInWavesOfPasses) {
+  // With fp8_quant_pass_k the activation's quantization runs one block per row, a wave of one row per SM, each row in
+  // ceil(k / pass_k) passes: up to one row per SM costs the same, one more row a second wave; k past a multiple of
+  // pass_k adds a pass to every row.
+  auto gpu = shipped_gpu("h100-sxm");
+  gpu.gemm.fp8_quant_pass_k = 2048;
+  gpu.gemm.fp8_quant_pass_s = 30e-9;  // large against the rows' bytes, so that the waves show
+  gpu.gemm.fp8_quant_row_s = 20e-9;
+  gpu.gemm.fp8_tiles = {{0, 128, 128}};
+  const double S = gpu.sm_count;
+  auto quant = [&](int64_t m, int64_t k) {
+    const auto op = gemm(m, 64, k, DType::kFp8);
+    return op_time(op, gpu).memory_s;
+  };
+  const auto rows = static_cast<int64_t>(S);
+  const double w1 = S * (20e-9 + 30e-9);  // one wave of one-pass rows
+  EXPECT_NEAR(quant(rows, 2048) - quant(1, 2048), 0.0, 0.05 * w1);
+  EXPECT_NEAR(quant(rows + 1, 2048) - quant(rows, 2048), w1, 0.05 * w1);
+  EXPECT_NEAR(quant(rows, 2049) - quant(rows, 2048), S * 30e-9, 0.05 * S * 30e-9);
+}
+
+TEST(GemmCost, ARepeatedBatchedGemmFindsItsBytesInL2) {
+  auto gpu = shipped_gpu("h100-sxm");
+  gpu.gemm.bench_l2_speedup = 3;
+  gpu.gemm.bench_l2_fraction = 1;
+  GemmBench rep;
+  rep.repeated = true;
+  plan::Op small = gemm(1, 512, 128), huge = gemm(4096, 512, 128);
+  small.batch = huge.batch = 128;  // 16 MiB of weights, well inside H100's 50 MiB; the huge one writes 512 MiB
+  EXPECT_LT(gemm_time(small, gpu, rep).memory_s, 0.5 * op_time(small, gpu).memory_s);
+  EXPECT_NEAR(gemm_time(huge, gpu, rep).memory_s, op_time(huge, gpu).memory_s, 1e-3 * op_time(huge, gpu).memory_s);
+  // Not batched, or as in serving: unchanged.
+  const plan::Op dense = gemm(1, 512, 128);
+  EXPECT_DOUBLE_EQ(gemm_time(dense, gpu, rep).time_s, op_time(dense, gpu).time_s);
+  EXPECT_DOUBLE_EQ(gemm_time(small, gpu, GemmBench{}).time_s, op_time(small, gpu).time_s);
+}
+
 TEST(GemmCost, GroupedExpertGemmTilesEachExpert) {
   const auto gpu = shipped_gpu("h100-sxm");
   // 64 experts of 8 rows: every expert pads its own tiles, so the grouped GEMM costs more than one dense GEMM of all

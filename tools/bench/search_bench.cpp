@@ -5,6 +5,7 @@
 // (memoized on batch signatures; one_rank_steps of them from one representative rank). Baselines in the same run:
 // the space with pp restricted to powers of two (the previous default), pruned and exhaustive (keep_top = 0: every
 // pair estimated and kept, the previous evaluation).
+// The same space under the fewest-GPUs objective (FewestGpus).
 //   build/parasol_bench --benchmark_filter=Search
 #include <benchmark/benchmark.h>
 
@@ -18,7 +19,8 @@ namespace parasol::plan {
 namespace {
 
 void run_search(benchmark::State& state, const std::string& model, const std::string& cluster_file,
-                spec::Disaggregation d, WorkloadLoad load, int64_t keep_top, bool pp_powers_of_two = false) {
+                spec::Disaggregation d, WorkloadLoad load, int64_t keep_top, bool pp_powers_of_two = false,
+                spec::Objective objective = spec::Objective::kGoodputPerGpu) {
   const std::string data = PARASOL_DATA_DIR;
   const spec::Cluster cluster = spec::load_cluster_file(data + "/topologies/clusters/" + cluster_file);
   SearchInput in;
@@ -32,6 +34,7 @@ void run_search(benchmark::State& state, const std::string& model, const std::st
   in.slo.tpot_p99_s = 0.05;
   in.load = load;
   in.keep_top = keep_top;
+  in.space.objective = objective;
   if (pp_powers_of_two)
     for (int pp = 1; pp <= in.model.layers; pp *= 2) in.space.pp.push_back(pp);
   SearchStats stats;
@@ -80,6 +83,13 @@ void BM_SearchDeepSeekV3On1024H200Pow2PpExhaustive(benchmark::State& state) {
              0, true);
 }
 BENCHMARK(BM_SearchDeepSeekV3On1024H200Pow2PpExhaustive)->Unit(benchmark::kSecond)->Iterations(1);
+
+// The fewest-GPUs objective on the same space: every pool sized to the rate, every pair ranked by its O(1) key.
+void BM_SearchDeepSeekV3On1024H200FewestGpus(benchmark::State& state) {
+  run_search(state, "deepseek-v3.yaml", "h200-128node-leafspine.yaml", spec::Disaggregation::kBoth, {400, 2048, 512},
+             5, false, spec::Objective::kFewestGpus);
+}
+BENCHMARK(BM_SearchDeepSeekV3On1024H200FewestGpus)->Unit(benchmark::kSecond)->Iterations(1);
 
 void BM_SearchLlama70bOnDgx(benchmark::State& state) {
   run_search(state, "llama-3.1-70b.yaml", "dgx-h100.yaml", spec::Disaggregation::kBoth, {5.5, 1155, 211}, 5);
