@@ -123,17 +123,23 @@ TEST(SearchEstimator, SteadyStateSatisfiesLittlesLawAndGoodputIsTheSloBoundary) 
   }
 }
 
-TEST(SearchEstimator, PrefillQueueingScalesWithArrivalAndLengthVariabilityAndLongPromptsSetTheirOwnTail) {
-  const auto gpu = testing::shipped_gpu("h100-sxm");
-  const auto cl = testing::test_cluster(gpu, 1, 8);
-  const auto m = testing::shipped_model("llama-3.1-8b");
+// Pools of Llama-3.1-8B at tp1 on one H100 node, sharing one stage timer.
+struct Tp1Pools {
+  spec::Gpu gpu = testing::shipped_gpu("h100-sxm");
+  spec::Cluster cl = testing::test_cluster(gpu, 1, 8);
+  spec::Model m = testing::shipped_model("llama-3.1-8b");
   plan::PlanOptions opt;
-  const ParallelConfig c = layout(1, 1);
-  auto f = plan::check_feasibility(m, gpu, c, opt);
-  plan::StageTimer timer(m, cl, "", c, opt);
-  auto pool = [&](const plan::WorkloadLoad& load) {
-    return plan::PoolModel(timer, m, c, f.memory, f.stage_layers, 0, 0, PoolRole::kPrefill, load, opt);
-  };
+  ParallelConfig c = layout(1, 1);
+  plan::FeasibilityResult f = plan::check_feasibility(m, gpu, c, opt);
+  plan::StageTimer timer{m, cl, "", c, opt};
+  plan::PoolModel pool(PoolRole role, const plan::WorkloadLoad& load) {
+    return plan::PoolModel(timer, m, c, f.memory, f.stage_layers, 0, 0, role, load, opt);
+  }
+};
+
+TEST(SearchEstimator, PrefillQueueingScalesWithArrivalAndLengthVariabilityAndLongPromptsSetTheirOwnTail) {
+  Tp1Pools rig;
+  auto pool = [&](const plan::WorkloadLoad& load) { return rig.pool(PoolRole::kPrefill, load); };
   const plan::WorkloadLoad md1{10, 1500, 300};  // Poisson, one prompt length: the M/D/1 case
   auto base = pool(md1);
   const double rate = 10;  // one group carries the whole stream
@@ -165,14 +171,8 @@ TEST(SearchEstimator, PrefillQueueingScalesWithArrivalAndLengthVariabilityAndLon
 }
 
 TEST(SearchEstimator, OverloadIsReportedWithItsLimit) {
-  const auto gpu = testing::shipped_gpu("h100-sxm");
-  const auto cl = testing::test_cluster(gpu, 1, 8);
-  const auto m = testing::shipped_model("llama-3.1-8b");
-  plan::PlanOptions opt;
-  const auto c = layout(1, 1);
-  auto f = plan::check_feasibility(m, gpu, c, opt);
-  plan::StageTimer timer(m, cl, "", c, opt);
-  plan::PoolModel mixed(timer, m, c, f.memory, f.stage_layers, 0, 0, PoolRole::kMixed, {1, 1000, 200}, opt);
+  Tp1Pools rig;
+  plan::PoolModel mixed = rig.pool(PoolRole::kMixed, {1, 1000, 200});
   const auto p = mixed.at(1e5);
   EXPECT_FALSE(p.stable);
   EXPECT_FALSE(p.limit.empty());
