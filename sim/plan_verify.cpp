@@ -176,7 +176,6 @@ Verification verify_candidates(const spec::Scenario& s, const plan::SearchInput&
       run(c, t);
       v.simulations = t.simulations;
       if (!t.ok) return nullptr;
-      t.simulations = v.simulations;
       std::optional<Verified>& slot = t.meets_slo ? met : missed;
       slot = std::move(t);
       return &*slot;
@@ -246,8 +245,7 @@ Verification verify_candidates(const spec::Scenario& s, const plan::SearchInput&
     v = *met;
     v.simulations = sims;
     if (missed && missed->candidate.gpus < v.candidate.gpus) {
-      v.smaller_layout = missed->candidate.label();
-      v.smaller_gpus = missed->candidate.gpus;
+      v.smaller_candidate = missed->candidate;
       v.smaller = *missed;
     }
   };

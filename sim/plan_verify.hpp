@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,8 +52,7 @@ struct Verified : Simulated {
   double goodput_rps_per_gpu = 0;
   // Fewest GPUs: the largest smaller sizing simulated that missed the SLOs (colocated: one instance fewer, unless
   // the simulations ran out), when one was simulated.
-  std::string smaller_layout;
-  int smaller_gpus = 0;
+  std::optional<plan::Candidate> smaller_candidate;
   Simulated smaller;
 };
 

@@ -119,8 +119,9 @@ void print_verified(const sim::Verification& v) {
     if (c.meets_slo != x.meets_slo)
       verdict += std::string(verdict.empty() ? "" : "; ") + "the estimator said it " + (c.meets_slo ? "meets" : "misses") +
                  " them";
-    if (!x.smaller_layout.empty())
-      verdict += std::string(verdict.empty() ? "" : "; ") + std::to_string(x.smaller_gpus) + " GPUs miss them (" +
+    if (x.smaller_candidate)
+      verdict += std::string(verdict.empty() ? "" : "; ") + std::to_string(x.smaller_candidate->gpus) +
+                 " GPUs miss them (" +
                  format_number("%.1f", 100 * x.smaller.slo_fraction) + "% met)";
     const std::string gpus = fewest && x.estimated_gpus != c.gpus
                                  ? std::to_string(x.estimated_gpus) + "->" + std::to_string(c.gpus)
@@ -147,9 +148,9 @@ nlohmann::json verified_json(const sim::Verification& v) {
                         {"slo_fraction", x.slo_fraction}, {"goodput_rps", x.goodput_rps},
                         {"ttft_p99_s", x.ttft_p99_s},     {"tpot_p99_s", x.tpot_p99_s},
                         {"meets_slo", x.meets_slo}};
-      if (!x.smaller_layout.empty())
-        j["smaller_missed"] = {{"layout", x.smaller_layout},
-                               {"gpus", x.smaller_gpus},
+      if (x.smaller_candidate)
+        j["smaller_missed"] = {{"layout", x.smaller_candidate->label()},
+                               {"gpus", x.smaller_candidate->gpus},
                                {"slo_fraction", x.smaller.slo_fraction},
                                {"ttft_p99_s", x.smaller.ttft_p99_s},
                                {"tpot_p99_s", x.smaller.tpot_p99_s}};

@@ -294,6 +294,10 @@ SearchResult search(const SearchInput& in) {
     const double need = load.rate_per_s / (rate * groups_per_instance);
     return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(need * (1 - 1e-12))));
   };
+  auto over_budget = [&](int64_t gpus) {
+    return "needs " + std::to_string(gpus) + " GPUs for " + format_number("%.4g", load.rate_per_s) +
+           " req/s; the budget is " + std::to_string(budget);
+  };
   auto offer = [&](Candidate&& c) {
     ++res.ranked_total;
     if (collect_all) {
@@ -320,9 +324,7 @@ SearchResult search(const SearchInput& in) {
       c.tok_s_per_user = best.stable && best.tpot_mean_s > 0 ? 1 / best.tpot_mean_s : 0;
       const PoolPoint now = pm.at(load.rate_per_s / groups);
       c.violation = violation_at(now, PoolRole::kMixed, in.slo, 0, load.output_mean, load.rate_per_s);
-      if (fewest && needed > max_dp)
-        c.violation = "needs " + std::to_string(needed * L.config.instance_size()) + " GPUs for " +
-                      format_number("%.4g", load.rate_per_s) + " req/s; the budget is " + std::to_string(budget);
+      if (fewest && needed > max_dp) c.violation = over_budget(needed * L.config.instance_size());
       c.meets_slo = c.violation.empty();
       c.ttft_p99_s = now.ttft_p99_s, c.tpot_p99_s = now.tpot_p99_s, c.tpot_mean_s = now.tpot_mean_s;
       ++res.stats.candidates;
@@ -437,7 +439,8 @@ SearchResult search(const SearchInput& in) {
     struct PairKey {
       size_t p, d;
       Split s;
-      bool meets, over;
+      int64_t needed_gpus;  // the sizing to the rate (over the budget: the split is the budget's best instead)
+      bool meets;
       double gpg;
     };
     std::vector<PairKey> keys;
@@ -447,8 +450,8 @@ SearchResult search(const SearchInput& in) {
         ++res.stats.pairs_split;
         const int64_t np = instances_for_rate(a[p], layouts[p].config.attn_dp);
         const int64_t nd = instances_for_rate(b[d], layouts[d].config.attn_dp);
-        PairKey k{p, d, {}, false, np * size[p] + nd * size[d] > budget, 0};
-        if (k.over) {
+        PairKey k{p, d, {}, np * size[p] + nd * size[d], false, 0};
+        if (k.needed_gpus > budget) {
           k.s = best_split(p, d);
         } else {
           k.s.dp_p = static_cast<int>(np), k.s.dp_d = static_cast<int>(nd);
@@ -477,13 +480,9 @@ SearchResult search(const SearchInput& in) {
       const PairKey& k = keys[i];
       ++res.stats.pairs_estimated;
       Candidate c = pair_candidate(k.p, k.d, k.s);
-      if (k.over) {
+      if (k.needed_gpus > budget) {
         c.meets_slo = false;
-        c.violation = "needs " +
-                      std::to_string(instances_for_rate(a[k.p], layouts[k.p].config.attn_dp) * size[k.p] +
-                                     instances_for_rate(b[k.d], layouts[k.d].config.attn_dp) * size[k.d]) +
-                      " GPUs for " + format_number("%.4g", load.rate_per_s) + " req/s; the budget is " +
-                      std::to_string(budget);
+        c.violation = over_budget(k.needed_gpus);
       }
       all.push_back(std::move(c));
     }
