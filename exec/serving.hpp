@@ -51,7 +51,7 @@ struct ServeConfig {
   RunnerOptions runner;              // weight / KV types, KV blocks per rank, profile
   std::string profile_gpu = "cpu";   // the calibration rows' gpu column
   uint64_t seed = 1;                 // synthetic prompt tokens
-  // Virtual clock: when set, every step takes this runner's time (the cost model's, e.g. sim's AnalyticStepRunner)
+  // Virtual clock: when set, every step takes this runner's time (the cost model's, e.g. serve::AnalyticStepRunner)
   // instead of the wall time, and the loop jumps from event to event; the tokens are still computed for real. Not
   // owned. Makes exec's schedule comparable iteration by iteration with sim's.
   serve::StepRunner* timer = nullptr;

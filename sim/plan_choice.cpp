@@ -9,7 +9,7 @@
 
 #include "core/common/error.hpp"
 #include "core/common/units.hpp"
-#include "core/plan/search.hpp"
+#include "core/search/search.hpp"
 #include "sim/plan_verify.hpp"
 
 namespace parasol::sim {
@@ -21,11 +21,11 @@ std::string fmt(const char* f, double v) { return format_number(f, v); }
 
 PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed, int verify, int64_t verify_requests) {
   std::string source;
-  plan::SearchInput in = plan::scenario_search_input(s, seed, source);
+  search::SearchInput in = search::scenario_search_input(s, seed, source);
   // The chosen plan and its runner-up (the report below), or the candidates to verify; the pruning keeps the
   // ranking exact.
   in.keep_top = std::max(2, verify);
-  const plan::SearchResult r = plan::search(in);
+  const search::SearchResult r = search::search(in);
   if (r.ranked.empty())
     throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
                       "none (`parasol plan -v` lists the infeasible layouts and their reasons)");
@@ -33,7 +33,7 @@ PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed, int verify, int64
     const Verification v = verify_candidates(s, in, r, verify, verify_requests, seed);
     const Verified& top = v.verified.at(0);
     if (top.ok) {
-      plan::MadePlan made = plan::candidate_plan(in, top.candidate);
+      plan::MadePlan made = search::candidate_plan(in, top.candidate);
       if (!made.feasibility.ok) throw RuntimeFailure("sim: the verified layout " + top.candidate.label() + " cannot be made");
       PlanChoice c;
       c.plan = std::move(made.plan);
@@ -50,8 +50,8 @@ PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed, int verify, int64
       return c;
     }
   }
-  const plan::Candidate& best = r.ranked[0];
-  plan::MadePlan made = plan::candidate_plan(in, best);
+  const search::Candidate& best = r.ranked[0];
+  plan::MadePlan made = search::candidate_plan(in, best);
   if (!made.feasibility.ok) throw RuntimeFailure("sim: the chosen layout " + best.label() + " cannot be made");
   PlanChoice c;
   c.plan = std::move(made.plan);
@@ -63,7 +63,7 @@ PlanChoice choose_plan(const spec::Scenario& s, uint64_t seed, int verify, int64
                ? " with the fewest GPUs (" + std::to_string(best.gpus) + ")"
                : " with the best goodput (" + fmt("%.5g", best.goodput_tok_s_per_gpu) + " tok/s/GPU)");
   if (r.ranked.size() > 1)
-    c.why += "; runner-up " + r.ranked[1].label() + ": " + plan::why_lost(r.ranked[1], best, r.objective);
+    c.why += "; runner-up " + r.ranked[1].label() + ": " + search::why_lost(r.ranked[1], best, r.objective);
   return c;
 }
 
@@ -76,7 +76,7 @@ std::optional<serve::WorkloadSpec> scenario_workload(const spec::Scenario& s, st
   if (substitute && !declared)
     policy->fail("search.workload_stats in the scenario (missing_trace: workload_stats simulates them)",
                  "no search.workload_stats");
-  for (const auto& [at, found] : plan::referenced_traces(*s.workload)) {
+  for (const auto& [at, found] : search::referenced_traces(*s.workload)) {
     if (found) continue;
     if (!substitute) {
       const auto where = std::filesystem::path(at.file()).parent_path() / at.as_string();

@@ -1,5 +1,5 @@
 // How `parasol sim` picks the Plan it simulates when none is given (no --plan, no `plan:` in the scenario): the same
-// search as `parasol plan` (core/plan/search.hpp) over the scenario's space, SLOs and load, and its best candidate.
+// search as `parasol plan` (core/search/search.hpp) over the scenario's space, SLOs and load, and its best candidate.
 // The load is the workload's mean rate and lengths (a trace read in full with its window, scaling and cap; a synthetic
 // workload's rate and the means of 20,000 draws), or the scenario's `search.workload_stats` when the trace file is
 // absent, exactly as docs/search.md describes for `parasol plan`.
@@ -11,9 +11,9 @@
 #include <optional>
 #include <string>
 
-#include "core/plan/goodput.hpp"
 #include "core/plan/placement.hpp"
-#include "core/plan/planning_load.hpp"
+#include "core/search/goodput.hpp"
+#include "core/search/planning_load.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/scenario.hpp"
 

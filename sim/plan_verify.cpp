@@ -99,8 +99,8 @@ Figures simulate_in_child(const spec::Scenario& s, const plan::Plan& plan, int64
 }
 
 // The candidate with `dp_p` / `dp_d` more (or fewer) instances in its pools (colocated: dp_p applies).
-plan::Candidate resized(const plan::Candidate& c, int dp_p, int dp_d) {
-  plan::Candidate x = c;
+search::Candidate resized(const search::Candidate& c, int dp_p, int dp_d) {
+  search::Candidate x = c;
   if (!x.disaggregated) {
     x.mixed.config.dp += dp_p;
     x.gpus = x.mixed.config.total_gpus();
@@ -112,7 +112,7 @@ plan::Candidate resized(const plan::Candidate& c, int dp_p, int dp_d) {
   return x;
 }
 
-bool sizes_ok(const plan::Candidate& c, int budget) {
+bool sizes_ok(const search::Candidate& c, int budget) {
   if (!c.disaggregated) return c.mixed.config.dp >= 1 && c.gpus <= budget;
   return c.prefill.config.dp >= 1 && c.decode.config.dp >= 1 && c.gpus <= budget;
 }
@@ -140,14 +140,14 @@ double estimate_error(double estimate, double simulated) {
   return simulated != 0 ? (estimate - simulated) / simulated : 0.0;
 }
 
-Verification verify_candidates(const spec::Scenario& s, const plan::SearchInput& in, const plan::SearchResult& r, int k,
-                               int64_t requests, uint64_t seed) {
+Verification verify_candidates(const spec::Scenario& s, const search::SearchInput& in, const search::SearchResult& r,
+                               int k, int64_t requests, uint64_t seed) {
   Verification out;
   out.requests = requests;
   out.objective = in.space.objective;
   const bool fewest = out.objective == spec::Objective::kFewestGpus;
-  auto run = [&](const plan::Candidate& c, Verified& v) {
-    const plan::MadePlan made = plan::candidate_plan(in, c);
+  auto run = [&](const search::Candidate& c, Verified& v) {
+    const plan::MadePlan made = search::candidate_plan(in, c);
     ++v.simulations;
     if (!made.feasibility.ok) {
       static_cast<Simulated&>(v) = Simulated{};
@@ -160,7 +160,7 @@ Verification verify_candidates(const spec::Scenario& s, const plan::SearchInput&
   // A fewest-GPUs candidate's sizing in simulation (plan_verify.hpp); every trial must fit the budget.
   constexpr int kMaxSimulations = 16;
   auto resize_in_simulation = [&](Verified& v) {
-    const plan::Candidate base = v.candidate;
+    const search::Candidate base = v.candidate;
     const int dp_p = base.disaggregated ? base.prefill.config.dp : base.mixed.config.dp;
     const int dp_d = base.disaggregated ? base.decode.config.dp : 0;
     // Both pools scaled by f (instances rounded up, at least one).
@@ -168,9 +168,9 @@ Verification verify_candidates(const spec::Scenario& s, const plan::SearchInput&
       auto n = [&](int dp) { return std::max(1, static_cast<int>(std::ceil(dp * f - 1e-9))); };
       return resized(base, n(dp_p) - dp_p, base.disaggregated ? n(dp_d) - dp_d : 0);
     };
-    auto same = [](const plan::Candidate& x, const plan::Candidate& y) { return x.label() == y.label(); };
+    auto same = [](const search::Candidate& x, const search::Candidate& y) { return x.label() == y.label(); };
     std::optional<Verified> met, missed;  // the smallest sizing that met the SLOs, the largest that missed them
-    auto trial = [&](const plan::Candidate& c) -> const Verified* {
+    auto trial = [&](const search::Candidate& c) -> const Verified* {
       if (!sizes_ok(c, r.gpu_budget) || v.simulations >= kMaxSimulations) return nullptr;
       Verified t = v;
       run(c, t);
@@ -185,12 +185,12 @@ Verification verify_candidates(const spec::Scenario& s, const plan::SearchInput&
     (v.meets_slo ? f_met : f_missed) = 1;
     // Bracket: grow by 1.5x while it misses, shrink by 1.5x while it meets (a factor that rounds to the sizing
     // already met is passed over, down to one instance per pool).
-    const plan::Candidate floor = scaled(0);
+    const search::Candidate floor = scaled(0);
     for (double f = 1;;) {
       const bool grow = !met;
       const double from = f;
       f = grow ? f * 1.5 : f / 1.5;
-      plan::Candidate c = scaled(f);
+      search::Candidate c = scaled(f);
       if (grow && !sizes_ok(c, r.gpu_budget)) {
         // The largest factor below that fits the budget, tried once.
         double ok = from, bad = f;
@@ -216,7 +216,7 @@ Verification verify_candidates(const spec::Scenario& s, const plan::SearchInput&
     // a simulation; stops when the factors meet (no sizing lies between the two) or the simulations run out.
     while (met && missed && f_met > f_missed * (1 + 1e-6) && v.simulations < kMaxSimulations) {
       const double f = std::sqrt(f_met * f_missed);
-      const plan::Candidate c = scaled(f);
+      const search::Candidate c = scaled(f);
       if (same(c, met->candidate)) {
         f_met = f;
         continue;
@@ -237,7 +237,7 @@ Verification verify_candidates(const spec::Scenario& s, const plan::SearchInput&
     for (const auto& [dp, dd] : base.disaggregated ? std::vector<std::pair<int, int>>{{-1, 0}, {0, -1}}
                                                    : std::vector<std::pair<int, int>>{})
       while (v.simulations < kMaxSimulations) {
-        const plan::Candidate keep = met->candidate;
+        const search::Candidate keep = met->candidate;
         const Verified* t = trial(resized(keep, dp, dd));
         if (!t || !t->meets_slo) break;
       }

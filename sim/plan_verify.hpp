@@ -1,4 +1,4 @@
-// Verified ranking: the plan search's best candidates (core/plan/search.hpp, ranked by the steady-state estimator)
+// Verified ranking: the plan search's best candidates (core/search/search.hpp, ranked by the steady-state estimator)
 // simulated on the scenario's own workload (the first `requests` requests; analytic fidelity, the scenario's engine
 // and serving knobs), then ranked by what the simulation measured.
 //   Goodput per GPU (the default objective): first the candidates whose simulated TTFT and TPOT p99 meet the SLOs
@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "core/plan/plan.hpp"
-#include "core/plan/search.hpp"
+#include "core/search/search.hpp"
 #include "core/spec/scenario.hpp"
 
 namespace parasol::sim {
@@ -46,13 +46,13 @@ Simulated simulate_isolated(const spec::Scenario& scenario, const plan::Plan& pl
 
 struct Verified : Simulated {
   int estimator_rank = 0;  // 1-based, in SearchResult::ranked
-  plan::Candidate candidate;  // fewest GPUs: re-sized in simulation (estimated_gpus keeps the estimator's count)
+  search::Candidate candidate;  // fewest GPUs: re-sized in simulation (estimated_gpus keeps the estimator's count)
   int estimated_gpus = 0;
   int simulations = 0;     // simulations this candidate took (more than 1 when re-sized)
   double goodput_rps_per_gpu = 0;
   // Fewest GPUs: the largest smaller sizing simulated that missed the SLOs (colocated: one instance fewer, unless
   // the simulations ran out), when one was simulated.
-  std::optional<plan::Candidate> smaller_candidate;
+  std::optional<search::Candidate> smaller_candidate;
   Simulated smaller;
 };
 
@@ -63,8 +63,8 @@ struct Verification {
 };
 
 // Simulates the best `k` of `result.ranked` (fewer when fewer are ranked). `requests` caps each simulation.
-Verification verify_candidates(const spec::Scenario& scenario, const plan::SearchInput& input,
-                               const plan::SearchResult& result, int k, int64_t requests, uint64_t seed);
+Verification verify_candidates(const spec::Scenario& scenario, const search::SearchInput& input,
+                               const search::SearchResult& result, int k, int64_t requests, uint64_t seed);
 
 // Signed relative error of the estimate against the simulation, (estimate - simulated) / simulated; 0 when the
 // simulated value is 0.

@@ -190,7 +190,7 @@ ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluste
   Platform platform(cluster);
   std::vector<std::unique_ptr<serve::Scheduler>> schedulers;
   std::vector<std::unique_ptr<serve::Router>> routers;
-  std::vector<std::unique_ptr<AnalyticStepRunner>> analytic;
+  std::vector<std::unique_ptr<serve::AnalyticStepRunner>> analytic;
   std::vector<std::unique_ptr<NetworkStepRunner>> network;
   std::vector<NetworkStepRunner*> network_of_pool;
   std::vector<serve::LoopPool> pools;
@@ -216,7 +216,7 @@ ServeResult simulate_serving(const plan::Plan& plan, const spec::Cluster& cluste
       net = network.back().get();
       lp.runner = net;
     } else {
-      analytic.push_back(std::make_unique<AnalyticStepRunner>(plan, static_cast<int>(p), cluster, o.engine));
+      analytic.push_back(std::make_unique<serve::AnalyticStepRunner>(plan, static_cast<int>(p), cluster, o.engine));
       lp.runner = analytic.back().get();
     }
     network_of_pool.push_back(net);

@@ -1,6 +1,6 @@
 // The serving simulation: a Plan served on the SimGrid platform of its cluster, by core/serve's one serving loop
 // (core/serve/serving_loop.hpp: routing, each replica's Scheduler with up to pp micro-batches in flight, P/D
-// hand-offs, metrics) with a SimGrid host. Steps are costed by the pool's StepRunner (sim/step_runners.hpp): the cost
+// hand-offs, metrics) with a SimGrid host. Steps are costed by the pool's StepRunner: the cost
 // model (analytic fidelity: the loop jumps from event to event, no SimGrid activity at all), or flows on the platform
 // (network fidelity: each micro-batch runs in its own short-lived actor and its collectives share links with
 // everything else in flight). With prefill/decode disaggregation a prefill replica hands each finished prefill to a

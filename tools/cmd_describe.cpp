@@ -15,8 +15,8 @@
 #include "core/common/error.hpp"
 #include "core/common/units.hpp"
 #include "core/serve/workload.hpp"
-#include "core/spec/describe.hpp"
 #include "tools/cli.hpp"
+#include "tools/describe.hpp"
 
 namespace parasol::tools {
 namespace {
@@ -50,7 +50,7 @@ serve::TraceFormat detect_trace_format(const std::string& path) {
 }
 
 // Reads the whole trace (O(1) memory) and summarizes it as the simulator will replay it.
-spec::Description describe_trace(const std::string& path, const std::string& format_name) {
+Description describe_trace(const std::string& path, const std::string& format_name) {
   const serve::TraceFormat format =
       format_name.empty() ? detect_trace_format(path) : serve::parse_trace_format(format_name);
   auto src = serve::open_trace(serve::trace_spec(path, format));
@@ -69,7 +69,7 @@ spec::Description describe_trace(const std::string& path, const std::string& for
   }
   const double span = last - first;
   const double mean_in = n ? in_sum / static_cast<double>(n) : 0, mean_out = n ? out_sum / static_cast<double>(n) : 0;
-  spec::Description d;
+  Description d;
   d.file = path;
   const std::string name = std::filesystem::path(path).filename().string();
   d.text = "trace " + name + " (" + serve::to_string(format) + "): " + std::to_string(n) + " requests over " +
@@ -94,9 +94,8 @@ int run_describe(const DescribeArgs& args, const CommonOptions& common) {
     nlohmann::json entry;
     int file_rc = 0;
     try {
-      spec::Description d = !args.trace_format.empty() || is_trace_path(path)
-                                ? describe_trace(path, args.trace_format)
-                                : spec::describe_file(path, common.verbosity);
+      Description d = !args.trace_format.empty() || is_trace_path(path) ? describe_trace(path, args.trace_format)
+                                                                        : describe_file(path, common.verbosity);
       entry = d.json;
       entry["ok"] = true;
       entry["exit_code"] = 0;

@@ -1,5 +1,5 @@
 // `parasol plan SCENARIO [--objective O] [--verify K] [--top N] [--out DIR] [--json] [-v]`: search every layout of the
-// scenario's model on its cluster under its workload and SLOs (core/plan/search.hpp), print the ranking (why each
+// scenario's model on its cluster under its workload and SLOs (core/search/search.hpp), print the ranking (why each
 // runner-up lost), and write the chosen Plan (plan.yaml, parasol.plan/1) and the Pareto frontier (pareto.csv) to DIR.
 // Objectives: the best goodput per GPU in the budget, the fewest GPUs that meet the SLOs at the workload's rate, or
 // the highest rate the chosen deployment (or --plan FILE) sustains, searched in simulation (sim/rate_search.hpp;
@@ -14,8 +14,8 @@
 #include "core/common/error.hpp"
 #include "core/common/units.hpp"
 #include "core/plan/plan_io.hpp"
-#include "core/plan/planning_load.hpp"
-#include "core/plan/search.hpp"
+#include "core/search/planning_load.hpp"
+#include "core/search/search.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/scenario.hpp"
 #include "tools/calibration_option.hpp"
@@ -28,7 +28,7 @@
 namespace parasol::tools {
 namespace {
 
-void print_table(const spec::Scenario& s, const plan::SearchResult& r, const std::string& source, int top,
+void print_table(const spec::Scenario& s, const search::SearchResult& r, const std::string& source, int top,
                  int verbosity) {
   std::cout << "scenario " << s.name << ": " << s.model.name << " on " << s.cluster.name << " (" << r.gpu_budget
             << " x " << s.gpu_type << ")\n";
@@ -52,7 +52,7 @@ void print_table(const spec::Scenario& s, const plan::SearchResult& r, const std
   for (size_t i = 0; i < r.ranked.size() && static_cast<int>(i) < top; ++i) {
     const auto& c = r.ranked[i];
     const std::string verdict = i == 0 ? (c.meets_slo ? "chosen" : "chosen (misses the SLOs: " + c.violation + ")")
-                                       : "lost: " + plan::why_lost(c, r.ranked[0], r.objective);
+                                       : "lost: " + search::why_lost(c, r.ranked[0], r.objective);
     std::printf("%4zu  %-52s %5d %10.4g %12.5g %10.4g %10s %10s  %s\n", i + 1, c.label().c_str(), c.gpus, c.goodput_rps,
                 c.goodput_tok_s_per_gpu, c.tok_s_per_user, c.ttft_p99_s > 0 ? format_time(c.ttft_p99_s).c_str() : "-",
                 c.tpot_p99_s > 0 ? format_time(c.tpot_p99_s).c_str() : "-", verdict.c_str());
@@ -104,7 +104,7 @@ void print_verified(const sim::Verification& v) {
   std::printf("%4s %4s  %-44s %9s %9s %11s\n", "", "rank", "", "", "(sim)", "req/s (sim)");
   for (size_t i = 0; i < v.verified.size(); ++i) {
     const sim::Verified& x = v.verified[i];
-    const plan::Candidate& c = x.candidate;
+    const search::Candidate& c = x.candidate;
     if (!x.ok) {
       std::printf("%4zu %4d  %-44s %9d  simulation failed: %s\n", i + 1, x.estimator_rank, c.label().c_str(), c.gpus,
                   x.error.c_str());
@@ -223,7 +223,7 @@ void add_verify_options(CLI::App* sub, PlanArgs& a) {
 // estimator's best.
 class Pick {
  public:
-  Pick(const PlanArgs& a, const spec::Scenario& s, const plan::SearchInput& in, const plan::SearchResult& r,
+  Pick(const PlanArgs& a, const spec::Scenario& s, const search::SearchInput& in, const search::SearchResult& r,
        uint64_t seed)
       : chosen_(&r.ranked.at(0)) {
 #ifdef PARASOL_HAVE_SIM
@@ -235,7 +235,9 @@ class Pick {
     (void)a, (void)s, (void)in, (void)seed;
 #endif
   }
-  const plan::Candidate& chosen() const { return *chosen_; }
+  const search::Candidate& chosen() const {
+    return *chosen_;
+  }
   void add_json(nlohmann::json& j) const {
 #ifdef PARASOL_HAVE_SIM
     if (v_) j["verified"] = verified_json(*v_);
@@ -250,7 +252,7 @@ class Pick {
   }
 
  private:
-  const plan::Candidate* chosen_;
+  const search::Candidate* chosen_;
 #ifdef PARASOL_HAVE_SIM
   std::optional<sim::Verification> v_;
 #endif
@@ -259,7 +261,7 @@ class Pick {
 #ifdef PARASOL_HAVE_SIM
 // --objective max_rate: the rate search on `deployment`, printed (or JSON) and, with --out, written as plan.yaml,
 // rate_curve.csv and rate_curve.svg.
-int run_rate_search(const spec::Scenario& s, const plan::SearchInput& in, const plan::Plan& deployment,
+int run_rate_search(const spec::Scenario& s, const search::SearchInput& in, const plan::Plan& deployment,
                     const std::string& label, const PlanArgs& a, const CommonOptions& common) {
   plan::check_plan_fits(deployment, a.plan.empty() ? s.file : a.plan, s.model, s.cluster, s.gpu_type, s.file);
   sim::RateSearchOptions o;
@@ -307,7 +309,7 @@ int plan_main(PlanArgs& a, const CommonOptions& common) {
                       "objective " + spec::to_string(s.search.objective));
   activate_calibration(!a.calibration.empty() ? a.calibration : s.calibration.value_or(""), common.verbosity);
   std::string source;
-  plan::SearchInput in = plan::scenario_search_input(s, common.seed, source);
+  search::SearchInput in = search::scenario_search_input(s, common.seed, source);
 #ifdef PARASOL_HAVE_SIM
   if (s.search.objective == spec::Objective::kMaxRate && !a.plan.empty())
     return run_rate_search(s, in, plan::load_plan_file(a.plan), "the plan " + a.plan, a, common);
@@ -315,13 +317,13 @@ int plan_main(PlanArgs& a, const CommonOptions& common) {
   const int top = a.top > 0 ? a.top : s.search.top_n;
   // The rows printed (and in --json) and the candidates to verify; the frontier is kept whatever its ranks.
   in.keep_top = std::max(top, a.verify);
-  const plan::SearchResult r = plan::search(in);
+  const search::SearchResult r = search::search(in);
   if (r.ranked.empty())
     throw ConfigError(s.file, 0, 0, "search", "at least one feasible layout with a non-zero goodput",
                       "none (run with -v for the infeasible layouts and their reasons)");
   const Pick pick(a, s, in, r, common.seed);
-  const plan::Candidate* chosen = &pick.chosen();
-  const plan::MadePlan made = plan::candidate_plan(in, *chosen);
+  const search::Candidate* chosen = &pick.chosen();
+  const plan::MadePlan made = search::candidate_plan(in, *chosen);
   if (!made.feasibility.ok)
     throw RuntimeFailure("plan: the chosen layout " + chosen->label() + " cannot be made");
 #ifdef PARASOL_HAVE_SIM
@@ -340,11 +342,11 @@ int plan_main(PlanArgs& a, const CommonOptions& common) {
   const bool frontier = r.objective != spec::Objective::kFewestGpus;
   if (!common.out_dir.empty()) {
     write_file_atomic(common.out_dir, "plan.yaml", plan::to_yaml(made.plan));
-    if (frontier) write_file_atomic(common.out_dir, "pareto.csv", plan::pareto_csv(r));
+    if (frontier) write_file_atomic(common.out_dir, "pareto.csv", search::pareto_csv(r));
     write_run_json(common.out_dir, "plan", {s.file}, common.seed);
   }
   if (common.json) {
-    nlohmann::json j = plan::to_json(r, top);
+    nlohmann::json j = search::to_json(r, top);
     j["scenario"] = s.name;
     j["load_source"] = source;
     j["chosen"] = chosen->label();

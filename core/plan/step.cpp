@@ -59,5 +59,14 @@ uint64_t new_lens_id() {
   return next.fetch_add(1, std::memory_order_relaxed);
 }
 
+void step_work(const Step& step, double& flops, double& bytes) {
+  flops = 0;
+  bytes = 0;
+  for (const auto& r : step.ranks)
+    for (const auto& op : r.ops) {
+      flops += op.flops;
+      bytes += op.bytes;
+    }
+}
 
 }  // namespace parasol::plan

@@ -122,4 +122,7 @@ uint64_t lengths_hash(const std::vector<int64_t>& q_lens, const std::vector<int6
 // A new nonzero Op::lens_id (process-wide, thread-safe; its value never enters a result).
 uint64_t new_lens_id();
 
+// Sum of the FLOPs and HBM bytes of every op of every rank.
+void step_work(const Step& step, double& flops, double& bytes);
+
 }  // namespace parasol::plan

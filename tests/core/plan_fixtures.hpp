@@ -4,7 +4,7 @@
 #include <string>
 
 #include "core/plan/placement.hpp"
-#include "core/plan/search.hpp"
+#include "core/search/search.hpp"
 #include "core/spec/gpu.hpp"
 #include "core/spec/model.hpp"
 
@@ -31,8 +31,9 @@ inline plan::ParallelConfig layout(int tp, int pp, int ep = 1, int adp = 1) {
 
 // A search of shipped model `model` on `cluster` (its only GPU type), in the model's own dtypes, with prefill/decode
 // disaggregation `d`; the caller sets the SLOs and the load.
-inline plan::SearchInput search_input(const std::string& model, const spec::Cluster& cluster, spec::Disaggregation d) {
-  plan::SearchInput in;
+inline search::SearchInput search_input(const std::string& model, const spec::Cluster& cluster,
+                                        spec::Disaggregation d) {
+  search::SearchInput in;
   in.model = shipped_model(model);
   in.cluster = &cluster;
   in.gpu_type = plan::resolve_gpu_type(cluster, "");

@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "core/plan/search.hpp"
+#include "core/search/search.hpp"
 #include "plan_fixtures.hpp"
 
 namespace parasol {
@@ -18,8 +18,8 @@ class FewestGpus : public ::testing::Test {
     gpu_ = testing::shipped_gpu("h100-sxm");
     cluster_ = testing::test_cluster(gpu_, 2, 8);
   }
-  plan::SearchInput input(spec::Disaggregation d, spec::Objective o) const {
-    plan::SearchInput in = testing::search_input("llama-3.1-8b", cluster_, d);
+  search::SearchInput input(spec::Disaggregation d, spec::Objective o) const {
+    search::SearchInput in = testing::search_input("llama-3.1-8b", cluster_, d);
     in.slo.ttft_p99_s = 1.0;
     in.slo.tpot_p99_s = 0.05;
     in.load = {6.0, 1200, 220};
@@ -33,10 +33,10 @@ class FewestGpus : public ::testing::Test {
 TEST_F(FewestGpus, IdenticalReplicasNeedTheCeilingOfTheRateOverTheirSustainableRate) {
   for (int tp : {1, 2}) {
     SCOPED_TRACE(tp);
-    plan::SearchInput in = input(spec::Disaggregation::kOff, spec::Objective::kGoodputPerGpu);
+    search::SearchInput in = input(spec::Disaggregation::kOff, spec::Objective::kGoodputPerGpu);
     in.space.tp = {tp};
     in.space.pp = {1};
-    const plan::SearchResult ref = plan::search(in);
+    const search::SearchResult ref = search::search(in);
     ASSERT_EQ(ref.ranked.size(), 1u);
     const double per_replica = ref.ranked[0].mixed.max_rate_per_group;  // attention-DP 1: one group per replica
     ASSERT_GT(per_replica, 0);
@@ -44,9 +44,9 @@ TEST_F(FewestGpus, IdenticalReplicasNeedTheCeilingOfTheRateOverTheirSustainableR
     for (int k : {1, 3, 5}) {
       for (const double side : {1 - 1e-6, 1 + 1e-6}) {
         in.load.rate_per_s = k * per_replica * side;
-        const plan::SearchResult r = plan::search(in);
+        const search::SearchResult r = search::search(in);
         ASSERT_EQ(r.ranked.size(), 1u);
-        const plan::Candidate& c = r.ranked[0];
+        const search::Candidate& c = r.ranked[0];
         const int want = side < 1 ? k : k + 1;
         EXPECT_EQ(c.mixed.config.dp, want) << in.load.rate_per_s;
         EXPECT_EQ(c.gpus, want * tp);
@@ -56,7 +56,7 @@ TEST_F(FewestGpus, IdenticalReplicasNeedTheCeilingOfTheRateOverTheirSustainableR
     }
     // Beyond the budget (16 GPUs): the budget's instances, missing the SLOs, with the count it would need.
     in.load.rate_per_s = (16 / tp + 2) * per_replica * (1 - 1e-6);
-    const plan::Candidate c = plan::search(in).ranked.at(0);
+    const search::Candidate c = search::search(in).ranked.at(0);
     EXPECT_FALSE(c.meets_slo);
     EXPECT_EQ(c.gpus, 16);
     EXPECT_NE(c.violation.find("needs " + std::to_string((16 / tp + 2) * tp) + " GPUs"), std::string::npos)
@@ -65,14 +65,14 @@ TEST_F(FewestGpus, IdenticalReplicasNeedTheCeilingOfTheRateOverTheirSustainableR
 }
 
 TEST_F(FewestGpus, EachDisaggregatedPoolIsTheFewestThatCarriesTheRate) {
-  plan::SearchInput in = input(spec::Disaggregation::kOn, spec::Objective::kFewestGpus);
+  search::SearchInput in = input(spec::Disaggregation::kOn, spec::Objective::kFewestGpus);
   in.load.rate_per_s = 14;
-  const plan::SearchResult r = plan::search(in);
+  const search::SearchResult r = search::search(in);
   ASSERT_FALSE(r.ranked.empty());
-  for (const plan::Candidate& c : r.ranked) {
+  for (const search::Candidate& c : r.ranked) {
     ASSERT_TRUE(c.disaggregated);
     if (!c.meets_slo) continue;
-    auto fewest = [&](const plan::PoolEstimate& p) {
+    auto fewest = [&](const search::PoolEstimate& p) {
       return static_cast<int>(std::ceil(in.load.rate_per_s / (p.max_rate_per_group * p.config.attn_dp) * (1 - 1e-12)));
     };
     EXPECT_EQ(c.prefill.config.dp, fewest(c.prefill)) << c.label();
@@ -86,24 +86,24 @@ TEST_F(FewestGpus, EachDisaggregatedPoolIsTheFewestThatCarriesTheRate) {
 }
 
 TEST_F(FewestGpus, RankingPutsFewerGpusFirstAndTheKeptTopIsTheExhaustiveOnes) {
-  plan::SearchInput in = input(spec::Disaggregation::kBoth, spec::Objective::kFewestGpus);
+  search::SearchInput in = input(spec::Disaggregation::kBoth, spec::Objective::kFewestGpus);
   in.load.rate_per_s = 20;
-  const plan::SearchResult all = plan::search(in);
+  const search::SearchResult all = search::search(in);
   ASSERT_GT(all.ranked.size(), 5u);
   EXPECT_TRUE(all.pareto.empty());
   for (size_t i = 1; i < all.ranked.size(); ++i) {
     const auto& a = all.ranked[i - 1];
     const auto& b = all.ranked[i];
-    EXPECT_FALSE(plan::ranks_before_under(b, a, spec::Objective::kFewestGpus)) << i;
+    EXPECT_FALSE(search::ranks_before_under(b, a, spec::Objective::kFewestGpus)) << i;
     if (a.meets_slo == b.meets_slo) {
       EXPECT_LE(a.gpus, b.gpus) << a.label() << " " << b.label();
     }
     if (b.gpus > all.ranked[0].gpus && all.ranked[0].meets_slo && b.meets_slo) {
-      EXPECT_NE(plan::why_lost(b, all.ranked[0], spec::Objective::kFewestGpus).find("GPUs"), std::string::npos);
+      EXPECT_NE(search::why_lost(b, all.ranked[0], spec::Objective::kFewestGpus).find("GPUs"), std::string::npos);
     }
   }
   in.keep_top = 5;
-  const plan::SearchResult top = plan::search(in);
+  const search::SearchResult top = search::search(in);
   ASSERT_EQ(top.ranked.size(), 5u);
   EXPECT_EQ(top.ranked_total, all.ranked_total);
   for (size_t i = 0; i < 5; ++i) EXPECT_EQ(top.ranked[i].label(), all.ranked[i].label()) << i;

@@ -6,9 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/plan/planning_load.hpp"
-#include "core/plan/search.hpp"
-#include "core/plan/search_collect.hpp"
+#include "core/search/planning_load.hpp"
+#include "core/search/search.hpp"
+#include "core/search/search_collect.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/scenario.hpp"
 #include "plan_fixtures.hpp"
@@ -16,16 +16,16 @@
 namespace parasol {
 namespace {
 
-plan::SearchInput input(const std::string& model, const spec::Cluster& cluster, plan::WorkloadLoad load,
-                        double ttft_s, double tpot_s) {
-  plan::SearchInput in = testing::search_input(model, cluster, spec::Disaggregation::kBoth);
+search::SearchInput input(const std::string& model, const spec::Cluster& cluster, search::WorkloadLoad load,
+                          double ttft_s, double tpot_s) {
+  search::SearchInput in = testing::search_input(model, cluster, spec::Disaggregation::kBoth);
   in.slo.ttft_p99_s = ttft_s;
   in.slo.tpot_p99_s = tpot_s;
   in.load = load;
   return in;
 }
 
-void expect_same_candidate(const plan::Candidate& a, const plan::Candidate& b) {
+void expect_same_candidate(const search::Candidate& a, const search::Candidate& b) {
   EXPECT_EQ(a.label(), b.label());
   EXPECT_EQ(a.gpus, b.gpus);
   EXPECT_EQ(a.meets_slo, b.meets_slo);
@@ -38,15 +38,15 @@ void expect_same_candidate(const plan::Candidate& a, const plan::Candidate& b) {
 }
 
 // Runs both evaluations and compares everything the outputs show; returns the exhaustive result.
-plan::SearchResult expect_pruned_equals_exhaustive(plan::SearchInput in, const std::vector<int64_t>& tops) {
+search::SearchResult expect_pruned_equals_exhaustive(search::SearchInput in, const std::vector<int64_t>& tops) {
   in.keep_top = 0;
-  const plan::SearchResult all = plan::search(in);
+  const search::SearchResult all = search::search(in);
   EXPECT_GT(all.ranked.size(), 1u);
   EXPECT_EQ(static_cast<int64_t>(all.ranked.size()), all.ranked_total);
   for (int64_t n : tops) {
     SCOPED_TRACE("top " + std::to_string(n));
     in.keep_top = n;
-    const plan::SearchResult pruned = plan::search(in);
+    const search::SearchResult pruned = search::search(in);
     EXPECT_EQ(pruned.ranked_total, all.ranked_total);
     EXPECT_EQ(pruned.stats.candidates, all.stats.candidates);
     EXPECT_EQ(pruned.stats.pairs, all.stats.pairs);
@@ -62,8 +62,8 @@ plan::SearchResult expect_pruned_equals_exhaustive(plan::SearchInput in, const s
       EXPECT_EQ(pruned.pareto[i].rank, all.pareto[i].rank);
       expect_same_candidate(pruned.pareto[i].candidate, all.pareto[i].candidate);
     }
-    EXPECT_EQ(plan::pareto_csv(pruned), plan::pareto_csv(all));
-    const auto jp = plan::to_json(pruned, static_cast<int>(n)), ja = plan::to_json(all, static_cast<int>(n));
+    EXPECT_EQ(search::pareto_csv(pruned), search::pareto_csv(all));
+    const auto jp = search::to_json(pruned, static_cast<int>(n)), ja = search::to_json(all, static_cast<int>(n));
     EXPECT_EQ(jp.at("ranked").dump(), ja.at("ranked").dump());
     EXPECT_EQ(jp.at("pareto").dump(), ja.at("pareto").dump());
     EXPECT_EQ(jp.at("ranked_total"), ja.at("ranked_total"));
@@ -106,21 +106,21 @@ TEST(SearchPrune, DeepSeekV3On32H200EveryPp) {
 TEST(SearchPrune, ShippedPdDisaggScenario) {
   const spec::Scenario s = spec::load_scenario_file(std::string(PARASOL_DATA_DIR) + "/scenarios/pd-disagg-mooncake.yaml");
   std::string source;
-  const plan::SearchInput in = plan::scenario_search_input(s, 1, source);
+  const search::SearchInput in = search::scenario_search_input(s, 1, source);
   expect_pruned_equals_exhaustive(in, {1, static_cast<int64_t>(s.search.top_n)});
 }
 
 // The bounds: goodput/GPU <= O alpha beta / (alpha + beta) is checked through the search (pairs the bound skips
 // would otherwise differ above); here the collector's frontier equals the sweep on arbitrary points with ties.
 TEST(SearchPrune, CollectorFrontierEqualsTheSweepWithTies) {
-  std::vector<plan::Candidate> cs;
+  std::vector<search::Candidate> cs;
   uint64_t x = 12345;
   auto next = [&] {
     x = x * 6364136223846793005ULL + 1442695040888963407ULL;
     return static_cast<int>((x >> 33) % 7);
   };
   for (int i = 0; i < 300; ++i) {
-    plan::Candidate c;
+    search::Candidate c;
     c.mixed.config.tp = 1 + i;  // distinct labels
     c.goodput_tok_s_per_gpu = next();  // many ties on both figures
     c.tok_s_per_user = next();
@@ -129,10 +129,10 @@ TEST(SearchPrune, CollectorFrontierEqualsTheSweepWithTies) {
     cs.push_back(c);
   }
   for (size_t n : {1u, 3u, 50u}) {
-    plan::RankedCollector keep(n);
+    search::RankedCollector keep(n);
     for (const auto& c : cs) keep.offer(c);
     auto sorted = cs;
-    std::sort(sorted.begin(), sorted.end(), plan::ranks_before);
+    std::sort(sorted.begin(), sorted.end(), search::ranks_before);
     const auto top = keep.top();
     ASSERT_EQ(top.size(), n);
     for (size_t i = 0; i < n; ++i) EXPECT_EQ(top[i].label(), sorted[i].label());
@@ -150,7 +150,7 @@ TEST(SearchPrune, CollectorFrontierEqualsTheSweepWithTies) {
     for (size_t i : order)
       if (sorted[i].tok_s_per_user > best) want.push_back(i), best = sorted[i].tok_s_per_user;
     ASSERT_EQ(keep.frontier().size(), want.size());
-    plan::FrontierRanks ranks(keep.frontier());
+    search::FrontierRanks ranks(keep.frontier());
     for (const auto& c : cs) {
       if (ranks.ties(c.meets_slo, c.goodput_tok_s_per_gpu))
         ranks.add_full(c);

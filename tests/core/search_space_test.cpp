@@ -8,17 +8,17 @@
 #include <tuple>
 
 #include "core/plan/build_step.hpp"
-#include "core/plan/goodput.hpp"
-#include "core/plan/search.hpp"
+#include "core/search/goodput.hpp"
+#include "core/search/search.hpp"
 #include "core/spec/cluster.hpp"
 #include "plan_fixtures.hpp"
 
 namespace parasol {
 namespace {
 
-using plan::GroupBatch;
 using plan::ParallelConfig;
-using plan::PoolRole;
+using search::GroupBatch;
+using search::PoolRole;
 
 using testing::layout;
 
@@ -38,7 +38,7 @@ bool all_ranks_alike(const plan::Step& s) {
   return true;
 }
 
-void expect_same(const plan::LayerTimes& a, const plan::LayerTimes& b) {
+void expect_same(const search::LayerTimes& a, const search::LayerTimes& b) {
   EXPECT_EQ(a.dense_s, b.dense_s);
   EXPECT_EQ(a.moe_s, b.moe_s);
   EXPECT_EQ(a.ends_s, b.ends_s);
@@ -72,12 +72,12 @@ TEST(SearchEstimator, OneRankStageCostEqualsAllRanksBitForBit) {
     SCOPED_TRACE(std::string(k.model) + " " + k.config.label());
     const auto m = testing::shipped_model(k.model);
     cost::LinkTables tables(cl);
-    plan::StageTimer one(m, cl, "", k.config, opt, tables);
-    plan::StageTimer all(m, cl, "", k.config, opt);
+    search::StageTimer one(m, cl, "", k.config, opt, tables);
+    search::StageTimer all(m, cl, "", k.config, opt);
     all.set_one_rank(false);
     ParallelConfig stage = k.config;
     stage.pp = 1;
-    const auto proxy = plan::make_plan(plan::proxy_model(m), cl, "", stage, opt);
+    const auto proxy = plan::make_plan(search::proxy_model(m), cl, "", stage, opt);
     ASSERT_TRUE(proxy.feasibility.ok);
     int asymmetric = 0;
     for (const auto& b : batches) {
@@ -100,9 +100,9 @@ TEST(SearchEstimator, OneRankStageCostEqualsAllRanksBitForBit) {
       ASSERT_NE(f.stage_layers.front().second - f.stage_layers.front().first,
                 f.stage_layers.back().second - f.stage_layers.back().first);  // uneven indeed
       for (PoolRole role : {PoolRole::kMixed, PoolRole::kDecode, PoolRole::kPrefill}) {
-        const plan::WorkloadLoad load{1, 1000, 200};
-        plan::PoolModel a(one, m, k.config, f.memory, f.stage_layers, 1e-7, 5e-6, role, load, opt);
-        plan::PoolModel b(all, m, k.config, f.memory, f.stage_layers, 1e-7, 5e-6, role, load, opt);
+        const search::WorkloadLoad load{1, 1000, 200};
+        search::PoolModel a(one, m, k.config, f.memory, f.stage_layers, 1e-7, 5e-6, role, load, opt);
+        search::PoolModel b(all, m, k.config, f.memory, f.stage_layers, 1e-7, 5e-6, role, load, opt);
         for (double tau : {1.0, 7.0, 64.0, 200.0}) {
           EXPECT_EQ(a.latency_s(tau), b.latency_s(tau));
           EXPECT_EQ(a.cycle_s(tau), b.cycle_s(tau));
@@ -139,9 +139,9 @@ std::set<Combo> legal_combinations(const spec::Model& m, int domain, int budget)
   return out;
 }
 
-plan::SearchInput colocated(const std::string& model, const spec::Cluster& cluster) {
+search::SearchInput colocated(const std::string& model, const spec::Cluster& cluster) {
   // Colocated only: one candidate per feasible layout.
-  plan::SearchInput in = testing::search_input(model, cluster, spec::Disaggregation::kOff);
+  search::SearchInput in = testing::search_input(model, cluster, spec::Disaggregation::kOff);
   in.slo.ttft_p99_s = 2.0;
   in.slo.tpot_p99_s = 0.05;
   in.load = {50, 2048, 512};
@@ -149,7 +149,7 @@ plan::SearchInput colocated(const std::string& model, const spec::Cluster& clust
 }
 
 // What the search enumerated: every layout is either ranked (colocated: one candidate each) or listed infeasible.
-std::multiset<Combo> enumerated(const plan::SearchResult& r) {
+std::multiset<Combo> enumerated(const search::SearchResult& r) {
   std::multiset<Combo> out;
   for (const auto& c : r.ranked) out.insert({c.mixed.config.tp, c.mixed.config.attn_dp, c.mixed.config.ep, c.mixed.config.pp});
   for (const auto& x : r.infeasible) out.insert({x.config.tp, x.config.attn_dp, x.config.ep, x.config.pp});
@@ -159,7 +159,7 @@ std::multiset<Combo> enumerated(const plan::SearchResult& r) {
 void expect_every_legal_combination(const std::string& model, const spec::Cluster& cl, int domain, int old_cap) {
   SCOPED_TRACE(model);
   const auto in = colocated(model, cl);
-  const auto r = plan::search(in);
+  const auto r = search::search(in);
   const auto want = legal_combinations(in.model, domain, cl.gpu_count());
   const auto got = enumerated(r);
   EXPECT_EQ(r.stats.layouts, static_cast<int64_t>(want.size()));
@@ -180,7 +180,7 @@ TEST(SearchSpace, DefaultEnumerationIsEveryLegalCombination) {
   expect_every_legal_combination("tiny-deepseek", cl, 8, 8);
   expect_every_legal_combination("tiny-mixtral", cl, 8, 8);
   const auto dense = colocated("llama-3.1-8b", cl);
-  EXPECT_EQ(plan::search(dense).stats.layouts,
+  EXPECT_EQ(search::search(dense).stats.layouts,
             static_cast<int64_t>(legal_combinations(dense.model, 8, cl.gpu_count()).size()));
 }
 
@@ -198,7 +198,7 @@ TEST(SearchSpace, ScenarioListsStillConstrainTheSpace) {
   in.space.attn_dp = {2, 4};
   in.space.ep = {4};
   in.space.pp = {1};
-  const auto r = plan::search(in);
+  const auto r = search::search(in);
   const auto got = enumerated(r);
   ASSERT_FALSE(got.empty());
   for (const auto& [tp, adp, ep, pp] : got) {

@@ -68,7 +68,7 @@ void check_lone_replica(const std::string& model, const std::string& cluster, co
   mixed.seqs.push_back(chunk);
   const std::vector<plan::Batch> batches = {prefill(1, 512), prefill(4, 2048), decode(1, 1024), decode(64, 2048),
                                             mixed,           prefill(3, 77),   prefill(1, 4096)};
-  AnalyticStepRunner analytic(p, 0, c);
+  serve::AnalyticStepRunner analytic(p, 0, c);
   std::vector<double> want;
   for (const auto& b : batches) want.push_back(analytic.run(0, b).total_s);
   auto engine = make_engine();
@@ -148,7 +148,7 @@ TEST(NetmodeAgreement, RandomBatchSequencesTakeTheAnalyticStepTime) {
     }
     batches.push_back(b);
   }
-  AnalyticStepRunner analytic(p, 0, c);
+  serve::AnalyticStepRunner analytic(p, 0, c);
   std::vector<double> want;
   for (size_t i = 0; i < batches.size(); ++i) want.push_back(analytic.run(static_cast<int>(i % 4), batches[i]).total_s);
   auto engine = make_engine();
@@ -173,7 +173,7 @@ TEST(NetmodeAgreement, ReplicasSharingOneNetworkRunnerKeepTheirOwnSteps) {
   pc.dp = 4;
   const plan::Plan p = make(m, c, pc);
   const std::vector<plan::Batch> batches = {prefill(1, 4096), decode(8, 500), prefill(2, 300), decode(40, 2000)};
-  AnalyticStepRunner analytic(p, 0, c);
+  serve::AnalyticStepRunner analytic(p, 0, c);
   auto engine = make_engine();
   Platform platform(c);
   NetworkStepRunner shared(p, 0, platform);
@@ -232,7 +232,7 @@ TEST(NetmodeAgreement, TwoReplicasAcrossAnOversubscribedSpineShareItMaxMin) {
   // the analytic time on the same cluster with a 25 GB/s uplink.
   const spec::Cluster half = spine_cluster(25e9);
   plan::Plan p_half = p;
-  AnalyticStepRunner alone_an(p, 0, c), shared_an(p_half, 0, half);
+  serve::AnalyticStepRunner alone_an(p, 0, c), shared_an(p_half, 0, half);
   std::vector<double> want_alone, want_shared;
   for (const auto& b : batches) {
     want_alone.push_back(alone_an.run(0, b).total_s);

@@ -10,12 +10,12 @@
 #include <map>
 
 #include "core/plan/placement.hpp"
+#include "core/serve/analytic_step_runner.hpp"
 #include "core/serve/metrics.hpp"
 #include "core/serve/workload.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/model.hpp"
 #include "sim/serving.hpp"
-#include "sim/step_runners.hpp"
 
 namespace parasol::sim {
 namespace {
@@ -43,7 +43,7 @@ void check_saturated_pipeline(int pp) {
   // The bound, from the cost model: B sequences decoding at the mean context of the run.
   double bound = 0;
   {
-    AnalyticStepRunner runner(p, 0, c);
+    serve::AnalyticStepRunner runner(p, 0, c);
     plan::Batch batch;
     for (int64_t i = 0; i < B; ++i) batch.seqs.push_back({i, 1, in + out / 2, 0, true});
     const serve::StepTiming t = runner.run(0, batch);

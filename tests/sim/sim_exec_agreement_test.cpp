@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "core/plan/plan_io.hpp"
+#include "core/serve/analytic_step_runner.hpp"
 #include "core/serve/metrics.hpp"
 #include "core/spec/scenario.hpp"
 #include "exec/generate.hpp"
@@ -18,7 +19,6 @@
 #include "exec/weights.hpp"
 #include "sim/plan_choice.hpp"
 #include "sim/serving.hpp"
-#include "sim/step_runners.hpp"
 
 namespace parasol::sim {
 namespace {
@@ -102,7 +102,7 @@ TEST_P(SimExecAgreement, SameScheduleIterationByIteration) {
   {
     auto src = serve::make_source(ws, seed);
     serve::MetricsCollector metrics(serve::MetricsConfig{});
-    AnalyticStepRunner timer(plan, 0, sc.cluster, &sc.engine);
+    serve::AnalyticStepRunner timer(plan, 0, sc.cluster, &sc.engine);
     cfg.timer = &timer;
     serve::LoopOptions lo;
     lo.on_iteration = [&](const serve::IterationView& v) { ex.iteration(v); };

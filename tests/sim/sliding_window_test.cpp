@@ -5,10 +5,10 @@
 
 #include "core/plan/build_step.hpp"
 #include "core/plan/placement.hpp"
+#include "core/serve/analytic_step_runner.hpp"
 #include "core/serve/event_loop.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/model.hpp"
-#include "sim/step_runners.hpp"
 #include "tests/sim/list_source.hpp"
 
 namespace parasol::sim {
@@ -25,7 +25,7 @@ plan::Plan plan_for(int64_t window, const spec::Cluster& c) {
   return made.plan;
 }
 
-double decode_s(AnalyticStepRunner& r, int64_t context, int64_t seqs = 8) {
+double decode_s(serve::AnalyticStepRunner& r, int64_t context, int64_t seqs = 8) {
   plan::Batch b;
   for (int64_t i = 0; i < seqs; ++i) b.seqs.push_back({i, 1, context, 0, true});
   return r.run(0, b).total_s;
@@ -34,7 +34,7 @@ double decode_s(AnalyticStepRunner& r, int64_t context, int64_t seqs = 8) {
 TEST(SlidingWindow, DecodeAttentionCostsTheWindowWhateverTheContext) {
   const spec::Cluster c = spec::load_cluster_file(std::string(PARASOL_DATA_DIR) + "/topologies/clusters/dgx-h100.yaml");
   const plan::Plan windowed = plan_for(kWindow, c), full = plan_for(0, c);
-  AnalyticStepRunner w(windowed, 0, c), f(full, 0, c);
+  serve::AnalyticStepRunner w(windowed, 0, c), f(full, 0, c);
   // Within the window the two models are the same; past it the windowed step stops growing.
   EXPECT_DOUBLE_EQ(decode_s(w, 1000), decode_s(f, 1000));
   EXPECT_DOUBLE_EQ(decode_s(w, kWindow - 1), decode_s(f, kWindow - 1));

@@ -11,11 +11,11 @@
 
 #include <string>
 
-#include "core/plan/search.hpp"
+#include "core/search/search.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/model.hpp"
 
-namespace parasol::plan {
+namespace parasol::search {
 namespace {
 
 void run_search(benchmark::State& state, const std::string& model, const std::string& cluster_file,
@@ -26,7 +26,7 @@ void run_search(benchmark::State& state, const std::string& model, const std::st
   SearchInput in;
   in.model = spec::load_model_file(data + "/scenarios/models/" + model);
   in.cluster = &cluster;
-  in.gpu_type = resolve_gpu_type(cluster, "");
+  in.gpu_type = plan::resolve_gpu_type(cluster, "");
   in.space.weight_dtype = in.model.weight_dtype;
   in.space.kv_dtype = in.model.kv_dtype;
   in.space.disaggregation = d;
@@ -97,4 +97,4 @@ void BM_SearchLlama70bOnDgx(benchmark::State& state) {
 BENCHMARK(BM_SearchLlama70bOnDgx)->Unit(benchmark::kMillisecond);
 
 }  // namespace
-}  // namespace parasol::plan
+}  // namespace parasol::search

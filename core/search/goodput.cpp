@@ -1,5 +1,5 @@
 // Steady-state estimator (goodput.hpp): memoized stage costing and the per-pool queueing model.
-#include "core/plan/goodput.hpp"
+#include "core/search/goodput.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include "core/plan/build_step.hpp"
 #include "core/plan/placement.hpp"
 
-namespace parasol::plan {
+namespace parasol::search {
 
 namespace {
 
@@ -36,8 +36,8 @@ bool GroupBatch::operator<(const GroupBatch& o) const {
          std::tie(o.decode_seqs, o.decode_context, o.prefill_tokens, o.prompt_len);
 }
 
-Batch GroupBatch::to_batch(int attn_dp) const {
-  Batch b;
+plan::Batch GroupBatch::to_batch(int attn_dp) const {
+  plan::Batch b;
   int64_t id = 0;
   for (int g = 0; g < attn_dp; ++g) {
     for (int64_t i = 0; i < decode_seqs; ++i)
@@ -69,13 +69,13 @@ spec::Model proxy_model(const spec::Model& m) {
 
 struct StageTimer::Impl {
   spec::Model proxy;
-  Plan plan;
-  std::unique_ptr<StepBuilder> builder;
+  plan::Plan plan;
+  std::unique_ptr<plan::StepBuilder> builder;
   std::unique_ptr<cost::CostModel> cost;
   std::unique_ptr<cost::LinkTables> own_tables;
   cost::LinkTables* tables = nullptr;
   std::map<GroupBatch, LayerTimes> memo;
-  Step step;
+  plan::Step step;
   std::vector<int> probes;  // ranks 0 and R-1
   std::vector<cost::OpCost> rank_cost;
   std::vector<int64_t> counts;
@@ -85,7 +85,7 @@ struct StageTimer::Impl {
   int64_t evaluations = 0, lookups = 0, one_rank_evaluations = 0;
 
   void init(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-            const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables* shared);
+            const plan::ParallelConfig& shape, const plan::PlanOptions& options, cost::LinkTables* shared);
   bool groups_alike();
   bool routing_even(const GroupBatch& batch);
   bool cost_one_rank(const GroupBatch& batch, std::map<int, double>& layer_s);
@@ -95,10 +95,10 @@ namespace {
 
 // The same program up to the op names and the group indices (the groups' sizes must match; their links are
 // compared separately).
-bool same_program(const Step& step, const RankProgram& a, const RankProgram& b) {
+bool same_program(const plan::Step& step, const plan::RankProgram& a, const plan::RankProgram& b) {
   if (a.stage != b.stage || a.ops.size() != b.ops.size()) return false;
   for (size_t i = 0; i < a.ops.size(); ++i) {
-    const Op &x = a.ops[i], &y = b.ops[i];
+    const plan::Op &x = a.ops[i], &y = b.ops[i];
     if (x.kind != y.kind || x.layer != y.layer || x.dtype != y.dtype || x.m != y.m || x.n != y.n || x.k != y.k ||
         x.batch != y.batch || x.tokens != y.tokens || x.heads != y.heads || x.kv_heads != y.kv_heads ||
         x.head_dim != y.head_dim || x.v_head_dim != y.v_head_dim || x.peer != y.peer || x.comm_bytes != y.comm_bytes ||
@@ -123,12 +123,13 @@ bool same_links(const cost::GroupLinks& a, const cost::GroupLinks& b) {
 }  // namespace
 
 void StageTimer::Impl::init(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-                            const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables* shared) {
-  ParallelConfig c = shape;
+                            const plan::ParallelConfig& shape, const plan::PlanOptions& options,
+                            cost::LinkTables* shared) {
+  plan::ParallelConfig c = shape;
   c.pp = 1;
   c.dp = 1;
   proxy = proxy_model(model);
-  MadePlan made = make_plan(proxy, cluster, gpu_type, c, options);
+  plan::MadePlan made = plan::make_plan(proxy, cluster, gpu_type, c, options);
   if (made.plan.pools.empty() || made.plan.pools[0].placement.empty()) {
     std::string why;
     for (const auto& r : made.feasibility.reasons) why += "; " + r;
@@ -137,7 +138,8 @@ void StageTimer::Impl::init(const spec::Model& model, const spec::Cluster& clust
   plan = std::move(made.plan);
   if (!shared) own_tables = std::make_unique<cost::LinkTables>(cluster);
   tables = shared ? shared : own_tables.get();
-  builder = std::make_unique<StepBuilder>(plan, 0, engine ? step_options(*engine, plan, 0, cluster) : StepOptions{});
+  builder = std::make_unique<plan::StepBuilder>(
+      plan, 0, engine ? plan::step_options(*engine, plan, 0, cluster) : plan::StepOptions{});
   cost::CostOptions copts;
   copts.engine = engine;
   cost = std::make_unique<cost::CostModel>(plan, cluster, *tables, copts);
@@ -166,11 +168,11 @@ bool StageTimer::Impl::groups_alike() {
 // so that every EP rank's local experts see the same counts.
 bool StageTimer::Impl::routing_even(const GroupBatch& batch) {
   if (!proxy.is_moe()) return true;
-  const ParallelConfig& c = plan.pools[0].config;
+  const plan::ParallelConfig& c = plan.pools[0].config;
   const int64_t stage_tokens = (batch.decode_seqs + batch.prefill_tokens) * c.attn_dp;
   for (int64_t l = 0; l < proxy.layers; ++l) {
     if (!proxy.is_moe_layer(l)) continue;
-    expert_token_counts(plan.routing, proxy.moe.num_experts, proxy.moe.top_k, stage_tokens, l, counts);
+    plan::expert_token_counts(plan.routing, proxy.moe.num_experts, proxy.moe.top_k, stage_tokens, l, counts);
     for (int64_t v : counts)
       if (v != counts.front()) return false;
   }
@@ -192,14 +194,14 @@ bool StageTimer::Impl::cost_one_rank(const GroupBatch& batch, std::map<int, doub
 }
 
 StageTimer::StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-                       const ParallelConfig& shape, const PlanOptions& options, const spec::Engine* engine)
+                       const plan::ParallelConfig& shape, const plan::PlanOptions& options, const spec::Engine* engine)
     : impl_(std::make_unique<Impl>()) {
   impl_->engine = engine;
   impl_->init(model, cluster, gpu_type, shape, options, nullptr);
 }
 
 StageTimer::StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-                       const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables& shared,
+                       const plan::ParallelConfig& shape, const plan::PlanOptions& options, cost::LinkTables& shared,
                        const spec::Engine* engine)
     : impl_(std::make_unique<Impl>()) {
   impl_->engine = engine;
@@ -268,10 +270,10 @@ void StageTimer::set_one_rank(bool allowed) {
 
 // ---------------------------------------------------------------------------------------------------------------------
 
-PoolModel::PoolModel(StageTimer& timer, const spec::Model& model, const ParallelConfig& config,
-                     const MemoryBudget& memory, const std::vector<std::pair<int64_t, int64_t>>& stage_layers,
+PoolModel::PoolModel(StageTimer& timer, const spec::Model& model, const plan::ParallelConfig& config,
+                     const plan::MemoryBudget& memory, const std::vector<std::pair<int64_t, int64_t>>& stage_layers,
                      double p2p_s_per_token, double p2p_latency_s, PoolRole role, const WorkloadLoad& load,
-                     const PlanOptions& options)
+                     const plan::PlanOptions& options)
     : timer_(&timer),
       config_(config),
       p2p_s_per_token_(p2p_s_per_token),
@@ -287,7 +289,9 @@ PoolModel::PoolModel(StageTimer& timer, const spec::Model& model, const Parallel
     for (int64_t l = first; l < last; ++l) (model.is_moe_layer(l) ? k.moe : k.dense) += 1;
     k.ends = s + 1 == stage_layers.size();
     k.p2p = s > 0;
-    auto same = [&](const StageKind& o) { return o.dense == k.dense && o.moe == k.moe && o.ends == k.ends && o.p2p == k.p2p; };
+    auto same = [&](const StageKind& o) {
+      return o.dense == k.dense && o.moe == k.moe && o.ends == k.ends && o.p2p == k.p2p;
+    };
     auto it = std::find_if(kinds_.begin(), kinds_.end(), same);
     if (it == kinds_.end()) it = kinds_.insert(kinds_.end(), k);
     it->count += 1;
@@ -472,9 +476,7 @@ PoolPoint PoolModel::at(double rate) {
   auto queue_p99 = [&](double rho, double service_s) {
     return rho <= 0.01 ? 0.0 : service_s * variability * std::log(100 * rho) / (2 * (1 - rho));
   };
-  auto queue_mean = [&](double rho, double service_s) {
-    return service_s * variability * rho / (2 * (1 - rho));
-  };
+  auto queue_mean = [&](double rho, double service_s) { return service_s * variability * rho / (2 * (1 - rho)); };
   if (role_ == PoolRole::kPrefill) {
     const double R = pp * budget / cycle_s(budget);  // prompt tokens/s with full-budget iterations
     const double rho = rate * I / R;
@@ -483,7 +485,8 @@ PoolPoint PoolModel::at(double rate) {
       return p;
     }
     auto own = [&](double x) {
-      return (std::ceil(x / budget) - 1) * cycle_s(budget) + latency_s(std::min(budget, std::min(x, budget) + rho * budget));
+      return (std::ceil(x / budget) - 1) * cycle_s(budget) +
+             latency_s(std::min(budget, std::min(x, budget) + rho * budget));
     };
     p.stable = true;
     p.batch = rho * budget;
@@ -517,7 +520,8 @@ PoolPoint PoolModel::at(double rate) {
       return p;
     }
     auto own = [&](double x) {
-      return (std::ceil(x / room) - 1) * cycle_s(budget) + latency_s(std::min(budget, seqs + std::min(x, room) + rho * room));
+      return (std::ceil(x / room) - 1) * cycle_s(budget) +
+             latency_s(std::min(budget, seqs + std::min(x, room) + rho * room));
     };
     p.ttft_p99_s = queue_p99(rho, I / R) + own(I);
   }
@@ -559,4 +563,4 @@ double PoolModel::max_rate(const spec::Slo& slo, double extra_ttft_s) {
   return lo;
 }
 
-}  // namespace parasol::plan
+}  // namespace parasol::search

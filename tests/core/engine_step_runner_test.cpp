@@ -10,10 +10,10 @@
 
 #include "core/cost/step_cost.hpp"
 #include "core/plan/placement.hpp"
+#include "core/serve/analytic_step_runner.hpp"
 #include "core/spec/engine.hpp"
-#include "sim/step_runners.hpp"
 
-namespace parasol::sim {
+namespace parasol::serve {
 namespace {
 
 const std::string kData = PARASOL_DATA_DIR;
@@ -56,7 +56,7 @@ void check(const std::string& model_file, const std::string& cluster_file, plan:
       }
       seen.push_back(b);
     }
-    const serve::StepTiming t = runner.run(0, b);  // throws when compiled and full paths differ
+    const StepTiming t = runner.run(0, b);  // throws when compiled and full paths differ
     EXPECT_GE(t.total_s, engine.iteration.serial_s);
     EXPECT_GT(t.total_s, 0);
   }
@@ -110,4 +110,4 @@ TEST(EngineStepRunner, CompiledEqualsCostModelForMoeWithExpertParallelism) {
 }
 
 }  // namespace
-}  // namespace parasol::sim
+}  // namespace parasol::serve

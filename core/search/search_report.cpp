@@ -5,9 +5,9 @@
 #include <sstream>
 
 #include "core/common/units.hpp"
-#include "core/plan/search.hpp"
+#include "core/search/search.hpp"
 
-namespace parasol::plan {
+namespace parasol::search {
 
 namespace {
 
@@ -48,8 +48,9 @@ std::string pareto_csv(const SearchResult& r) {
   for (const ParetoPoint& pt : r.pareto) {
     const Candidate& c = pt.candidate;
     o << pt.rank << ',' << c.label() << ',' << c.gpus << ',' << format_number("%.6g", c.goodput_tok_s_per_gpu) << ','
-      << format_number("%.6g", c.tok_s_per_user) << ',' << format_number("%.6g", c.goodput_rps) << ',' << (c.meets_slo ? 1 : 0) << ','
-      << format_number("%.6g", c.ttft_p99_s) << ',' << format_number("%.6g", c.tpot_p99_s) << '\n';
+      << format_number("%.6g", c.tok_s_per_user) << ',' << format_number("%.6g", c.goodput_rps) << ','
+      << (c.meets_slo ? 1 : 0) << ',' << format_number("%.6g", c.ttft_p99_s) << ','
+      << format_number("%.6g", c.tpot_p99_s) << '\n';
   }
   return o.str();
 }
@@ -107,4 +108,4 @@ nlohmann::json to_json(const SearchResult& r, int top_n) {
   return j;
 }
 
-}  // namespace parasol::plan
+}  // namespace parasol::search

@@ -7,14 +7,15 @@
 // that compiles every rank, for TP1, TP4, TP8 (where it is used), PP2 and MoE with EP (where it must fall back).
 // Layer template: shapes built from a one-layer copy of the model give bit-identical timings to shapes built from the
 // whole model (TP1, TP4), and the template is on where the one-rank path is.
+#include "core/serve/analytic_step_runner.hpp"
+
 #include <gtest/gtest.h>
 
 #include <random>
 
 #include "core/plan/placement.hpp"
-#include "sim/step_runners.hpp"
 
-namespace parasol::sim {
+namespace parasol::serve {
 namespace {
 
 const std::string kData = PARASOL_DATA_DIR;
@@ -27,7 +28,9 @@ void check(const std::string& model_file, const std::string& cluster_file, plan:
   AnalyticStepRunner runner(made.plan, 0, cluster);
   runner.set_verify(true);
   std::mt19937_64 rng(5);
-  auto uni = [&](int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1)); };
+  auto uni = [&](int64_t lo, int64_t hi) {
+    return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
+  };
   const int groups = std::max(1, pc.attn_dp);
   std::vector<plan::Batch> seen;
   for (int i = 0; i < 300; ++i) {
@@ -54,7 +57,7 @@ void check(const std::string& model_file, const std::string& cluster_file, plan:
       }
       seen.push_back(b);
     }
-    const serve::StepTiming t = runner.run(0, b);  // throws when compiled and full paths differ
+    const StepTiming t = runner.run(0, b);  // throws when compiled and full paths differ
     EXPECT_GT(t.total_s, 0);
   }
   EXPECT_EQ(runner.compiled(), compiled);
@@ -106,7 +109,9 @@ void check_one_rank(const std::string& model_file, const std::string& cluster_fi
   all.set_one_rank(false);
   EXPECT_FALSE(all.one_rank());
   std::mt19937_64 rng(11);
-  auto uni = [&](int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1)); };
+  auto uni = [&](int64_t lo, int64_t hi) {
+    return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
+  };
   const int groups = std::max(1, pc.attn_dp);
   std::vector<plan::Batch> seen;
   for (int i = 0; i < 200; ++i) {
@@ -127,7 +132,7 @@ void check_one_rank(const std::string& model_file, const std::string& cluster_fi
       }
       seen.push_back(b);
     }
-    const serve::StepTiming x = fast.run(0, b), y = all.run(0, b);
+    const StepTiming x = fast.run(0, b), y = all.run(0, b);
     ASSERT_EQ(x.total_s, y.total_s) << "batch " << i;
     ASSERT_EQ(x.flops, y.flops) << "batch " << i;
     ASSERT_EQ(x.bytes, y.bytes) << "batch " << i;
@@ -149,7 +154,9 @@ void check_layer_template(const std::string& model_file, const std::string& clus
   EXPECT_TRUE(with.layer_template());
   EXPECT_FALSE(without.layer_template());
   std::mt19937_64 rng(17);
-  auto uni = [&](int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1)); };
+  auto uni = [&](int64_t lo, int64_t hi) {
+    return lo + static_cast<int64_t>(rng() % static_cast<uint64_t>(hi - lo + 1));
+  };
   for (int i = 0; i < 120; ++i) {
     plan::Batch b;
     const int n = static_cast<int>(uni(1, 40));
@@ -160,7 +167,7 @@ void check_layer_template(const std::string& model_file, const std::string& clus
       w.context = uni(0, 6000);
       b.seqs.push_back(w);
     }
-    const serve::StepTiming x = with.run(0, b), y = without.run(0, b);
+    const StepTiming x = with.run(0, b), y = without.run(0, b);
     ASSERT_EQ(x.total_s, y.total_s) << "batch " << i;
     ASSERT_EQ(x.flops, y.flops) << "batch " << i;
     ASSERT_EQ(x.bytes, y.bytes) << "batch " << i;
@@ -210,4 +217,4 @@ TEST(AnalyticStepRunner, OneRankFallsBackWithExperts) {
 }
 
 }  // namespace
-}  // namespace parasol::sim
+}  // namespace parasol::serve

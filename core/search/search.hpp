@@ -1,26 +1,25 @@
 // Plan search: every layout of a model on a cluster (or a GPU budget), estimated with the steady-state model of
-// core/plan/goodput.hpp and ranked. What `parasol plan` runs; docs/search.md documents the space, the estimate and the
-// objective.
+// core/search/goodput.hpp and ranked. What `parasol plan` runs; docs/search.md documents the space, the estimate and
+// the objective.
 //   Space: instance layouts tp x attn_dp x pp with ep dividing tp x attn_dp. The scenario's `search:` lists are used
 //   as given; otherwise every legal value: tp dividing the attention heads, up to the scale-up domain (or the budget
 //   when cross-domain TP is allowed); for MoE models every attn_dp and ep with ep dividing the routed experts and the
 //   stage (tp x attn_dp ranks) and the expert tensor parallelism stage / ep dividing the expert FFN, the stage
 //   fitting the budget (dense models: attn_dp = ep = 1); every pp from 1 to the layers whose stages fit the budget
-//   (uneven layer splits); every feasible layout (core/plan/feasibility.hpp + placement) is a pool; a colocated candidate fills the budget
-//   with dp instances of one layout; a disaggregated candidate pairs a prefill layout with a decode layout and tries
-//   every split of the budget (dp_p, dp_d filling the rest), keeping the split with the highest goodput per GPU.
-//   Objective (the ranking, in order): meets the SLOs at the scenario's load; goodput per GPU (output tokens/s per
-//   GPU at the largest load that meets the SLOs), higher first; tokens/s per user at that load, higher first; fewer
-//   GPUs; the label (so the order is total and deterministic).
-//   Objective fewest_gpus (`search.objective`): every pool is sized to the workload's rate instead, the fewest
-//   instances whose goodput (the largest per-group load meeting the SLOs, times the groups) carries it, and the
-//   ranking puts fewer GPUs first after the SLO verdict (then goodput per GPU, ...). A layout whose sizing exceeds the
-//   budget is ranked as missing the SLOs ("needs N GPUs"). No Pareto frontier is kept under this objective.
-//   Pairs: with keep_top > 0 only the best keep_top candidates and the Pareto frontier are kept, and a pair is
-//   estimated in full only when bounds (goodput/GPU <= O x the harmonic combination of the two pools' per-GPU rates,
-//   tokens/s/user <= 1 / a lower bound of the decode cycle) leave it a chance to be kept: the same top keep_top, the
-//   same frontier and the same frontier ranks as the exhaustive evaluation (keep_top = 0, every candidate kept), which
-//   tests compare.
+//   (uneven layer splits); every feasible layout (core/plan/feasibility.hpp + placement) is a pool; a colocated
+//   candidate fills the budget with dp instances of one layout; a disaggregated candidate pairs a prefill layout with a
+//   decode layout and tries every split of the budget (dp_p, dp_d filling the rest), keeping the split with the highest
+//   goodput per GPU. Objective (the ranking, in order): meets the SLOs at the scenario's load; goodput per GPU (output
+//   tokens/s per GPU at the largest load that meets the SLOs), higher first; tokens/s per user at that load, higher
+//   first; fewer GPUs; the label (so the order is total and deterministic). Objective fewest_gpus (`search.objective`):
+//   every pool is sized to the workload's rate instead, the fewest instances whose goodput (the largest per-group load
+//   meeting the SLOs, times the groups) carries it, and the ranking puts fewer GPUs first after the SLO verdict (then
+//   goodput per GPU, ...). A layout whose sizing exceeds the budget is ranked as missing the SLOs ("needs N GPUs"). No
+//   Pareto frontier is kept under this objective. Pairs: with keep_top > 0 only the best keep_top candidates and the
+//   Pareto frontier are kept, and a pair is estimated in full only when bounds (goodput/GPU <= O x the harmonic
+//   combination of the two pools' per-GPU rates, tokens/s/user <= 1 / a lower bound of the decode cycle) leave it a
+//   chance to be kept: the same top keep_top, the same frontier and the same frontier ranks as the exhaustive
+//   evaluation (keep_top = 0, every candidate kept), which tests compare.
 // Thread behaviour: search() is reentrant (no shared state); results are plain values.
 #pragma once
 
@@ -31,14 +30,14 @@
 #include <vector>
 
 #include "core/plan/feasibility.hpp"
-#include "core/plan/goodput.hpp"
 #include "core/plan/placement.hpp"
 #include "core/plan/plan.hpp"
+#include "core/search/goodput.hpp"
 #include "core/spec/cluster.hpp"
 #include "core/spec/model.hpp"
 #include "core/spec/scenario.hpp"
 
-namespace parasol::plan {
+namespace parasol::search {
 
 struct SearchInput {
   spec::Model model;
@@ -47,7 +46,7 @@ struct SearchInput {
   spec::SearchSpace space;
   spec::Slo slo;
   WorkloadLoad load;
-  PlanOptions options;  // search() sets the dtypes and cross-domain flag from `space`
+  plan::PlanOptions options;           // search() sets the dtypes and cross-domain flag from `space`
   std::optional<spec::Engine> engine;  // the serving engine (the scenario's `engine:`); nullopt: the bare GPU program
   // > 0: keep only the best keep_top ranked candidates (and the Pareto frontier), pruning the prefill/decode pairs
   // that cannot be kept (what `parasol plan` runs, with the N it prints). 0: every candidate is estimated and kept
@@ -57,7 +56,7 @@ struct SearchInput {
 
 // What one pool contributes to a candidate (per attention-DP group numbers scale with dp x attn_dp).
 struct PoolEstimate {
-  ParallelConfig config;  // dp = instances
+  plan::ParallelConfig config;  // dp = instances
   PoolRole role = PoolRole::kMixed;
   int64_t kv_tokens = 0;          // per attention-DP group of one instance
   double max_rate_per_group = 0;  // goodput of one group
@@ -82,7 +81,7 @@ struct Candidate {
 };
 
 struct InfeasibleLayout {
-  ParallelConfig config;  // dp = 1
+  plan::ParallelConfig config;  // dp = 1
   std::vector<std::string> reasons;
 };
 
@@ -127,10 +126,10 @@ bool ranks_before_under(const Candidate& a, const Candidate& b, spec::Objective 
 std::string why_lost(const Candidate& c, const Candidate& best,
                      spec::Objective objective = spec::Objective::kGoodputPerGpu);
 // The candidate as a full Plan (make_plan with its dp counts): what `parasol plan` writes.
-MadePlan candidate_plan(const SearchInput& in, const Candidate& c);
+plan::MadePlan candidate_plan(const SearchInput& in, const Candidate& c);
 
 // Pareto frontier as CSV: label, gpus, goodput tokens/s/GPU, tokens/s/user, goodput req/s, TTFT and TPOT p99 at load.
 std::string pareto_csv(const SearchResult& r);
 nlohmann::json to_json(const SearchResult& r, int top_n);
 
-}  // namespace parasol::plan
+}  // namespace parasol::search

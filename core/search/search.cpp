@@ -1,5 +1,5 @@
 // Plan search (search.hpp): enumeration of layouts, per-pool estimates, colocated and disaggregated candidates.
-#include "core/plan/search.hpp"
+#include "core/search/search.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -14,9 +14,9 @@
 #include "core/common/units.hpp"
 #include "core/cost/collective_cost.hpp"
 #include "core/plan/feasibility.hpp"
-#include "core/plan/search_collect.hpp"
+#include "core/search/search_collect.hpp"
 
-namespace parasol::plan {
+namespace parasol::search {
 
 namespace {
 
@@ -36,8 +36,8 @@ std::vector<int> divisors(int64_t n, int64_t max) {
 
 // One feasible instance layout with what its pools need.
 struct Layout {
-  ParallelConfig config;  // dp = 1
-  FeasibilityResult feas;
+  plan::ParallelConfig config;  // dp = 1
+  plan::FeasibilityResult feas;
   std::vector<int> gpus;  // instance 0's placement
   double p2p_s_per_token = 0, p2p_latency_s = 0;
   double kv_transfer_s = 0;  // a mean prompt's KV from this layout (as prefill) to another instance
@@ -117,7 +117,7 @@ double user_bound(double tpot_lower_bound_s) {
 
 std::string Candidate::label() const {
   if (!disaggregated) return mixed.config.label();
-  return DisaggConfig{prefill.config, decode.config}.label();
+  return plan::DisaggConfig{prefill.config, decode.config}.label();
 }
 
 bool ranks_before(const Candidate& a, const Candidate& b) {
@@ -142,7 +142,7 @@ SearchResult search(const SearchInput& in) {
   if (!(load.rate_per_s > 0) || !(load.input_mean >= 1) || !(load.output_mean >= 1))
     throw Error("search: the workload needs a rate > 0 and mean lengths >= 1 token");
 
-  PlanOptions options = in.options;
+  plan::PlanOptions options = in.options;
   options.weight_dtype_set = true;
   options.weight_dtype = in.space.weight_dtype;
   options.kv_dtype_set = true;
@@ -169,11 +169,9 @@ SearchResult search(const SearchInput& in) {
 
   // The space (search.hpp): tp x attn_dp x ep x pp.
   const bool moe = model.is_moe();
-  const std::vector<int> tps = !in.space.tp.empty()
-                                   ? in.space.tp
-                                   : divisors(model.heads, in.space.allow_cross_domain_tp ? budget : domain);
-  const std::vector<int> pps =
-      !in.space.pp.empty() ? in.space.pp : one_to(std::min<int64_t>(model.layers, budget));
+  const std::vector<int> tps =
+      !in.space.tp.empty() ? in.space.tp : divisors(model.heads, in.space.allow_cross_domain_tp ? budget : domain);
+  const std::vector<int> pps = !in.space.pp.empty() ? in.space.pp : one_to(std::min<int64_t>(model.layers, budget));
   const int min_pp = *std::min_element(pps.begin(), pps.end());
   // The ep values of a stage of `stage` ranks: the scenario's (those dividing the stage), else every legal one (ep
   // divides the experts and the stage, the expert tensor parallelism stage / ep divides the expert FFN).
@@ -207,15 +205,15 @@ SearchResult search(const SearchInput& in) {
       for (int ep : stage_eps(stage)) {
         for (int pp : pps) {
           if (stage * pp > budget) continue;
-          ParallelConfig c;
+          plan::ParallelConfig c;
           c.tp = tp, c.attn_dp = adp, c.ep = ep, c.pp = pp, c.dp = 1;
           ++res.stats.layouts;
           Layout L;
           L.config = c;
-          L.feas = check_feasibility(model, gpu, c, options);
-          Feasibility f = L.feas.feasibility;
+          L.feas = plan::check_feasibility(model, gpu, c, options);
+          plan::Feasibility f = L.feas.feasibility;
           if (f.ok) {
-            PlacementResult pr = place(cluster, in.gpu_type, c, options);
+            plan::PlacementResult pr = plan::place(cluster, in.gpu_type, c, options);
             for (auto& r : pr.feasibility.reasons) f.reasons.push_back(r);
             f.ok = pr.feasibility.ok && !pr.placement.empty();
             if (f.ok) L.gpus = pr.placement[0];
@@ -234,7 +232,7 @@ SearchResult search(const SearchInput& in) {
   // Per layout: stage timer, pipeline transfer cost, KV transfer cost.
   const double act_bytes = dtype_bytes(model.act_dtype);
   for (auto& L : layouts) {
-    const ParallelConfig& c = L.config;
+    const plan::ParallelConfig& c = L.config;
     auto& timer = timers[{c.tp, c.attn_dp, c.ep}];
     if (!timer)
       timer = std::make_unique<StageTimer>(model, cluster, in.gpu_type, c, options, tables,
@@ -254,7 +252,7 @@ SearchResult search(const SearchInput& in) {
     // KV of a mean prompt: every rank sends its shard in parallel to the decode instance, placed after this one.
     double kv_rank = 0;
     for (const auto& layers : L.feas.stage_layers)
-      kv_rank = std::max(kv_rank, rank_kv_bytes_per_token(model, c.tp, options.kv_dtype, layers));
+      kv_rank = std::max(kv_rank, plan::rank_kv_bytes_per_token(model, c.tp, options.kv_dtype, layers));
     const int size = c.instance_size();
     const int peer =
         L.gpus[0] + size < cluster.gpu_count() ? L.gpus[0] + size : (L.gpus[0] + size) % cluster.gpu_count();
@@ -333,9 +331,9 @@ SearchResult search(const SearchInput& in) {
   }
 
   std::vector<PoolModel> pre, dec;
-  std::vector<double> a, b;          // per-group goodput of each layout as prefill / as decode
-  std::vector<double> alpha, beta;   // the same per GPU of an instance (req/s)
-  std::vector<int> size;             // GPUs of an instance
+  std::vector<double> a, b;         // per-group goodput of each layout as prefill / as decode
+  std::vector<double> alpha, beta;  // the same per GPU of an instance (req/s)
+  std::vector<int> size;            // GPUs of an instance
   for (const auto& L : layouts) size.push_back(L.config.instance_size());
   if (disagg) {
     for (const auto& L : layouts) {
@@ -596,15 +594,16 @@ SearchResult search(const SearchInput& in) {
   return res;
 }
 
-MadePlan candidate_plan(const SearchInput& in, const Candidate& c) {
-  PlanOptions options = in.options;
+plan::MadePlan candidate_plan(const SearchInput& in, const Candidate& c) {
+  plan::PlanOptions options = in.options;
   options.weight_dtype_set = true;
   options.weight_dtype = in.space.weight_dtype;
   options.kv_dtype_set = true;
   options.kv_dtype = in.space.kv_dtype;
   options.allow_cross_domain_tp = in.space.allow_cross_domain_tp;
-  if (!c.disaggregated) return make_plan(in.model, *in.cluster, in.gpu_type, c.mixed.config, options);
-  return make_plan(in.model, *in.cluster, in.gpu_type, DisaggConfig{c.prefill.config, c.decode.config}, options);
+  if (!c.disaggregated) return plan::make_plan(in.model, *in.cluster, in.gpu_type, c.mixed.config, options);
+  return plan::make_plan(in.model, *in.cluster, in.gpu_type, plan::DisaggConfig{c.prefill.config, c.decode.config},
+                         options);
 }
 
-}  // namespace parasol::plan
+}  // namespace parasol::search

@@ -1,4 +1,4 @@
-// What a search keeps of its ranked candidates when it does not keep them all (core/plan/search.hpp, keep_top > 0):
+// What a search keeps of its ranked candidates when it does not keep them all (core/search/search.hpp, keep_top > 0):
 // the best N under ranks_before (a bounded heap) and the Pareto frontier over (goodput tokens/s/GPU, tokens/s/user),
 // both maximized, kept incrementally as candidates stream in, plus the queries the prefill/decode pair evaluation
 // prunes with (could a candidate with these bounds still be kept?). FrontierRanks then gives each frontier point its
@@ -12,9 +12,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/plan/search.hpp"
+#include "core/search/search.hpp"
 
-namespace parasol::plan {
+namespace parasol::search {
 
 class RankedCollector {
  public:
@@ -31,7 +31,7 @@ class RankedCollector {
 
   void offer(const Candidate& c);  // kept when among the top N so far or on the frontier so far
 
-  std::vector<Candidate> top() const;                              // best first
+  std::vector<Candidate> top() const;                                // best first
   const std::vector<Candidate>& frontier() const { return front_; }  // goodput/GPU descending
 
  private:
@@ -56,14 +56,14 @@ class FrontierRanks {
 
  private:
   struct Class {
-    std::vector<double> gpg;   // descending
+    std::vector<double> gpg;    // descending
     std::vector<size_t> point;  // frontier index of each
     std::vector<int64_t> from;  // from[k]: candidates ranking before points k.. (a difference array)
   };
   const std::vector<Candidate>* frontier_;
   Class meets_, misses_;
-  int64_t meeting_ = 0;          // candidates that meet the SLOs (before every point of misses_)
-  std::vector<int64_t> exact_;   // from add_full, per frontier point
+  int64_t meeting_ = 0;         // candidates that meet the SLOs (before every point of misses_)
+  std::vector<int64_t> exact_;  // from add_full, per frontier point
 };
 
-}  // namespace parasol::plan
+}  // namespace parasol::search

@@ -1,5 +1,5 @@
 // Steady-state estimator: how one pool of identical instances behaves under a Poisson stream of requests with given
-// mean prompt and output lengths, from the cost model alone (no simulation). The search (core/plan/search.hpp) asks
+// mean prompt and output lengths, from the cost model alone (no simulation). The search (core/search/search.hpp) asks
 // it, for every layout, the latencies at the scenario's load and the largest load that meets the SLOs (goodput).
 // The model (docs/search.md has the derivation):
 //   - Step times come from cost::CostModel on Steps built by build_step for representative batches (every attention-DP
@@ -48,7 +48,7 @@
 #include "core/spec/model.hpp"
 #include "core/spec/scenario.hpp"
 
-namespace parasol::plan {
+namespace parasol::search {
 
 // The load a layout is judged at: mean arrival rate and mean prompt / output lengths.
 struct WorkloadLoad {
@@ -56,9 +56,9 @@ struct WorkloadLoad {
   double input_mean = 512;
   double output_mean = 128;
   // The variability the TTFT tail depends on (defaults: Poisson arrivals of prompts of one length).
-  double input_p99 = 0;     // 99th percentile prompt length, tokens (0: the mean)
-  double arrival_cv2 = 1;   // squared coefficient of variation of the inter-arrival times
-  double input_cv2 = 0;     // of the prompt lengths (prefill service time is proportional to them)
+  double input_p99 = 0;    // 99th percentile prompt length, tokens (0: the mean)
+  double arrival_cv2 = 1;  // squared coefficient of variation of the inter-arrival times
+  double input_cv2 = 0;    // of the prompt lengths (prefill service time is proportional to them)
 };
 
 enum class PoolRole { kMixed, kPrefill, kDecode };
@@ -79,7 +79,7 @@ struct GroupBatch {
   int64_t prefill_tokens = 0;
   int64_t prompt_len = 0;
   bool operator<(const GroupBatch& o) const;
-  Batch to_batch(int attn_dp) const;  // the same sequences in every attention-DP group
+  plan::Batch to_batch(int attn_dp) const;  // the same sequences in every attention-DP group
 };
 
 // Costs representative batches on one stage shape (tp, attn_dp, ep of `shape`; pp and dp ignored), memoized.
@@ -89,18 +89,18 @@ class StageTimer {
   // CPU cost joins ends_s as an addition (serial, plus the CPU work unless the engine overlaps it with the GPU: the
   // proxy model's GPU time is not the real one's, so max(GPU, CPU) is not taken; nor are launch floors).
   StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-             const ParallelConfig& shape, const PlanOptions& options, const spec::Engine* engine = nullptr);
+             const plan::ParallelConfig& shape, const plan::PlanOptions& options, const spec::Engine* engine = nullptr);
   // Same, with link tables shared with other timers of the cluster (must outlive the timer).
   StageTimer(const spec::Model& model, const spec::Cluster& cluster, const std::string& gpu_type,
-             const ParallelConfig& shape, const PlanOptions& options, cost::LinkTables& shared,
+             const plan::ParallelConfig& shape, const plan::PlanOptions& options, cost::LinkTables& shared,
              const spec::Engine* engine = nullptr);
   ~StageTimer();
   StageTimer(StageTimer&&) noexcept;
   StageTimer& operator=(StageTimer&&) noexcept;
 
   const LayerTimes& times(const GroupBatch& batch);
-  int64_t evaluations() const;  // steps built and costed
-  int64_t lookups() const;      // calls to times()
+  int64_t evaluations() const;           // steps built and costed
+  int64_t lookups() const;               // calls to times()
   int64_t one_rank_evaluations() const;  // of evaluations(): costed from one representative rank
   // Allow (default) or forbid the one-rank path (tests compare both).
   void set_one_rank(bool allowed);
@@ -126,9 +126,10 @@ struct PoolPoint {
 // One pool layout (config incl. pp) in one role, under a workload. Uses (does not own) a StageTimer of its shape.
 class PoolModel {
  public:
-  PoolModel(StageTimer& timer, const spec::Model& model, const ParallelConfig& config, const MemoryBudget& memory,
-            const std::vector<std::pair<int64_t, int64_t>>& stage_layers, double p2p_s_per_token, double p2p_latency_s,
-            PoolRole role, const WorkloadLoad& load, const PlanOptions& options);
+  PoolModel(StageTimer& timer, const spec::Model& model, const plan::ParallelConfig& config,
+            const plan::MemoryBudget& memory, const std::vector<std::pair<int64_t, int64_t>>& stage_layers,
+            double p2p_s_per_token, double p2p_latency_s, PoolRole role, const WorkloadLoad& load,
+            const plan::PlanOptions& options);
 
   // Per attention-DP group.
   PoolPoint at(double rate_per_s);
@@ -170,16 +171,16 @@ class PoolModel {
   double tau_limit(std::string& why) const;
 
   StageTimer* timer_;
-  ParallelConfig config_;
-  std::vector<StageKind> kinds_;  // in order of first appearance
+  plan::ParallelConfig config_;
+  std::vector<StageKind> kinds_;       // in order of first appearance
   std::vector<double> segment_bound_;  // suffix minima of the per-segment lower bounds of the cycle (lazy)
   double p2p_s_per_token_, p2p_latency_s_;
   PoolRole role_;
   WorkloadLoad load_;
-  PlanOptions options_;
+  plan::PlanOptions options_;
   int64_t kv_tokens_;
   int64_t window_ = 0;  // KV tokens a sequence holds at most under a sliding window (0: no window)
   Curve curve_;
 };
 
-}  // namespace parasol::plan
+}  // namespace parasol::search

@@ -1,4 +1,4 @@
-#include "core/spec/describe.hpp"
+#include "tools/describe.hpp"
 
 #include <cstdio>
 #include <sstream>
@@ -14,19 +14,17 @@
 #include "core/spec/model.hpp"
 #include "core/spec/scenario.hpp"
 
-namespace parasol::spec {
+namespace parasol::tools {
 namespace {
 
 struct KnownSchema {
   const char* schema;
   FileKind kind;
 };
-constexpr KnownSchema kSchemas[] = {{"parasol.model/1", FileKind::kModel},
-                                    {"parasol.gpu/1", FileKind::kGpu},
-                                    {"parasol.cluster/1", FileKind::kCluster},
-                                    {"parasol.scenario/1", FileKind::kScenario},
-                                    {"parasol.plan/1", FileKind::kPlan},
-                                    {"parasol.engine/1", FileKind::kEngine}};
+constexpr KnownSchema kSchemas[] = {
+    {"parasol.model/1", FileKind::kModel},     {"parasol.gpu/1", FileKind::kGpu},
+    {"parasol.cluster/1", FileKind::kCluster}, {"parasol.scenario/1", FileKind::kScenario},
+    {"parasol.plan/1", FileKind::kPlan},       {"parasol.engine/1", FileKind::kEngine}};
 
 std::string schema_list() {
   std::string s;
@@ -34,7 +32,9 @@ std::string schema_list() {
   return s;
 }
 
-std::string num(double v, const char* fmt = "%.4g") { return format_number(fmt, v); }
+std::string num(double v, const char* fmt = "%.4g") {
+  return format_number(fmt, v);
+}
 
 std::string join_ints(const std::vector<int>& v) {
   if (v.empty()) return "auto";
@@ -45,10 +45,10 @@ std::string join_ints(const std::vector<int>& v) {
 
 // --- model ---------------------------------------------------------------------------------------------------------
 
-void model_lines(const Model& m, int verbosity, std::ostringstream& os, const std::string& indent) {
-  const ParamCounts p = count_params(m);
+void model_lines(const spec::Model& m, int verbosity, std::ostringstream& os, const std::string& indent) {
+  const spec::ParamCounts p = count_params(m);
   os << indent << m.layers << " layers, hidden " << m.hidden << ", " << m.heads << " heads";
-  if (m.attention == AttentionKind::kMla && m.mla) {
+  if (m.attention == spec::AttentionKind::kMla && m.mla) {
     os << " (MLA: kv_lora_rank " << m.mla->kv_lora_rank << ", rope dim " << m.mla->qk_rope_head_dim << ")";
   } else {
     os << " (" << m.kv_heads << " KV heads, head dim " << m.head_dim << ", " << to_string(m.attention) << ")";
@@ -85,7 +85,7 @@ void model_lines(const Model& m, int verbosity, std::ostringstream& os, const st
 }
 
 Description describe_model(const yaml::Node& root, int verbosity) {
-  Model m = load_model(root);
+  spec::Model m = spec::load_model(root);
   Description d;
   d.kind = FileKind::kModel;
   std::ostringstream os;
@@ -99,7 +99,7 @@ Description describe_model(const yaml::Node& root, int verbosity) {
 
 // --- gpu -----------------------------------------------------------------------------------------------------------
 
-void gpu_lines(const Gpu& g, int verbosity, std::ostringstream& os, const std::string& indent) {
+void gpu_lines(const spec::Gpu& g, int verbosity, std::ostringstream& os, const std::string& indent) {
   os << indent << "peak dense:";
   bool first = true;
   for (const auto& [t, f] : g.peak_flops) {
@@ -123,7 +123,7 @@ void gpu_lines(const Gpu& g, int verbosity, std::ostringstream& os, const std::s
 // --- engine --------------------------------------------------------------------------------------------------------
 
 Description describe_engine(const yaml::Node& root, int verbosity) {
-  const Engine e = load_engine(root);
+  const spec::Engine e = spec::load_engine(root);
   Description d;
   d.kind = FileKind::kEngine;
   std::ostringstream os;
@@ -147,7 +147,7 @@ Description describe_engine(const yaml::Node& root, int verbosity) {
 }
 
 Description describe_gpu(const yaml::Node& root, int verbosity) {
-  Gpu g = load_gpu(root);
+  spec::Gpu g = spec::load_gpu(root);
   Description d;
   d.kind = FileKind::kGpu;
   std::ostringstream os;
@@ -160,7 +160,7 @@ Description describe_gpu(const yaml::Node& root, int verbosity) {
 
 // --- cluster -------------------------------------------------------------------------------------------------------
 
-void cluster_lines(const Cluster& c, const ClusterSummary& s, int verbosity, std::ostringstream& os,
+void cluster_lines(const spec::Cluster& c, const spec::ClusterSummary& s, int verbosity, std::ostringstream& os,
                    const std::string& indent) {
   std::map<std::string, int> per_type;
   for (int i = 0; i < c.gpu_count(); ++i) ++per_type[c.graph[c.gpus[i]].gpu_type];
@@ -188,8 +188,8 @@ void cluster_lines(const Cluster& c, const ClusterSummary& s, int verbosity, std
 }
 
 Description describe_cluster(const yaml::Node& root, int verbosity) {
-  Cluster c = load_cluster(root);
-  ClusterSummary s = summarize(c);
+  spec::Cluster c = spec::load_cluster(root);
+  spec::ClusterSummary s = summarize(c);
   Description d;
   d.kind = FileKind::kCluster;
   std::ostringstream os;
@@ -244,14 +244,14 @@ std::string workload_line(const yaml::Node& w) {
 }
 
 Description describe_scenario(const yaml::Node& root, int verbosity) {
-  Scenario sc = load_scenario(root);
-  ClusterSummary cs = summarize(sc.cluster);
+  spec::Scenario sc = spec::load_scenario(root);
+  spec::ClusterSummary cs = summarize(sc.cluster);
   Description d;
   d.kind = FileKind::kScenario;
   std::ostringstream os;
   os << root.file() << ": scenario " << sc.name << "\n";
   if (!sc.description.empty()) os << "  " << sc.description << "\n";
-  const ParamCounts p = count_params(sc.model);
+  const spec::ParamCounts p = count_params(sc.model);
   os << "  model: " << sc.model.name << " (" << sc.model_source << "): " << format_count(p.total) << " parameters, "
      << format_count(p.active_per_token) << " active\n";
   if (verbosity >= 2) model_lines(sc.model, verbosity, os, "    ");
@@ -271,7 +271,7 @@ Description describe_scenario(const yaml::Node& root, int verbosity) {
   if (sc.plan_path) {
     os << "  plan: " << *sc.plan_path << " (fixed)\n";
   } else {
-    const SearchSpace& s = sc.search;
+    const spec::SearchSpace& s = sc.search;
     os << "  search: tp " << join_ints(s.tp) << ", pp " << join_ints(s.pp) << ", ep " << join_ints(s.ep) << ", attn_dp "
        << join_ints(s.attn_dp) << ", disaggregation " << to_string(s.disaggregation)
        << (s.allow_cross_domain_tp ? ", cross-domain TP allowed" : "") << "; weights " << to_string(s.weight_dtype)
@@ -400,4 +400,4 @@ Description describe_file(const std::string& path, int verbosity) {
   return d;
 }
 
-}  // namespace parasol::spec
+}  // namespace parasol::tools

@@ -1,4 +1,4 @@
-#include "core/plan/planning_load.hpp"
+#include "core/search/planning_load.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -8,7 +8,7 @@
 #include "core/common/error.hpp"
 #include "core/serve/workload.hpp"
 
-namespace parasol::plan {
+namespace parasol::search {
 namespace {
 
 constexpr int64_t kSyntheticDraws = 20000;  // requests drawn to estimate a synthetic workload's mean lengths
@@ -89,7 +89,7 @@ WorkloadLoad planning_load(const spec::Scenario& s, uint64_t seed, std::string& 
   return load;
 }
 
-void apply_serving(const spec::Serving& serving, PlanOptions& o) {
+void apply_serving(const spec::Serving& serving, plan::PlanOptions& o) {
   if (serving.max_num_seqs) o.max_batch_seqs = *serving.max_num_seqs;
   if (serving.max_num_batched_tokens) o.max_batch_tokens = *serving.max_num_batched_tokens;
   if (serving.block_size) o.kv_block_tokens = *serving.block_size;
@@ -109,4 +109,4 @@ SearchInput scenario_search_input(const spec::Scenario& s, uint64_t seed, std::s
   return in;
 }
 
-}  // namespace parasol::plan
+}  // namespace parasol::search

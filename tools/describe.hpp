@@ -10,7 +10,7 @@
 
 #include "core/common/yaml_node.hpp"
 
-namespace parasol::spec {
+namespace parasol::tools {
 
 enum class FileKind { kModel, kGpu, kCluster, kScenario, kPlan, kEngine };
 
@@ -29,4 +29,4 @@ struct Description {
 // Loads `path` and describes it. verbosity: 1 normal, 2+ adds detail. Bad input -> ConfigError.
 Description describe_file(const std::string& path, int verbosity = 1);
 
-}  // namespace parasol::spec
+}  // namespace parasol::tools

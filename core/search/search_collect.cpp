@@ -1,9 +1,9 @@
 // The kept part of a ranking (search_collect.hpp): bounded heap, incremental Pareto staircase, frontier ranks.
-#include "core/plan/search_collect.hpp"
+#include "core/search/search_collect.hpp"
 
 #include <algorithm>
 
-namespace parasol::plan {
+namespace parasol::search {
 
 namespace {
 
@@ -128,4 +128,4 @@ std::vector<int64_t> FrontierRanks::ranks() const {
   return out;
 }
 
-}  // namespace parasol::plan
+}  // namespace parasol::search
