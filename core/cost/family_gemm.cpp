@@ -12,7 +12,8 @@
 //     ai-dynamo/aiconfigurator, MANIFEST commit): `balanced` is its balanced_logits assignment, exactly (token t's
 //     i-th expert is (t + i stride) mod E, stride = ceil(E / topk)); `power_law_<a>` is its power_law_logits_v3
 //     sampler (per-expert counts drawn from a power law of exponent a on [1, 0.8 num_tokens], scaled to
-//     num_tokens x topk, and the EP rank with the most pairs swapped to rank 0), averaged over 5 draws as the
+//     num_tokens x topk, each clamped to num_tokens with the excess and the rounding's remainder handed out one pair
+//     at a time to each EP rank in turn, and the EP rank with the most pairs swapped to rank 0), averaged over 5 draws as the
 //     collector averages 5 routings: the sample holds the 5 draws' ops and 5 x the measured time. The draws come from
 //     a generator seeded by the row's shape (deterministic). The planner's zipf routing is not used: it is a fixed
 //     rank^-s popularity, not this sampler, and does not put the heaviest EP rank on the measured GPU.
@@ -103,7 +104,23 @@ struct MoeRow {
   int64_t tokens, hidden, inter, topk, experts, tp, ep;
   DType dt;
   bool zero_fill;  // the kernel writes zero rows for the pairs of other ranks' experts (Triton fused MoE)
+  bool early_collector;  // the table's collector predates the sampler's clamp and the non-gated experts (read_moe)
+  bool gated;      // the experts' first GEMM yields gate and up (2 x inter columns) for an activation-and-multiply
 };
+
+// The collector's MoE shapes of models whose experts are not gated: NVIDIA Nemotron-3 (model_type nemotron_h) runs
+// its experts with squared ReLU and no multiply (ai-dynamo/aiconfigurator collector/vllm/collect_moe.py,
+// _resolve_moe_runtime_config: activation = mlp_hidden_act + "_no_mul"; vLLM sizes w13 with one shard when the
+// activation is not act-and-mul). Their shapes (hidden_size, inter_size, topk, num_experts) from the packaged configs
+// (aic-core/src/aiconfigurator_core/model_configs/nvidia--NVIDIA-Nemotron-3-*_config.json: hidden_size or, where
+// set, moe_latent_size; moe_intermediate_size; num_experts_per_tok; n_routed_experts): Nano/Lightning, Super, Ultra.
+// The table carries no model column, so the shape identifies the model.
+bool non_gated_shape(int64_t hidden, int64_t inter, int64_t topk, int64_t experts) {
+  constexpr int64_t kShapes[][4] = {{2688, 1856, 6, 128}, {1024, 2688, 22, 512}, {2048, 5120, 22, 512}};
+  for (const auto& v : kShapes)
+    if (hidden == v[0] && inter == v[1] && topk == v[2] && experts == v[3]) return true;
+  return false;
+}
 
 // Tokens of each expert under the collector's balanced_logits: token t's i-th choice is (t + i stride) mod E when
 // tokens >= stride, else (t stride / tokens + i stride) mod E truncated; stride = ceil(E / topk).
@@ -133,7 +150,31 @@ std::vector<int64_t> balanced_counts(const MoeRow& r) {
   return c;
 }
 
-// One draw of the collector's _generate_power_law_distribution: counts per expert with EP rank 0 the heaviest.
+// The collector's _round_robin_adjust_per_rank: `remaining` single steps of `step` (+1 or -1), one EP rank at a
+// time in rank order, each to the rank's first local expert of least (step +1: among those below `bound`) or most
+// (step -1: among those above 0) count; stops early when no rank can take a step.
+void round_robin_adjust(std::vector<int64_t>& c, int64_t ep, int64_t remaining, int step, int64_t bound) {
+  const int64_t g = static_cast<int64_t>(c.size()) / ep;
+  while (remaining > 0) {
+    bool progressed = false;
+    for (int64_t q = 0; q < ep && remaining > 0; ++q) {
+      int64_t pick = -1;
+      for (int64_t e = q * g; e < (q + 1) * g; ++e) {
+        const int64_t v = c[static_cast<size_t>(e)];
+        if (step > 0 ? v >= bound : v <= 0) continue;
+        if (pick < 0 || (step > 0 ? v < c[static_cast<size_t>(pick)] : v > c[static_cast<size_t>(pick)])) pick = e;
+      }
+      if (pick < 0) continue;
+      c[static_cast<size_t>(pick)] += step;
+      --remaining;
+      progressed = true;
+    }
+    if (!progressed) break;
+  }
+}
+
+// One draw of the collector's _generate_power_law_distribution: counts per expert (each at most num_tokens: a token
+// picks an expert once), with EP rank 0 the heaviest.
 std::vector<int64_t> power_law_counts(const MoeRow& r, double alpha, std::mt19937_64& rng) {
   const int64_t E = r.experts, T = r.tokens;
   const bool many = T * r.topk > E;
@@ -148,27 +189,34 @@ std::vector<int64_t> power_law_counts(const MoeRow& r, double alpha, std::mt1993
   }
   const int64_t target = T * r.topk;
   std::vector<int64_t> c(static_cast<size_t>(E));
-  int64_t total = 0;
+  int64_t overflow = 0;
   for (size_t e = 0; e < x.size(); ++e) {
     c[e] = static_cast<int64_t>(std::nearbyint(x[e] / sum * static_cast<double>(target)));  // torch.round: half-even
-    total += c[e];
+    if (!r.early_collector && c[e] > T) overflow += c[e] - T, c[e] = T;  // at most num_tokens; the excess below
   }
-  int64_t delta = target - total;
-  if (delta != 0) {
+  if (!r.early_collector) {
+    round_robin_adjust(c, r.ep, overflow, +1, T);
+    int64_t total = 0;
+    for (int64_t v : c) total += v;
+    const int64_t delta = target - total;
+    if (delta > 0) round_robin_adjust(c, r.ep, delta, +1, T);
+    if (delta < 0) round_robin_adjust(c, r.ep, -delta, -1, T);
+  } else {
+    // The earlier collector: no clamp; the rounding's remainder is added from the most-loaded expert down, or taken
+    // from the least-loaded up (the order of counts after rounding).
     std::vector<size_t> order(c.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::stable_sort(order.begin(), order.end(), [&c](size_t a, size_t b) { return c[a] > c[b]; });
-    const int64_t n = static_cast<int64_t>(order.size());
-    if (delta > 0) {
-      for (int64_t i = 0; i < delta; ++i) c[order[static_cast<size_t>(i % n)]] += 1;
-    } else {
-      for (int64_t i = 0; i < -delta; ++i) {
-        const size_t idx = order[static_cast<size_t>(n - 1 - (i % n))];
-        if (c[idx] > 0)
-          c[idx] -= 1;
-        else
-          *std::max_element(c.begin(), c.end()) -= 1;
-      }
+    int64_t total = 0;
+    for (int64_t v : c) total += v;
+    const int64_t delta = target - total, n = E;
+    for (int64_t i = 0; i < delta; ++i) c[order[static_cast<size_t>(i % n)]] += 1;
+    for (int64_t i = 0; i < -delta; ++i) {
+      const size_t idx = order[static_cast<size_t>(n - 1 - (i % n))];
+      if (c[idx] > 0)
+        c[idx] -= 1;
+      else
+        *std::max_element(c.begin(), c.end()) -= 1;
     }
   }
   // The EP group (E / ep consecutive experts) with the most pairs becomes rank 0's.
@@ -215,14 +263,16 @@ void moe_ops(const MoeRow& r, const std::vector<int64_t>& counts, std::vector<pl
               static_cast<double>(active) * static_cast<double>(K) * static_cast<double>(N) * wb;
     ops.push_back(std::move(o));
   };
-  experts("moe.experts.gate_up", 2 * ef, r.hidden);
+  experts("moe.experts.gate_up", r.gated ? 2 * ef : ef, r.hidden);
   {
-    plan::Op o;  // fused SiLU-and-mul (build_step's activation with fusion.silu_mul)
+    // Fused SiLU-and-mul (build_step's activation with fusion.silu_mul): reads gate and up, writes one; a non-gated
+    // expert's activation reads and writes one.
+    plan::Op o;
     o.kind = plan::OpKind::kActivation;
     o.name = "moe.experts.act";
     o.tokens = seen, o.n = ef;
-    o.flops = 5.0 * PS * static_cast<double>(ef);
-    o.bytes = 3.0 * PS * static_cast<double>(ef) * a;
+    o.flops = (r.gated ? 5.0 : 2.0) * PS * static_cast<double>(ef);
+    o.bytes = (r.gated ? 3.0 : 2.0) * PS * static_cast<double>(ef) * a;
     ops.push_back(std::move(o));
   }
   experts("moe.experts.down", r.hidden, ef);
@@ -265,6 +315,12 @@ void read_moe(const CsvTable& t, const std::string& gpu, std::vector<Sample>& ou
     r.experts = t.integer(row, "num_experts", 1);
     r.tp = t.integer(row, "moe_tp_size", 1);
     r.ep = t.integer(row, "moe_ep_size", 1, r.experts);
+    // The vLLM 0.14 table (A100, committed 2026-02-19 from an auto-collector pipeline run) comes from the collector
+    // before the sampler's clamp to num_tokens (collector/helper.py, 2026-02-10, #335; the per-rank round-robin came
+    // 2026-04-19, #876), and before its vLLM collector resolved a model's activation (that collect_moe.py builds
+    // FusedMoE with the default SiLU-and-mul for every shape, Nemotron's included). It fits that sampler best.
+    r.early_collector = t.str(row, "version") == "0.14.0";
+    r.gated = r.early_collector || !non_gated_shape(r.hidden, r.inter, r.topk, r.experts);
     const std::string dist = t.str(row, "distribution");
     // vLLM's Triton fused MoE (kernel_source `vllm_fused_moe` in 0.14, `..._triton_tritonexperts` in 0.24) with an
     // expert map: fused_moe.py's kernel writes zeros for the blocks of experts mapped to -1 (write_zeros_to_output),
