@@ -13,10 +13,10 @@
 //     i-th expert is (t + i stride) mod E, stride = ceil(E / topk)); `power_law_<a>` is its power_law_logits_v3
 //     sampler (per-expert counts drawn from a power law of exponent a on [1, 0.8 num_tokens], scaled to
 //     num_tokens x topk, each clamped to num_tokens with the excess and the rounding's remainder handed out one pair
-//     at a time to each EP rank in turn, and the EP rank with the most pairs swapped to rank 0), averaged over 5 draws as the
-//     collector averages 5 routings: the sample holds the 5 draws' ops and 5 x the measured time. The draws come from
-//     a generator seeded by the row's shape (deterministic). The planner's zipf routing is not used: it is a fixed
-//     rank^-s popularity, not this sampler, and does not put the heaviest EP rank on the measured GPU.
+//     at a time to each EP rank in turn, and the EP rank with the most pairs swapped to rank 0), averaged over 5
+//     draws as the collector averages 5 routings: the sample holds the 5 draws' ops and 5 x the measured time. The
+//     draws come from a generator seeded by the row's shape (deterministic). The planner's zipf routing is not used:
+//     it is a fixed rank^-s popularity, not this sampler, and does not put the heaviest EP rank on the measured GPU.
 //     Modelled dtypes: bfloat16 and fp8 (per-tensor); skipped: fp8_block, int4_wo, nvfp4, the mxfp4 kinds.
 //   elementwise: no AIConfigurator table; its parameters exist so that executor profiles (`parasol calibrate
 //     --profile`) can fit them.
